@@ -1,0 +1,63 @@
+"""The MCP server: an adapter onto the running mesh, reading through the services' control sockets."""
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from mcp.server.mcpserver import MCPServer
+from mcp_types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from services.cli import collect_status
+from services.config import Config
+
+
+class SocketFigures(BaseModel):
+    sent: int
+    received: int
+    dropped: int = Field(description="Frames lost: refused by a full queue, or missed by a subscriber that fell behind")
+    undecodable: int = Field(description="Malformed frames counted and skipped")
+    lag_ms: float = Field(description="Latest receive lag: now minus the message's origin time")
+
+
+class ServiceRow(BaseModel):
+    name: str
+    state: Literal["starting", "running", "halted", "stopping", "down"]
+    pid: int
+    uptime_s: float
+    restarts: int
+    halt_reason: str
+    last_error: str
+    sockets: dict[str, SocketFigures]
+
+
+class MeshStatus(BaseModel):
+    all_up: bool = Field(description="True when the supervisor and every configured service run (halted counts as up)")
+    services: list[ServiceRow]
+
+
+def build(config: Config) -> MCPServer:
+    server = MCPServer(
+        "polybot",
+        instructions="Trade prediction markets through the polybot mesh. Start with mesh_status to see what runs.",
+    )
+
+    @server.tool(annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False))
+    async def mesh_status() -> MeshStatus:
+        """Each polybot service's state, pid, uptime, restarts and per-socket counters.
+
+        A service shown as down is not running: start the mesh with `polybot up`.
+        """
+        rows = await asyncio.to_thread(collect_status, config)
+        services = [
+            ServiceRow(
+                name=r.name, state=r.state, pid=r.pid, uptime_s=r.uptime_s, restarts=r.restarts,
+                halt_reason=r.halt_reason, last_error=r.last_error,
+                sockets={k: SocketFigures(sent=c.sent, received=c.received, dropped=c.dropped,
+                                          undecodable=c.undecodable, lag_ms=c.lag_ms) for k, c in r.sockets.items()},
+            )
+            for r in rows
+        ]
+        return MeshStatus(all_up=all(s.state in ("running", "halted") for s in services), services=services)
+
+    return server

@@ -1,0 +1,1 @@
+"""The polybot mesh: messages, bus, config, service runtime, supervisor and CLI."""

@@ -1,0 +1,186 @@
+"""`polybot`: run the mesh and look at it."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import msgspec
+
+from . import messages as m
+from .bus import BusError, BusTimeout, Requester
+from .config import Config, ConfigError, control_address, ensure_state_dir, load, load_secrets
+
+STATUS_TIMEOUT_MS = 1000
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="polybot", description="A trading mesh for prediction markets.")
+    parser.add_argument("--config", help="TOML config file (default: $POLYBOT_CONFIG or ~/.config/polybot/polybot.toml)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("up", help="start every configured service and keep them running (Ctrl-C stops)")
+    commands.add_parser("down", help="stop the running supervisor and its services")
+    status = commands.add_parser("status", help="every service's state, pid, uptime, counters and lag")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    restart = commands.add_parser("restart", help="restart one service without touching the others")
+    restart.add_argument("name")
+    run = commands.add_parser("run", help="run one service in the foreground (what the supervisor starts)")
+    run.add_argument("name")
+    for verb, what in (("halt", "stop producing new work"), ("resume", "undo halt")):
+        cmd = commands.add_parser(verb, help=f"tell services to {what} (all when none named)")
+        cmd.add_argument("names", nargs="*", metavar="NAME")
+        if verb == "halt":
+            cmd.add_argument("--reason", default="halted by operator")
+    args = parser.parse_args(argv)
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"polybot: config: {exc}", file=sys.stderr)
+        return 2
+    handler = {"up": _up, "down": _down, "status": _status, "restart": _restart, "run": _run,
+               "halt": _halt, "resume": _resume}[args.command]
+    try:
+        return handler(config, args)
+    except ConfigError as exc:
+        print(f"polybot: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(config: Config, args: argparse.Namespace) -> int:
+    from .runtime import Runner
+
+    return Runner(config, args.name, load_secrets()).run()
+
+
+def _up(config: Config, args: argparse.Namespace) -> int:
+    from .runtime import Runner
+    from .supervisor import Supervisor, SupervisorOptions
+
+    ensure_state_dir(config)
+    for name in config.enabled_services:  # fail before starting anything if a service is misconfigured
+        from .runtime import resolve
+
+        resolve(config, name)
+    options = SupervisorOptions(config_path=str(args.config or ""))
+    return Runner(config, "supervisor", load_secrets(), cls=Supervisor, options=options).run()
+
+
+def _ask(config: Config, service: str, request: m.Message, timeout_ms: int = STATUS_TIMEOUT_MS) -> m.Message | None:
+    with Requester(control_address(config, service), timeout_ms) as req:
+        try:
+            return req.request(request)
+        except (BusTimeout, BusError):
+            return None
+
+
+def _down(config: Config, args: argparse.Namespace) -> int:
+    reply = _ask(config, "supervisor", m.ShutdownRequest())
+    if reply is None:
+        print("polybot: no supervisor is running")
+        return 0
+    deadline = time.monotonic() + config.supervisor.stop_timeout_s * 2 + 5
+    while time.monotonic() < deadline:
+        if _ask(config, "supervisor", m.StatusRequest(), 300) is None:
+            print("polybot: stopped")
+            return 0
+    print("polybot: the supervisor did not stop in time", file=sys.stderr)
+    return 1
+
+
+def _restart(config: Config, args: argparse.Namespace) -> int:
+    reply = _ask(config, "supervisor", m.RestartRequest(service=args.name))
+    match reply:
+        case None:
+            print("polybot: no supervisor is running; start the mesh with `polybot up`", file=sys.stderr)
+            return 1
+        case m.Error(message=message):
+            print(f"polybot: {message}", file=sys.stderr)
+            return 1
+    print(f"polybot: restarting {args.name}")
+    return 0
+
+
+def _broadcast(config: Config, names: list[str], request: m.Message) -> int:
+    targets = names or config.enabled_services
+    unknown = [n for n in targets if n not in config.services]
+    if unknown:
+        print(f"polybot: no service named {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    failed = 0
+    for name in targets:
+        reply = _ask(config, name, request)
+        if isinstance(reply, m.Ok):
+            print(f"{name}: {reply.detail}")
+        else:
+            failed += 1
+            print(f"{name}: {'no answer (down?)' if reply is None else reply.message}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _halt(config: Config, args: argparse.Namespace) -> int:
+    return _broadcast(config, args.names, m.HaltRequest(reason=args.reason))
+
+
+def _resume(config: Config, args: argparse.Namespace) -> int:
+    return _broadcast(config, args.names, m.ResumeRequest())
+
+
+def collect_status(config: Config) -> list[m.ServiceState]:
+    """The supervisor's row, then one row per enabled service: its own report, or the supervisor's view of it."""
+    names = ["supervisor", *config.enabled_services]
+    with ThreadPoolExecutor(max_workers=min(16, len(names))) as pool:
+        replies = dict(zip(names, pool.map(lambda n: _ask(config, n, m.StatusRequest()), names)))
+    sup = replies["supervisor"]
+    seen = {c.name: c for c in sup.children} if isinstance(sup, m.StatusReply) else {}
+    rows = [sup.service if isinstance(sup, m.StatusReply) else m.ServiceState(name="supervisor", state="down")]
+    for name in config.enabled_services:
+        reply, child = replies[name], seen.get(name)
+        if isinstance(reply, m.StatusReply):
+            row = reply.service
+            if child is not None:
+                row = msgspec.structs.replace(row, restarts=child.restarts)
+        elif child is not None:
+            row = msgspec.structs.replace(child, state="down" if child.state == "running" else child.state)
+        else:
+            row = m.ServiceState(name=name, state="down")
+        rows.append(row)
+    return rows
+
+
+def _status(config: Config, args: argparse.Namespace) -> int:
+    rows = collect_status(config)
+    if args.json:
+        print(msgspec.json.encode(rows).decode())
+    else:
+        print(format_table(rows))
+    return 0 if all(r.state in ("running", "halted") for r in rows) else 3
+
+
+def _uptime(seconds: float) -> str:
+    if seconds <= 0:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def format_table(rows: list[m.ServiceState]) -> str:
+    header = ("SERVICE", "STATE", "PID", "UPTIME", "RESTARTS", "IN", "OUT", "DROPPED", "BAD", "LAG ms", "LAST ERROR")
+    lines = [header]
+    for r in rows:
+        data = {k: v for k, v in r.sockets.items() if k != "control"}
+        lines.append((
+            r.name,
+            r.state + (f" ({r.halt_reason})" if r.state == "halted" and r.halt_reason else ""),
+            str(r.pid or "-"),
+            _uptime(r.uptime_s),
+            str(r.restarts),
+            str(sum(c.received for c in data.values())),
+            str(sum(c.sent for c in data.values())),
+            str(sum(c.dropped for c in data.values())),
+            str(sum(c.undecodable for c in r.sockets.values())),
+            f"{max((c.lag_ms for c in data.values() if c.received), default=0.0):.1f}",
+            r.last_error[:60],
+        ))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in lines)

@@ -1,0 +1,279 @@
+"""Configuration: one TOML file, every default in code, ``POLYBOT_*`` overrides, secrets from the environment only.
+
+Environment overrides name a key path with ``__`` between levels:
+``POLYBOT_STATE_DIR=/srv/polybot``, ``POLYBOT_BUS__TRANSPORT=tcp``,
+``POLYBOT_SERVICES__SCANNER__ENABLED=false``. Values are read as TOML values
+when they parse as one (numbers, booleans, arrays), else as plain strings.
+"""
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+from msgspec import Struct
+
+CONFIG_ENV = "POLYBOT_CONFIG"
+SUPERVISOR_ENV = "POLYBOT_SUPERVISOR_PID"  # set by the supervisor on its children
+SECRET_NAMES = ("private_key", "api_key", "api_secret", "api_passphrase", "mcp_token")
+RESERVED_ENV = {CONFIG_ENV, SUPERVISOR_ENV} | {f"POLYBOT_{n.upper()}" for n in SECRET_NAMES}
+
+SOCKET_NAMES = ("prices", "events", "signals", "orders", "executions", "decisions")
+SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+UNIX_PATH_MAX = 107  # sockaddr_un.sun_path, less the terminating NUL
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and the fix."""
+
+
+class _Section(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class BusConfig(_Section):
+    transport: Literal["ipc", "tcp"] = "ipc"
+    host: str = "127.0.0.1"  # tcp: where the stable side binds and the others dial
+    base_port: int = 7700  # tcp: prices .. decisions at +0..+5, supervisor +9, services +10..
+    addresses: dict[str, str] = {}  # per-socket override, e.g. prices = "tcp://10.0.0.5:7700"
+    recv_timeout_ms: int = 1000
+    send_timeout_ms: int = 1000
+    buffer: int = 8192  # messages queued per socket (NNG's maximum); holds ~2 s of a 30k/s burst
+    heartbeat_s: float = 1.0
+    linger_ms: int = 250  # on stop, time given to queued outbound frames before sockets close
+
+
+class SupervisorConfig(_Section):
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    backoff_reset_s: float = 30.0  # a service that stayed up this long starts its backoff afresh
+    ready_timeout_s: float = 30.0
+    stop_timeout_s: float = 10.0
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    file_max_mb: int = 10
+    file_backups: int = 5
+
+
+class ServiceConfig(_Section):
+    kind: str  # "package.module:Class"
+    enabled: bool = True
+    control: str = ""  # control address override
+    options: dict[str, Any] = {}  # validated by the service class's own Options
+
+
+class Config(_Section):
+    state_dir: str = ""  # default: $XDG_STATE_HOME/polybot, else ~/.local/state/polybot
+    bus: BusConfig = BusConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    log: LogConfig = LogConfig()
+    services: dict[str, ServiceConfig] = {}  # started by `polybot up` in this order
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir)
+
+    @property
+    def enabled_services(self) -> list[str]:
+        return [name for name, svc in self.services.items() if svc.enabled]
+
+
+class Secrets:
+    """Secrets, read from the environment only; never printed, logged or stored."""
+
+    __slots__ = SECRET_NAMES
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        for name in SECRET_NAMES:
+            setattr(self, name, environ.get(f"POLYBOT_{name.upper()}") or None)
+
+    def values(self) -> list[str]:
+        return [v for n in SECRET_NAMES if (v := getattr(self, n))]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}={'***' if getattr(self, n) else None}" for n in SECRET_NAMES)
+        return f"Secrets({shown})"
+
+
+def _home(environ: Mapping[str, str]) -> Path:
+    return Path(environ["HOME"]) if environ.get("HOME") else Path.home()
+
+
+def default_config_path(environ: Mapping[str, str]) -> Path:
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV]).expanduser()
+    base = environ.get("XDG_CONFIG_HOME") or str(_home(environ) / ".config")
+    return Path(base) / "polybot" / "polybot.toml"
+
+
+def load(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the file (if any), apply environment overrides, validate, and fill in derived defaults."""
+    environ = os.environ if environ is None else environ
+    explicit = path is not None or bool(environ.get(CONFIG_ENV))
+    file = Path(path).expanduser() if path is not None else default_config_path(environ)
+    raw: dict[str, Any] = {}
+    if file.exists():
+        try:
+            raw = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    elif explicit:
+        raise ConfigError(f"{file}: no such config file")
+    _reject_secrets(raw, where=str(file))
+    overrides = _apply_env(raw, environ)
+    try:
+        config = _convert(raw)
+    except _Invalid as bad:
+        culprit = next((var for var, key in overrides.items() if key == bad.path or key.startswith(bad.path + ".")
+                        or bad.path.startswith(key + ".")), None)
+        raise ConfigError(f"{f'environment {culprit}' if culprit else file}: {bad}") from None
+    return _finish(config, environ)
+
+
+def load_secrets(environ: Mapping[str, str] | None = None) -> Secrets:
+    return Secrets(os.environ if environ is None else environ)
+
+
+def _reject_secrets(raw: Any, where: str, path: str = "") -> None:
+    if isinstance(raw, list):
+        for i, item in enumerate(raw):
+            _reject_secrets(item, where, f"{path[:-1]}[{i}].")
+        return
+    if not isinstance(raw, dict):
+        return
+    for key, value in raw.items():
+        dotted = f"{path}{key}"
+        if key in SECRET_NAMES:
+            raise ConfigError(
+                f"{where}: {dotted} is a secret and is not read from files; "
+                f"set POLYBOT_{key.upper()} in the environment instead"
+            )
+        _reject_secrets(value, where, f"{dotted}.")
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    """Write each POLYBOT_* override into ``raw``; return {variable: dotted key}."""
+    applied = {}
+    for name, text in sorted(environ.items()):
+        if not name.startswith("POLYBOT_") or name in RESERVED_ENV:
+            continue
+        keys = name[len("POLYBOT_"):].lower().split("__")
+        if not all(keys):
+            raise ConfigError(f"environment {name}: empty key segment (levels are separated by '__')")
+        node = raw
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"environment {name}: {'.'.join(keys)} goes below a value that is not a table")
+            node = child
+        node[keys[-1]] = _env_value(text)
+        applied[name] = ".".join(keys)
+    return applied
+
+
+def _env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+class _Invalid(Exception):
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<key>[^`]+)`(?: - at `\$(?P<at>[^`]*)`)?$")
+_AT = re.compile(r"(?P<msg>.*?)(?: - at `\$(?P<at>[^`]*)`)?$")
+
+
+def convert_section(raw: Any, kind: type, prefix: str) -> Any:
+    """msgspec.convert, with errors naming the dotted key path below ``prefix``."""
+    try:
+        return msgspec.convert(raw, kind)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        if m := _UNKNOWN.match(text):
+            path = ".".join(p for p in (prefix, (m["at"] or "").lstrip("."), m["key"]) if p)
+            raise _Invalid(path, "unknown key") from None
+        m = _AT.match(text)
+        path = ".".join(p for p in (prefix, (m["at"] or "").lstrip(".")) if p)
+        raise _Invalid(path, m["msg"]) from None
+
+
+def _convert(raw: dict[str, Any]) -> Config:
+    services = raw.pop("services", {})
+    if not isinstance(services, dict):
+        raise _Invalid("services", "must be a table of [services.NAME] tables")
+    config = convert_section(raw, Config, "")
+    parsed = {name: convert_section(table, ServiceConfig, f"services.{name}") for name, table in services.items()}
+    return msgspec.structs.replace(config, services=parsed)
+
+
+def _finish(config: Config, environ: Mapping[str, str]) -> Config:
+    for name in config.services:
+        if not SERVICE_NAME.match(name):
+            raise ConfigError(f"services.{name}: a service name is lower-case letters, digits and '_' (at most 32)")
+        if name == "supervisor":
+            raise ConfigError("services.supervisor: the name is taken by the supervisor itself")
+    for name in config.bus.addresses:
+        if name not in SOCKET_NAMES:
+            raise ConfigError(f"bus.addresses.{name}: unknown socket; the sockets are {', '.join(SOCKET_NAMES)}")
+    if not 1 <= config.bus.buffer <= 8192:
+        raise ConfigError("bus.buffer: must be between 1 and 8192 (NNG's maximum)")
+    state_dir = config.state_dir or _default_state_dir(environ)
+    state = Path(state_dir).expanduser()
+    if not state.is_absolute():
+        raise ConfigError(f"state_dir: {state_dir!r} must be an absolute path (nothing is kept relative to the working directory)")
+    config = msgspec.structs.replace(config, state_dir=str(state))
+    if config.bus.transport == "ipc":
+        longest = max([socket_address(config, s) for s in SOCKET_NAMES]
+                      + [control_address(config, n) for n in ("supervisor", *config.services)], key=len)
+        if len(os.fsencode(longest[len("ipc://"):])) > UNIX_PATH_MAX:
+            raise ConfigError(
+                f"state_dir: {state} is too long for ipc socket paths ({longest} exceeds {UNIX_PATH_MAX} bytes); "
+                "choose a shorter state_dir or bus.transport = \"tcp\""
+            )
+    return config
+
+
+def _default_state_dir(environ: Mapping[str, str]) -> str:
+    base = environ.get("XDG_STATE_HOME") or str(_home(environ) / ".local" / "state")
+    return str(Path(base) / "polybot")
+
+
+def ensure_state_dir(config: Config) -> Path:
+    """Create the state directory and its folders, mode 0700, and return it."""
+    root = config.state_path
+    for folder in (root, root / "sock", root / "logs"):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if stat.S_IMODE(folder.stat().st_mode) != 0o700:
+            folder.chmod(0o700)
+    return root
+
+
+def socket_address(config: Config, name: str) -> str:
+    if name in config.bus.addresses:
+        return config.bus.addresses[name]
+    if config.bus.transport == "tcp":
+        return f"tcp://{config.bus.host}:{config.bus.base_port + SOCKET_NAMES.index(name)}"
+    return f"ipc://{config.state_dir}/sock/{name}.ipc"
+
+
+def control_address(config: Config, service: str) -> str:
+    svc = config.services.get(service)
+    if svc is not None and svc.control:
+        return svc.control
+    if config.bus.transport == "tcp":
+        if service == "supervisor":
+            return f"tcp://{config.bus.host}:{config.bus.base_port + 9}"
+        return f"tcp://{config.bus.host}:{config.bus.base_port + 10 + list(config.services).index(service)}"
+    return f"ipc://{config.state_dir}/sock/control-{service}.ipc"

@@ -1,0 +1,333 @@
+"""Every message on the mesh: frozen, tagged msgspec Structs, msgpack on the wire.
+
+Prices and sizes are ``Decimal`` (exact; msgpack carries them as strings).
+Every message carries ``id``, ``ts_ns`` (origin time) and ``trace_id``; a
+message caused by another passes the cause's ``trace_id`` on, so one trade can
+be followed hop by hop. Evolve the schema only by adding fields with defaults:
+decoders ignore fields they do not know, so old and new peers interoperate.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from decimal import Decimal
+from typing import Literal, Union
+
+import msgspec
+from msgspec import Struct, field
+
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def new_id() -> str:
+    """A process-unique, mesh-unique id: a random per-process prefix and a counter."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
+
+
+def _reset_id_prefix_after_fork() -> None:
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX = os.urandom(6).hex()
+    _ID_COUNTER = itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_reset_id_prefix_after_fork)
+
+Side = Literal["BUY", "SELL"]
+OrderType = Literal["GTC", "GTD", "FOK", "FAK"]
+Liquidity = Literal["TAKER", "MAKER"]
+
+
+class Message(Struct, frozen=True, kw_only=True, tag_field="type", tag=True):
+    """Base of every bus message; the tag is the class name."""
+
+    id: str = field(default_factory=new_id)
+    ts_ns: int = field(default_factory=time.time_ns)
+    trace_id: str = field(default_factory=new_id)
+
+
+# ---------------------------------------------------------------- market data (prices)
+
+
+class Level(Struct, frozen=True, array_like=True):
+    price: Decimal
+    size: Decimal
+
+
+class Book(Struct, frozen=True, kw_only=True):
+    """One token's full book. Bids best first (descending), asks best first (ascending)."""
+
+    token_id: str
+    market: str
+    bids: list[Level]
+    asks: list[Level]
+    venue_ts_ms: int = 0
+    hash: str = ""
+    tick_size: Decimal | None = None
+
+
+class BookSnapshot(Message, frozen=True, kw_only=True):
+    """Full books, usually from one venue frame (the initial dump carries many)."""
+
+    books: list[Book]
+
+
+class LevelChange(Struct, frozen=True, kw_only=True):
+    """The new total ``size`` at ``price`` on one side of one token's book; 0 removes the level."""
+
+    token_id: str
+    market: str
+    side: Side
+    price: Decimal
+    size: Decimal
+    best_bid: Decimal | None = None
+    best_ask: Decimal | None = None
+    venue_ts_ms: int = 0
+
+
+class BookDelta(Message, frozen=True, kw_only=True):
+    """Level changes, batched: one bus message per venue frame."""
+
+    changes: list[LevelChange]
+
+
+class LastTrade(Message, frozen=True, kw_only=True):
+    token_id: str
+    market: str
+    price: Decimal
+    size: Decimal
+    side: Side
+    fee_rate_bps: int = 0
+    venue_ts_ms: int = 0
+
+
+# ---------------------------------------------------------------- market lifecycle (events)
+
+
+class Outcome(Struct, frozen=True, kw_only=True):
+    token_id: str
+    name: str
+
+
+class MarketNew(Message, frozen=True, kw_only=True):
+    market: str
+    question: str
+    outcomes: list[Outcome]
+    slug: str = ""
+    tick_size: Decimal = Decimal("0.01")
+    min_size: Decimal = Decimal("5")
+    neg_risk: bool = False
+    neg_risk_market_id: str = ""
+    end_ts_ms: int = 0
+    fee_rate: Decimal = Decimal("0")
+    accepting_orders: bool = True
+
+
+class TickSizeChange(Message, frozen=True, kw_only=True):
+    token_id: str
+    market: str
+    old_tick_size: Decimal
+    new_tick_size: Decimal
+
+
+class MarketHalted(Message, frozen=True, kw_only=True):
+    market: str
+    reason: str = ""
+
+
+class MarketResolved(Message, frozen=True, kw_only=True):
+    market: str
+    winning_token_id: str
+    winning_outcome: str = ""
+
+
+# ---------------------------------------------------------------- signals
+
+
+class Leg(Struct, frozen=True, kw_only=True):
+    token_id: str
+    side: Side
+    size: Decimal
+    limit_price: Decimal
+    order_type: OrderType = "GTC"
+    market: str = ""
+
+
+class Signal(Message, frozen=True, kw_only=True):
+    """An intent to trade, from a strategy (``strategy:NAME``) or an agent (``mcp:CLIENT``)."""
+
+    source: str
+    legs: list[Leg]
+    rationale: str = ""
+    cause_id: str = ""  # the market-data message that prompted it
+    cause_ts_ns: int = 0
+
+
+# ---------------------------------------------------------------- orders and risk verdicts (orders, decisions)
+
+
+class Order(Message, frozen=True, kw_only=True):
+    """One leg of an accepted signal; ``id`` is the client order id, stable across retries."""
+
+    signal_id: str
+    leg: int
+    source: str
+    token_id: str
+    market: str
+    side: Side
+    size: Decimal
+    limit_price: Decimal
+    order_type: OrderType = "GTC"
+    post_only: bool = False
+    expires_s: int = 0
+
+
+class Reason(Struct, frozen=True, kw_only=True):
+    """Why risk refused, as data: the check's code, its limit, the value seen, the largest size that would pass."""
+
+    code: str
+    message: str
+    leg: int | None = None
+    limit: Decimal | None = None
+    value: Decimal | None = None
+    max_size: Decimal | None = None
+
+
+class SignalAccepted(Message, frozen=True, kw_only=True):
+    signal_id: str
+    source: str
+    orders: list[Order]
+
+
+class SignalRejected(Message, frozen=True, kw_only=True):
+    signal_id: str
+    source: str
+    reasons: list[Reason]
+
+
+# ---------------------------------------------------------------- order lifecycle (executions)
+
+
+class OrderAck(Message, frozen=True, kw_only=True):
+    order_id: str
+    venue_order_id: str
+    status: str = "live"
+
+
+class OrderRejected(Message, frozen=True, kw_only=True):
+    order_id: str
+    code: str
+    message: str = ""
+
+
+class Fill(Message, frozen=True, kw_only=True):
+    order_id: str
+    venue_order_id: str
+    trade_id: str
+    token_id: str
+    market: str
+    side: Side
+    price: Decimal
+    size: Decimal
+    fee: Decimal = Decimal("0")
+    liquidity: Liquidity = "TAKER"
+    status: str = "MATCHED"
+
+
+class OrderCanceled(Message, frozen=True, kw_only=True):
+    order_id: str
+    venue_order_id: str = ""
+    remaining: Decimal = Decimal("0")
+    reason: str = ""
+
+
+class Heartbeat(Message, frozen=True, kw_only=True):
+    """Sent by every publisher now and then, so subscribers can tell silence from a dead peer."""
+
+    service: str
+    pid: int
+    seq: int
+
+
+# ---------------------------------------------------------------- control (REQ/REP)
+
+
+class StatusRequest(Message, frozen=True, kw_only=True):
+    pass
+
+
+class HaltRequest(Message, frozen=True, kw_only=True):
+    reason: str = ""
+
+
+class ResumeRequest(Message, frozen=True, kw_only=True):
+    pass
+
+
+class RestartRequest(Message, frozen=True, kw_only=True):
+    """To the supervisor: restart one service, now, without backoff."""
+
+    service: str
+
+
+class ShutdownRequest(Message, frozen=True, kw_only=True):
+    """To the supervisor: stop every service, then itself."""
+
+
+class SocketCounters(Struct, kw_only=True):
+    sent: int = 0
+    received: int = 0
+    dropped: int = 0
+    undecodable: int = 0
+    lag_ms: float = 0.0  # latest receive lag (now - origin), ms
+    lag_ms_max: float = 0.0
+
+
+class ServiceState(Struct, frozen=True, kw_only=True):
+    name: str
+    state: Literal["starting", "running", "halted", "stopping", "down"]
+    pid: int = 0
+    uptime_s: float = 0.0
+    restarts: int = 0
+    sockets: dict[str, SocketCounters] = {}
+    last_error: str = ""
+    halt_reason: str = ""
+    detail: dict[str, str] = {}
+
+
+class StatusReply(Message, frozen=True, kw_only=True):
+    service: ServiceState
+    children: list[ServiceState] = []  # the supervisor's view of its services
+
+
+class Ok(Message, frozen=True, kw_only=True):
+    request_id: str
+    detail: str = ""
+
+
+class Error(Message, frozen=True, kw_only=True):
+    request_id: str
+    message: str
+
+
+# ---------------------------------------------------------------- unions per socket
+
+PricesMsg = Union[BookSnapshot, BookDelta, LastTrade, Heartbeat]
+EventsMsg = Union[MarketNew, TickSizeChange, MarketHalted, MarketResolved, Heartbeat]
+SignalsMsg = Signal
+OrdersMsg = Order
+ExecutionsMsg = Union[OrderAck, OrderRejected, Fill, OrderCanceled, Heartbeat]
+DecisionsMsg = Union[SignalAccepted, SignalRejected, Heartbeat]
+ControlRequest = Union[StatusRequest, HaltRequest, ResumeRequest, RestartRequest, ShutdownRequest]
+ControlReply = Union[StatusReply, Ok, Error]
+
+
+def tag_of(cls: type[Message]) -> str:
+    return cls.__struct_config__.tag
+
+
+def members(union: object) -> tuple[type[Message], ...]:
+    """The message classes of a socket's union."""
+    args = getattr(union, "__args__", None)
+    return tuple(args) if args else (union,)  # type: ignore[return-value]

@@ -1,0 +1,70 @@
+"""One instance of every message type, with no field left at its default where that can be helped."""
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+from services import messages as m
+
+
+def all_message_types() -> set[type[m.Message]]:
+    """Every message class of the schema (not the newer-version stand-ins that tests define)."""
+    found, todo = set(), [m.Message]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub.__module__ == m.__name__:
+                found.add(sub)
+            todo.append(sub)
+    return found
+
+
+def samples() -> dict[type[m.Message], m.Message]:
+    book = m.Book(token_id="71321045679252212594626385532706912750332728571942532289631379312455583992563",
+                  market="0xdd22", bids=[m.Level(D("0.51"), D("120.5")), m.Level(D("0.5"), D("3149725.72"))],
+                  asks=[m.Level(D("0.53"), D("9.37"))], venue_ts_ms=1786604072222, hash="ed47eb91",
+                  tick_size=D("0.01"))
+    order = m.Order(signal_id="s1", leg=1, source="strategy:arbitrage", token_id="t2", market="0xdd22", side="SELL",
+                    size=D("12.5"), limit_price=D("0.47"), order_type="FOK", post_only=True, expires_s=1800000000,
+                    trace_id="trace-1")
+    state = m.ServiceState(name="risk", state="halted", pid=42, uptime_s=3.5, restarts=2,
+                           sockets={"signals": m.SocketCounters(sent=1, received=2, dropped=3, undecodable=4,
+                                                                lag_ms=1.5, lag_ms_max=9.0)},
+                           last_error="boom", halt_reason="kill switch", detail={"k": "v"})
+    out = [
+        m.BookSnapshot(books=[book, book]),
+        m.BookDelta(changes=[m.LevelChange(token_id="t1", market="0xdd22", side="BUY", price=D("0.52"),
+                                           size=D("0"), best_bid=D("0.51"), best_ask=D("0.53"),
+                                           venue_ts_ms=1790658661234)]),
+        m.LastTrade(token_id="t1", market="0xdd22", price=D("0.51"), size=D("25.0"), side="BUY", fee_rate_bps=200,
+                    venue_ts_ms=1703875202000),
+        m.MarketNew(market="0x311d", question="Will NVIDIA close above $240?", slug="nvda-240",
+                    outcomes=[m.Outcome(token_id="t1", name="Yes"), m.Outcome(token_id="t2", name="No")],
+                    tick_size=D("0.001"), min_size=D("15"), neg_risk=True, neg_risk_market_id="0xabc",
+                    end_ts_ms=1769800000000, fee_rate=D("0.07"), accepting_orders=False),
+        m.TickSizeChange(token_id="t1", market="0x311d", old_tick_size=D("0.1"), new_tick_size=D("0.01")),
+        m.MarketHalted(market="0x311d", reason="feed stale"),
+        m.MarketResolved(market="0x311d", winning_token_id="t1", winning_outcome="Yes"),
+        m.Signal(source="mcp:claude", rationale="YES+NO asks sum to 0.97", cause_id="c1", cause_ts_ns=123,
+                 legs=[m.Leg(token_id="t1", side="BUY", size=D("10"), limit_price=D("0.45"), order_type="FAK",
+                             market="0x311d"),
+                       m.Leg(token_id="t2", side="BUY", size=D("10"), limit_price=D("0.52"))]),
+        order,
+        m.SignalAccepted(signal_id="s1", source="strategy:arbitrage", orders=[order]),
+        m.SignalRejected(signal_id="s2", source="mcp:claude",
+                         reasons=[m.Reason(code="ORDER_NOTIONAL", message="notional 600 over limit 500", leg=0,
+                                           limit=D("500"), value=D("600"), max_size=D("1111.11"))]),
+        m.OrderAck(order_id="o1", venue_order_id="0xabc", status="matched"),
+        m.OrderRejected(order_id="o1", code="MIN_SIZE", message="Size (2) lower than the minimum: 5"),
+        m.Fill(order_id="o1", venue_order_id="0xabc", trade_id="tr1", token_id="t1", market="0x311d", side="BUY",
+               price=D("0.45"), size=D("10"), fee=D("0.1732"), liquidity="MAKER", status="CONFIRMED"),
+        m.OrderCanceled(order_id="o1", venue_order_id="0xabc", remaining=D("2.5"), reason="FAK remainder"),
+        m.Heartbeat(service="scanner", pid=99, seq=7),
+        m.StatusRequest(),
+        m.HaltRequest(reason="drill"),
+        m.ResumeRequest(),
+        m.RestartRequest(service="scanner"),
+        m.ShutdownRequest(),
+        m.StatusReply(service=state, children=[state]),
+        m.Ok(request_id="r1", detail="halted"),
+        m.Error(request_id="r1", message="no such service"),
+    ]
+    return {type(msg): msg for msg in out}

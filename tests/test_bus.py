@@ -1,0 +1,204 @@
+"""The bus between real processes: every message type crosses its socket and decodes equal; filters; bad frames."""
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pynng
+import pytest
+
+from services import messages as m
+from services.bus import TAXONOMY, TRAILER, Bus, encode_frame, topic
+from services.config import ensure_state_dir, load
+
+from .conftest import Mesh, child_env, wait_for
+from .samples import samples
+
+SAMPLES = samples()
+
+
+def _config(state_dir: Path):
+    config = load(None, {"POLYBOT_STATE_DIR": str(state_dir), "HOME": str(state_dir)})
+    ensure_state_dir(config)
+    return config
+
+
+def _peer(state_dir: Path, socket: str, count: int, *types: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.peer", str(state_dir), socket, str(count), *types],
+                            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stderr.readline().strip() == b"READY", proc.stderr.read().decode()
+    return proc
+
+
+def _results(proc: subprocess.Popen, union) -> list[m.Message]:
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    decoder = msgspec.msgpack.Decoder(union)
+    msgs, at = [], 0
+    while at < len(out):
+        (size,) = struct.unpack_from(">I", out, at)
+        msgs.append(decoder.decode(out[at + 4: at + 4 + size]))
+        at += 4 + size
+    return msgs
+
+
+@pytest.mark.parametrize("socket", [name for name, spec in TAXONOMY.items() if spec.fanout])
+def test_every_type_crosses_pub_sub_to_another_process_and_decodes_equal(state_dir: Path, socket: str) -> None:
+    spec = TAXONOMY[socket]
+    sent = [SAMPLES[t] for t in spec.types]
+    bus = Bus(_config(state_dir))
+    pub = bus.outbound(socket)
+    peer = _peer(state_dir, socket, len(sent))
+    wait_for(lambda: pub.socket.pipes, what="the subscriber to connect")
+    for msg in sent:
+        assert pub.send(msg)
+    assert _results(peer, spec.union) == sent
+    bus.close()
+
+
+@pytest.mark.parametrize("socket", [name for name, spec in TAXONOMY.items() if not spec.fanout])
+def test_every_type_crosses_push_pull_to_another_process_and_decodes_equal(state_dir: Path, socket: str) -> None:
+    spec = TAXONOMY[socket]
+    sent = [SAMPLES[t] for t in spec.types]
+    peer = _peer(state_dir, socket, len(sent))
+    bus = Bus(_config(state_dir))
+    push = bus.outbound(socket)
+    for msg in sent:
+        assert push.send(msg)
+    assert _results(peer, spec.union) == sent
+    bus.close()
+
+
+def test_every_control_request_crosses_req_rep_and_its_reply_comes_back(state_dir: Path) -> None:
+    sent = [SAMPLES[t] for t in m.members(m.ControlRequest)]
+    peer = _peer(state_dir, "control", len(sent))
+    bus = Bus(_config(state_dir))
+    with bus.requester("peer", timeout_ms=10_000) as req:
+        replies = [req.request(msg) for msg in sent]
+    assert _results(peer, m.ControlRequest) == sent
+    assert [(r.request_id, r.detail) for r in replies] == [(s.id, type(s).__name__) for s in sent]
+
+
+def test_a_sub_filtered_to_one_type_receives_only_that_type(state_dir: Path) -> None:
+    bus = Bus(_config(state_dir))
+    pub = bus.outbound("prices")
+    peer = _peer(state_dir, "prices", 3, "LastTrade")
+    wait_for(lambda: pub.socket.pipes, what="the subscriber to connect")
+    trades = [msgspec.structs.replace(SAMPLES[m.LastTrade], id=f"trade-{i}") for i in range(3)]
+    for trade in trades:  # every other type between the trades; the peer must see only the trades
+        for other in (m.BookSnapshot, m.BookDelta, m.Heartbeat):
+            pub.send(SAMPLES[other])
+        pub.send(trade)
+    assert _results(peer, m.PricesMsg) == trades
+    bus.close()
+
+
+_TRADE_FIELDS = {f: getattr(SAMPLES[m.LastTrade], f) for f in m.LastTrade.__struct_fields__}
+# Garbage that starts like a LastTrade, so it passes a SUB's prefix filter and reaches the decoder.
+TYPED_GARBAGE = [topic(m.LastTrade) + b"\xc1" + TRAILER.pack(1, 1),  # 0xc1 is never valid msgpack
+                 topic(m.LastTrade) + msgspec.msgpack.encode({"type": "LastTrade", **_TRADE_FIELDS, "price": "x"})
+                 + TRAILER.pack(1, 2),
+                 topic(m.LastTrade) + msgspec.msgpack.encode(SAMPLES[m.Heartbeat]) + TRAILER.pack(1, 3),  # lies
+                 topic(m.LastTrade)]  # cut short
+GARBAGE = [b"", b"\x00", b"not msgpack at all" + bytes(TRAILER.size),
+           msgspec.msgpack.encode({"type": "NoSuchType"}) + TRAILER.pack(1, 1), *TYPED_GARBAGE]
+
+
+def test_malformed_frames_on_every_socket_are_counted_and_skipped_while_the_service_keeps_working(
+        mesh_factory) -> None:
+    mesh: Mesh = mesh_factory('[services.tally]\nkind = "tests.mesh_services:Tally"\n')
+    config = load(mesh.config, {"HOME": str(mesh.state)})
+    ensure_state_dir(config)
+    bus = Bus(config)
+    pub = bus.outbound("prices")  # the test plays the scanner; Tally subscribes
+    mesh.start()
+    wait_for(lambda: mesh.status().get("tally", {}).get("state") == "running", what="tally to run")
+    wait_for(lambda: pub.socket.pipes, what="tally to subscribe")
+    push = bus.outbound("signals")
+    raw_req = pynng.Req0(dial=f"ipc://{mesh.state}/sock/control-tally.ipc", send_timeout=5000, recv_timeout=5000)
+    for frame in GARBAGE:
+        pub.send_raw(frame)
+        push.send_raw(frame)
+        raw_req.send(frame)
+        reply = msgspec.msgpack.decode(raw_req.recv(), type=m.ControlReply)
+        assert isinstance(reply, m.Error) and "undecodable" in reply.message
+    pub.send(SAMPLES[m.LastTrade])
+    push.send(SAMPLES[m.Signal])
+
+    def counted() -> dict | None:
+        tally = mesh.status()["tally"]
+        done = tally["detail"].get("prices.LastTrade") == "1" and tally["detail"].get("signals.Signal") == "1"
+        return tally if done else None
+
+    tally = wait_for(counted, what="the valid messages after the garbage to arrive")
+    # Frames that match no subscribed prefix never reach a SUB: NNG drops them before we see them.
+    assert tally["sockets"]["prices"]["undecodable"] == len(TYPED_GARBAGE)
+    assert tally["sockets"]["signals"]["undecodable"] == len(GARBAGE)
+    assert tally["sockets"]["control"]["undecodable"] == len(GARBAGE)
+    assert tally["state"] == "running" and tally["last_error"] == ""
+    raw_req.close()
+    bus.close()
+
+
+def test_a_publisher_never_blocks_on_a_subscriber_that_does_not_read_and_the_subscriber_counts_what_it_missed(
+        state_dir: Path) -> None:
+    config = _config(state_dir)
+    config = msgspec.structs.replace(config, bus=msgspec.structs.replace(config.bus, buffer=16))
+    bus = Bus(config)
+    pub, sub = bus.outbound("prices"), bus.inbound("prices", [m.LastTrade])
+    wait_for(lambda: pub.socket.pipes, what="the subscriber to connect")
+    pub.send(msgspec.structs.replace(SAMPLES[m.LastTrade], id="first"))  # a gap is counted from a first frame on
+    assert sub.recv(5000).id == "first"
+    sent = 5000
+    for i in range(sent):  # the subscriber reads nothing meanwhile; this must not block
+        pub.send(msgspec.structs.replace(SAMPLES[m.LastTrade], id=str(i)))
+    pub.send(msgspec.structs.replace(SAMPLES[m.LastTrade], id="last"))
+    while sub.recv(5000).id != "last":
+        pass
+    counters = bus.counters["prices"]
+    assert counters.received + counters.dropped == sent + 2
+    assert counters.dropped > 0
+    bus.close()
+
+
+def test_a_push_with_nobody_pulling_counts_drops_instead_of_blocking(state_dir: Path) -> None:
+    config = _config(state_dir)
+    config = msgspec.structs.replace(config, bus=msgspec.structs.replace(config.bus, buffer=8))
+    bus = Bus(config)
+    push = bus.outbound("signals")
+    results = [push.send(SAMPLES[m.Signal]) for _ in range(100)]
+    assert results.count(False) == bus.counters["signals"].dropped > 0
+    bus.close()
+
+
+def test_a_message_on_the_wrong_socket_is_refused_before_it_is_sent(state_dir: Path) -> None:
+    bus = Bus(_config(state_dir))
+    push = bus.outbound("signals")
+    with pytest.raises(Exception, match="does not travel on this socket"):
+        push.send(SAMPLES[m.Order])
+    assert bus.counters["signals"].sent == 0
+    bus.close()
+
+
+class NewerHeartbeat(m.Message, frozen=True, kw_only=True, tag="Heartbeat"):
+    """A Heartbeat from a newer peer: one more field, with a default."""
+
+    service: str
+    pid: int
+    seq: int
+    load: float = 0.25
+
+
+def test_a_newer_peers_message_with_an_added_field_passes_an_older_subscribers_filter_and_decodes(
+        state_dir: Path) -> None:
+    bus = Bus(_config(state_dir))
+    pub, sub = bus.outbound("prices"), bus.inbound("prices", [m.Heartbeat])
+    wait_for(lambda: pub.socket.pipes, what="the subscriber to connect")
+    newer = NewerHeartbeat(service="scanner", pid=9, seq=3, load=0.9)
+    pub.send_raw(encode_frame(msgspec.msgpack.Encoder(), newer, instance=7, seq=1))
+    got = sub.recv(5000)
+    assert got == m.Heartbeat(id=newer.id, ts_ns=newer.ts_ns, trace_id=newer.trace_id, service="scanner", pid=9, seq=3)
+    bus.close()
