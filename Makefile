@@ -13,6 +13,7 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bus_io.py
+	$(BIN)/python benchmarks/bus_throughput.py
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

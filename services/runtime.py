@@ -147,6 +147,7 @@ class Runner:
         self.started = time.monotonic()
         self.last_error = ""
         self.errors = 0
+        self.handled = 0
         self.drained = 0
         self._bad_logged = 0.0
         self._stop_threads = threading.Event()
@@ -204,7 +205,7 @@ class Runner:
             await asyncio.gather(*tasks, return_exceptions=True)
             self._call(self.service.on_stop)
             await asyncio.sleep(self.config.bus.linger_ms / 1000)  # NNG discards queued frames on close
-            self.log.info("stopped", extra={"drained": self.drained, "errors": self.errors})
+            self.log.info("stopped", extra={"handled": self.handled, "drained": self.drained, "errors": self.errors})
             return 0
         finally:
             replier.close()
@@ -268,6 +269,7 @@ class Runner:
                 handle(socket, msg)
             except Exception as exc:
                 self._record_error(exc, f"handling {type(msg).__name__} from {socket}")
+        self.handled += len(batch)
 
     def _record_error(self, exc: BaseException, doing: str) -> None:
         self.errors += 1
@@ -326,7 +328,7 @@ class Runner:
             detail = {k: str(v) for k, v in self.service.detail().items()}
         except Exception as exc:
             detail = {"detail_error": str(exc)}
-        detail.update(errors=str(self.errors), drained=str(self.drained))
+        detail.update(handled=str(self.handled), errors=str(self.errors), drained=str(self.drained))
         return m.ServiceState(
             name=self.name,
             state=self.state,  # type: ignore[arg-type]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from decimal import Decimal
 
 import msgspec
@@ -13,7 +14,6 @@ from services.runtime import Service
 
 class TickerOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     interval_ms: int = 20
-    crash_on_start: bool = False
 
 
 class Ticker(Service):
@@ -24,8 +24,6 @@ class Ticker(Service):
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
-        if ctx.options.crash_on_start:
-            raise SystemExit(3)
         self.sent = 0
 
     async def run(self) -> None:
@@ -40,10 +38,15 @@ class Ticker(Service):
         return {"ticks": str(self.sent)}
 
 
-class Tally(Service):
-    """Counts what arrives on ``prices`` (SUB) and ``signals`` (PULL), by type."""
+class TallyOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    handle_ms: int = 0  # time each message takes to handle, to build a backlog
 
-    consumes = {"prices": None, "signals": None}
+
+class Tally(Service):
+    """Counts what arrives on every data socket (SUB to the fan-out ones, PULL on signals and orders), by type."""
+
+    consumes = {"prices": None, "events": None, "executions": None, "decisions": None, "signals": None, "orders": None}
+    Options = TallyOptions
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
@@ -51,7 +54,19 @@ class Tally(Service):
 
     def handle(self, socket: str, msg: m.Message) -> None:
         key = f"{socket}.{type(msg).__name__}"
+        if not self.seen:
+            self.ctx.log.info("first message")
         self.seen[key] = self.seen.get(key, 0) + 1
+        if self.ctx.options.handle_ms:
+            time.sleep(self.ctx.options.handle_ms / 1000)  # slow work, on purpose
 
     def detail(self) -> dict[str, str]:
         return {**{k: str(v) for k, v in self.seen.items()}, "pid": str(os.getpid())}
+
+
+class Crasher(Service):
+    """Dies with exit code 3 as it starts, every time."""
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        raise SystemExit(3)

@@ -96,15 +96,17 @@ def test_a_sub_filtered_to_one_type_receives_only_that_type(state_dir: Path) -> 
     bus.close()
 
 
-_TRADE_FIELDS = {f: getattr(SAMPLES[m.LastTrade], f) for f in m.LastTrade.__struct_fields__}
-# Garbage that starts like a LastTrade, so it passes a SUB's prefix filter and reaches the decoder.
-TYPED_GARBAGE = [topic(m.LastTrade) + b"\xc1" + TRAILER.pack(1, 1),  # 0xc1 is never valid msgpack
-                 topic(m.LastTrade) + msgspec.msgpack.encode({"type": "LastTrade", **_TRADE_FIELDS, "price": "x"})
-                 + TRAILER.pack(1, 2),
-                 topic(m.LastTrade) + msgspec.msgpack.encode(SAMPLES[m.Heartbeat]) + TRAILER.pack(1, 3),  # lies
-                 topic(m.LastTrade)]  # cut short
-GARBAGE = [b"", b"\x00", b"not msgpack at all" + bytes(TRAILER.size),
-           msgspec.msgpack.encode({"type": "NoSuchType"}) + TRAILER.pack(1, 1), *TYPED_GARBAGE]
+def _garbage(kind: type[m.Message]) -> tuple[list[bytes], list[bytes]]:
+    """(frames no SUB filter lets through, frames that start like a ``kind`` and reach the decoder)."""
+    fields = {f: getattr(SAMPLES[kind], f) for f in kind.__struct_fields__}
+    liar = next(t for t in SAMPLES if t is not kind and t not in m.members(m.ControlRequest))
+    typed = [topic(kind) + b"\xc1" + TRAILER.pack(1, 1),  # 0xc1 is never valid msgpack
+             topic(kind) + msgspec.msgpack.encode({"type": m.tag_of(kind), **fields, "id": 5}) + TRAILER.pack(1, 2),
+             topic(kind) + msgspec.msgpack.encode(SAMPLES[liar]) + TRAILER.pack(1, 3),  # topic and payload disagree
+             topic(kind)]  # cut short
+    untyped = [b"", b"\x00", b"not msgpack at all" + bytes(TRAILER.size),
+               msgspec.msgpack.encode({"type": "NoSuchType"}) + TRAILER.pack(1, 1)]
+    return untyped, typed
 
 
 def test_malformed_frames_on_every_socket_are_counted_and_skipped_while_the_service_keeps_working(
@@ -113,33 +115,38 @@ def test_malformed_frames_on_every_socket_are_counted_and_skipped_while_the_serv
     config = load(mesh.config, {"HOME": str(mesh.state)})
     ensure_state_dir(config)
     bus = Bus(config)
-    pub = bus.outbound("prices")  # the test plays the scanner; Tally subscribes
+    fanout = {name: bus.outbound(name) for name, spec in TAXONOMY.items() if spec.fanout}  # the test binds these
     mesh.start()
     wait_for(lambda: mesh.status().get("tally", {}).get("state") == "running", what="tally to run")
-    wait_for(lambda: pub.socket.pipes, what="tally to subscribe")
-    push = bus.outbound("signals")
+    for name, pub in fanout.items():
+        wait_for(lambda: pub.socket.pipes, what=f"tally to subscribe to {name}")
+    outs = {**fanout, **{name: bus.outbound(name) for name, spec in TAXONOMY.items() if not spec.fanout}}
+    expected_bad = {}
+    for name, out in outs.items():
+        kind = TAXONOMY[name].types[0]
+        untyped, typed = _garbage(kind)
+        for frame in untyped + typed:
+            out.send_raw(frame)
+        # Frames that match no subscribed prefix never reach a SUB: NNG drops them before we see them.
+        expected_bad[name] = len(typed) if TAXONOMY[name].fanout else len(untyped + typed)
+        assert out.send(SAMPLES[kind])
     raw_req = pynng.Req0(dial=f"ipc://{mesh.state}/sock/control-tally.ipc", send_timeout=5000, recv_timeout=5000)
-    for frame in GARBAGE:
-        pub.send_raw(frame)
-        push.send_raw(frame)
+    untyped, typed = _garbage(m.StatusRequest)
+    for frame in untyped + typed:
         raw_req.send(frame)
         reply = msgspec.msgpack.decode(raw_req.recv(), type=m.ControlReply)
         assert isinstance(reply, m.Error) and "undecodable" in reply.message
-    pub.send(SAMPLES[m.LastTrade])
-    push.send(SAMPLES[m.Signal])
-
-    def counted() -> dict | None:
-        tally = mesh.status()["tally"]
-        done = tally["detail"].get("prices.LastTrade") == "1" and tally["detail"].get("signals.Signal") == "1"
-        return tally if done else None
-
-    tally = wait_for(counted, what="the valid messages after the garbage to arrive")
-    # Frames that match no subscribed prefix never reach a SUB: NNG drops them before we see them.
-    assert tally["sockets"]["prices"]["undecodable"] == len(TYPED_GARBAGE)
-    assert tally["sockets"]["signals"]["undecodable"] == len(GARBAGE)
-    assert tally["sockets"]["control"]["undecodable"] == len(GARBAGE)
-    assert tally["state"] == "running" and tally["last_error"] == ""
     raw_req.close()
+
+    def all_counted() -> dict | None:
+        tally = mesh.status()["tally"]
+        seen = [tally["detail"].get(f"{name}.{m.tag_of(TAXONOMY[name].types[0])}") for name in outs]
+        return tally if seen == ["1"] * len(outs) else None
+
+    tally = wait_for(all_counted, what="the valid message after the garbage on every socket")
+    assert {name: tally["sockets"][name]["undecodable"] for name in outs} == expected_bad
+    assert tally["sockets"]["control"]["undecodable"] == len(untyped + typed)
+    assert tally["state"] == "running" and tally["last_error"] == ""
     bus.close()
 
 
