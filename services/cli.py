@@ -54,13 +54,11 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 
 
 def _up(config: Config, args: argparse.Namespace) -> int:
-    from .runtime import Runner
+    from .runtime import Runner, resolve
     from .supervisor import Supervisor, SupervisorOptions
 
     ensure_state_dir(config)
     for name in config.enabled_services:  # fail before starting anything if a service is misconfigured
-        from .runtime import resolve
-
         resolve(config, name)
     options = SupervisorOptions(config_path=str(args.config or ""))
     return Runner(config, "supervisor", load_secrets(), cls=Supervisor, options=options).run()

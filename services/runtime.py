@@ -191,8 +191,8 @@ class Runner:
             if self.ctx.halted:
                 self._call(self.service.on_halt, self.ctx.halt_reason)
             self.state = "halted" if self.ctx.halted else "running"
-            self.log.info("started", extra={"pid": os.getpid(), "publishes": ",".join(self.cls.publishes),
-                                            "consumes": ",".join(self.cls.consumes)})
+            sockets = {"publishes": ",".join(self.cls.publishes), "consumes": ",".join(self.cls.consumes)}
+            self.log.info("started", extra={"pid": os.getpid(), **{k: v for k, v in sockets.items() if v}})
             await stop.wait()
             self.state = "stopping"
             self.log.info("stopping: draining inbound sockets")

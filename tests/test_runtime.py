@@ -72,3 +72,26 @@ def test_a_service_that_cannot_bind_its_socket_says_which_and_exits(state_dir: P
     assert "prices" in err and "already binds" in err
     first.send_signal(signal.SIGTERM)
     assert first.wait(30) == 0
+
+
+def test_a_secret_that_reaches_a_log_message_is_blanked_in_the_file_and_on_stderr(state_dir: Path) -> None:
+    import io
+
+    from services import logs
+    from services.config import load_secrets
+
+    config = load(None, {"POLYBOT_STATE_DIR": str(state_dir), "HOME": str(state_dir)})
+    ensure_state_dir(config)
+    secret = "0x4c0883a69102937d6231471b5dbb6204fe512961708279f2e3e8a5d4b8e3e0b1"
+    stream = io.StringIO()
+    log = logs.setup(config, "leaky", load_secrets({"POLYBOT_PRIVATE_KEY": secret}), stream=stream)
+    try:
+        raise ValueError(f"bad key {secret}")
+    except ValueError:
+        log.exception("signing failed with %s", secret, extra={"key": secret})
+    for handler in log.handlers:
+        handler.flush()
+    written = (state_dir / "logs" / "leaky.log").read_text()
+    assert "signing failed" in written and "signing failed" in stream.getvalue()
+    assert secret not in written and secret not in stream.getvalue()
+    assert "***" in json.loads(written.splitlines()[0])["key"]
