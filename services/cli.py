@@ -27,6 +27,22 @@ def main(argv: list[str] | None = None) -> int:
     restart.add_argument("name")
     run = commands.add_parser("run", help="run one service in the foreground (what the supervisor starts)")
     run.add_argument("name")
+    venue = commands.add_parser(
+        "venue", help="serve the local Polymarket venue (Gamma and CLOB REST) on 127.0.0.1",
+        description="A local venue that speaks Polymarket's CLOB V2 wire protocol, so the system and its tests "
+                    "run with no account and no network. It prints its addresses and a funded test account.")
+    venue.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    venue.add_argument("--gamma-port", type=int, default=8790, help="Gamma REST port (default: 8790)")
+    venue.add_argument("--clob-port", type=int, default=8791, help="CLOB REST port (default: 8791)")
+    venue.add_argument("--seed", type=int, default=7, help="same seed, same markets and prices (default: 7)")
+    venue.add_argument("--markets", type=int, default=20, help="binary markets (default: 20)")
+    venue.add_argument("--events", type=int, default=3, help="multi-outcome neg-risk events (default: 3)")
+    venue.add_argument("--outcomes", type=int, default=4, help="outcomes per event (default: 4)")
+    venue.add_argument("--page-size", type=int, default=100, help="items per page of paginated lists (default: 100)")
+    venue.add_argument("--chain-id", type=int, default=137, choices=(137, 80002),
+                       help="chain whose exchange domain orders are signed under (default: 137)")
+    venue.add_argument("--starting-collateral", type=int, default=10_000,
+                       help="pUSD credited to each new account (default: 10000)")
     for verb, what in (("halt", "stop producing new work"), ("resume", "undo halt")):
         cmd = commands.add_parser(verb, help=f"tell services to {what} (all when none named)")
         cmd.add_argument("names", nargs="*", metavar="NAME")
@@ -39,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"polybot: config: {exc}", file=sys.stderr)
         return 2
     handler = {"up": _up, "down": _down, "status": _status, "restart": _restart, "run": _run,
-               "halt": _halt, "resume": _resume}[args.command]
+               "halt": _halt, "resume": _resume, "venue": _venue}[args.command]
     try:
         return handler(config, args)
     except ConfigError as exc:
@@ -62,6 +78,26 @@ def _up(config: Config, args: argparse.Namespace) -> int:
         resolve(config, name)
     options = SupervisorOptions(config_path=str(args.config or ""))
     return Runner(config, "supervisor", load_secrets(), cls=Supervisor, options=options).run()
+
+
+def _venue(config: Config, args: argparse.Namespace) -> int:
+    from .runtime import Runner
+    from .venues.local.server import Venue, VenueOptions, addresses, ready_made_account
+
+    options = VenueOptions(host=args.host, gamma_port=args.gamma_port, clob_port=args.clob_port, seed=args.seed,
+                           markets=args.markets, events=args.events, outcomes=args.outcomes,
+                           chain_id=args.chain_id, page_size=args.page_size,
+                           starting_collateral=args.starting_collateral)
+    account = ready_made_account(args.seed)
+    urls = addresses(options)
+    print(f"local venue (seed {args.seed}, chain {args.chain_id})\n"
+          f"  gamma  {urls['gamma']}\n  clob   {urls['clob']}\n"
+          f"test account (local venue only; funded with {args.starting_collateral} pUSD on first use)\n"
+          f"  address     {account.address}\n  private key {account.private_key}\n"
+          f"  api key     {account.credentials.api_key}\n  api secret  {account.credentials.secret}\n"
+          f"  passphrase  {account.credentials.passphrase}", flush=True)
+    ensure_state_dir(config)
+    return Runner(config, "venue", load_secrets(), cls=Venue, options=options).run()
 
 
 def _ask(config: Config, service: str, request: m.Message, timeout_ms: int = STATUS_TIMEOUT_MS) -> m.Message | None:

@@ -14,7 +14,6 @@ import time
 from decimal import Decimal
 from typing import Literal, Union
 
-import msgspec
 from msgspec import Struct, field
 
 _ID_PREFIX = os.urandom(6).hex()

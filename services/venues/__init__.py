@@ -1,0 +1,1 @@
+"""Venues: the real one, paper trading, and the local venue; wire formats stop here."""

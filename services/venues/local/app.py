@@ -1,0 +1,482 @@
+"""The local venue's HTTP side: Gamma and CLOB REST apps over one engine (Starlette)."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from . import auth
+from .engine import Engine, Order, Trade, VenueError, fmt
+from .markets import Event, clob_market, clob_market_info, gamma_event, gamma_market
+
+END_CURSOR = "LTE="  # base64("-1"): the last page
+
+
+@dataclass
+class VenueState:
+    engine: Engine
+    events: dict[str, Event]
+    chain_id: int
+    secret: bytes  # derives API credentials
+    page_size: int = 100
+    starting_collateral: Decimal = Decimal(10_000)
+    credentials: dict[str, auth.ApiCredentials] = field(default_factory=dict)  # api key -> creds
+    funded: set[str] = field(default_factory=set)
+
+    def register(self, address: str, nonce: int) -> auth.ApiCredentials:
+        creds = auth.derive_credentials(self.secret, address, nonce)
+        self.credentials[creds.api_key] = creds
+        if address.lower() not in self.funded:  # a new account starts with test collateral
+            self.funded.add(address.lower())
+            self.engine.fund(address, collateral=self.starting_collateral)
+        return creds
+
+
+def _error(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _cursor(offset: int) -> str:
+    return base64.b64encode(str(offset).encode()).decode()
+
+
+def _page(items: list, cursor: str | None, size: int) -> tuple[list, str]:
+    try:
+        offset = int(base64.b64decode(cursor or "MA==").decode())
+    except (ValueError, UnicodeDecodeError):
+        raise VenueError("invalid next_cursor") from None
+    if offset < 0:
+        return [], END_CURSOR
+    chunk = items[offset: offset + size]
+    return chunk, _cursor(offset + size) if offset + size < len(items) else END_CURSOR
+
+
+def _book(engine: Engine, token_id: str) -> dict:
+    market = engine.market_of(token_id)
+    bids, asks = engine.book_levels(token_id)
+    last = engine.last_trade.get(token_id)
+    book = {
+        "market": market.condition_id,
+        "asset_id": token_id,
+        "timestamp": str(engine.clock()),
+        "hash": "",
+        # Best level last on both sides: the client's market-price walk reads from the end.
+        "bids": [{"price": fmt(p), "size": fmt(s)} for p, s in reversed(bids)],
+        "asks": [{"price": fmt(p), "size": fmt(s)} for p, s in reversed(asks)],
+        "min_order_size": fmt(market.min_size),
+        "tick_size": fmt(market.tick),
+        "neg_risk": market.neg_risk,
+        "last_trade_price": fmt(last[0]) if last else "",
+    }
+    book["hash"] = hashlib.sha1(json.dumps(book, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+    return book
+
+
+def order_json(order: Order) -> dict:
+    return {
+        "id": order.id, "status": order.status, "owner": order.owner, "maker_address": order.address,
+        "market": order.market.condition_id, "asset_id": order.token_id, "side": order.side,
+        "original_size": fmt(order.size), "size_matched": fmt(order.matched), "price": fmt(order.price),
+        "outcome": order.market.outcome_of(order.token_id), "expiration": str(order.expiration),
+        "order_type": order.order_type, "associate_trades": list(order.trades), "created_at": order.created_ms // 1000,
+    }
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+def trade_json(trade: Trade, owner: str) -> dict:
+    taker, maker = trade.taker, trade.maker.order
+    as_taker = taker.owner == owner
+    return {
+        "id": trade.id, "taker_order_id": taker.id, "market": trade.market.condition_id,
+        "asset_id": taker.token_id if as_taker else maker.token_id,
+        "side": taker.side if as_taker else maker.side,
+        "size": fmt(trade.size), "price": fmt(trade.price if as_taker else trade.maker.price),
+        "fee_rate_bps": str(int(trade.market.fee_rate * 10_000)), "status": trade.status,
+        "match_time": str(trade.match_ms // 1000), "last_update": str(trade.last_update_ms // 1000),
+        "outcome": trade.market.outcome_of(taker.token_id if as_taker else maker.token_id),
+        "bucket_index": 0, "owner": owner, "maker_address": taker.address if as_taker else maker.address,
+        "transaction_hash": trade.transaction_hash, "trader_side": "TAKER" if as_taker else "MAKER",
+        "maker_orders": [{
+            "order_id": maker.id, "owner": maker.owner, "maker_address": maker.address,
+            "matched_amount": fmt(trade.maker.size), "price": fmt(trade.maker.price),
+            "fee_rate_bps": "0", "asset_id": maker.token_id, "outcome": trade.market.outcome_of(maker.token_id),
+            "side": maker.side}],
+    }
+
+
+def _amount(units: int) -> Decimal:
+    return Decimal(units) / Decimal(10**6)
+
+
+def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = None) -> Starlette:
+    """The CLOB REST API. ``on_change`` hears which tokens' books changed (for the market channel)."""
+    engine = state.engine
+    changed = on_change or (lambda tokens: None)
+
+    async def body_json(request: Request):
+        raw = await request.body()
+        try:
+            return raw, (json.loads(raw) if raw else None)
+        except json.JSONDecodeError:
+            raise VenueError("invalid JSON body") from None
+
+    def l2(request: Request, raw: bytes) -> auth.ApiCredentials:
+        return auth.check_l2(request.headers, request.method, request.url.path, raw, state.credentials.get)
+
+    def token_param(request: Request) -> str:
+        token = request.query_params.get("token_id")
+        if not token:
+            raise VenueError("token_id is required")
+        engine.market_of(token)
+        return token
+
+    def handler(fn):
+        async def wrapped(request: Request) -> Response:
+            try:
+                return await fn(request)
+            except auth.AuthError as exc:
+                return _error(exc.message, exc.status)
+            except VenueError as exc:
+                return _error(exc.message, exc.status)
+        return wrapped
+
+    # ------------------------------------------------------------ public
+
+    async def ok(request):
+        return PlainTextResponse("OK")
+
+    async def server_time(request):
+        return JSONResponse(engine.clock() // 1000)
+
+    async def version(request):
+        return JSONResponse({"version": 2})
+
+    async def book(request):
+        return JSONResponse(_book(engine, token_param(request)))
+
+    async def books(request):
+        _, items = await body_json(request)
+        return JSONResponse([_book(engine, item["token_id"]) for item in items or []])
+
+    def _mid(token: str) -> Decimal | None:
+        bid, ask = engine.best(token)
+        return (bid + ask) / 2 if bid is not None and ask is not None else None
+
+    async def midpoint(request):
+        mid = _mid(token_param(request))
+        text = fmt(mid) if mid is not None else "0"
+        return JSONResponse({"mid": text, "mid_price": text})
+
+    async def midpoints(request):
+        _, items = await body_json(request)
+        return JSONResponse({i["token_id"]: fmt(m) if (m := _mid(i["token_id"])) is not None else "0"
+                             for i in items or []})
+
+    def _price(token: str, side: str) -> str:
+        bid, ask = engine.best(token)
+        # The price a BUY pays is the best ask; a SELL gets the best bid.
+        best = ask if side.upper() == "BUY" else bid
+        return fmt(best) if best is not None else "0"
+
+    async def price(request):
+        return JSONResponse({"price": _price(token_param(request), request.query_params.get("side", "BUY"))})
+
+    async def prices(request):
+        _, items = await body_json(request)
+        out: dict = {}
+        for item in items or []:
+            out.setdefault(item["token_id"], {})[item["side"]] = _price(item["token_id"], item["side"])
+        return JSONResponse(out)
+
+    def _spread(token: str) -> str:
+        bid, ask = engine.best(token)
+        return fmt(ask - bid) if bid is not None and ask is not None else "0"
+
+    async def spread(request):
+        return JSONResponse({"spread": _spread(token_param(request))})
+
+    async def spreads(request):
+        _, items = await body_json(request)
+        return JSONResponse({i["token_id"]: _spread(i["token_id"]) for i in items or []})
+
+    def _last(token: str) -> dict:
+        last = engine.last_trade.get(token)
+        return {"price": fmt(last[0]) if last else "0", "side": last[1] if last else ""}
+
+    async def last_trade_price(request):
+        return JSONResponse(_last(token_param(request)))
+
+    async def last_trades_prices(request):
+        _, items = await body_json(request)
+        return JSONResponse([{"token_id": i["token_id"], **_last(i["token_id"])} for i in items or []])
+
+    async def tick_size(request):
+        return JSONResponse({"minimum_tick_size": float(engine.market_of(token_param(request)).tick)})
+
+    async def neg_risk(request):
+        return JSONResponse({"neg_risk": engine.market_of(token_param(request)).neg_risk})
+
+    async def fee_rate(request):
+        token_param(request)
+        return JSONResponse({"base_fee": 0})
+
+    async def market_by_token(request):
+        return JSONResponse({"condition_id": engine.market_of(request.path_params["token_id"]).condition_id})
+
+    def _market(condition_id: str):
+        market = engine.markets.get(condition_id)
+        if market is None:
+            raise VenueError("market not found", 404)
+        return market
+
+    async def clob_market_compact(request):
+        return JSONResponse(clob_market_info(_market(request.path_params["condition_id"])))
+
+    async def one_market(request):
+        return JSONResponse(clob_market(_market(request.path_params["condition_id"])))
+
+    async def markets(request):
+        items = [clob_market(m) for m in engine.markets.values()]
+        chunk, nxt = _page(items, request.query_params.get("next_cursor"), state.page_size)
+        return JSONResponse({"limit": state.page_size, "count": len(chunk), "next_cursor": nxt, "data": chunk})
+
+    # ------------------------------------------------------------ auth
+
+    async def create_api_key(request):
+        address, nonce = auth.check_l1(request.headers, state.chain_id)
+        creds = state.register(address, nonce)
+        return JSONResponse({"apiKey": creds.api_key, "secret": creds.secret, "passphrase": creds.passphrase})
+
+    async def api_keys(request):
+        creds = l2(request, b"")
+        keys = [c.api_key for c in state.credentials.values() if c.address.lower() == creds.address.lower()]
+        return JSONResponse({"apiKeys": keys})
+
+    # ------------------------------------------------------------ orders
+
+    def _place(creds: auth.ApiCredentials, payload: dict) -> dict:
+        try:
+            signed = auth.SignedOrder.from_json(payload.get("order") or {})
+        except ValueError as exc:
+            raise VenueError(f"invalid order payload: {exc}") from None
+        if payload.get("owner") != creds.api_key:
+            raise VenueError("the order owner does not match the API key", 400)
+        market = engine.market_of(signed.tokenId)
+        order_id = auth.order_hash(signed, state.chain_id, market.neg_risk)
+        try:
+            signer = auth.recover_order_signer(signed, state.chain_id, market.neg_risk)
+        except ValueError:
+            signer = ""
+        if signer.lower() != signed.signer.lower() or signed.maker.lower() != creds.address.lower():
+            raise VenueError(f"order {order_id} is invalid. Signature is invalid")
+        order_type = payload.get("orderType", "GTC")
+        if order_type not in ("GTC", "GTD", "FOK", "FAK"):
+            raise VenueError(f"invalid order type: {order_type}")
+        if signed.makerAmount <= 0 or signed.takerAmount <= 0:
+            raise VenueError(f"order {order_id} is invalid. Amounts must be positive")
+        maker, taker = _amount(signed.makerAmount), _amount(signed.takerAmount)
+        if signed.side == "BUY":
+            size, price = taker, maker / taker
+        else:
+            size, price = maker, taker / maker
+        if order_type in ("FOK", "FAK"):
+            # Market orders carry a worst price that the amounts express only approximately.
+            price = price.quantize(market.tick)
+        placement = engine.place(order_id=order_id, owner=creds.api_key, address=creds.address,
+                                 token_id=signed.tokenId, side=signed.side, price=price, size=size,
+                                 order_type=order_type, expiration=signed.expiration,
+                                 post_only=bool(payload.get("postOnly")))
+        changed([signed.tokenId])
+        return {"success": True, "errorMsg": "", "orderID": order_id, "status": placement.status,
+                "makingAmount": fmt(placement.making), "takingAmount": fmt(placement.taking),
+                "transactionsHashes": [t.transaction_hash for t in placement.trades],
+                "tradeIDs": [t.id for t in placement.trades]}
+
+    async def post_order(request):
+        raw, payload = await body_json(request)
+        creds = l2(request, raw)
+        return JSONResponse(_place(creds, payload or {}))
+
+    async def post_orders(request):
+        raw, payloads = await body_json(request)
+        creds = l2(request, raw)
+        out = []
+        for payload in payloads or []:
+            try:
+                out.append(_place(creds, payload))
+            except VenueError as exc:
+                out.append({"success": False, "errorMsg": exc.message, "orderID": "", "status": "",
+                            "makingAmount": "", "takingAmount": "", "transactionsHashes": [], "tradeIDs": []})
+        return JSONResponse(out)
+
+    def _cancel(creds: auth.ApiCredentials, ids: list[str]) -> JSONResponse:
+        tokens = [engine.orders[i].token_id for i in ids if i in engine.orders]
+        canceled, not_canceled = engine.cancel(creds.api_key, ids)
+        changed(tokens)
+        return JSONResponse({"canceled": canceled, "not_canceled": not_canceled})
+
+    async def cancel_order(request):
+        raw, payload = await body_json(request)
+        creds = l2(request, raw)
+        return _cancel(creds, [(payload or {}).get("orderID", "")])
+
+    async def cancel_orders(request):
+        raw, payload = await body_json(request)
+        creds = l2(request, raw)
+        return _cancel(creds, list(payload or [])[:1000])
+
+    async def cancel_all(request):
+        raw, _ = await body_json(request)
+        creds = l2(request, raw)
+        return _cancel(creds, [o.id for o in engine.open_orders(creds.api_key)])
+
+    async def cancel_market_orders(request):
+        raw, payload = await body_json(request)
+        creds = l2(request, raw)
+        payload = payload or {}
+        ids = [o.id for o in engine.open_orders(creds.api_key, payload.get("market", ""), payload.get("asset_id", ""))]
+        return _cancel(creds, ids)
+
+    async def get_order(request):
+        creds = l2(request, b"")
+        order = engine.orders.get(request.path_params["order_id"])
+        if order is None or order.owner != creds.api_key:
+            return JSONResponse(None)
+        return JSONResponse(order_json(order))
+
+    async def open_orders(request):
+        creds = l2(request, b"")
+        q = request.query_params
+        items = [order_json(o) for o in engine.open_orders(creds.api_key, q.get("market", ""),
+                                                             q.get("asset_id", ""), q.get("id", ""))]
+        chunk, nxt = _page(items, q.get("next_cursor"), state.page_size)
+        return JSONResponse({"data": chunk, "next_cursor": nxt, "limit": state.page_size, "count": len(chunk)})
+
+    async def trades(request):
+        creds = l2(request, b"")
+        q = request.query_params
+        mine = [t for t in engine.trade_log
+                if creds.api_key in (t.taker.owner, t.maker.order.owner)
+                and (not q.get("id") or t.id == q["id"])
+                and (not q.get("market") or t.market.condition_id == q["market"])
+                and (not q.get("asset_id") or q["asset_id"] in (t.taker.token_id, t.maker.order.token_id))]
+        items = [trade_json(t, creds.api_key) for t in mine]
+        chunk, nxt = _page(items, q.get("next_cursor"), state.page_size)
+        return JSONResponse({"data": chunk, "next_cursor": nxt, "limit": state.page_size, "count": len(chunk)})
+
+    async def heartbeat(request):
+        raw, payload = await body_json(request)
+        creds = l2(request, raw)
+        engine.heartbeat(creds.api_key)
+        return JSONResponse({"heartbeat_id": hashlib.sha256(f"{creds.api_key}:{engine.clock()}".encode()).hexdigest()[:32]})
+
+    async def balance_allowance(request):
+        creds = l2(request, b"")
+        account = engine.account(creds.address)
+        q = request.query_params
+        if q.get("asset_type", "COLLATERAL").upper() == "CONDITIONAL":
+            token = q.get("token_id", "")
+            balance = account.shares.get(token, Decimal(0))
+        else:
+            balance = account.collateral
+        units = str(int((balance * 10**6).to_integral_value()))
+        return JSONResponse({"balance": units, "allowances": {auth.EXCHANGE_V2[state.chain_id]: str(2**256 - 1)}})
+
+    routes = [
+        Route("/ok", ok), Route("/time", server_time), Route("/version", version),
+        Route("/book", book), Route("/books", books, methods=["POST"]),
+        Route("/midpoint", midpoint), Route("/midpoints", midpoints, methods=["POST"]),
+        Route("/price", price), Route("/prices", prices, methods=["POST"]),
+        Route("/spread", spread), Route("/spreads", spreads, methods=["POST"]),
+        Route("/last-trade-price", last_trade_price),
+        Route("/last-trades-prices", last_trades_prices, methods=["POST"]),
+        Route("/tick-size", tick_size), Route("/neg-risk", neg_risk), Route("/fee-rate", fee_rate),
+        Route("/markets-by-token/{token_id}", market_by_token),
+        Route("/clob-markets/{condition_id}", clob_market_compact),
+        Route("/markets", markets), Route("/markets/{condition_id}", one_market),
+        Route("/auth/api-key", create_api_key, methods=["POST"]),
+        Route("/auth/derive-api-key", create_api_key),
+        Route("/auth/api-keys", api_keys),
+        Route("/order", post_order, methods=["POST"]), Route("/order", cancel_order, methods=["DELETE"]),
+        Route("/orders", post_orders, methods=["POST"]), Route("/orders", cancel_orders, methods=["DELETE"]),
+        Route("/cancel-all", cancel_all, methods=["DELETE"]),
+        Route("/cancel-market-orders", cancel_market_orders, methods=["DELETE"]),
+        Route("/data/order/{order_id}", get_order), Route("/data/orders", open_orders),
+        Route("/data/trades", trades),
+        Route("/v1/heartbeats", heartbeat, methods=["POST"]), Route("/heartbeats", heartbeat, methods=["POST"]),
+        Route("/balance-allowance", balance_allowance), Route("/balance-allowance/update", balance_allowance),
+    ]
+    return Starlette(routes=[Route(r.path, handler(r.endpoint), methods=r.methods) for r in routes])
+
+
+def gamma_app(state: VenueState) -> Starlette:
+    """Gamma: market and event metadata, with its quirks (camelCase, lists as JSON strings)."""
+    engine = state.engine
+
+    def flag(value: str | None) -> bool | None:
+        return None if value is None else value.lower() == "true"
+
+    def paged(request: Request, items: list) -> list:
+        q = request.query_params
+        try:
+            offset, limit = int(q.get("offset", 0)), int(q.get("limit", 100))
+        except ValueError:
+            raise VenueError("limit and offset must be integers") from None
+        return items[offset: offset + limit]
+
+    async def markets(request: Request) -> Response:
+        q = request.query_params
+        found = list(engine.markets.values())
+        for key, attr in (("active", "active"), ("closed", "closed")):
+            if (want := flag(q.get(key))) is not None:
+                found = [m for m in found if getattr(m, attr) == want]
+        if q.get("slug"):
+            found = [m for m in found if m.slug in q.getlist("slug")]
+        if q.get("condition_ids"):
+            found = [m for m in found if m.condition_id in q.getlist("condition_ids")]
+        if q.get("clob_token_ids"):
+            wanted = set(q.getlist("clob_token_ids"))
+            found = [m for m in found if wanted & set(m.tokens)]
+        rendered = [gamma_market(engine, m, state.events) for m in found]
+        if order := q.get("order"):
+            if rendered and order not in rendered[0]:
+                return _error(f"cannot order by {order}")
+            rendered.sort(key=lambda r: (r[order] is None, r[order]), reverse=flag(q.get("ascending")) is False)
+        try:
+            return JSONResponse(paged(request, rendered))
+        except VenueError as exc:
+            return _error(exc.message)
+
+    async def events(request: Request) -> Response:
+        q = request.query_params
+        found = list(state.events.values())
+        if (want := flag(q.get("closed"))) is not None:
+            found = [e for e in found if all(m.closed for m in e.markets) == want]
+        if q.get("slug"):
+            found = [e for e in found if e.slug in q.getlist("slug")]
+        try:
+            return JSONResponse(paged(request, [gamma_event(engine, e, state.events) for e in found]))
+        except VenueError as exc:
+            return _error(exc.message)
+
+    async def one_market(request: Request) -> Response:
+        market = next((m for m in engine.markets.values() if m.market_id == request.path_params["id"]), None)
+        if market is None:
+            return _error("market not found", 404)
+        return JSONResponse(gamma_market(engine, market, state.events))
+
+    return Starlette(routes=[Route("/markets", markets), Route("/events", events),
+                             Route("/markets/{id}", one_market)])
+

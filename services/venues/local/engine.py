@@ -1,0 +1,427 @@
+"""The local venue's matching engine: pure, exact (Decimal), with the clock passed in.
+
+One book per binary market, kept in YES terms: a BUY of NO at q rests as an
+ask of YES at 1 - q, a SELL of NO at q as a bid at 1 - q. So the YES and NO
+books are mirrors of each other, as on the real venue, and the four ways two
+orders can meet all settle the same way: each side pays or receives its own
+price for the shares it buys or sells (BUY YES + BUY NO mints a pair, SELL
+YES + SELL NO merges one).
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+from bisect import insort
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import ROUND_FLOOR, Decimal
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+FEE_QUANTUM = Decimal("0.00001")
+HEARTBEAT_TIMEOUT_MS = 10_000
+GTD_MIN_LEAD_S = 60
+
+
+class VenueError(Exception):
+    """A request the venue refuses; ``message`` is the real venue's text."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass
+class Market:
+    condition_id: str
+    question: str
+    slug: str
+    tokens: tuple[str, str]  # (YES, NO)
+    outcomes: tuple[str, str] = ("Yes", "No")
+    tick: Decimal = Decimal("0.01")
+    min_size: Decimal = Decimal("5")
+    fee_rate: Decimal = ZERO
+    neg_risk: bool = False
+    neg_risk_market_id: str = ""
+    event_id: str = ""
+    end_ms: int = 0
+    active: bool = True
+    closed: bool = False
+    accepting_orders: bool = True
+    winner: str = ""  # winning token once resolved
+    market_id: str = ""  # Gamma's numeric id
+    description: str = ""
+
+    def outcome_of(self, token_id: str) -> str:
+        return self.outcomes[self.tokens.index(token_id)]
+
+    def is_yes(self, token_id: str) -> bool:
+        return token_id == self.tokens[0]
+
+
+@dataclass
+class Order:
+    id: str
+    owner: str  # api key
+    address: str
+    market: Market
+    token_id: str
+    side: str  # BUY / SELL of token_id
+    price: Decimal  # in token_id's terms
+    size: Decimal
+    order_type: str = "GTC"
+    expiration: int = 0  # seconds, GTD only
+    created_ms: int = 0
+    seq: int = 0
+    matched: Decimal = ZERO
+    status: str = "LIVE"  # LIVE, MATCHED, CANCELED
+    reserve_per_share: Decimal = ZERO  # collateral (BUY) or shares (SELL) held per unfilled share
+    trades: list[str] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.size - self.matched
+
+    @property
+    def yes_side(self) -> str:
+        if self.market.is_yes(self.token_id):
+            return self.side
+        return "SELL" if self.side == "BUY" else "BUY"
+
+    @property
+    def yes_price(self) -> Decimal:
+        return self.price if self.market.is_yes(self.token_id) else ONE - self.price
+
+
+@dataclass
+class MakerFill:
+    order: Order
+    size: Decimal
+    price: Decimal  # in the maker's token terms
+
+
+@dataclass
+class Trade:
+    id: str
+    market: Market
+    taker: Order
+    maker: MakerFill
+    size: Decimal
+    price: Decimal  # in the taker's token terms
+    fee: Decimal  # paid by the taker, collateral
+    match_ms: int
+    transaction_hash: str
+    status: str = "MATCHED"
+    last_update_ms: int = 0
+
+
+@dataclass
+class Account:
+    address: str
+    collateral: Decimal = ZERO
+    shares: dict[str, Decimal] = field(default_factory=dict)
+    held_collateral: Decimal = ZERO
+    held_shares: dict[str, Decimal] = field(default_factory=dict)
+
+    def available_collateral(self) -> Decimal:
+        return self.collateral - self.held_collateral
+
+    def available_shares(self, token: str) -> Decimal:
+        return self.shares.get(token, ZERO) - self.held_shares.get(token, ZERO)
+
+
+@dataclass
+class Placement:
+    order: Order
+    trades: list[Trade]
+    status: str  # live, matched, unmatched
+    making: Decimal  # what the taker gave: collateral (BUY) or shares (SELL)
+    taking: Decimal
+
+
+class Book:
+    """One binary market's resting orders, in YES terms, price-time priority."""
+
+    def __init__(self) -> None:
+        self.bids: dict[Decimal, deque[Order]] = {}
+        self.asks: dict[Decimal, deque[Order]] = {}
+        self.bid_prices: list[Decimal] = []  # ascending
+        self.ask_prices: list[Decimal] = []  # ascending
+
+    def add(self, order: Order) -> None:
+        levels, prices = (self.bids, self.bid_prices) if order.yes_side == "BUY" else (self.asks, self.ask_prices)
+        price = order.yes_price
+        if price not in levels:
+            levels[price] = deque()
+            insort(prices, price)
+        levels[price].append(order)
+
+    def remove(self, order: Order) -> None:
+        levels, prices = (self.bids, self.bid_prices) if order.yes_side == "BUY" else (self.asks, self.ask_prices)
+        price = order.yes_price
+        queue = levels.get(price)
+        if queue is None:
+            return
+        try:
+            queue.remove(order)
+        except ValueError:
+            return
+        if not queue:
+            del levels[price]
+            prices.remove(price)
+
+    def opposite(self, yes_side: str, limit: Decimal) -> Iterable[Order]:
+        """Resting orders an incoming ``yes_side`` order at ``limit`` (YES terms) can meet, best first."""
+        if yes_side == "BUY":
+            for price in list(self.ask_prices):
+                if price > limit:
+                    return
+                yield from list(self.asks.get(price, ()))
+        else:
+            for price in reversed(list(self.bid_prices)):
+                if price < limit:
+                    return
+                yield from list(self.bids.get(price, ()))
+
+    def depth(self, yes_side: str) -> list[tuple[Decimal, Decimal]]:
+        """(price, total remaining) per level in YES terms, ascending by price."""
+        levels, prices = (self.bids, self.bid_prices) if yes_side == "BUY" else (self.asks, self.ask_prices)
+        return [(p, sum((o.remaining for o in levels[p]), ZERO)) for p in prices]
+
+
+def taker_fee(shares: Decimal, price: Decimal, rate: Decimal) -> Decimal:
+    """Polymarket's taker fee in collateral: shares x rate x p x (1 - p), floored to 5 decimals."""
+    return (shares * rate * price * (ONE - price)).quantize(FEE_QUANTUM, rounding=ROUND_FLOOR)
+
+
+def fmt(value: Decimal) -> str:
+    """A decimal as the venue writes it: no exponent, no trailing zeros."""
+    text = f"{value.normalize():f}"
+    return "0" if text in ("-0", "") else text
+
+
+class Engine:
+    def __init__(self, markets: Iterable[Market], clock, fee_account: str = "fees") -> None:
+        self.markets: dict[str, Market] = {}
+        self.token_market: dict[str, Market] = {}
+        self.books: dict[str, Book] = {}
+        for market in markets:
+            self.add_market(market)
+        self.clock = clock  # () -> ms
+        self.orders: dict[str, Order] = {}
+        self.trades: dict[str, Trade] = {}
+        self.trade_log: list[Trade] = []
+        self.accounts: dict[str, Account] = {}
+        self.heartbeats: dict[str, int] = {}  # owner -> last heartbeat ms
+        self.last_trade: dict[str, tuple[Decimal, str]] = {}  # token -> (price, side)
+        self.fee_account = fee_account
+        self._seq = itertools.count(1)
+        self._trade_seq = itertools.count(1)
+
+    # ---------------------------------------------------------------- setup
+
+    def add_market(self, market: Market) -> None:
+        self.markets[market.condition_id] = market
+        for token in market.tokens:
+            self.token_market[token] = market
+        self.books[market.condition_id] = Book()
+
+    def account(self, address: str) -> Account:
+        key = address.lower()
+        if key not in self.accounts:
+            self.accounts[key] = Account(address=address)
+        return self.accounts[key]
+
+    def fund(self, address: str, collateral: Decimal = ZERO, shares: dict[str, Decimal] | None = None) -> None:
+        account = self.account(address)
+        account.collateral += collateral
+        for token, amount in (shares or {}).items():
+            account.shares[token] = account.shares.get(token, ZERO) + amount
+
+    def market_of(self, token_id: str) -> Market:
+        market = self.token_market.get(token_id)
+        if market is None:
+            raise VenueError("market not found", 404)
+        return market
+
+    # ---------------------------------------------------------------- orders
+
+    def place(self, *, order_id: str, owner: str, address: str, token_id: str, side: str, price: Decimal,
+              size: Decimal, order_type: str = "GTC", expiration: int = 0, post_only: bool = False) -> Placement:
+        """Validate, match and (for GTC/GTD) rest one order; raises VenueError with the venue's text."""
+        market = self.market_of(token_id)
+        now = self.clock()
+        if order_id in self.orders:
+            raise VenueError(f"order {order_id} is invalid. Duplicated.")
+        if market.closed or not market.accepting_orders:
+            raise VenueError("the market is not accepting orders")
+        if order_type in ("FOK", "FAK") and post_only:
+            raise VenueError("invalid post-only order: post-only is only supported for GTC and GTD orders")
+        if price % market.tick != 0:
+            raise VenueError(f"order {order_id} is invalid. Price ({fmt(price)}) breaks minimum tick size rule: "
+                             f"{fmt(market.tick)}")
+        if not market.tick <= price <= ONE - market.tick:
+            raise VenueError(f"order {order_id} is invalid. Price ({fmt(price)}) is out of range: "
+                             f"min {fmt(market.tick)}, max {fmt(ONE - market.tick)}")
+        if order_type in ("GTC", "GTD") and size < market.min_size:
+            raise VenueError(f"order {order_id} is invalid. Size ({fmt(size)}) lower than the minimum: "
+                             f"{fmt(market.min_size)}")
+        if size <= 0:
+            raise VenueError(f"order {order_id} is invalid. Size ({fmt(size)}) must be positive")
+        if order_type == "GTD" and expiration < now // 1000 + GTD_MIN_LEAD_S:
+            raise VenueError(f"order {order_id} is invalid. Expiration must be at least {GTD_MIN_LEAD_S}s "
+                             "in the future")
+        order = Order(id=order_id, owner=owner, address=address, market=market, token_id=token_id, side=side,
+                      price=price, size=size, order_type=order_type, expiration=expiration, created_ms=now,
+                      seq=next(self._seq))
+        book = self.books[market.condition_id]
+        makers = list(book.opposite(order.yes_side, order.yes_price))
+        if post_only and makers:
+            raise VenueError("invalid post-only order: order crosses book")
+        if order_type == "FOK" and sum((m.remaining for m in makers), ZERO) < size:
+            raise VenueError("order couldn't be fully filled. FOK orders are fully filled or killed.")
+        account = self.account(address)
+        self._hold(account, order)
+        trades = self._match(order, makers, book, now)
+        making = sum(((t.size * t.price + (t.fee if side == "BUY" else ZERO)) if side == "BUY" else t.size
+                      for t in trades), ZERO)
+        taking = sum((t.size if side == "BUY" else t.size * t.price - t.fee for t in trades), ZERO)
+        if order.remaining > 0 and order_type in ("GTC", "GTD"):
+            book.add(order)
+        elif order.remaining > 0:
+            self._release(order)
+            order.status = "CANCELED" if order.matched == 0 else "MATCHED"
+        self.orders[order_id] = order
+        status = "matched" if trades else ("live" if order.status == "LIVE" else "unmatched")
+        return Placement(order=order, trades=trades, status=status, making=making, taking=taking)
+
+    def _hold(self, account: Account, order: Order) -> None:
+        if order.side == "BUY":
+            # Enough for the whole size at the limit, plus the taker fee it might pay.
+            order.reserve_per_share = order.price + order.market.fee_rate * order.price * (ONE - order.price)
+            need = order.size * order.reserve_per_share
+            if account.available_collateral() < need:
+                raise VenueError("not enough balance / allowance")
+            account.held_collateral += need
+        else:
+            order.reserve_per_share = ONE
+            if account.available_shares(order.token_id) < order.size:
+                raise VenueError("not enough balance / allowance")
+            account.held_shares[order.token_id] = account.held_shares.get(order.token_id, ZERO) + order.size
+
+    def _release(self, order: Order, shares: Decimal | None = None) -> None:
+        """Give back what ``order`` holds for ``shares`` of it (all that remains by default)."""
+        qty = order.remaining if shares is None else shares
+        account = self.account(order.address)
+        if order.side == "BUY":
+            account.held_collateral -= qty * order.reserve_per_share
+        else:
+            account.held_shares[order.token_id] -= qty
+
+    def _match(self, taker: Order, makers: list[Order], book: Book, now: int) -> list[Trade]:
+        trades = []
+        for maker in makers:
+            if taker.remaining <= 0:
+                break
+            qty = min(taker.remaining, maker.remaining)
+            maker_price = maker.price
+            yes_price = maker.yes_price
+            taker_price = yes_price if taker.market.is_yes(taker.token_id) else ONE - yes_price
+            fee = taker_fee(qty, taker_price, taker.market.fee_rate)
+            self._settle(maker, qty, maker_price, ZERO)
+            self._settle(taker, qty, taker_price, fee)
+            trade_no = next(self._trade_seq)
+            trade_id = f"{trade_no:08x}-{hashlib.sha256(f'{taker.id}:{maker.id}:{trade_no}'.encode()).hexdigest()[:24]}"
+            trade = Trade(id=trade_id, market=taker.market, taker=taker, maker=MakerFill(maker, qty, maker_price),
+                          size=qty, price=taker_price, fee=fee, match_ms=now, last_update_ms=now,
+                          transaction_hash="0x" + hashlib.sha256(trade_id.encode()).hexdigest())
+            for order in (taker, maker):
+                order.trades.append(trade_id)
+            if maker.remaining == 0:
+                maker.status = "MATCHED"
+                book.remove(maker)
+            self.trades[trade_id] = trade
+            self.trade_log.append(trade)
+            self.last_trade[taker.token_id] = (taker_price, taker.side)
+            self.last_trade[maker.token_id] = (maker_price, maker.side)
+            trades.append(trade)
+        if taker.remaining == 0:
+            taker.status = "MATCHED"
+        return trades
+
+    def _settle(self, order: Order, qty: Decimal, price: Decimal, fee: Decimal) -> None:
+        account = self.account(order.address)
+        self._release(order, qty)
+        order.matched += qty
+        if order.side == "BUY":
+            account.collateral -= qty * price + fee
+            account.shares[order.token_id] = account.shares.get(order.token_id, ZERO) + qty
+        else:
+            account.shares[order.token_id] -= qty
+            account.collateral += qty * price - fee
+        if fee:
+            self.account(self.fee_account).collateral += fee
+
+    # ---------------------------------------------------------------- cancels
+
+    def cancel(self, owner: str, order_ids: Iterable[str]) -> tuple[list[str], dict[str, str]]:
+        canceled, not_canceled = [], {}
+        for order_id in order_ids:
+            order = self.orders.get(order_id)
+            if order is None or order.owner != owner:
+                not_canceled[order_id] = "order not found"
+            elif order.status != "LIVE":
+                not_canceled[order_id] = "order can't be canceled: it is already matched or canceled"
+            else:
+                self._cancel(order)
+                canceled.append(order_id)
+        return canceled, not_canceled
+
+    def _cancel(self, order: Order) -> None:
+        self.books[order.market.condition_id].remove(order)
+        self._release(order)
+        order.status = "CANCELED"
+
+    def open_orders(self, owner: str | None = None, market: str = "", asset_id: str = "",
+                    order_id: str = "") -> list[Order]:
+        return [o for o in self.orders.values()
+                if o.status == "LIVE" and (owner is None or o.owner == owner)
+                and (not market or o.market.condition_id == market) and (not asset_id or o.token_id == asset_id)
+                and (not order_id or o.id == order_id)]
+
+    # ---------------------------------------------------------------- time
+
+    def heartbeat(self, owner: str) -> None:
+        self.heartbeats[owner] = self.clock()
+
+    def tick(self) -> list[Order]:
+        """Expire GTD orders and cancel the orders of owners whose heartbeats stopped; return what was canceled."""
+        now = self.clock()
+        gone = []
+        silent = {owner for owner, last in self.heartbeats.items() if now - last > HEARTBEAT_TIMEOUT_MS}
+        for owner in silent:
+            del self.heartbeats[owner]
+        for order in list(self.orders.values()):
+            if order.status != "LIVE":
+                continue
+            if order.owner in silent or (order.order_type == "GTD" and order.expiration * 1000 <= now):
+                self._cancel(order)
+                gone.append(order)
+        return gone
+
+    # ---------------------------------------------------------------- views
+
+    def book_levels(self, token_id: str) -> tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]:
+        """(bids, asks) for ``token_id`` in its own terms, each best first."""
+        market = self.market_of(token_id)
+        book = self.books[market.condition_id]
+        yes_bids, yes_asks = book.depth("BUY"), book.depth("SELL")
+        if market.is_yes(token_id):
+            return list(reversed(yes_bids)), yes_asks
+        return [(ONE - p, s) for p, s in yes_asks], [(ONE - p, s) for p, s in reversed(yes_bids)]
+
+    def best(self, token_id: str) -> tuple[Decimal | None, Decimal | None]:
+        bids, asks = self.book_levels(token_id)
+        return (bids[0][0] if bids else None), (asks[0][0] if asks else None)

@@ -1,0 +1,188 @@
+"""Seeded markets for the local venue, and how Gamma and the CLOB describe them on the wire."""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+
+from .engine import ONE, Engine, Market, fmt
+
+TICKS = (Decimal("0.01"), Decimal("0.01"), Decimal("0.01"), Decimal("0.001"))
+FEE_RATES = {"politics": Decimal("0.04"), "sports": Decimal("0.05"), "crypto": Decimal("0.07"), "culture": Decimal(0)}
+SUBJECTS = {
+    "politics": ["the incumbent win re-election", "the bill pass the Senate", "turnout exceed 60%",
+                 "the party hold the House", "the treaty be ratified"],
+    "sports": ["the home team win the final", "the champion defend the title", "the match go to overtime",
+               "the record be broken this season", "the underdog reach the semifinal"],
+    "crypto": ["BTC close above $150k", "ETH flip $10k", "SOL trade above $500", "a spot ETF launch",
+               "stablecoin supply pass $400B"],
+    "culture": ["the film gross $1B", "the album top the chart", "the show be renewed",
+                "the festival sell out", "the book win the prize"],
+}
+CANDIDATES = ["Avery", "Blake", "Casey", "Devon", "Emerson", "Finley", "Harper", "Jordan"]
+
+
+def _hex(seed: int, *parts: object) -> str:
+    return "0x" + hashlib.sha256(":".join(map(str, (seed, *parts))).encode()).hexdigest()
+
+
+def _token(seed: int, *parts: object) -> str:
+    return str(int(hashlib.sha256(":".join(map(str, ("token", seed, *parts))).encode()).hexdigest(), 16))
+
+
+@dataclass
+class Event:
+    id: str
+    slug: str
+    title: str
+    markets: list[Market]
+    neg_risk_market_id: str
+
+
+@dataclass
+class Universe:
+    markets: list[Market]
+    events: list[Event]
+    fair: dict[str, Decimal]  # condition id -> fair YES price the house quotes around
+
+
+def generate(seed: int, binary: int = 20, events: int = 3, outcomes: int = 4, now_ms: int | None = None) -> Universe:
+    """The same seed gives the same markets, ids and prices."""
+    rng = random.Random(seed)
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    markets, evs, fair = [], [], {}
+    categories = sorted(SUBJECTS)
+    for i in range(binary):
+        category = categories[i % len(categories)]
+        subject = SUBJECTS[category][(i // len(categories)) % len(SUBJECTS[category])]
+        tick = rng.choice(TICKS)
+        market = Market(
+            condition_id=_hex(seed, "market", i), question=f"Will {subject} (#{i + 1})?",
+            slug=f"{subject.lower().replace(' ', '-').replace('$', '').replace('%', 'pct')}-{i + 1}",
+            tokens=(_token(seed, i, "yes"), _token(seed, i, "no")), tick=tick,
+            fee_rate=FEE_RATES[category], end_ms=now_ms + rng.randint(2, 120) * 86_400_000,
+            market_id=str(500_000 + i), description=f"Resolves Yes if {subject}. Local venue market, seed {seed}.")
+        markets.append(market)
+        fair[market.condition_id] = (Decimal(rng.randint(10, 90)) / 100).quantize(tick)
+    for e in range(events):
+        neg_id = _hex(seed, "event", e)
+        names = CANDIDATES[:outcomes]
+        weights = [rng.random() + 0.2 for _ in names]
+        total = sum(weights)
+        members = []
+        for j, name in enumerate(names):
+            market = Market(
+                condition_id=_hex(seed, "event", e, j), question=f"Will {name} win contest {e + 1}?",
+                slug=f"{name.lower()}-wins-contest-{e + 1}", tokens=(_token(seed, "e", e, j, "yes"),
+                                                                     _token(seed, "e", e, j, "no")),
+                tick=Decimal("0.01"), fee_rate=FEE_RATES["politics"], neg_risk=True, neg_risk_market_id=neg_id,
+                event_id=str(90_000 + e), end_ms=now_ms + 60 * 86_400_000, market_id=str(600_000 + e * 10 + j),
+                description=f"Resolves Yes if {name} wins contest {e + 1}; exactly one outcome resolves Yes.")
+            members.append(market)
+            price = Decimal(weights[j] / total).quantize(Decimal("0.01"))
+            fair[market.condition_id] = min(max(price, Decimal("0.02")), Decimal("0.98"))
+        markets.extend(members)
+        evs.append(Event(id=str(90_000 + e), slug=f"contest-{e + 1}", title=f"Who will win contest {e + 1}?",
+                         markets=members, neg_risk_market_id=neg_id))
+    return Universe(markets=markets, events=evs, fair=fair)
+
+
+def seed_liquidity(engine: Engine, universe: Universe, house: str, seed: int, levels: int = 5) -> None:
+    """The house account quotes both sides of every market around its fair price."""
+    rng = random.Random(seed + 1)
+    engine.fund(house, collateral=Decimal(10) ** 9)
+    for market in universe.markets:
+        yes, no = market.tokens
+        engine.fund(house, shares={yes: Decimal(10) ** 7, no: Decimal(10) ** 7})
+        fair = universe.fair[market.condition_id]
+        for k in range(1, levels + 1):
+            for side, price in (("BUY", fair - market.tick * k), ("SELL", fair + market.tick * k)):
+                if not market.tick <= price <= ONE - market.tick:
+                    continue
+                size = Decimal(rng.randint(20, 400))
+                engine.place(order_id=_hex(seed, "house", market.condition_id, side, k), owner="house",
+                             address=house, token_id=yes, side=side, price=price, size=size)
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+def gamma_market(engine: Engine, market: Market, events: dict[str, Event]) -> dict:
+    """A market as Gamma writes it: camelCase, lists as JSON-encoded strings."""
+    yes = market.tokens[0]
+    bid, ask = engine.best(yes)
+    last = engine.last_trade.get(yes)
+    mid = (bid + ask) / 2 if bid is not None and ask is not None else None
+    prices = [mid, ONE - mid] if mid is not None else [Decimal("0.5"), Decimal("0.5")]
+    if market.winner:
+        prices = [ONE if t == market.winner else Decimal(0) for t in market.tokens]
+    event = events.get(market.event_id)
+    out = {
+        "id": market.market_id,
+        "question": market.question,
+        "conditionId": market.condition_id,
+        "questionID": market.neg_risk_market_id or market.condition_id,
+        "slug": market.slug,
+        "description": market.description,
+        "endDate": _iso(market.end_ms),
+        "endDateIso": _iso(market.end_ms)[:10],
+        "outcomes": json.dumps(list(market.outcomes)),
+        "outcomePrices": json.dumps([fmt(p) for p in prices]),
+        "clobTokenIds": json.dumps(list(market.tokens)),
+        "active": market.active,
+        "closed": market.closed,
+        "archived": False,
+        "acceptingOrders": market.accepting_orders,
+        "enableOrderBook": True,
+        "orderPriceMinTickSize": float(market.tick),
+        "orderMinSize": float(market.min_size) if market.min_size % 1 else int(market.min_size),
+        "negRisk": market.neg_risk,
+        "negRiskMarketID": market.neg_risk_market_id,
+        "bestBid": float(bid) if bid is not None else None,
+        "bestAsk": float(ask) if ask is not None else None,
+        "spread": float(ask - bid) if bid is not None and ask is not None else None,
+        "lastTradePrice": float(last[0]) if last else 0,
+        "volumeNum": 0.0,
+        "liquidityNum": float(sum(p * s for p, s in engine.book_levels(yes)[0] + engine.book_levels(yes)[1])),
+        "feesEnabled": market.fee_rate > 0,
+        "feeSchedule": {"exponent": 1, "rate": float(market.fee_rate), "takerOnly": True, "rebateRate": 0},
+    }
+    if event is not None:
+        out["events"] = [{"id": event.id, "slug": event.slug, "title": event.title, "negRisk": True,
+                          "negRiskMarketID": event.neg_risk_market_id}]
+    return out
+
+
+def gamma_event(engine: Engine, event: Event, events: dict[str, Event]) -> dict:
+    closed = all(m.closed for m in event.markets)
+    return {"id": event.id, "ticker": event.slug, "slug": event.slug, "title": event.title,
+            "active": not closed, "closed": closed, "archived": False, "negRisk": True, "enableNegRisk": True,
+            "negRiskMarketID": event.neg_risk_market_id, "enableOrderBook": True,
+            "endDate": _iso(max(m.end_ms for m in event.markets)),
+            "markets": [gamma_market(engine, m, events) for m in event.markets]}
+
+
+def clob_market(market: Market) -> dict:
+    """A market as the CLOB's /markets writes it."""
+    return {
+        "enable_order_book": True, "active": market.active, "closed": market.closed, "archived": False,
+        "accepting_orders": market.accepting_orders, "minimum_order_size": float(market.min_size),
+        "minimum_tick_size": float(market.tick), "condition_id": market.condition_id,
+        "question_id": market.neg_risk_market_id or market.condition_id, "question": market.question,
+        "description": market.description, "market_slug": market.slug, "end_date_iso": _iso(market.end_ms),
+        "neg_risk": market.neg_risk, "neg_risk_market_id": market.neg_risk_market_id,
+        "taker_base_fee": int(market.fee_rate * 10_000), "maker_base_fee": 0,
+        "tokens": [{"token_id": t, "outcome": o, "price": 0.5, "winner": t == market.winner}
+                   for t, o in zip(market.tokens, market.outcomes)],
+    }
+
+
+def clob_market_info(market: Market) -> dict:
+    """The compact /clob-markets/{condition_id} answer the client caches tick, neg risk and fees from."""
+    return {"c": market.condition_id, "t": [{"t": t, "o": o} for t, o in zip(market.tokens, market.outcomes)],
+            "mts": float(market.tick), "mos": float(market.min_size), "nr": market.neg_risk,
+            "fd": {"r": float(market.fee_rate), "e": 1, "to": True}}
