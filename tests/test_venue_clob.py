@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from decimal import Decimal
@@ -12,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from eth_account import Account
 from py_clob_client_v2 import ClobClient
 from py_clob_client_v2.clob_types import (
     ApiCreds,
@@ -28,68 +24,17 @@ from py_clob_client_v2.utilities import generate_orderbook_summary_hash, parse_r
 
 from services.venues.local.server import ready_made_account
 
-from .conftest import child_env, wait_for
+from .venue_harness import Venue, tokens
 
 SEED = 11
 PAGE = 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Venue:
-    def __init__(self, state: Path) -> None:
-        self.gamma_port, self.clob_port = _free_port(), _free_port()
-        self.gamma = f"http://127.0.0.1:{self.gamma_port}"
-        self.clob = f"http://127.0.0.1:{self.clob_port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services", "venue", "--seed", str(SEED), "--page-size", str(PAGE),
-             "--gamma-port", str(self.gamma_port), "--clob-port", str(self.clob_port)],
-            env=child_env(POLYBOT_STATE_DIR=str(state)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_for(self._ready, what="the venue to serve")
-        self.markets = [m for m in httpx.get(f"{self.gamma}/markets", params={"limit": 100}).json()
-                        if not m["negRisk"] and m["orderPriceMinTickSize"] == 0.01]
-        self._next = 0
-
-    def _ready(self) -> bool:
-        assert self.proc.poll() is None, self.proc.stdout.read()
-        try:
-            return httpx.get(f"{self.clob}/ok").status_code == 200 and httpx.get(f"{self.gamma}/markets").is_success
-        except httpx.TransportError:
-            return False
-
-    def market(self) -> dict:
-        """A market no other test has touched."""
-        market = self.markets[self._next]
-        self._next += 1
-        return market
-
-    def client(self, key: str | None = None) -> ClobClient:
-        client = ClobClient(self.clob, chain_id=137, key=key or Account.create().key.hex())
-        client.set_api_creds(client.create_or_derive_api_key())
-        return client
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(20)
-
-
 @pytest.fixture(scope="module")
 def venue(tmp_path_factory) -> Iterator[Venue]:
-    state = Path(os.path.realpath(tmp_path_factory.mktemp("venue"))) / "s"
-    venue = Venue(state)
+    venue = Venue(Path(os.path.realpath(tmp_path_factory.mktemp("venue"))) / "s", SEED, PAGE)
     yield venue
     venue.stop()
-
-
-def tokens(market: dict) -> tuple[str, str]:
-    import json
-
-    yes, no = json.loads(market["clobTokenIds"])
-    return yes, no
 
 
 def best(client: ClobClient, token: str) -> tuple[Decimal, Decimal]:

@@ -1,0 +1,64 @@
+"""A local venue in its own process, for tests: `polybot venue` on free ports, and real clients for it."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from eth_account import Account
+from py_clob_client_v2 import ClobClient
+
+from .conftest import child_env, wait_for
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Venue:
+    def __init__(self, state: Path, seed: int, page_size: int = 100, *extra: str) -> None:
+        self.gamma_port, self.clob_port = _free_port(), _free_port()
+        self.gamma = f"http://127.0.0.1:{self.gamma_port}"
+        self.clob = f"http://127.0.0.1:{self.clob_port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services", "venue", "--seed", str(seed), "--page-size", str(page_size),
+             "--gamma-port", str(self.gamma_port), "--clob-port", str(self.clob_port), *extra],
+            env=child_env(POLYBOT_STATE_DIR=str(state)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wait_for(self._ready, what="the venue to serve")
+        self.markets = [m for m in httpx.get(f"{self.gamma}/markets", params={"limit": 100}).json()
+                        if not m["negRisk"] and m["orderPriceMinTickSize"] == 0.01]
+        self._next = 0
+
+    def _ready(self) -> bool:
+        assert self.proc.poll() is None, self.proc.stdout.read()
+        try:
+            return httpx.get(f"{self.clob}/ok").status_code == 200 and httpx.get(f"{self.gamma}/markets").is_success
+        except httpx.TransportError:
+            return False
+
+    def market(self) -> dict:
+        """A market no other test has touched."""
+        market = self.markets[self._next]
+        self._next += 1
+        return market
+
+    def client(self, key: str | None = None) -> ClobClient:
+        client = ClobClient(self.clob, chain_id=137, key=key or Account.create().key.hex())
+        client.set_api_creds(client.create_or_derive_api_key())
+        return client
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+
+
+def tokens(market: dict) -> tuple[str, str]:
+    yes, no = json.loads(market["clobTokenIds"])
+    return yes, no
