@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     venue.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     venue.add_argument("--gamma-port", type=int, default=8790, help="Gamma REST port (default: 8790)")
     venue.add_argument("--clob-port", type=int, default=8791, help="CLOB REST port (default: 8791)")
+    venue.add_argument("--ws-port", type=int, default=8792,
+                       help="WebSocket port: /ws/market and /ws/user (default: 8792)")
     venue.add_argument("--seed", type=int, default=7, help="same seed, same markets and prices (default: 7)")
     venue.add_argument("--markets", type=int, default=20, help="binary markets (default: 20)")
     venue.add_argument("--events", type=int, default=3, help="multi-outcome neg-risk events (default: 3)")
@@ -84,7 +86,8 @@ def _venue(config: Config, args: argparse.Namespace) -> int:
     from .runtime import Runner
     from .venues.local.server import Venue, VenueOptions, addresses, ready_made_account
 
-    options = VenueOptions(host=args.host, gamma_port=args.gamma_port, clob_port=args.clob_port, seed=args.seed,
+    options = VenueOptions(host=args.host, gamma_port=args.gamma_port, clob_port=args.clob_port,
+                           ws_port=args.ws_port, seed=args.seed,
                            markets=args.markets, events=args.events, outcomes=args.outcomes,
                            chain_id=args.chain_id, page_size=args.page_size,
                            starting_collateral=args.starting_collateral)
@@ -92,6 +95,7 @@ def _venue(config: Config, args: argparse.Namespace) -> int:
     urls = addresses(options)
     print(f"local venue (seed {args.seed}, chain {args.chain_id})\n"
           f"  gamma  {urls['gamma']}\n  clob   {urls['clob']}\n"
+          f"  market {urls['market_ws']}\n  user   {urls['user_ws']}\n"
           f"test account (local venue only; funded with {args.starting_collateral} pUSD on first use)\n"
           f"  address     {account.address}\n  private key {account.private_key}\n"
           f"  api key     {account.credentials.api_key}\n  api secret  {account.credentials.secret}\n"

@@ -69,8 +69,18 @@ class ServiceConfig(_Section):
     options: dict[str, Any] = {}  # validated by the service class's own Options
 
 
+class LocalVenueConfig(_Section):
+    start: bool = True  # `polybot up` starts the local venue first when venue = "local"
+    options: dict[str, Any] = {}  # its knobs (see `polybot venue --help`), checked by the venue itself
+
+
+LOCAL_VENUE_KIND = "services.venues.local.server:Venue"
+
+
 class Config(_Section):
     state_dir: str = ""  # default: $XDG_STATE_HOME/polybot, else ~/.local/state/polybot
+    venue: Literal["local", "polymarket"] = "local"
+    local_venue: LocalVenueConfig = LocalVenueConfig()
     bus: BusConfig = BusConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     log: LogConfig = LogConfig()
@@ -234,6 +244,9 @@ def _finish(config: Config, environ: Mapping[str, str]) -> Config:
     if not state.is_absolute():
         raise ConfigError(f"state_dir: {state_dir!r} must be an absolute path (nothing is kept relative to the working directory)")
     config = msgspec.structs.replace(config, state_dir=str(state))
+    if config.venue == "local" and config.local_venue.start and "venue" not in config.services:
+        venue = ServiceConfig(kind=LOCAL_VENUE_KIND, options=config.local_venue.options)
+        config = msgspec.structs.replace(config, services={"venue": venue, **config.services})
     if config.bus.transport == "ipc":
         longest = max([socket_address(config, s) for s in SOCKET_NAMES]
                       + [control_address(config, n) for n in ("supervisor", *config.services)], key=len)

@@ -188,7 +188,7 @@ class Supervisor(Service):
             child.state = "stopping"
             _signal(child.proc, signal.SIGTERM)
         for child in running:
-            _stop_process(child.proc, self.cfg.stop_timeout_s)
+            _stop_process(child.proc, self.cfg.stop_timeout_s, signalled=True)
             self.ctx.log.info("stopped %s", child.name, extra={"exit": child.proc.returncode})
             child.proc, child.state = None, "down"
         self._lock.close()
@@ -201,11 +201,12 @@ def _signal(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def _stop_process(proc: subprocess.Popen, timeout_s: float) -> None:
-    """SIGTERM, wait up to ``timeout_s``, then SIGKILL."""
+def _stop_process(proc: subprocess.Popen, timeout_s: float, signalled: bool = False) -> None:
+    """SIGTERM (once: a second one can land after the child's handler is gone), wait ``timeout_s``, then SIGKILL."""
     if proc.poll() is not None:
         return
-    _signal(proc, signal.SIGTERM)
+    if not signalled:
+        _signal(proc, signal.SIGTERM)
     try:
         proc.wait(timeout_s)
     except subprocess.TimeoutExpired:

@@ -49,10 +49,10 @@ def state_dir() -> Iterator[Path]:
 class Mesh:
     """A config file in a fresh state directory, and the `polybot` CLI pointed at it."""
 
-    def __init__(self, state: Path, services: str = "", supervisor: str = "") -> None:
+    def __init__(self, state: Path, services: str = "", supervisor: str = "", venue: str = "false") -> None:
         self.state = state
         self.config = state.parent / "polybot.toml"
-        self.config.write_text(f'state_dir = "{state}"\n[bus]\nheartbeat_s = 0.2\n'
+        self.config.write_text(f'state_dir = "{state}"\n[bus]\nheartbeat_s = 0.2\n[local_venue]\nstart = {venue}\n'
                                f"[supervisor]\nbackoff_initial_s = 0.2\nbackoff_max_s = 2.0\n{supervisor}\n{services}")
         self.up: subprocess.Popen | None = None
 
@@ -88,9 +88,9 @@ class Mesh:
 def mesh_factory(state_dir: Path) -> Iterator[Callable[..., Mesh]]:
     made: list[Mesh] = []
 
-    def make(services: str = "", supervisor: str = "") -> Mesh:
+    def make(services: str = "", supervisor: str = "", venue: str = "false") -> Mesh:
         state_dir.parent.mkdir(parents=True, exist_ok=True)
-        mesh = Mesh(state_dir, services, supervisor)
+        mesh = Mesh(state_dir, services, supervisor, venue)
         made.append(mesh)
         return mesh
 

@@ -53,7 +53,8 @@ def test_environment_overrides_win_over_the_file_and_are_typed(tmp_path, env, st
     path = write(tmp_path, 'state_dir = "/tmp/from-file"\n[bus]\nheartbeat_s = 2.0\nbase_port = 7000\n'
                            '[services.ticker]\nkind = "a:B"\nenabled = true\n')
     config = c.load(path, {**env, "POLYBOT_BUS__HEARTBEAT_S": "0.5", "POLYBOT_STATE_DIR": str(state_dir),
-                           "POLYBOT_BUS__BASE_PORT": "9000", "POLYBOT_SERVICES__TICKER__ENABLED": "false"})
+                           "POLYBOT_BUS__BASE_PORT": "9000", "POLYBOT_SERVICES__TICKER__ENABLED": "false",
+                           "POLYBOT_LOCAL_VENUE__START": "false"})
     assert config.bus.heartbeat_s == 0.5
     assert config.state_dir == str(state_dir)
     assert config.bus.base_port == 9000 and type(config.bus.base_port) is int
@@ -119,8 +120,9 @@ def test_missing_config_file_named_explicitly_fails(tmp_path, env):
 def test_no_file_at_the_default_location_gives_the_defaults(env, state_dir):
     config = c.load(None, env)
     assert config.state_dir == str(state_dir / "polybot")
-    assert (config.bus, config.supervisor, config.log, config.services) == (
-        c.BusConfig(), c.SupervisorConfig(), c.LogConfig(), {})
+    assert (config.bus, config.supervisor, config.log, config.venue) == (
+        c.BusConfig(), c.SupervisorConfig(), c.LogConfig(), "local")
+    assert config.services == {"venue": c.ServiceConfig(kind=c.LOCAL_VENUE_KIND)}  # the local venue, nothing else
 
 
 def test_service_options_unknown_to_the_service_fail_naming_the_options_key(tmp_path, env):
@@ -143,3 +145,12 @@ def test_ipc_path_limit_counts_bytes_not_characters(env):
 
 def test_home_in_the_given_environ_locates_the_default_config(tmp_path):
     assert c.default_config_path({"HOME": str(tmp_path)}) == tmp_path / ".config" / "polybot" / "polybot.toml"
+
+
+def test_the_local_venue_is_the_first_service_by_default_and_can_be_left_out(tmp_path, env):
+    path = write(tmp_path, '[services.ticker]\nkind = "a:B"\n[local_venue.options]\nseed = 3\n')
+    config = c.load(path, env)
+    assert list(config.services) == ["venue", "ticker"]
+    assert config.services["venue"].kind == c.LOCAL_VENUE_KIND and config.services["venue"].options == {"seed": 3}
+    assert list(c.load(path, {**env, "POLYBOT_LOCAL_VENUE__START": "false"}).services) == ["ticker"]
+    assert list(c.load(path, {**env, "POLYBOT_VENUE": "polymarket"}).services) == ["ticker"]

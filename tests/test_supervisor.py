@@ -161,3 +161,19 @@ def test_service_logs_are_json_lines_in_the_state_dir(mesh_factory) -> None:
     first = json.loads(path.read_text().splitlines()[0])
     assert (first["service"], first["msg"], first["level"]) == ("ticker", "started", "INFO")
     assert first["publishes"] == "prices"
+
+
+def test_up_starts_the_local_venue_first_by_default_and_it_serves(mesh_factory) -> None:
+    import httpx
+
+    from .venue_harness import _free_port
+
+    gamma, clob, ws = _free_port(), _free_port(), _free_port()
+    mesh: Mesh = mesh_factory(PAIR, venue=f"true\noptions = {{ gamma_port = {gamma}, clob_port = {clob}, "
+                                           f"ws_port = {ws}, markets = 4, events = 1 }}")
+    mesh.start()
+    status = wait_for(lambda: _running(mesh, "venue", "tally", "ticker"), what="the venue and services to run")
+    assert list(status) == ["supervisor", "venue", "tally", "ticker"]
+    assert status["venue"]["detail"]["markets"] == "8"  # 4 binary + 1 event of 4 outcomes
+    assert httpx.get(f"http://127.0.0.1:{clob}/ok").text == "OK"
+    assert len(httpx.get(f"http://127.0.0.1:{gamma}/markets").json()) == 8

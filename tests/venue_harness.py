@@ -22,12 +22,15 @@ def _free_port() -> int:
 
 class Venue:
     def __init__(self, state: Path, seed: int, page_size: int = 100, *extra: str) -> None:
-        self.gamma_port, self.clob_port = _free_port(), _free_port()
+        self.gamma_port, self.clob_port, self.ws_port = _free_port(), _free_port(), _free_port()
+        self.market_ws = f"ws://127.0.0.1:{self.ws_port}/ws/market"
+        self.user_ws = f"ws://127.0.0.1:{self.ws_port}/ws/user"
         self.gamma = f"http://127.0.0.1:{self.gamma_port}"
         self.clob = f"http://127.0.0.1:{self.clob_port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services", "venue", "--seed", str(seed), "--page-size", str(page_size),
-             "--gamma-port", str(self.gamma_port), "--clob-port", str(self.clob_port), *extra],
+             "--gamma-port", str(self.gamma_port), "--clob-port", str(self.clob_port),
+             "--ws-port", str(self.ws_port), *extra],
             env=child_env(POLYBOT_STATE_DIR=str(state)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         wait_for(self._ready, what="the venue to serve")
         self.markets = [m for m in httpx.get(f"{self.gamma}/markets", params={"limit": 100}).json()
@@ -37,8 +40,10 @@ class Venue:
     def _ready(self) -> bool:
         assert self.proc.poll() is None, self.proc.stdout.read()
         try:
+            with socket.create_connection(("127.0.0.1", self.ws_port), timeout=1):
+                pass
             return httpx.get(f"{self.clob}/ok").status_code == 200 and httpx.get(f"{self.gamma}/markets").is_success
-        except httpx.TransportError:
+        except (httpx.TransportError, OSError):
             return False
 
     def market(self) -> dict:

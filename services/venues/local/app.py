@@ -60,7 +60,7 @@ def _page(items: list, cursor: str | None, size: int) -> tuple[list, str]:
     return chunk, _cursor(offset + size) if offset + size < len(items) else END_CURSOR
 
 
-def _book(engine: Engine, token_id: str) -> dict:
+def book_json(engine: Engine, token_id: str) -> dict:
     market = engine.market_of(token_id)
     bids, asks = engine.book_levels(token_id)
     last = engine.last_trade.get(token_id)
@@ -164,11 +164,11 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         return JSONResponse({"version": 2})
 
     async def book(request):
-        return JSONResponse(_book(engine, token_param(request)))
+        return JSONResponse(book_json(engine, token_param(request)))
 
     async def books(request):
         _, items = await body_json(request)
-        return JSONResponse([_book(engine, item["token_id"]) for item in items or []])
+        return JSONResponse([book_json(engine, item["token_id"]) for item in items or []])
 
     def _mid(token: str) -> Decimal | None:
         bid, ask = engine.best(token)

@@ -53,6 +53,8 @@ class Market:
     winner: str = ""  # winning token once resolved
     market_id: str = ""  # Gamma's numeric id
     description: str = ""
+    start_ms: int = 0
+    group_item_title: str = ""  # a neg-risk member's outcome name
 
     def outcome_of(self, token_id: str) -> str:
         return self.outcomes[self.tokens.index(token_id)]
@@ -216,7 +218,11 @@ class Engine:
         self.accounts: dict[str, Account] = {}
         self.heartbeats: dict[str, int] = {}  # owner -> last heartbeat ms
         self.last_trade: dict[str, tuple[Decimal, str]] = {}  # token -> (price, side)
+        self.volume: dict[str, Decimal] = {}  # condition id -> traded notional
         self.fee_account = fee_account
+        # What happened, for the user channel: ("order", PLACEMENT|UPDATE|CANCELLATION, Order) or ("trade", Trade).
+        self.outbox: list[tuple] = []
+        self.unconfirmed: list[Trade] = []
         self._seq = itertools.count(1)
         self._trade_seq = itertools.count(1)
 
@@ -284,15 +290,17 @@ class Engine:
             raise VenueError("order couldn't be fully filled. FOK orders are fully filled or killed.")
         account = self.account(address)
         self._hold(account, order)
+        self.outbox.append(("order", "PLACEMENT", order))
         trades = self._match(order, makers, book, now)
         making = sum(((t.size * t.price + (t.fee if side == "BUY" else ZERO)) if side == "BUY" else t.size
                       for t in trades), ZERO)
         taking = sum((t.size if side == "BUY" else t.size * t.price - t.fee for t in trades), ZERO)
         if order.remaining > 0 and order_type in ("GTC", "GTD"):
             book.add(order)
-        elif order.remaining > 0:
+        elif order.remaining > 0:  # FOK/FAK: what did not fill is killed
             self._release(order)
             order.status = "CANCELED" if order.matched == 0 else "MATCHED"
+            self.outbox.append(("order", "CANCELLATION", order))
         self.orders[order_id] = order
         status = "matched" if trades else ("live" if order.status == "LIVE" else "unmatched")
         return Placement(order=order, trades=trades, status=status, making=making, taking=taking)
@@ -344,7 +352,10 @@ class Engine:
                 book.remove(maker)
             self.trades[trade_id] = trade
             self.trade_log.append(trade)
+            self.unconfirmed.append(trade)
+            self.outbox += [("trade", trade), ("order", "UPDATE", maker), ("order", "UPDATE", taker)]
             self.last_trade[taker.token_id] = (taker_price, taker.side)
+            self.volume[taker.market.condition_id] = self.volume.get(taker.market.condition_id, ZERO) + qty * taker_price
             self.last_trade[maker.token_id] = (maker_price, maker.side)
             trades.append(trade)
         if taker.remaining == 0:
@@ -383,6 +394,21 @@ class Engine:
         self.books[order.market.condition_id].remove(order)
         self._release(order)
         order.status = "CANCELED"
+        self.outbox.append(("order", "CANCELLATION", order))
+
+    def advance_trades(self, mined_after_ms: int, confirmed_after_ms: int) -> list[Trade]:
+        """Move trades along MATCHED -> MINED -> CONFIRMED as time passes; return the ones that moved."""
+        now = self.clock()
+        moved = []
+        for trade in self.unconfirmed:
+            age = now - trade.match_ms
+            status = "CONFIRMED" if age >= confirmed_after_ms else "MINED" if age >= mined_after_ms else "MATCHED"
+            if status != trade.status:
+                trade.status, trade.last_update_ms = status, now
+                moved.append(trade)
+                self.outbox.append(("trade", trade))
+        self.unconfirmed = [t for t in self.unconfirmed if t.status != "CONFIRMED"]
+        return moved
 
     def open_orders(self, owner: str | None = None, market: str = "", asset_id: str = "",
                     order_id: str = "") -> list[Order]:

@@ -40,6 +40,8 @@ class Event:
     title: str
     markets: list[Market]
     neg_risk_market_id: str
+    description: str = ""
+    start_ms: int = 0
 
 
 @dataclass
@@ -64,7 +66,8 @@ def generate(seed: int, binary: int = 20, events: int = 3, outcomes: int = 4, no
             slug=f"{subject.lower().replace(' ', '-').replace('$', '').replace('%', 'pct')}-{i + 1}",
             tokens=(_token(seed, i, "yes"), _token(seed, i, "no")), tick=tick,
             fee_rate=FEE_RATES[category], end_ms=now_ms + rng.randint(2, 120) * 86_400_000,
-            market_id=str(500_000 + i), description=f"Resolves Yes if {subject}. Local venue market, seed {seed}.")
+            market_id=str(500_000 + i), description=f"Resolves Yes if {subject}. Local venue market, seed {seed}.",
+            start_ms=now_ms)
         markets.append(market)
         fair[market.condition_id] = (Decimal(rng.randint(10, 90)) / 100).quantize(tick)
     for e in range(events):
@@ -80,13 +83,15 @@ def generate(seed: int, binary: int = 20, events: int = 3, outcomes: int = 4, no
                                                                      _token(seed, "e", e, j, "no")),
                 tick=Decimal("0.01"), fee_rate=FEE_RATES["politics"], neg_risk=True, neg_risk_market_id=neg_id,
                 event_id=str(90_000 + e), end_ms=now_ms + 60 * 86_400_000, market_id=str(600_000 + e * 10 + j),
+                start_ms=now_ms, group_item_title=name,
                 description=f"Resolves Yes if {name} wins contest {e + 1}; exactly one outcome resolves Yes.")
             members.append(market)
             price = Decimal(weights[j] / total).quantize(Decimal("0.01"))
             fair[market.condition_id] = min(max(price, Decimal("0.02")), Decimal("0.98"))
         markets.extend(members)
         evs.append(Event(id=str(90_000 + e), slug=f"contest-{e + 1}", title=f"Who will win contest {e + 1}?",
-                         markets=members, neg_risk_market_id=neg_id))
+                         markets=members, neg_risk_market_id=neg_id, start_ms=now_ms,
+                         description=f"Exactly one of {', '.join(names)} wins contest {e + 1}."))
     return Universe(markets=markets, events=evs, fair=fair)
 
 
@@ -111,6 +116,25 @@ def _iso(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
 
 
+def _question_id(market: Market) -> str:
+    return "0x" + hashlib.sha256(f"question:{market.condition_id}".encode()).hexdigest()
+
+
+def _fee_type(market: Market) -> str | None:
+    category = next((c for c, rate in FEE_RATES.items() if rate == market.fee_rate and rate), None)
+    return f"{category}_fees" if category else None
+
+
+def _event_stub(event: Event) -> dict:
+    """An event as Gamma nests it inside each of its markets."""
+    closed = all(m.closed for m in event.markets)
+    return {"id": event.id, "ticker": event.slug, "slug": event.slug, "title": event.title,
+            "description": event.description, "resolutionSource": "", "startDate": _iso(event.start_ms),
+            "startTime": _iso(max(m.end_ms for m in event.markets)), "endDate": _iso(max(m.end_ms for m in event.markets)),
+            "active": not closed, "closed": closed, "archived": False, "negRisk": True, "enableNegRisk": True,
+            "negRiskAugmented": False, "enableOrderBook": True, "negRiskMarketID": event.neg_risk_market_id}
+
+
 def gamma_market(engine: Engine, market: Market, events: dict[str, Event]) -> dict:
     """A market as Gamma writes it: camelCase, lists as JSON-encoded strings."""
     yes = market.tokens[0]
@@ -121,13 +145,17 @@ def gamma_market(engine: Engine, market: Market, events: dict[str, Event]) -> di
     if market.winner:
         prices = [ONE if t == market.winner else Decimal(0) for t in market.tokens]
     event = events.get(market.event_id)
+    bids, asks = engine.book_levels(yes)
     out = {
         "id": market.market_id,
         "question": market.question,
         "conditionId": market.condition_id,
-        "questionID": market.neg_risk_market_id or market.condition_id,
+        "questionID": _question_id(market),
         "slug": market.slug,
         "description": market.description,
+        "resolutionSource": "",
+        "startDate": _iso(market.start_ms),
+        "startDateIso": _iso(market.start_ms)[:10],
         "endDate": _iso(market.end_ms),
         "endDateIso": _iso(market.end_ms)[:10],
         "outcomes": json.dumps(list(market.outcomes)),
@@ -137,32 +165,33 @@ def gamma_market(engine: Engine, market: Market, events: dict[str, Event]) -> di
         "closed": market.closed,
         "archived": False,
         "acceptingOrders": market.accepting_orders,
+        "acceptingOrdersTimestamp": _iso(market.start_ms),
         "enableOrderBook": True,
         "orderPriceMinTickSize": float(market.tick),
         "orderMinSize": float(market.min_size) if market.min_size % 1 else int(market.min_size),
         "negRisk": market.neg_risk,
         "negRiskMarketID": market.neg_risk_market_id,
+        "negRiskRequestID": _question_id(market) if market.neg_risk else "",
+        "groupItemTitle": market.group_item_title,
         "bestBid": float(bid) if bid is not None else None,
         "bestAsk": float(ask) if ask is not None else None,
         "spread": float(ask - bid) if bid is not None and ask is not None else None,
         "lastTradePrice": float(last[0]) if last else 0,
-        "volumeNum": 0.0,
-        "liquidityNum": float(sum(p * s for p, s in engine.book_levels(yes)[0] + engine.book_levels(yes)[1])),
+        "volumeNum": float(engine.volume.get(market.condition_id, Decimal(0))),
+        "liquidityNum": float(sum(p * s for p, s in bids + asks)),
+        "makerBaseFee": 0,
+        "takerBaseFee": int(market.fee_rate * 10_000),
         "feesEnabled": market.fee_rate > 0,
+        "feeType": _fee_type(market),
         "feeSchedule": {"exponent": 1, "rate": float(market.fee_rate), "takerOnly": True, "rebateRate": 0},
     }
     if event is not None:
-        out["events"] = [{"id": event.id, "slug": event.slug, "title": event.title, "negRisk": True,
-                          "negRiskMarketID": event.neg_risk_market_id}]
+        out["events"] = [_event_stub(event)]
     return out
 
 
 def gamma_event(engine: Engine, event: Event, events: dict[str, Event]) -> dict:
-    closed = all(m.closed for m in event.markets)
-    return {"id": event.id, "ticker": event.slug, "slug": event.slug, "title": event.title,
-            "active": not closed, "closed": closed, "archived": False, "negRisk": True, "enableNegRisk": True,
-            "negRiskMarketID": event.neg_risk_market_id, "enableOrderBook": True,
-            "endDate": _iso(max(m.end_ms for m in event.markets)),
+    return {**_event_stub(event), "tags": [{"id": "1", "label": "Local venue", "slug": "local-venue"}],
             "markets": [gamma_market(engine, m, events) for m in event.markets]}
 
 
@@ -172,10 +201,13 @@ def clob_market(market: Market) -> dict:
         "enable_order_book": True, "active": market.active, "closed": market.closed, "archived": False,
         "accepting_orders": market.accepting_orders, "minimum_order_size": float(market.min_size),
         "minimum_tick_size": float(market.tick), "condition_id": market.condition_id,
-        "question_id": market.neg_risk_market_id or market.condition_id, "question": market.question,
+        "question_id": _question_id(market), "question": market.question,
         "description": market.description, "market_slug": market.slug, "end_date_iso": _iso(market.end_ms),
         "neg_risk": market.neg_risk, "neg_risk_market_id": market.neg_risk_market_id,
         "taker_base_fee": int(market.fee_rate * 10_000), "maker_base_fee": 0,
+        "accepting_order_timestamp": _iso(market.start_ms), "game_start_time": None, "seconds_delay": 0,
+        "neg_risk_request_id": _question_id(market) if market.neg_risk else "", "is_50_50_outcome": False,
+        "tags": ["Local venue"],
         "tokens": [{"token_id": t, "outcome": o, "price": 0.5, "winner": t == market.winner}
                    for t, o in zip(market.tokens, market.outcomes)],
     }

@@ -12,10 +12,12 @@ from decimal import Decimal
 import msgspec
 import uvicorn
 from eth_account import Account
+from websockets.asyncio.server import serve as ws_serve
 
 from ...runtime import Service
 from . import auth
 from .app import VenueState, clob_app, gamma_app
+from .channels import Channels
 from .engine import Engine
 from .markets import generate, seed_liquidity
 
@@ -26,6 +28,7 @@ class VenueOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     gamma_port: int = 8790
     clob_port: int = 8791
+    ws_port: int = 8792  # market channel at /ws/market, user channel at /ws/user
     seed: int = 7
     markets: int = 20  # binary markets
     events: int = 3  # multi-outcome neg-risk events
@@ -33,6 +36,8 @@ class VenueOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     chain_id: int = 137
     page_size: int = 100  # items per page of /data/orders, /data/trades, /markets
     starting_collateral: int = 10_000  # pUSD a new account is credited with
+    mined_after_ms: int = 300  # a trade's MATCHED -> MINED -> CONFIRMED, as seen on the user channel
+    confirmed_after_ms: int = 800
 
 
 @dataclass(frozen=True)
@@ -77,30 +82,41 @@ class _Server(uvicorn.Server):
 
 def addresses(options: VenueOptions) -> dict[str, str]:
     return {"gamma": f"http://{options.host}:{options.gamma_port}",
-            "clob": f"http://{options.host}:{options.clob_port}"}
+            "clob": f"http://{options.host}:{options.clob_port}",
+            "market_ws": f"ws://{options.host}:{options.ws_port}/ws/market",
+            "user_ws": f"ws://{options.host}:{options.ws_port}/ws/user"}
 
 
 class Venue(Service):
-    """Serves Polymarket's Gamma and CLOB REST APIs over a local matching engine."""
+    """Serves Polymarket's Gamma and CLOB REST APIs and its WebSocket channels over a local matching engine."""
 
     Options = VenueOptions
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self.state = build_state(ctx.options)
+        self.channels = Channels(self.state)
+        self.channels.remember(self.state.engine.token_market)
+        self.state.engine.outbox.clear()  # the house's opening quotes are history, not news
         self.servers: list[_Server] = []
 
     async def run(self) -> None:
         opts = self.ctx.options
-        for app, port in ((gamma_app(self.state), opts.gamma_port), (clob_app(self.state), opts.clob_port)):
+        engine = self.state.engine
+        for app, port in ((gamma_app(self.state), opts.gamma_port),
+                          (clob_app(self.state, self.channels.after_change), opts.clob_port)):
             config = uvicorn.Config(app, host=opts.host, port=port, log_level="warning", lifespan="off",
                                     access_log=False)
             self.servers.append(_Server(config))
         serving = [asyncio.create_task(s.serve()) for s in self.servers]
         try:
-            while True:
-                self.state.engine.tick()
-                await asyncio.sleep(TICK_S)
+            async with ws_serve(self.channels.serve, opts.host, opts.ws_port, ping_interval=None,
+                                compression=None, max_size=2**20):
+                while True:
+                    canceled = engine.tick()
+                    engine.advance_trades(opts.mined_after_ms, opts.confirmed_after_ms)
+                    self.channels.after_change(o.token_id for o in canceled)
+                    await asyncio.sleep(TICK_S)
         finally:
             for server in self.servers:
                 server.should_exit = True

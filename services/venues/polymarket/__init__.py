@@ -1,0 +1,1 @@
+"""The real Polymarket venue: wire schema and, later, the adapter."""
