@@ -45,6 +45,17 @@ def main(argv: list[str] | None = None) -> int:
                        help="chain whose exchange domain orders are signed under (default: 137)")
     venue.add_argument("--starting-collateral", type=int, default=10_000,
                        help="pUSD credited to each new account (default: 10000)")
+    venue.add_argument("--still", action="store_true",
+                       help="no living markets: books move only on trades and admin requests")
+    venue.add_argument("--requotes-per-s", type=float, default=4.0,
+                       help="house requotes per second, each moving several levels; raise for load (default: 4)")
+    venue.add_argument("--trades-per-s", type=float, default=0.5, help="background trades per second (default: 0.5)")
+    venue.add_argument("--gaps-per-s", type=float, default=0.05,
+                       help="mispricings per second: YES+NO asks (or an event's YES asks) below 1 (default: 0.05)")
+    venue.add_argument("--gap", type=float, default=0.06, help="how far below 1 a mispricing sums (default: 0.06)")
+    venue.add_argument("--gap-ms", type=int, default=1500, help="how long a mispricing stays (default: 1500)")
+    venue.add_argument("--resolutions-per-s", type=float, default=0.002,
+                       help="markets resolving (each replaced by a new listing) per second (default: 0.002)")
     for verb, what in (("halt", "stop producing new work"), ("resume", "undo halt")):
         cmd = commands.add_parser(verb, help=f"tell services to {what} (all when none named)")
         cmd.add_argument("names", nargs="*", metavar="NAME")
@@ -84,13 +95,17 @@ def _up(config: Config, args: argparse.Namespace) -> int:
 
 def _venue(config: Config, args: argparse.Namespace) -> int:
     from .runtime import Runner
+    from .venues.local.life import LifeOptions
     from .venues.local.server import Venue, VenueOptions, addresses, ready_made_account
 
     options = VenueOptions(host=args.host, gamma_port=args.gamma_port, clob_port=args.clob_port,
                            ws_port=args.ws_port, seed=args.seed,
                            markets=args.markets, events=args.events, outcomes=args.outcomes,
                            chain_id=args.chain_id, page_size=args.page_size,
-                           starting_collateral=args.starting_collateral)
+                           starting_collateral=args.starting_collateral, still=args.still,
+                           life=LifeOptions(requotes_per_s=args.requotes_per_s, trades_per_s=args.trades_per_s,
+                                            gaps_per_s=args.gaps_per_s, gap=args.gap, gap_ms=args.gap_ms,
+                                            resolutions_per_s=args.resolutions_per_s))
     account = ready_made_account(args.seed)
     urls = addresses(options)
     print(f"local venue (seed {args.seed}, chain {args.chain_id})\n"

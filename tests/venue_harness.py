@@ -30,7 +30,7 @@ class Venue:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services", "venue", "--seed", str(seed), "--page-size", str(page_size),
              "--gamma-port", str(self.gamma_port), "--clob-port", str(self.clob_port),
-             "--ws-port", str(self.ws_port), *extra],
+             "--ws-port", str(self.ws_port), *(extra or ("--still",))],
             env=child_env(POLYBOT_STATE_DIR=str(state)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         wait_for(self._ready, what="the venue to serve")
         self.markets = [m for m in httpx.get(f"{self.gamma}/markets", params={"limit": 100}).json()

@@ -36,6 +36,7 @@ class Client:
     assets: set[str] = field(default_factory=set)
     markets: set[str] = field(default_factory=set)  # user channel: condition ids (empty = all)
     owner: str = ""  # user channel: api key
+    custom: bool = False  # market channel: custom_feature_enabled (best_bid_ask, new_market, market_resolved)
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
 
     def push(self, payload: object) -> None:
@@ -130,6 +131,8 @@ class Channels:
             if operation == "unsubscribe":
                 client.assets -= set(assets)
                 return
+            if kind == "market":
+                client.custom = bool(msg.get("custom_feature_enabled"))
             new = [a for a in assets if a not in client.assets]
             client.assets |= set(new)
             if new and msg.get("initial_dump", True):
@@ -199,6 +202,32 @@ class Channels:
         for client in self.clients:
             if client.channel == "market" and client.assets & set(market.tokens):
                 client.push({**message, "price_changes": [c for c in changes if c["asset_id"] in client.assets]})
+
+    def publish_news(self, news) -> None:
+        """Lifecycle messages from the living markets: tick size changes, resolutions, listings."""
+        now = str(self.state.engine.clock())
+        for market, token, old, new in news.tick_changes:
+            message = {"event_type": "tick_size_change", "market": market.condition_id, "asset_id": token,
+                       "old_tick_size": fmt(old), "new_tick_size": fmt(new), "timestamp": now}
+            for client in self.clients:
+                if client.channel == "market" and token in client.assets:
+                    client.push(message)
+        for market in news.resolved:
+            message = {"event_type": "market_resolved", "id": market.market_id, "market": market.condition_id,
+                       "assets_ids": list(market.tokens), "winning_asset_id": market.winner,
+                       "winning_outcome": market.outcome_of(market.winner), "timestamp": now}
+            for client in self.clients:
+                if client.channel == "market" and client.custom and client.assets & set(market.tokens):
+                    client.push(message)
+        for market in news.listed:
+            message = {"event_type": "new_market", "id": market.market_id, "question": market.question,
+                       "market": market.condition_id, "condition_id": market.condition_id, "slug": market.slug,
+                       "description": market.description, "assets_ids": list(market.tokens),
+                       "clob_token_ids": list(market.tokens), "outcomes": list(market.outcomes), "active": True,
+                       "order_price_min_tick_size": fmt(market.tick), "timestamp": now}
+            for client in self.clients:
+                if client.channel == "market" and client.custom:
+                    client.push(message)
 
     def remember(self, tokens: Iterable[str]) -> None:
         """Take the current levels as already published (at start, before anyone listens)."""

@@ -283,7 +283,9 @@ class Engine:
                       price=price, size=size, order_type=order_type, expiration=expiration, created_ms=now,
                       seq=next(self._seq))
         book = self.books[market.condition_id]
-        makers = list(book.opposite(order.yes_side, order.yes_price))
+        # Self-trade prevention: an account's orders never meet each other (so one account can hold both
+        # sides of a crossed book; the living markets use that for brief mispricings).
+        makers = [m for m in book.opposite(order.yes_side, order.yes_price) if m.owner != owner]
         if post_only and makers:
             raise VenueError("invalid post-only order: order crosses book")
         if order_type == "FOK" and sum((m.remaining for m in makers), ZERO) < size:

@@ -1,27 +1,34 @@
-"""The local venue as a service: Gamma and CLOB REST on 127.0.0.1, one engine, seeded markets."""
+"""The local venue as a service: Gamma and CLOB REST and both WebSocket channels on 127.0.0.1, over one
+engine and seeded, living markets; plus an admin endpoint for tests to script exact situations."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hashlib
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 import msgspec
 import uvicorn
 from eth_account import Account
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 from websockets.asyncio.server import serve as ws_serve
 
 from ...runtime import Service
 from . import auth
 from .app import VenueState, clob_app, gamma_app
 from .channels import Channels
-from .engine import Engine
+from .engine import Engine, VenueError
+from .life import Life, LifeOptions, News
 from .markets import generate, seed_liquidity
 
-TICK_S = 0.25  # how often GTD expiry and heartbeat silence are checked
+TICK_S = 0.25  # how often GTD expiry, heartbeat silence and trade confirmations are checked
+LIFE_S = 0.05  # how often the living markets step
 
 
 class VenueOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -38,6 +45,8 @@ class VenueOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     starting_collateral: int = 10_000  # pUSD a new account is credited with
     mined_after_ms: int = 300  # a trade's MATCHED -> MINED -> CONFIRMED, as seen on the user channel
     confirmed_after_ms: int = 800
+    still: bool = False  # no living markets: books move only when someone trades (and on admin requests)
+    life: LifeOptions = LifeOptions()
 
 
 @dataclass(frozen=True)
@@ -62,14 +71,115 @@ def house_address(seed: int) -> str:
     return Account.from_key("0x" + hashlib.sha256(f"polybot-local-venue:house:{seed}".encode()).hexdigest()).address
 
 
-def build_state(options: VenueOptions, clock=None) -> VenueState:
-    clock = clock or (lambda: time.time_ns() // 1_000_000)
-    universe = generate(options.seed, options.markets, options.events, options.outcomes, now_ms=clock())
-    engine = Engine(universe.markets, clock)
-    seed_liquidity(engine, universe, house_address(options.seed), options.seed)
-    return VenueState(engine=engine, events={e.id: e for e in universe.events}, chain_id=options.chain_id,
-                      secret=venue_secret(options.seed), page_size=options.page_size,
-                      starting_collateral=Decimal(options.starting_collateral))
+class LocalVenue:
+    """The whole venue in memory: engine, seeded markets, living markets, channels."""
+
+    def __init__(self, options: VenueOptions, clock=None) -> None:
+        clock = clock or (lambda: time.time_ns() // 1_000_000)
+        self.options = options
+        universe = generate(options.seed, options.markets, options.events, options.outcomes, now_ms=clock())
+        engine = Engine(universe.markets, clock)
+        seed_liquidity(engine, universe, house_address(options.seed), options.seed)
+        self.state = VenueState(engine=engine, events={e.id: e for e in universe.events}, chain_id=options.chain_id,
+                                secret=venue_secret(options.seed), page_size=options.page_size,
+                                starting_collateral=Decimal(options.starting_collateral))
+        self.life = Life(engine, universe, house_address(options.seed), options.seed, options.life)
+        self.channels = Channels(self.state)
+        self.channels.remember(engine.token_market)
+        engine.outbox.clear()  # the house's opening quotes are history, not news
+
+    def publish(self, news: News) -> None:
+        self.channels.publish_news(news)
+        self.channels.after_change(news.touched)
+
+
+def admin_routes(venue: LocalVenue) -> list[Route]:
+    """``/_admin/*``: script exact situations. Not part of Polymarket's API; loopback only, like the venue."""
+    engine, life = venue.state.engine, venue.life
+
+    async def body(request: Request) -> dict:
+        try:
+            data = json.loads(await request.body() or b"{}")
+        except json.JSONDecodeError:
+            raise VenueError("invalid JSON body") from None
+        if not isinstance(data, dict):
+            raise VenueError("the body must be a JSON object")
+        return data
+
+    def market_of(data: dict):
+        market = engine.markets.get(str(data.get("market", "")))
+        if market is None:
+            raise VenueError("unknown market: give its condition id as \"market\"", 404)
+        return market
+
+    def number(data: dict, key: str, default: str | None = None) -> Decimal:
+        try:
+            return Decimal(str(data[key] if key in data else default))
+        except (InvalidOperation, TypeError):
+            raise VenueError(f"{key} must be a number") from None
+
+    def run(action):
+        async def endpoint(request: Request) -> JSONResponse:
+            try:
+                news = News()
+                result = action(await body(request), news)
+                venue.publish(news)
+                return JSONResponse(result)
+            except VenueError as exc:
+                return JSONResponse({"error": exc.message}, status_code=exc.status)
+        return endpoint
+
+    def gap(data: dict, news: News) -> dict:
+        size, lifetime = number(data, "size", "50"), int(number(data, "lifetime_ms", "60000"))
+        width = number(data, "gap", "0.05")
+        if "event" in data:
+            event = venue.state.events.get(str(data["event"]))
+            if event is None:
+                raise VenueError("unknown event: give its Gamma id as \"event\"", 404)
+            return life.open_event_gap(event, width, engine.clock(), size, lifetime, news)
+        return life.open_gap(market_of(data), width, engine.clock(), size, lifetime, news)
+
+    def move(data: dict, news: News) -> dict:
+        market = market_of(data)
+        return {"market": market.condition_id, "fair": str(life.move(market, number(data, "price"), news))}
+
+    def resolve(data: dict, news: News) -> dict:
+        market = market_of(data)
+        winner = str(data.get("winner", ""))
+        if winner in market.outcomes:
+            winner = market.tokens[market.outcomes.index(winner)]
+        if winner not in market.tokens:
+            raise VenueError(f"winner must be one of {list(market.outcomes)} or a token id")
+        life.resolve(market, winner, news)
+        return {"market": market.condition_id, "winning_asset_id": winner}
+
+    def tick(data: dict, news: News) -> dict:
+        market = market_of(data)
+        life.change_tick(market, number(data, "tick"), news)
+        return {"market": market.condition_id, "tick": str(market.tick)}
+
+    def list_market(data: dict, news: News) -> dict:
+        market = life.list_market(engine.clock(), news)
+        return {"market": market.condition_id, "tokens": list(market.tokens)}
+
+    async def drop(request: Request) -> JSONResponse:
+        return JSONResponse({"dropped": await venue.channels.drop_all()})
+
+    async def stall(request: Request) -> JSONResponse:
+        try:
+            seconds = float((await body(request)).get("seconds", 1))
+        except (VenueError, TypeError, ValueError):
+            return JSONResponse({"error": "seconds must be a number"}, status_code=400)
+        # Freeze the whole venue (REST, WebSockets, markets) right after answering, as a hung server would.
+        asyncio.get_running_loop().call_soon(time.sleep, min(seconds, 60.0))
+        return JSONResponse({"stalling_s": seconds})
+
+    return [Route("/_admin/gap", run(gap), methods=["POST"]), Route("/_admin/move", run(move), methods=["POST"]),
+            Route("/_admin/resolve", run(resolve), methods=["POST"]),
+            Route("/_admin/tick", run(tick), methods=["POST"]),
+            Route("/_admin/list", run(list_market), methods=["POST"]),
+            Route("/_admin/drop-connections", drop, methods=["POST"]),
+            Route("/_admin/stall", stall, methods=["POST"])]
 
 
 class _Server(uvicorn.Server):
@@ -94,36 +204,39 @@ class Venue(Service):
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
-        self.state = build_state(ctx.options)
-        self.channels = Channels(self.state)
-        self.channels.remember(self.state.engine.token_market)
-        self.state.engine.outbox.clear()  # the house's opening quotes are history, not news
-        self.servers: list[_Server] = []
+        self.venue = LocalVenue(ctx.options)
 
     async def run(self) -> None:
         opts = self.ctx.options
-        engine = self.state.engine
-        for app, port in ((gamma_app(self.state), opts.gamma_port),
-                          (clob_app(self.state, self.channels.after_change), opts.clob_port)):
-            config = uvicorn.Config(app, host=opts.host, port=port, log_level="warning", lifespan="off",
-                                    access_log=False)
-            self.servers.append(_Server(config))
-        serving = [asyncio.create_task(s.serve()) for s in self.servers]
+        venue = self.venue
+        engine = venue.state.engine
+        clob = clob_app(venue.state, venue.channels.after_change)
+        clob.router.routes.extend(admin_routes(venue))
+        servers = [_Server(uvicorn.Config(app, host=opts.host, port=port, log_level="warning", lifespan="off",
+                                          access_log=False))
+                   for app, port in ((gamma_app(venue.state), opts.gamma_port), (clob, opts.clob_port))]
+        serving = [asyncio.create_task(s.serve()) for s in servers]
         try:
-            async with ws_serve(self.channels.serve, opts.host, opts.ws_port, ping_interval=None,
+            async with ws_serve(venue.channels.serve, opts.host, opts.ws_port, ping_interval=None,
                                 compression=None, max_size=2**20):
+                next_tick = 0.0
                 while True:
-                    canceled = engine.tick()
-                    engine.advance_trades(opts.mined_after_ms, opts.confirmed_after_ms)
-                    self.channels.after_change(o.token_id for o in canceled)
-                    await asyncio.sleep(TICK_S)
+                    now = time.monotonic()
+                    if not opts.still and not self.ctx.halted:
+                        venue.publish(venue.life.step(engine.clock()))
+                    if now >= next_tick:
+                        canceled = engine.tick()
+                        engine.advance_trades(opts.mined_after_ms, opts.confirmed_after_ms)
+                        venue.channels.after_change(o.token_id for o in canceled)
+                        next_tick = now + TICK_S
+                    await asyncio.sleep(LIFE_S)
         finally:
-            for server in self.servers:
+            for server in servers:
                 server.should_exit = True
             await asyncio.gather(*serving, return_exceptions=True)
 
     def detail(self) -> dict[str, str]:
-        engine = self.state.engine
+        engine = self.venue.state.engine
         return {**addresses(self.ctx.options), "markets": str(len(engine.markets)),
                 "open_orders": str(sum(1 for o in engine.orders.values() if o.status == "LIVE")),
-                "trades": str(len(engine.trade_log))}
+                "trades": str(len(engine.trade_log)), "living": str(not self.ctx.options.still)}
