@@ -189,3 +189,17 @@ def test_an_order_beyond_the_accounts_collateral_is_refused(venue: Venue) -> Non
     yes, _ = tokens(venue.market())
     order = client.create_order(OrderArgsV2(token_id=yes, price=0.5, size=30_000, side="BUY"))  # 15k > 10k
     assert rejection(lambda: client.post_order(order)) == (400, "not enough balance / allowance")
+
+
+def test_an_order_on_a_neg_risk_market_is_signed_for_and_accepted_under_the_neg_risk_exchange(venue: Venue) -> None:
+    client = venue.client()
+    member = next(m for m in httpx.get(f"{venue.gamma}/markets", params={"limit": 100}).json() if m["negRisk"])
+    yes, _ = tokens(member)
+    assert client.get_neg_risk(yes) is True
+    placed = client.create_and_post_order(OrderArgsV2(token_id=yes, price=0.01, size=10, side="BUY"))
+    assert placed["status"] == "live"
+    # The same order signed under the plain exchange's domain does not verify on a neg-risk market.
+    plain = client.builder.build_order(OrderArgsV2(token_id=yes, price=0.01, size=10, side="BUY"),
+                                       CreateOrderOptions(tick_size="0.01", neg_risk=False), version=2)
+    status, text = rejection(lambda: client.post_order(plain))
+    assert status == 400 and "Signature is invalid" in text

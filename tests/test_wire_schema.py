@@ -21,7 +21,7 @@ from services.venues.polymarket import schema as w
 
 from .venue_harness import Venue, tokens
 
-FIXTURES = Path("/work/shared/fixtures/polymarket")  # captured payloads; provenance in SOURCES.md there
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "polymarket"  # beside the repo; see SOURCES.md
 SEED = 5
 
 # Each top-level capture and the type it must decode as.
