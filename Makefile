@@ -14,6 +14,7 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bus_io.py
 	$(BIN)/python benchmarks/bus_throughput.py
+	$(BIN)/python benchmarks/venue_updates.py
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="chain whose exchange domain orders are signed under (default: 137)")
     venue.add_argument("--starting-collateral", type=int, default=10_000,
                        help="pUSD credited to each new account (default: 10000)")
+    venue.add_argument("--heartbeat-timeout-ms", type=int, default=10_000,
+                       help="once an account heartbeats, this much silence cancels its orders (default: 10000)")
     venue.add_argument("--still", action="store_true",
                        help="no living markets: books move only on trades and admin requests")
     venue.add_argument("--requotes-per-s", type=float, default=4.0,
@@ -103,6 +105,7 @@ def _venue(config: Config, args: argparse.Namespace) -> int:
                            markets=args.markets, events=args.events, outcomes=args.outcomes,
                            chain_id=args.chain_id, page_size=args.page_size,
                            starting_collateral=args.starting_collateral, still=args.still,
+                           heartbeat_timeout_ms=args.heartbeat_timeout_ms,
                            life=LifeOptions(requotes_per_s=args.requotes_per_s, trades_per_s=args.trades_per_s,
                                             gaps_per_s=args.gaps_per_s, gap=args.gap, gap_ms=args.gap_ms,
                                             resolutions_per_s=args.resolutions_per_s))

@@ -203,3 +203,19 @@ def test_an_order_on_a_neg_risk_market_is_signed_for_and_accepted_under_the_neg_
                                        CreateOrderOptions(tick_size="0.01", neg_risk=False), version=2)
     status, text = rejection(lambda: client.post_order(plain))
     assert status == 400 and "Signature is invalid" in text
+
+
+def test_orders_are_canceled_when_the_accounts_heartbeats_stop(tmp_path) -> None:
+    from .conftest import wait_for
+
+    venue = Venue(Path(os.path.realpath(tmp_path)) / "s", SEED, 100, "--still", "--heartbeat-timeout-ms", "1000")
+    try:
+        client, quiet = venue.client(), venue.client()
+        yes, _ = tokens(venue.market())
+        client.create_and_post_order(OrderArgsV2(token_id=yes, price=0.05, size=10, side="BUY"))
+        quiet.create_and_post_order(OrderArgsV2(token_id=yes, price=0.04, size=10, side="BUY"))  # never heartbeats
+        assert "heartbeat_id" in client.post_heartbeat()
+        wait_for(lambda: client.get_open_orders() == [], what="the silent account's orders to be canceled")
+        assert len(quiet.get_open_orders()) == 1
+    finally:
+        venue.stop()

@@ -161,21 +161,23 @@ class Channels:
 
     # ------------------------------------------------------------ publishing
 
-    def after_change(self, tokens: Iterable[str]) -> None:
-        """Publish what changed: book levels of these tokens' markets, then the engine's order and trade news."""
+    def after_change(self, tokens: Iterable[str]) -> int:
+        """Publish what changed: book levels of these tokens' markets, then the engine's order and trade news.
+
+        Returns how many level changes went out."""
         engine = self.state.engine
         now = engine.clock()
         markets = {engine.token_market[t].condition_id for t in tokens if t in engine.token_market}
-        for condition_id in markets:
-            self._publish_levels(condition_id, now)
+        changed = sum(self._publish_levels(condition_id, now) for condition_id in markets)
         outbox, engine.outbox = engine.outbox, []
         for item in outbox:
             if item[0] == "trade":
                 self._publish_trade(item[1], now)
             else:
                 self._publish_order(item[1], item[2], now)
+        return changed
 
-    def _publish_levels(self, condition_id: str, now: int) -> None:
+    def _publish_levels(self, condition_id: str, now: int) -> int:
         engine = self.state.engine
         market = engine.markets[condition_id]
         changes = []
@@ -193,7 +195,7 @@ class Channels:
                                         "hash": "", "best_bid": best_bid, "best_ask": best_ask})
             self.published[token] = current
         if not changes:
-            return
+            return 0
         hashes = {t: book_json(engine, t)["hash"] for t in market.tokens}
         for change in changes:
             change["hash"] = hashes[change["asset_id"]]
@@ -202,6 +204,7 @@ class Channels:
         for client in self.clients:
             if client.channel == "market" and client.assets & set(market.tokens):
                 client.push({**message, "price_changes": [c for c in changes if c["asset_id"] in client.assets]})
+        return len(changes)
 
     def publish_news(self, news) -> None:
         """Lifecycle messages from the living markets: tick size changes, resolutions, listings."""

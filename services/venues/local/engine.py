@@ -205,7 +205,8 @@ def fmt(value: Decimal) -> str:
 
 
 class Engine:
-    def __init__(self, markets: Iterable[Market], clock, fee_account: str = "fees") -> None:
+    def __init__(self, markets: Iterable[Market], clock, fee_account: str = "fees",
+                 heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS) -> None:
         self.markets: dict[str, Market] = {}
         self.token_market: dict[str, Market] = {}
         self.books: dict[str, Book] = {}
@@ -217,6 +218,7 @@ class Engine:
         self.trade_log: list[Trade] = []
         self.accounts: dict[str, Account] = {}
         self.heartbeats: dict[str, int] = {}  # owner -> last heartbeat ms
+        self.heartbeat_timeout_ms = heartbeat_timeout_ms
         self.last_trade: dict[str, tuple[Decimal, str]] = {}  # token -> (price, side)
         self.volume: dict[str, Decimal] = {}  # condition id -> traded notional
         self.fee_account = fee_account
@@ -428,7 +430,7 @@ class Engine:
         """Expire GTD orders and cancel the orders of owners whose heartbeats stopped; return what was canceled."""
         now = self.clock()
         gone = []
-        silent = {owner for owner, last in self.heartbeats.items() if now - last > HEARTBEAT_TIMEOUT_MS}
+        silent = {owner for owner, last in self.heartbeats.items() if now - last > self.heartbeat_timeout_ms}
         for owner in silent:
             del self.heartbeats[owner]
         for order in list(self.orders.values()):

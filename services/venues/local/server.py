@@ -45,6 +45,7 @@ class VenueOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     starting_collateral: int = 10_000  # pUSD a new account is credited with
     mined_after_ms: int = 300  # a trade's MATCHED -> MINED -> CONFIRMED, as seen on the user channel
     confirmed_after_ms: int = 800
+    heartbeat_timeout_ms: int = 10_000  # once an account heartbeats, this much silence cancels its orders
     still: bool = False  # no living markets: books move only when someone trades (and on admin requests)
     life: LifeOptions = LifeOptions()
 
@@ -78,7 +79,7 @@ class LocalVenue:
         clock = clock or (lambda: time.time_ns() // 1_000_000)
         self.options = options
         universe = generate(options.seed, options.markets, options.events, options.outcomes, now_ms=clock())
-        engine = Engine(universe.markets, clock)
+        engine = Engine(universe.markets, clock, heartbeat_timeout_ms=options.heartbeat_timeout_ms)
         seed_liquidity(engine, universe, house_address(options.seed), options.seed)
         self.state = VenueState(engine=engine, events={e.id: e for e in universe.events}, chain_id=options.chain_id,
                                 secret=venue_secret(options.seed), page_size=options.page_size,
@@ -88,9 +89,10 @@ class LocalVenue:
         self.channels.remember(engine.token_market)
         engine.outbox.clear()  # the house's opening quotes are history, not news
 
-    def publish(self, news: News) -> None:
+    def publish(self, news: News) -> int:
+        """Send a step's news to the channels; returns how many book levels changed."""
         self.channels.publish_news(news)
-        self.channels.after_change(news.touched)
+        return self.channels.after_change(news.touched)
 
 
 def admin_routes(venue: LocalVenue) -> list[Route]:
