@@ -147,6 +147,7 @@ class Runner:
         self.started = time.monotonic()
         self.last_error = ""
         self.errors = 0
+        self.failed = False
         self.handled = 0
         self.drained = 0
         self._bad_logged = 0.0
@@ -184,7 +185,7 @@ class Runner:
             readers = [self._start_reader(sock) for sock in inbound.values()]
             replier.serve(self._control, name=f"{self.name}-control")
             tasks = [
-                asyncio.create_task(self._guard(self.service.run()), name="service"),
+                asyncio.create_task(self._guard(self.service.run(), stop), name="service"),
                 asyncio.create_task(self._heartbeats(outbound), name="heartbeats"),
                 asyncio.create_task(self._watch_supervisor(stop), name="supervisor-watch"),
             ]
@@ -206,7 +207,7 @@ class Runner:
             self._call(self.service.on_stop)
             await asyncio.sleep(self.config.bus.linger_ms / 1000)  # NNG discards queued frames on close
             self.log.info("stopped", extra={"handled": self.handled, "drained": self.drained, "errors": self.errors})
-            return 0
+            return 1 if self.failed else 0
         finally:
             replier.close()
             self.bus.close()
@@ -217,13 +218,17 @@ class Runner:
         self.loop.call_soon(done.set_result, None)
         await done
 
-    async def _guard(self, coro: Any) -> None:
+    async def _guard(self, coro: Any, stop: asyncio.Event) -> None:
+        """A service whose own work fails stops (exit 1), so its supervisor restarts it."""
         try:
             await coro
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._record_error(exc, "service run() failed")
+            self.failed = True
+            self.last_error = f"service run() failed: {type(exc).__name__}: {exc}"
+            self.log.error("%s; stopping", self.last_error, exc_info=exc)
+            stop.set()
 
     async def _heartbeats(self, outbound: Mapping[str, Outbound]) -> None:
         fanout = [out for name, out in outbound.items() if TAXONOMY[name].fanout]

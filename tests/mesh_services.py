@@ -70,3 +70,10 @@ class Crasher(Service):
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         raise SystemExit(3)
+
+
+class Failing(Service):
+    """Its own work fails a moment after it starts."""
+
+    async def run(self) -> None:
+        raise RuntimeError("the feed is gone")

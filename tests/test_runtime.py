@@ -95,3 +95,11 @@ def test_a_secret_that_reaches_a_log_message_is_blanked_in_the_file_and_on_stder
     assert "signing failed" in written and "signing failed" in stream.getvalue()
     assert secret not in written and secret not in stream.getvalue()
     assert "***" in json.loads(written.splitlines()[0])["key"]
+
+
+def test_a_service_whose_own_work_fails_exits_1_with_the_error_so_its_supervisor_restarts_it(state_dir: Path) -> None:
+    config_path = _config_file(state_dir, '[services.failing]\nkind = "tests.mesh_services:Failing"\n')
+    service = _run(config_path, "failing")
+    _, err = service.communicate(timeout=30)
+    assert service.returncode == 1
+    assert "service run() failed: RuntimeError: the feed is gone; stopping" in err
