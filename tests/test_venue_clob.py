@@ -1,6 +1,7 @@
 """The local venue through the real py-clob-client-v2: auth, books, orders, matching, cancels, paging."""
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import replace
@@ -219,3 +220,25 @@ def test_orders_are_canceled_when_the_accounts_heartbeats_stop(tmp_path) -> None
         assert len(quiet.get_open_orders()) == 1
     finally:
         venue.stop()
+
+
+def test_gamma_filters_orders_and_pages_markets_and_events(venue: Venue) -> None:
+    gamma = venue.gamma
+    everything = httpx.get(f"{gamma}/markets", params={"limit": 500}).json()
+    assert len(everything) == 20 + 3 * 4
+    pages = [httpx.get(f"{gamma}/markets", params={"limit": 7, "offset": o}).json() for o in range(0, 35, 7)]
+    assert [m["id"] for page in pages for m in page] == [m["id"] for m in everything]
+    one = everything[5]
+    assert [m["id"] for m in httpx.get(f"{gamma}/markets", params={"slug": one["slug"]}).json()] == [one["id"]]
+    token = json.loads(one["clobTokenIds"])[1]
+    assert [m["id"] for m in httpx.get(f"{gamma}/markets", params={"clob_token_ids": token}).json()] == [one["id"]]
+    by_condition = httpx.get(f"{gamma}/markets", params={"condition_ids": one["conditionId"]}).json()
+    assert [m["id"] for m in by_condition] == [one["id"]]
+    ends = [m["endDate"] for m in httpx.get(f"{gamma}/markets", params={"order": "endDate", "ascending": "true",
+                                                                       "limit": 500}).json()]
+    assert ends == sorted(ends)
+    assert httpx.get(f"{gamma}/markets", params={"closed": "true"}).json() == []
+    assert httpx.get(f"{gamma}/markets", params={"order": "nonsense"}).status_code == 400
+    events = httpx.get(f"{gamma}/events").json()
+    assert len(events) == 3 and all(len(e["markets"]) == 4 and e["negRisk"] for e in events)
+    assert httpx.get(f"{gamma}/markets/{one['id']}").json()["conditionId"] == one["conditionId"]
