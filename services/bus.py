@@ -33,6 +33,7 @@ from .config import Config, control_address, socket_address
 TRAILER = struct.Struct(">IQ")  # sender instance id, per-type sequence
 MAX_FRAME = 64 * 1024 * 1024
 READER_POLL_MS = 200  # how often a reader thread looks up from a blocking recv to see if it should stop
+REDIAL = {"reconnect_time_min": 20, "reconnect_time_max": 1000}  # ms: a restarted peer is found again quickly
 
 
 def topic(cls: type[m.Message]) -> bytes:
@@ -208,7 +209,7 @@ class Requester:
     def __init__(self, address: str, timeout_ms: int = 2000) -> None:
         self.address = address
         self.timeout_ms = timeout_ms
-        self._socket = pynng.Req0(recv_max_size=MAX_FRAME)
+        self._socket = pynng.Req0(recv_max_size=MAX_FRAME, **REDIAL)
         self._socket.dial(address, block=False)  # the service may not be up yet: keep dialling in the background
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(m.ControlReply)
@@ -327,7 +328,7 @@ class Bus:
             sock = pynng.Pub0(send_buffer_size=buf, send_timeout=self.config.bus.send_timeout_ms)
             _listen(sock, address, name)
         else:
-            sock = pynng.Push0(send_buffer_size=buf, send_timeout=self.config.bus.send_timeout_ms)
+            sock = pynng.Push0(send_buffer_size=buf, send_timeout=self.config.bus.send_timeout_ms, **REDIAL)
             sock.dial(address, block=False)
         out = Outbound(name, sock, self._counters(name), spec.union)
         self._sockets.append(out)
@@ -339,7 +340,8 @@ class Bus:
         address = socket_address(self.config, name)
         buf = self.config.bus.buffer
         if spec.fanout:
-            sock = pynng.Sub0(recv_buffer_size=buf, recv_max_size=MAX_FRAME, recv_timeout=self.config.bus.recv_timeout_ms)
+            sock = pynng.Sub0(recv_buffer_size=buf, recv_max_size=MAX_FRAME, recv_timeout=self.config.bus.recv_timeout_ms,
+                              **REDIAL)
             wanted = tuple(only) if only is not None else spec.types
             for kind in wanted:
                 if kind not in spec.types:

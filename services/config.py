@@ -69,6 +69,20 @@ class ServiceConfig(_Section):
     options: dict[str, Any] = {}  # validated by the service class's own Options
 
 
+LOCAL_VENUE_HOST = "127.0.0.1"
+LOCAL_VENUE_PORTS = {"gamma_port": 8790, "clob_port": 8791, "ws_port": 8792}
+
+
+class PolymarketConfig(_Section):
+    """Where the real venue lives; with venue = "local" these are derived from the local venue instead."""
+
+    gamma_url: str = "https://gamma-api.polymarket.com"
+    clob_url: str = "https://clob.polymarket.com"
+    market_ws_url: str = "wss://ws-subscriptions-clob.polymarket.com/ws/market"
+    user_ws_url: str = "wss://ws-subscriptions-clob.polymarket.com/ws/user"
+    chain_id: int = 137
+
+
 class LocalVenueConfig(_Section):
     start: bool = True  # `polybot up` starts the local venue first when venue = "local"
     options: dict[str, Any] = {}  # its knobs (see `polybot venue --help`), checked by the venue itself
@@ -77,14 +91,19 @@ class LocalVenueConfig(_Section):
 LOCAL_VENUE_KIND = "services.venues.local.server:Venue"
 
 
+DEFAULT_SERVICES = {"scanner": ServiceConfig(kind="services.scanner:Scanner")}
+
+
 class Config(_Section):
     state_dir: str = ""  # default: $XDG_STATE_HOME/polybot, else ~/.local/state/polybot
     venue: Literal["local", "polymarket"] = "local"
     local_venue: LocalVenueConfig = LocalVenueConfig()
+    polymarket: PolymarketConfig = PolymarketConfig()
     bus: BusConfig = BusConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     log: LogConfig = LogConfig()
-    services: dict[str, ServiceConfig] = {}  # started by `polybot up` in this order
+    # Started by `polybot up` in this order (after the local venue); a [services.*] table replaces the whole set.
+    services: dict[str, ServiceConfig] = msgspec.field(default_factory=lambda: dict(DEFAULT_SERVICES))
 
     @property
     def state_path(self) -> Path:
@@ -220,10 +239,12 @@ def convert_section(raw: Any, kind: type, prefix: str) -> Any:
 
 
 def _convert(raw: dict[str, Any]) -> Config:
-    services = raw.pop("services", {})
+    services = raw.pop("services", None)
+    config = convert_section(raw, Config, "")
+    if services is None:  # no [services.*] at all: the default set
+        return config
     if not isinstance(services, dict):
         raise _Invalid("services", "must be a table of [services.NAME] tables")
-    config = convert_section(raw, Config, "")
     parsed = {name: convert_section(table, ServiceConfig, f"services.{name}") for name, table in services.items()}
     return msgspec.structs.replace(config, services=parsed)
 
@@ -261,6 +282,19 @@ def _finish(config: Config, environ: Mapping[str, str]) -> Config:
 def _default_state_dir(environ: Mapping[str, str]) -> str:
     base = environ.get("XDG_STATE_HOME") or str(_home(environ) / ".local" / "state")
     return str(Path(base) / "polybot")
+
+
+def venue_urls(config: Config) -> PolymarketConfig:
+    """The venue the mesh talks to: Polymarket's hosts, or the local venue's addresses."""
+    if config.venue != "local":
+        return config.polymarket
+    options = config.local_venue.options
+    host = options.get("host", LOCAL_VENUE_HOST)
+    port = {k: options.get(k, v) for k, v in LOCAL_VENUE_PORTS.items()}
+    return PolymarketConfig(gamma_url=f"http://{host}:{port['gamma_port']}", clob_url=f"http://{host}:{port['clob_port']}",
+                            market_ws_url=f"ws://{host}:{port['ws_port']}/ws/market",
+                            user_ws_url=f"ws://{host}:{port['ws_port']}/ws/user",
+                            chain_id=options.get("chain_id", 137))
 
 
 def ensure_state_dir(config: Config) -> Path:

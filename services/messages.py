@@ -141,6 +141,14 @@ class MarketResolved(Message, frozen=True, kw_only=True):
     winning_outcome: str = ""
 
 
+class MarketStale(Message, frozen=True, kw_only=True):
+    """The scanner's feed for these markets went silent (stale=True) or came back with fresh books (False)."""
+
+    markets: list[str]
+    stale: bool = True
+    reason: str = ""
+
+
 # ---------------------------------------------------------------- signals
 
 
@@ -313,7 +321,7 @@ class Error(Message, frozen=True, kw_only=True):
 # ---------------------------------------------------------------- unions per socket
 
 PricesMsg = Union[BookSnapshot, BookDelta, LastTrade, Heartbeat]
-EventsMsg = Union[MarketNew, TickSizeChange, MarketHalted, MarketResolved, Heartbeat]
+EventsMsg = Union[MarketNew, TickSizeChange, MarketHalted, MarketResolved, MarketStale, Heartbeat]
 SignalsMsg = Signal
 OrdersMsg = Order
 ExecutionsMsg = Union[OrderAck, OrderRejected, Fill, OrderCanceled, Heartbeat]

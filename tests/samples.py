@@ -43,6 +43,7 @@ def samples() -> dict[type[m.Message], m.Message]:
         m.TickSizeChange(token_id="t1", market="0x311d", old_tick_size=D("0.1"), new_tick_size=D("0.01")),
         m.MarketHalted(market="0x311d", reason="feed stale"),
         m.MarketResolved(market="0x311d", winning_token_id="t1", winning_outcome="Yes"),
+        m.MarketStale(markets=["0x311d", "0xdd22"], stale=False, reason="feed silent for 30 s"),
         m.Signal(source="mcp:claude", rationale="YES+NO asks sum to 0.97", cause_id="c1", cause_ts_ns=123,
                  legs=[m.Leg(token_id="t1", side="BUY", size=D("10"), limit_price=D("0.45"), order_type="FAK",
                              market="0x311d"),

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from websockets.asyncio.server import serve as ws_serve
 
+from ...config import LOCAL_VENUE_HOST, LOCAL_VENUE_PORTS
 from ...runtime import Service
 from . import auth
 from .app import VenueState, clob_app, gamma_app
@@ -32,10 +33,10 @@ LIFE_S = 0.05  # how often the living markets step
 
 
 class VenueOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    host: str = "127.0.0.1"
-    gamma_port: int = 8790
-    clob_port: int = 8791
-    ws_port: int = 8792  # market channel at /ws/market, user channel at /ws/user
+    host: str = LOCAL_VENUE_HOST
+    gamma_port: int = LOCAL_VENUE_PORTS["gamma_port"]
+    clob_port: int = LOCAL_VENUE_PORTS["clob_port"]
+    ws_port: int = LOCAL_VENUE_PORTS["ws_port"]  # market channel at /ws/market, user channel at /ws/user
     seed: int = 7
     markets: int = 20  # binary markets
     events: int = 3  # multi-outcome neg-risk events

@@ -1,0 +1,207 @@
+"""The scanner: the venue's market data as batched book updates on ``prices`` and lifecycle on ``events``.
+
+It loads markets from Gamma, subscribes on the market channel (one connection per 500 assets), keeps
+each book from snapshots and price changes, PINGs every ``ping_s``, and when a connection fails or goes
+silent past ``stale_after_s`` it marks that connection's markets stale, reconnects with exponential
+backoff and jitter, resubscribes, and rebuilds from the fresh snapshot (then marks them live again).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from decimal import Decimal
+from urllib.parse import urlparse
+
+import httpx
+import msgspec
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
+
+from . import messages as m
+from .config import venue_urls
+from .runtime import Service
+from .venues.polymarket import feed, schema
+
+TEXT_FRAMES = ("PONG", "NO NEW ASSETS", "INVALID OPERATION")
+
+
+class ScannerOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    assets_per_connection: int = 500  # Polymarket's limit per market-channel connection
+    ping_s: float = 10.0
+    stale_after_s: float = 30.0  # a connection silent this long (not even PONG) is stale: its markets too
+    reconnect_initial_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    gamma_page: int = 100
+    gamma_timeout_s: float = 10.0
+
+
+class Scanner(Service):
+    publishes = ("prices", "events")
+    Options = ScannerOptions
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.urls = venue_urls(ctx.config)
+        self.markets: dict[str, m.MarketNew] = {}
+        self.token_market: dict[str, str] = {}
+        self.books: dict[str, dict[str, dict[Decimal, Decimal]]] = {}  # token -> BUY/SELL -> price -> size
+        self.stale: set[str] = set()
+        self.frames = 0
+        self.bad_frames = 0
+        self.reconnects = 0
+        self.feeds: list[asyncio.Task] = []
+        self.rng = random.Random()
+
+    # ------------------------------------------------------------ markets
+
+    async def load_markets(self) -> list[m.MarketNew]:
+        """Every open market from Gamma, paged; a market Gamma describes badly is skipped and counted."""
+        found: list[m.MarketNew] = []
+        opts = self.ctx.options
+        async with httpx.AsyncClient(base_url=self.urls.gamma_url, timeout=opts.gamma_timeout_s) as client:
+            offset = 0
+            while True:
+                response = await client.get("/markets", params={"closed": "false", "limit": opts.gamma_page,
+                                                                "offset": offset})
+                response.raise_for_status()
+                page = msgspec.json.decode(response.content)
+                for raw in page:
+                    try:
+                        market = msgspec.convert(raw, schema.GammaMarket)
+                        found.append(feed.market_new(market, self.ctx.clock()))
+                    except (msgspec.ValidationError, ValueError) as exc:
+                        self.bad_frames += 1
+                        self.ctx.log.warning("skipping a Gamma market: %s", exc)
+                if len(page) < opts.gamma_page:
+                    return found
+                offset += opts.gamma_page
+
+    def _add_market(self, market: m.MarketNew) -> list[str]:
+        self.markets[market.market] = market
+        tokens = [o.token_id for o in market.outcomes]
+        for token in tokens:
+            self.token_market[token] = market.market
+        return tokens
+
+    # ------------------------------------------------------------ run
+
+    async def run(self) -> None:
+        backoff = self.ctx.options.reconnect_initial_s
+        while True:  # Gamma may not be up yet (the venue starts alongside us)
+            try:
+                markets = await self.load_markets()
+                break
+            except (httpx.HTTPError, msgspec.DecodeError) as exc:
+                self.ctx.log.warning("Gamma not reachable (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.ctx.options.reconnect_max_s)
+        tokens = []
+        for market in markets:
+            tokens += self._add_market(market)
+            self.ctx.send("events", market)
+        self.ctx.log.info("loaded %d markets (%d assets)", len(markets), len(tokens))
+        size = self.ctx.options.assets_per_connection
+        self.feeds = [asyncio.create_task(self._feed(tokens[i:i + size]), name=f"feed-{i // size}")
+                      for i in range(0, len(tokens), size)]
+        try:
+            await asyncio.gather(*self.feeds)  # they run until the service stops; a bug in one stops the service
+        finally:
+            for task in self.feeds:
+                task.cancel()
+
+    async def _feed(self, assets: list[str]) -> None:
+        opts = self.ctx.options
+        url = self.urls.market_ws_url
+        loopback = urlparse(url).hostname in ("127.0.0.1", "localhost", "::1")
+        backoff = opts.reconnect_initial_s
+        first = True
+        while True:
+            try:
+                async with connect(url, proxy=None if loopback else True, ping_interval=None, compression=None,
+                                   max_size=None, open_timeout=10) as ws:
+                    await ws.send(json.dumps({"type": "market", "assets_ids": assets, "initial_dump": True,
+                                              "custom_feature_enabled": True}))
+                    if not first:
+                        self.reconnects += 1
+                    first = False
+                    self.ctx.log.info("market feed connected", extra={"url": url, "assets": len(assets)})
+                    pinger = asyncio.create_task(self._ping(ws))
+                    try:
+                        while True:
+                            raw = await asyncio.wait_for(ws.recv(), timeout=opts.stale_after_s)
+                            backoff = opts.reconnect_initial_s
+                            new_assets = self._on_frame(raw, assets)
+                            if new_assets:
+                                assets += new_assets
+                                await ws.send(json.dumps({"operation": "subscribe", "assets_ids": new_assets}))
+                    finally:
+                        pinger.cancel()
+            except (TimeoutError, OSError, WebSocketException, InvalidHandshake, InvalidURI) as exc:
+                why = "silent" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+                self._mark_stale(assets, f"market feed {why}")
+            delay = backoff * (1 + self.rng.random() / 2)  # jitter: reconnecting clients do not stampede
+            self.ctx.log.warning("market feed down; reconnecting in %.2fs", delay)
+            await asyncio.sleep(delay)
+            backoff = min(backoff * 2, opts.reconnect_max_s)
+
+    async def _ping(self, ws) -> None:
+        while True:
+            await asyncio.sleep(self.ctx.options.ping_s)
+            await ws.send("PING")
+
+    # ------------------------------------------------------------ frames
+
+    def _on_frame(self, raw: str | bytes, assets: list[str]) -> list[str]:
+        """Publish one frame's messages; returns assets of newly listed markets to subscribe to."""
+        now = self.ctx.clock()
+        self.frames += 1
+        if raw in TEXT_FRAMES:
+            return []
+        try:
+            decoded = schema.decode_market_frame(raw)
+            prices, events = feed.normalize(decoded, now)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            self.bad_frames += 1
+            self.ctx.log.warning("skipping a market-channel frame: %s", exc)
+            return []
+        fresh: set[str] = set()
+        for msg in prices:
+            self._apply(msg, fresh)
+            self.ctx.send("prices", msg)
+        if fresh & self.stale:  # fresh books arrived for stale markets: they are live again
+            self.stale -= fresh
+            self.ctx.send("events", m.MarketStale(ts_ns=now, markets=sorted(fresh), stale=False,
+                                                  reason="fresh snapshot"))
+        new_assets: list[str] = []
+        for event in events:
+            if isinstance(event, m.MarketNew) and event.market not in self.markets:
+                new_assets += self._add_market(event)
+            self.ctx.send("events", event)
+        return new_assets
+
+    def _apply(self, msg: m.Message, fresh: set[str]) -> None:
+        if isinstance(msg, m.BookSnapshot):
+            for book in msg.books:
+                self.books[book.token_id] = {"BUY": {lv.price: lv.size for lv in book.bids},
+                                             "SELL": {lv.price: lv.size for lv in book.asks}}
+                if book.token_id in self.token_market:
+                    fresh.add(self.token_market[book.token_id])
+        elif isinstance(msg, m.BookDelta):
+            for change in msg.changes:
+                side = self.books.setdefault(change.token_id, {"BUY": {}, "SELL": {}})[change.side]
+                if change.size == 0:
+                    side.pop(change.price, None)
+                else:
+                    side[change.price] = change.size
+
+    def _mark_stale(self, assets: list[str], reason: str) -> None:
+        markets = sorted({self.token_market[a] for a in assets if a in self.token_market} - self.stale)
+        if markets:
+            self.stale |= set(markets)
+            self.ctx.send("events", m.MarketStale(ts_ns=self.ctx.clock(), markets=markets, stale=True, reason=reason))
+
+    def detail(self) -> dict[str, str]:
+        return {"markets": str(len(self.markets)), "books": str(len(self.books)), "stale": str(len(self.stale)),
+                "frames": str(self.frames), "bad_frames": str(self.bad_frames), "reconnects": str(self.reconnects),
+                "connections": str(len(self.feeds))}

@@ -1,0 +1,106 @@
+"""Polymarket's market data, turned into the mesh's messages: Gamma markets and market-channel frames.
+
+Pure functions: the scanner feeds them what it receives and publishes what they return. Every message
+made from one venue frame carries that frame's receive time as its origin, so its lag and its trace
+start where the scanner saw it.
+"""
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from ... import messages as m
+from . import schema
+
+Prices = list[m.BookSnapshot | m.BookDelta | m.LastTrade]
+Events = list[m.MarketNew | m.TickSizeChange | m.MarketResolved]
+
+
+def _dec(text: str | float | int | None, default: str | None = None) -> Decimal | None:
+    if text is None or text == "":
+        return Decimal(default) if default is not None else None
+    try:
+        return Decimal(str(text))
+    except InvalidOperation:
+        raise ValueError(f"not a number: {text!r}") from None
+
+
+def _int(text: str | int | None) -> int:
+    try:
+        return int(text or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def market_new(market: schema.GammaMarket, now_ns: int) -> m.MarketNew:
+    """A Gamma market as the mesh's MarketNew."""
+    tokens = market.parsed_clob_token_ids()
+    names = market.parsed_outcomes()
+    fee = market.fee_schedule.rate if market.fee_schedule is not None and market.fees_enabled else 0
+    return m.MarketNew(
+        ts_ns=now_ns, market=market.condition_id, question=market.question, slug=market.slug,
+        outcomes=[m.Outcome(token_id=t, name=n) for t, n in zip(tokens, names)],
+        tick_size=_dec(market.order_price_min_tick_size, "0.01"), min_size=_dec(market.order_min_size, "5"),
+        neg_risk=bool(market.neg_risk), neg_risk_market_id=market.neg_risk_market_id or "",
+        end_ts_ms=_end_ms(market.end_date), fee_rate=_dec(fee, "0"),
+        accepting_orders=bool(market.accepting_orders) and not market.closed)
+
+
+def _end_ms(iso: str | None) -> int:
+    if not iso:
+        return 0
+    from datetime import datetime
+
+    try:
+        return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return 0
+
+
+def _levels(levels: list[schema.BookLevel], best_first_descending: bool) -> list[m.Level]:
+    out = [m.Level(Decimal(lv.price), Decimal(lv.size)) for lv in levels]
+    out.sort(key=lambda lv: lv.price, reverse=best_first_descending)
+    return out
+
+
+def normalize(messages: list[schema.MarketMessage], now_ns: int) -> tuple[Prices, Events]:
+    """One venue frame's messages as mesh messages: all its books in one BookSnapshot, all its level
+    changes in one BookDelta, then trades and lifecycle events in order."""
+    books, changes, prices, events = [], [], [], []
+    trace = m.new_id()
+    for msg in messages:
+        match msg:
+            case schema.WsBook():
+                books.append(m.Book(token_id=msg.asset_id, market=msg.market, bids=_levels(msg.bids, True),
+                                    asks=_levels(msg.asks, False), venue_ts_ms=_int(msg.timestamp),
+                                    hash=msg.hash or "", tick_size=_dec(msg.tick_size)))
+            case schema.WsPriceChange():
+                for c in msg.price_changes:
+                    changes.append(m.LevelChange(token_id=c.asset_id, market=msg.market, side=c.side,
+                                                 price=Decimal(c.price), size=Decimal(c.size),
+                                                 best_bid=_dec(c.best_bid), best_ask=_dec(c.best_ask),
+                                                 venue_ts_ms=_int(msg.timestamp)))
+            case schema.WsLastTradePrice():
+                prices.append(m.LastTrade(ts_ns=now_ns, trace_id=trace, token_id=msg.asset_id, market=msg.market,
+                                          price=Decimal(msg.price), size=_dec(msg.size, "0"),
+                                          side=msg.side or "BUY", fee_rate_bps=_int(msg.fee_rate_bps),
+                                          venue_ts_ms=_int(msg.timestamp)))
+            case schema.WsTickSizeChange():
+                events.append(m.TickSizeChange(ts_ns=now_ns, trace_id=trace, token_id=msg.asset_id,
+                                               market=msg.market, old_tick_size=Decimal(msg.old_tick_size),
+                                               new_tick_size=Decimal(msg.new_tick_size)))
+            case schema.WsMarketResolved():
+                events.append(m.MarketResolved(ts_ns=now_ns, trace_id=trace, market=msg.market,
+                                               winning_token_id=msg.winning_asset_id,
+                                               winning_outcome=msg.winning_outcome))
+            case schema.WsNewMarket():
+                tokens = msg.clob_token_ids or msg.assets_ids
+                events.append(m.MarketNew(ts_ns=now_ns, trace_id=trace, market=msg.condition_id or msg.market,
+                                          question=msg.question, slug=msg.slug,
+                                          outcomes=[m.Outcome(token_id=t, name=n) for t, n in zip(tokens, msg.outcomes)],
+                                          tick_size=_dec(msg.order_price_min_tick_size, "0.01")))
+    head: Prices = []
+    if books:
+        head.append(m.BookSnapshot(ts_ns=now_ns, trace_id=trace, books=books))
+    if changes:
+        head.append(m.BookDelta(ts_ns=now_ns, trace_id=trace, changes=changes))
+    return head + prices, events
