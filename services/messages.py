@@ -282,6 +282,18 @@ class ShutdownRequest(Message, frozen=True, kw_only=True):
     """To the supervisor: stop every service, then itself."""
 
 
+class SnapshotRequest(Message, frozen=True, kw_only=True):
+    """To the scanner: everything a late subscriber needs to start from (markets, books, stale set)."""
+
+
+class SnapshotReply(Message, frozen=True, kw_only=True):
+    """Newer prices/events messages (ts_ns after this reply's) apply on top of it; older ones are in it."""
+
+    markets: list[MarketNew]
+    books: BookSnapshot
+    stale: list[str] = []
+
+
 class SocketCounters(Struct, kw_only=True):
     sent: int = 0
     received: int = 0
@@ -326,8 +338,8 @@ SignalsMsg = Signal
 OrdersMsg = Order
 ExecutionsMsg = Union[OrderAck, OrderRejected, Fill, OrderCanceled, Heartbeat]
 DecisionsMsg = Union[SignalAccepted, SignalRejected, Heartbeat]
-ControlRequest = Union[StatusRequest, HaltRequest, ResumeRequest, RestartRequest, ShutdownRequest]
-ControlReply = Union[StatusReply, Ok, Error]
+ControlRequest = Union[StatusRequest, HaltRequest, ResumeRequest, RestartRequest, ShutdownRequest, SnapshotRequest]
+ControlReply = Union[StatusReply, Ok, Error, SnapshotReply]
 
 
 def tag_of(cls: type[Message]) -> str:

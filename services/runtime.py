@@ -50,6 +50,7 @@ class Context:
         self.log = log
         self.clock = time.time_ns
         self.request_stop: Any = lambda: None  # set by the runner: stop this process gracefully
+        self.inbound: Mapping[str, Inbound] = {}  # set by the runner
         self.halted = False
         self.halt_reason = ""
         self._outbound = outbound
@@ -61,6 +62,10 @@ class Context:
         except KeyError:
             raise BusError(f"{self.name} does not publish on {socket!r}; add it to the service's publishes") from None
         return out.send(msg)
+
+    def subscribed(self, *sockets: str) -> bool:
+        """These inbound sockets are connected to their publisher, so nothing it sends from now on is missed."""
+        return all(self.inbound[name].socket.pipes for name in sockets)
 
 
 class Service:
@@ -177,6 +182,7 @@ class Runner:
         try:
             self.service = self.cls(self.ctx)
             inbound = {name: self.bus.inbound(name, only) for name, only in self.cls.consumes.items()}
+            self.ctx.inbound = inbound
             replier = self.bus.replier(self.name)
         except BaseException:
             self.bus.close()

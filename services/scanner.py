@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from decimal import Decimal
 from urllib.parse import urlparse
 
 import httpx
@@ -19,6 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
 
 from . import messages as m
+from .books import Books
 from .config import venue_urls
 from .runtime import Service
 from .venues.polymarket import feed, schema
@@ -45,12 +45,13 @@ class Scanner(Service):
         self.urls = venue_urls(ctx.config)
         self.markets: dict[str, m.MarketNew] = {}
         self.token_market: dict[str, str] = {}
-        self.books: dict[str, dict[str, dict[Decimal, Decimal]]] = {}  # token -> BUY/SELL -> price -> size
+        self.books = Books()
         self.stale: set[str] = set()
         self.frames = 0
         self.bad_frames = 0
         self.reconnects = 0
         self.feeds: list[asyncio.Task] = []
+        self.dumped: set[int] = set()  # feeds that have had their first snapshot
         self.rng = random.Random()
 
     # ------------------------------------------------------------ markets
@@ -102,7 +103,7 @@ class Scanner(Service):
             self.ctx.send("events", market)
         self.ctx.log.info("loaded %d markets (%d assets)", len(markets), len(tokens))
         size = self.ctx.options.assets_per_connection
-        self.feeds = [asyncio.create_task(self._feed(tokens[i:i + size]), name=f"feed-{i // size}")
+        self.feeds = [asyncio.create_task(self._feed(tokens[i:i + size], i // size), name=f"feed-{i // size}")
                       for i in range(0, len(tokens), size)]
         try:
             await asyncio.gather(*self.feeds)  # they run until the service stops; a bug in one stops the service
@@ -110,7 +111,7 @@ class Scanner(Service):
             for task in self.feeds:
                 task.cancel()
 
-    async def _feed(self, assets: list[str]) -> None:
+    async def _feed(self, assets: list[str], number: int) -> None:
         opts = self.ctx.options
         url = self.urls.market_ws_url
         loopback = urlparse(url).hostname in ("127.0.0.1", "localhost", "::1")
@@ -132,6 +133,7 @@ class Scanner(Service):
                             raw = await asyncio.wait_for(ws.recv(), timeout=opts.stale_after_s)
                             backoff = opts.reconnect_initial_s
                             new_assets = self._on_frame(raw, assets)
+                            self.dumped.add(number)
                             if new_assets:
                                 assets += new_assets
                                 await ws.send(json.dumps({"operation": "subscribe", "assets_ids": new_assets}))
@@ -167,7 +169,9 @@ class Scanner(Service):
             return []
         fresh: set[str] = set()
         for msg in prices:
-            self._apply(msg, fresh)
+            touched = self.books.apply(msg)
+            if isinstance(msg, m.BookSnapshot):
+                fresh |= {self.token_market[t] for t in touched if t in self.token_market}
             self.ctx.send("prices", msg)
         if fresh & self.stale:  # fresh books arrived for stale markets: they are live again
             self.stale -= fresh
@@ -180,28 +184,27 @@ class Scanner(Service):
             self.ctx.send("events", event)
         return new_assets
 
-    def _apply(self, msg: m.Message, fresh: set[str]) -> None:
-        if isinstance(msg, m.BookSnapshot):
-            for book in msg.books:
-                self.books[book.token_id] = {"BUY": {lv.price: lv.size for lv in book.bids},
-                                             "SELL": {lv.price: lv.size for lv in book.asks}}
-                if book.token_id in self.token_market:
-                    fresh.add(self.token_market[book.token_id])
-        elif isinstance(msg, m.BookDelta):
-            for change in msg.changes:
-                side = self.books.setdefault(change.token_id, {"BUY": {}, "SELL": {}})[change.side]
-                if change.size == 0:
-                    side.pop(change.price, None)
-                else:
-                    side[change.price] = change.size
-
     def _mark_stale(self, assets: list[str], reason: str) -> None:
         markets = sorted({self.token_market[a] for a in assets if a in self.token_market} - self.stale)
         if markets:
             self.stale |= set(markets)
             self.ctx.send("events", m.MarketStale(ts_ns=self.ctx.clock(), markets=markets, stale=True, reason=reason))
 
+    def control(self, request: m.Message) -> m.Message | None:
+        if isinstance(request, m.SnapshotRequest):
+            if not self.feeds or len(self.dumped) < len(self.feeds):
+                return m.Error(request_id=request.id, message="not ready: markets and books are still loading; "
+                                                               "ask again shortly")
+            now = self.ctx.clock()
+            books = [m.Book(token_id=token, market=self.token_market.get(token, ""),
+                            bids=[m.Level(p, s) for p, s in sorted(side["BUY"].items(), reverse=True)],
+                            asks=[m.Level(p, s) for p, s in sorted(side["SELL"].items())])
+                     for token, side in self.books.levels.items()]
+            return m.SnapshotReply(ts_ns=now, markets=list(self.markets.values()),
+                                   books=m.BookSnapshot(ts_ns=now, books=books), stale=sorted(self.stale))
+        return None
+
     def detail(self) -> dict[str, str]:
-        return {"markets": str(len(self.markets)), "books": str(len(self.books)), "stale": str(len(self.stale)),
+        return {"markets": str(len(self.markets)), "books": str(len(self.books.levels)), "stale": str(len(self.stale)),
                 "frames": str(self.frames), "bad_frames": str(self.bad_frames), "reconnects": str(self.reconnects),
                 "connections": str(len(self.feeds))}

@@ -1,0 +1,115 @@
+"""The strategies service: hosts the configured strategies, feeds them the bus, pushes their signals.
+
+With shards (``shard`` k of ``shards`` n) each process sees only the markets whose condition id hashes
+to its shard, so markets can be split across several strategy processes; risk pulls from all of them.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+import msgspec
+
+from .. import messages as m
+from ..bus import BusError, BusTimeout, Requester
+from ..config import control_address
+from ..runtime import Service, StartupError
+from . import REGISTRY
+
+SYNC_TIMEOUT_MS = 5000
+
+
+class StrategiesOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    strategies: dict[str, dict[str, Any]] = msgspec.field(default_factory=lambda: {"arbitrage": {}})
+    shard: int = 0
+    shards: int = 1
+    scanner: str = "scanner"  # the service whose snapshot a (re)started host begins from
+
+
+def shard_of(condition_id: str, shards: int) -> int:
+    return int(hashlib.sha256(condition_id.encode()).hexdigest(), 16) % shards
+
+
+class Strategies(Service):
+    consumes = {"prices": None, "events": None, "executions": None}
+    publishes = ("signals",)
+    Options = StrategiesOptions
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        opts = ctx.options
+        if not 0 <= opts.shard < opts.shards:
+            raise StartupError(f"shard {opts.shard} is not within shards {opts.shards}")
+        self.strategies = []
+        for name, params in opts.strategies.items():
+            if name not in REGISTRY:
+                raise StartupError(f"unknown strategy {name!r}; known: {', '.join(sorted(REGISTRY))}")
+            cls = REGISTRY[name]
+            try:
+                self.strategies.append(cls(msgspec.convert(params, cls.Params)))
+            except msgspec.ValidationError as exc:
+                raise StartupError(f"strategy {name}: {exc}") from None
+        self.mine: set[str] = set()  # condition ids of this shard
+        self.synced = False
+        self.backlog: list[m.Message] = []  # what arrived before the scanner's snapshot
+        self.sent = 0
+        self.dropped = 0
+
+    async def run(self) -> None:
+        """Start from the scanner's snapshot, then the messages that came after it, then live."""
+        address = control_address(self.ctx.config, self.ctx.options.scanner)
+        delay = 0.1
+        while not self.ctx.subscribed("prices", "events"):  # what the scanner publishes after its snapshot must reach us
+            await asyncio.sleep(0.02)
+        with Requester(address, SYNC_TIMEOUT_MS) as req:
+            while True:
+                try:
+                    reply = await asyncio.to_thread(req.request, m.SnapshotRequest())
+                except (BusTimeout, BusError) as exc:
+                    self.ctx.log.warning("no snapshot from %s yet (%s)", self.ctx.options.scanner, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                if isinstance(reply, m.SnapshotReply):
+                    break
+                self.ctx.log.warning("unexpected answer to the snapshot request: %s", reply)
+                await asyncio.sleep(delay)
+        for market in reply.markets:
+            self._feed(market)
+        self._feed(m.MarketStale(ts_ns=reply.ts_ns, markets=reply.stale, stale=True, reason="at snapshot"))
+        self._feed(reply.books)
+        backlog, self.backlog, self.synced = self.backlog, [], True
+        for msg in backlog:
+            if msg.ts_ns > reply.ts_ns:
+                self._feed(msg)
+        self.ctx.log.info("synced from the scanner's snapshot", extra={"markets": len(reply.markets),
+                                                                      "books": len(reply.books.books)})
+
+    def handle(self, socket: str, msg: m.Message) -> None:
+        if isinstance(msg, m.Heartbeat):
+            return
+        if not self.synced:
+            self.backlog.append(msg)
+            return
+        self._feed(msg)
+
+    def _feed(self, msg: m.Message) -> None:
+        if isinstance(msg, m.MarketNew):
+            # An event's members stay together: its arbitrage needs every outcome.
+            if shard_of(msg.neg_risk_market_id or msg.market, self.ctx.options.shards) != self.ctx.options.shard:
+                return
+            self.mine.add(msg.market)
+        for strategy in self.strategies:
+            for signal in strategy.on_message(msg):
+                if self.ctx.halted:
+                    continue
+                if self.ctx.send("signals", signal):
+                    self.sent += 1
+                else:
+                    self.dropped += 1
+
+    def detail(self) -> dict[str, str]:
+        return {"strategies": ",".join(s.name for s in self.strategies), "markets": str(len(self.mine)),
+                "synced": str(self.synced),
+                "signals": str(self.sent), "signals_dropped": str(self.dropped)}
