@@ -52,6 +52,7 @@ class Scanner(Service):
         self.reconnects = 0
         self.feeds: list[asyncio.Task] = []
         self.dumped: set[int] = set()  # feeds that have had their first snapshot
+        self.loaded = False  # markets loaded from Gamma
         self.rng = random.Random()
 
     # ------------------------------------------------------------ markets
@@ -105,6 +106,7 @@ class Scanner(Service):
         size = self.ctx.options.assets_per_connection
         self.feeds = [asyncio.create_task(self._feed(tokens[i:i + size], i // size), name=f"feed-{i // size}")
                       for i in range(0, len(tokens), size)]
+        self.loaded = True
         try:
             await asyncio.gather(*self.feeds)  # they run until the service stops; a bug in one stops the service
         finally:
@@ -192,7 +194,7 @@ class Scanner(Service):
 
     def control(self, request: m.Message) -> m.Message | None:
         if isinstance(request, m.SnapshotRequest):
-            if not self.feeds or len(self.dumped) < len(self.feeds):
+            if not self.loaded or len(self.dumped) < len(self.feeds):
                 return m.Error(request_id=request.id, message="not ready: markets and books are still loading; "
                                                                "ask again shortly")
             now = self.ctx.clock()
