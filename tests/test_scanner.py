@@ -14,11 +14,12 @@ import pytest
 from py_clob_client_v2.clob_types import OrderArgsV2
 
 from services import messages as m
+from services.books import Books
 from services.bus import Bus
 from services.config import ensure_state_dir, load
 
 from .conftest import child_env, wait_for
-from .venue_harness import Venue, tokens
+from .venue_harness import Venue, mesh_config, tokens
 
 PER_CONNECTION = 10
 
@@ -47,24 +48,13 @@ class Tap:
             return [msg for msg in self.messages if isinstance(msg, kind)]
 
     def books(self) -> dict[str, dict[str, dict[Decimal, Decimal]]]:
-        """Books rebuilt from the bus alone: the latest snapshot of each token, then the changes after it."""
-        books: dict[str, dict[str, dict[Decimal, Decimal]]] = {}
+        """Books rebuilt from the bus alone, with the same book-keeping the strategies use."""
+        books = Books()
         with self.lock:
             messages = list(self.messages)
         for msg in messages:
-            if isinstance(msg, m.BookSnapshot):
-                for b in msg.books:
-                    books[b.token_id] = {"BUY": {lv.price: lv.size for lv in b.bids},
-                                         "SELL": {lv.price: lv.size for lv in b.asks}}
-            elif isinstance(msg, m.BookDelta):
-                for c in msg.changes:
-                    if c.token_id in books:
-                        side = books[c.token_id][c.side]
-                        if c.size == 0:
-                            side.pop(c.price, None)
-                        else:
-                            side[c.price] = c.size
-        return books
+            books.apply(msg)
+        return books.levels
 
     def close(self) -> None:
         self.stop.set()
@@ -76,15 +66,10 @@ class Tap:
 class Setup:
     def __init__(self, root: Path) -> None:
         self.venue = Venue(root / "venue", 31)
-        state = root / "mesh"
-        config_file = root / "polybot.toml"
-        config_file.write_text(
-            f'state_dir = "{state}"\n[bus]\nheartbeat_s = 0.2\n'
-            f"[local_venue]\nstart = false\noptions = {{ gamma_port = {self.venue.gamma_port}, "
-            f"clob_port = {self.venue.clob_port}, ws_port = {self.venue.ws_port} }}\n"
-            f'[services.scanner]\nkind = "services.scanner:Scanner"\n'
-            f"options = {{ assets_per_connection = {PER_CONNECTION}, stale_after_s = 1.0, ping_s = 0.3, "
-            f"reconnect_initial_s = 0.1, reconnect_max_s = 0.5 }}\n")
+        config_file = mesh_config(root, self.venue,
+                                  '[services.scanner]\nkind = "services.scanner:Scanner"\n'
+                                  f"options = {{ assets_per_connection = {PER_CONNECTION}, stale_after_s = 1.0, "
+                                  "ping_s = 0.3, reconnect_initial_s = 0.1, reconnect_max_s = 0.5 }\n")
         self.config = load(config_file, {"HOME": str(root)})
         ensure_state_dir(self.config)
         self.tap = Tap(self.config)  # subscribe before the scanner starts

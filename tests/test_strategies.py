@@ -18,7 +18,7 @@ from services.config import ensure_state_dir, load
 from services.strategies.arbitrage import Arbitrage, ArbitrageParams
 
 from .conftest import child_env, wait_for
-from .venue_harness import Venue, tokens
+from .venue_harness import Venue, mesh_config, tokens
 
 
 def market(cid: str, fee: str = "0.05", neg_risk_id: str = "") -> m.MarketNew:
@@ -65,13 +65,8 @@ def test_stale_or_resolved_markets_give_no_signal() -> None:
 class Mesh:
     def __init__(self, root: Path) -> None:
         self.venue = Venue(root / "venue", 41)
-        config_file = root / "polybot.toml"
-        config_file.write_text(
-            f'state_dir = "{root / "mesh"}"\n[bus]\nheartbeat_s = 0.2\n'
-            f"[local_venue]\nstart = false\noptions = {{ gamma_port = {self.venue.gamma_port}, "
-            f"clob_port = {self.venue.clob_port}, ws_port = {self.venue.ws_port} }}\n"
-            '[services.scanner]\nkind = "services.scanner:Scanner"\n'
-            '[services.strategies]\nkind = "services.strategies.host:Strategies"\n')
+        config_file = mesh_config(root, self.venue, '[services.scanner]\nkind = "services.scanner:Scanner"\n'
+                                  '[services.strategies]\nkind = "services.strategies.host:Strategies"\n')
         self.config = load(config_file, {"HOME": str(root)})
         ensure_state_dir(self.config)
         self.bus = Bus(self.config)

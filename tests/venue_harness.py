@@ -67,3 +67,13 @@ class Venue:
 def tokens(market: dict) -> tuple[str, str]:
     yes, no = json.loads(market["clobTokenIds"])
     return yes, no
+
+
+def mesh_config(root: Path, venue: Venue, services: str) -> Path:
+    """A config file for a mesh under ``root`` that talks to ``venue`` (and does not start one of its own)."""
+    path = root / "polybot.toml"
+    path.write_text(
+        f'state_dir = "{root / "mesh"}"\n[bus]\nheartbeat_s = 0.2\n'
+        f"[local_venue]\nstart = false\noptions = {{ gamma_port = {venue.gamma_port}, "
+        f"clob_port = {venue.clob_port}, ws_port = {venue.ws_port} }}\n{services}")
+    return path

@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -89,10 +88,6 @@ def order_json(order: Order) -> dict:
         "outcome": order.market.outcome_of(order.token_id), "expiration": str(order.expiration),
         "order_type": order.order_type, "associate_trades": list(order.trades), "created_at": order.created_ms // 1000,
     }
-
-
-def _iso(ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
 
 
 def trade_json(trade: Trade, owner: str) -> dict:

@@ -394,6 +394,13 @@ class Engine:
                 canceled.append(order_id)
         return canceled, not_canceled
 
+    def cancel_market(self, condition_id: str) -> list[Order]:
+        """Cancel every live order in one market, whoever owns it (the market is closing)."""
+        gone = self.open_orders(None, condition_id)
+        for order in gone:
+            self._cancel(order)
+        return gone
+
     def _cancel(self, order: Order) -> None:
         self.books[order.market.condition_id].remove(order)
         self._release(order)

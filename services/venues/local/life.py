@@ -207,8 +207,7 @@ class Life:
     def resolve(self, market: Market, winner: str, news: News) -> None:
         """Close the market, cancel its orders and pay 1 per winning share."""
         engine = self.engine
-        for order in engine.open_orders(None, market.condition_id):
-            engine._cancel(order)
+        engine.cancel_market(market.condition_id)
         market.closed, market.active, market.accepting_orders, market.winner = True, False, False, winner
         for account in engine.accounts.values():
             held = account.shares.pop(winner, ZERO)
