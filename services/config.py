@@ -97,6 +97,9 @@ DEFAULT_SERVICES = {"scanner": ServiceConfig(kind="services.scanner:Scanner")}
 class Config(_Section):
     state_dir: str = ""  # default: $XDG_STATE_HOME/polybot, else ~/.local/state/polybot
     venue: Literal["local", "polymarket"] = "local"
+    # "live" signs and submits orders; "paper" fills them against the live book. Unset: live against the local
+    # venue, paper against Polymarket (live there must be chosen explicitly, and needs POLYBOT_PRIVATE_KEY).
+    mode: Literal["", "paper", "live"] = ""
     local_venue: LocalVenueConfig = LocalVenueConfig()
     polymarket: PolymarketConfig = PolymarketConfig()
     bus: BusConfig = BusConfig()
@@ -282,6 +285,13 @@ def _finish(config: Config, environ: Mapping[str, str]) -> Config:
 def _default_state_dir(environ: Mapping[str, str]) -> str:
     base = environ.get("XDG_STATE_HOME") or str(_home(environ) / ".local" / "state")
     return str(Path(base) / "polybot")
+
+
+def trading_mode(config: Config) -> Literal["paper", "live"]:
+    """The mode orders are handled in: the configured one, else live on the local venue and paper on Polymarket."""
+    if config.mode:
+        return config.mode
+    return "live" if config.venue == "local" else "paper"
 
 
 def venue_urls(config: Config) -> PolymarketConfig:

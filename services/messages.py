@@ -171,6 +171,20 @@ class Signal(Message, frozen=True, kw_only=True):
     cause_ts_ns: int = 0
 
 
+class Cancel(Message, frozen=True, kw_only=True):
+    """Cancel resting orders: by client order id, or every order of ``source`` on a token or a market.
+
+    Sent on ``signals`` like a signal (so risk sees it), passed on unchanged to the executor on ``orders``.
+    Risk never refuses a cancel, halted or not. With no ids, token or market it cancels all of ``source``'s orders.
+    """
+
+    source: str
+    order_ids: list[str] = []
+    token_id: str = ""
+    market: str = ""
+    reason: str = ""
+
+
 # ---------------------------------------------------------------- orders and risk verdicts (orders, decisions)
 
 
@@ -220,12 +234,17 @@ class OrderAck(Message, frozen=True, kw_only=True):
     order_id: str
     venue_order_id: str
     status: str = "live"
+    signal_id: str = ""
+    source: str = ""
+    submitted_ts_ns: int = 0  # when the order was handed to the venue client
 
 
 class OrderRejected(Message, frozen=True, kw_only=True):
     order_id: str
     code: str
     message: str = ""
+    signal_id: str = ""
+    source: str = ""
 
 
 class Fill(Message, frozen=True, kw_only=True):
@@ -240,6 +259,9 @@ class Fill(Message, frozen=True, kw_only=True):
     fee: Decimal = Decimal("0")
     liquidity: Liquidity = "TAKER"
     status: str = "MATCHED"
+    signal_id: str = ""
+    source: str = ""
+    venue_ts_ms: int = 0
 
 
 class OrderCanceled(Message, frozen=True, kw_only=True):
@@ -247,6 +269,25 @@ class OrderCanceled(Message, frozen=True, kw_only=True):
     venue_order_id: str = ""
     remaining: Decimal = Decimal("0")
     reason: str = ""
+    signal_id: str = ""
+    source: str = ""
+
+
+class Exposure(Struct, frozen=True, kw_only=True):
+    token_id: str
+    market: str
+    side: Side
+    size: Decimal
+    avg_price: Decimal
+
+
+class ResidualExposure(Message, frozen=True, kw_only=True):
+    """A multi-leg signal that did not complete: what was filled and is now held unhedged."""
+
+    signal_id: str
+    source: str
+    reason: str
+    exposure: list[Exposure]
 
 
 class Heartbeat(Message, frozen=True, kw_only=True):
@@ -315,6 +356,89 @@ class ServiceState(Struct, frozen=True, kw_only=True):
     detail: dict[str, str] = {}
 
 
+class PreviewRequest(Message, frozen=True, kw_only=True):
+    """To risk: check this signal as if it arrived now; answered with the verdict, nothing sent, nothing counted."""
+
+    signal: Signal
+
+
+class RiskRequest(Message, frozen=True, kw_only=True):
+    """To risk: its limits, their use, the agent budget, halted or not."""
+
+
+class Position(Struct, frozen=True, kw_only=True):
+    token_id: str
+    market: str
+    size: Decimal  # shares held (negative only if the venue let a sell exceed the holding)
+    avg_price: Decimal  # average cost of the shares held
+    realized: Decimal = Decimal("0")  # realized PnL, after fees
+    fees: Decimal = Decimal("0")
+
+
+class OpenOrder(Struct, frozen=True, kw_only=True):
+    order_id: str
+    venue_order_id: str
+    signal_id: str
+    source: str
+    token_id: str
+    market: str
+    side: Side
+    price: Decimal
+    size: Decimal
+    filled: Decimal
+    status: str
+    order_type: OrderType = "GTC"
+    ts_ns: int = 0
+
+
+class Usage(Struct, frozen=True, kw_only=True):
+    """One limit and how much of it is used now (for per-token or per-market limits, by the worst one)."""
+
+    name: str
+    limit: Decimal
+    used: Decimal
+    scope: str = ""  # the token, market or source the figure belongs to
+
+
+class RiskReply(Message, frozen=True, kw_only=True):
+    halted: bool
+    halt_reason: str = ""
+    limits: dict[str, Decimal] = {}
+    usage: list[Usage] = []
+    positions: list[Position] = []
+    open_orders: int = 0
+    realized_pnl: Decimal = Decimal("0")
+    marked_pnl: Decimal = Decimal("0")
+
+
+class AccountRequest(Message, frozen=True, kw_only=True):
+    """To the executor: its open orders and positions as it knows them (reconciled with the venue)."""
+
+
+class AccountReply(Message, frozen=True, kw_only=True):
+    mode: str
+    positions: list[Position] = []
+    orders: list[OpenOrder] = []
+    reconciled_ts_ns: int = 0
+
+
+class QueryRequest(Message, frozen=True, kw_only=True):
+    """To analytics: a named query with parameters, or read-only SQL; at most ``max_rows`` rows come back."""
+
+    name: str = ""
+    params: dict[str, str] = {}
+    sql: str = ""
+    max_rows: int = 1000
+
+
+class QueryReply(Message, frozen=True, kw_only=True):
+    """Cells are str, int, float, bool or None; exact numbers (prices, sizes, money) come as decimal strings."""
+
+    columns: list[str]
+    rows: list[list[str | int | float | bool | None]]
+    truncated: bool = False
+
+
 class StatusReply(Message, frozen=True, kw_only=True):
     service: ServiceState
     children: list[ServiceState] = []  # the supervisor's view of its services
@@ -334,12 +458,14 @@ class Error(Message, frozen=True, kw_only=True):
 
 PricesMsg = Union[BookSnapshot, BookDelta, LastTrade, Heartbeat]
 EventsMsg = Union[MarketNew, TickSizeChange, MarketHalted, MarketResolved, MarketStale, Heartbeat]
-SignalsMsg = Signal
-OrdersMsg = Order
-ExecutionsMsg = Union[OrderAck, OrderRejected, Fill, OrderCanceled, Heartbeat]
+SignalsMsg = Union[Signal, Cancel]
+OrdersMsg = Union[Order, Cancel]
+ExecutionsMsg = Union[OrderAck, OrderRejected, Fill, OrderCanceled, ResidualExposure, Heartbeat]
 DecisionsMsg = Union[SignalAccepted, SignalRejected, Heartbeat]
-ControlRequest = Union[StatusRequest, HaltRequest, ResumeRequest, RestartRequest, ShutdownRequest, SnapshotRequest]
-ControlReply = Union[StatusReply, Ok, Error, SnapshotReply]
+ControlRequest = Union[StatusRequest, HaltRequest, ResumeRequest, RestartRequest, ShutdownRequest, SnapshotRequest,
+                       PreviewRequest, RiskRequest, AccountRequest, QueryRequest]
+ControlReply = Union[StatusReply, Ok, Error, SnapshotReply, SignalAccepted, SignalRejected, RiskReply, AccountReply,
+                     QueryReply]
 
 
 def tag_of(cls: type[Message]) -> str:

@@ -104,6 +104,8 @@ class Strategies(Service):
             for signal in strategy.on_message(msg):
                 if self.ctx.halted:
                     continue
+                # A strategy is pure and stamps its cause's time; the hop's own time is when it leaves here.
+                signal = msgspec.structs.replace(signal, ts_ns=self.ctx.clock())
                 if self.ctx.send("signals", signal):
                     self.sent += 1
                 else:
