@@ -216,15 +216,19 @@ class Reason(Struct, frozen=True, kw_only=True):
 
 
 class SignalAccepted(Message, frozen=True, kw_only=True):
+    """Risk's yes: the orders it sent; ``signal`` is what was decided on (so consumers of decisions see it whole)."""
+
     signal_id: str
     source: str
     orders: list[Order]
+    signal: Signal | None = None
 
 
 class SignalRejected(Message, frozen=True, kw_only=True):
     signal_id: str
     source: str
     reasons: list[Reason]
+    signal: Signal | None = None
 
 
 # ---------------------------------------------------------------- order lifecycle (executions)

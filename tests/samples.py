@@ -31,6 +31,10 @@ def samples() -> dict[type[m.Message], m.Message]:
                            last_error="boom", halt_reason="kill switch", detail={"k": "v"})
     position = m.Position(token_id="t1", market="0x311d", size=D("12.5"), avg_price=D("0.44"), realized=D("1.5"),
                           fees=D("0.02"))
+    signal = m.Signal(source="mcp:claude", rationale="YES+NO asks sum to 0.97", cause_id="c1", cause_ts_ns=123,
+                      legs=[m.Leg(token_id="t1", side="BUY", size=D("10"), limit_price=D("0.45"), order_type="FAK",
+                                  market="0x311d"),
+                            m.Leg(token_id="t2", side="BUY", size=D("10"), limit_price=D("0.52"))])
     out = [
         m.BookSnapshot(books=[book, book]),
         m.BookDelta(changes=[m.LevelChange(token_id="t1", market="0xdd22", side="BUY", price=D("0.52"),
@@ -46,16 +50,14 @@ def samples() -> dict[type[m.Message], m.Message]:
         m.MarketHalted(market="0x311d", reason="feed stale"),
         m.MarketResolved(market="0x311d", winning_token_id="t1", winning_outcome="Yes"),
         m.MarketStale(markets=["0x311d", "0xdd22"], stale=False, reason="feed silent for 30 s"),
-        m.Signal(source="mcp:claude", rationale="YES+NO asks sum to 0.97", cause_id="c1", cause_ts_ns=123,
-                 legs=[m.Leg(token_id="t1", side="BUY", size=D("10"), limit_price=D("0.45"), order_type="FAK",
-                             market="0x311d"),
-                       m.Leg(token_id="t2", side="BUY", size=D("10"), limit_price=D("0.52"))]),
+        signal,
         m.Cancel(source="strategy:quoter", order_ids=["o1", "o2"], token_id="t1", market="0x311d", reason="requote"),
         order,
-        m.SignalAccepted(signal_id="s1", source="strategy:arbitrage", orders=[order]),
+        m.SignalAccepted(signal_id="s1", source="strategy:arbitrage", orders=[order], signal=signal),
         m.SignalRejected(signal_id="s2", source="mcp:claude",
                          reasons=[m.Reason(code="ORDER_NOTIONAL", message="notional 600 over limit 500", leg=0,
-                                           limit=D("500"), value=D("600"), max_size=D("1111.11"))]),
+                                           limit=D("500"), value=D("600"), max_size=D("1111.11"))],
+                         signal=signal),
         m.OrderAck(order_id="o1", venue_order_id="0xabc", status="matched", signal_id="s1", source="mcp:claude",
                    submitted_ts_ns=17),
         m.OrderRejected(order_id="o1", code="MIN_SIZE", message="Size (2) lower than the minimum: 5", signal_id="s1",
