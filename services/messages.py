@@ -176,6 +176,7 @@ class Cancel(Message, frozen=True, kw_only=True):
 
     Sent on ``signals`` like a signal (so risk sees it), passed on unchanged to the executor on ``orders``.
     Risk never refuses a cancel, halted or not. With no ids, token or market it cancels all of ``source``'s orders.
+    A cancel from risk itself (source ``risk``, sent when trading is halted) cancels every open order.
     """
 
     source: str

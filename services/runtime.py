@@ -63,6 +63,10 @@ class Context:
             raise BusError(f"{self.name} does not publish on {socket!r}; add it to the service's publishes") from None
         return out.send(msg)
 
+    def peers(self, socket: str) -> int:
+        """How many peers one of the service's ``publishes`` sockets is connected to now."""
+        return len(self._outbound[socket].socket.pipes)
+
     def subscribed(self, *sockets: str) -> bool:
         """These inbound sockets are connected to their publisher, so nothing it sends from now on is missed."""
         return all(self.inbound[name].socket.pipes for name in sockets)

@@ -5,20 +5,15 @@ to its shard, so markets can be split across several strategy processes; risk pu
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from typing import Any
 
 import msgspec
 
 from .. import messages as m
-from ..bus import BusError, BusTimeout, Requester
-from ..config import control_address
 from ..runtime import Service, StartupError
+from ..sync import scanner_snapshot, snapshot_messages
 from . import REGISTRY
-
-SYNC_TIMEOUT_MS = 5000
-
 
 class StrategiesOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     strategies: dict[str, dict[str, Any]] = msgspec.field(default_factory=lambda: {"arbitrage": {}})
@@ -58,27 +53,9 @@ class Strategies(Service):
 
     async def run(self) -> None:
         """Start from the scanner's snapshot, then the messages that came after it, then live."""
-        address = control_address(self.ctx.config, self.ctx.options.scanner)
-        delay = 0.1
-        while not self.ctx.subscribed("prices", "events"):  # what the scanner publishes after its snapshot must reach us
-            await asyncio.sleep(0.02)
-        with Requester(address, SYNC_TIMEOUT_MS) as req:
-            while True:
-                try:
-                    reply = await asyncio.to_thread(req.request, m.SnapshotRequest())
-                except (BusTimeout, BusError) as exc:
-                    self.ctx.log.warning("no snapshot from %s yet (%s)", self.ctx.options.scanner, exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
-                if isinstance(reply, m.SnapshotReply):
-                    break
-                self.ctx.log.warning("unexpected answer to the snapshot request: %s", reply)
-                await asyncio.sleep(delay)
-        for market in reply.markets:
-            self._feed(market)
-        self._feed(m.MarketStale(ts_ns=reply.ts_ns, markets=reply.stale, stale=True, reason="at snapshot"))
-        self._feed(reply.books)
+        reply = await scanner_snapshot(self.ctx, self.ctx.options.scanner)
+        for msg in snapshot_messages(reply):
+            self._feed(msg)
         backlog, self.backlog, self.synced = self.backlog, [], True
         for msg in backlog:
             if msg.ts_ns > reply.ts_ns:

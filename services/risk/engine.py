@@ -1,0 +1,395 @@
+"""Risk's state and checks, pure: messages in, reasons and orders out, time passed in.
+
+Every check of every leg runs, so a refusal lists every reason at once; each reason carries its limit, the
+value seen and the largest size of that leg that would pass with the other legs unchanged (0 when no size
+would). A signal passes whole or not at all. Accepted orders count as open at once, so the next signal is
+checked against them before the executor has even seen them.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import ROUND_DOWN, Decimal
+
+from .. import messages as m
+from ..books import Books
+from ..ledger import ZERO, Ledger
+from .limits import AgentLimits, Limits, is_agent
+
+SHARES = Decimal("0.01")  # the venue's size step
+RATE_WINDOW_NS = 60 * 1_000_000_000
+
+# Reason codes.
+HALTED = "HALTED"
+NOT_READY = "NOT_READY"
+EXECUTOR_DOWN = "EXECUTOR_DOWN"
+DUPLICATE_SIGNAL = "DUPLICATE_SIGNAL"
+BAD_SIGNAL = "BAD_SIGNAL"
+MARKET_NOT_TRADEABLE = "MARKET_NOT_TRADEABLE"
+STALE_BOOK = "STALE_BOOK"
+TICK_SIZE = "TICK_SIZE"
+MIN_SIZE = "MIN_SIZE"
+PRICE_TOO_FAR = "PRICE_TOO_FAR"
+ORDER_NOTIONAL = "ORDER_NOTIONAL"
+POSITION_TOKEN = "POSITION_TOKEN"
+POSITION_MARKET = "POSITION_MARKET"
+GROSS_EXPOSURE = "GROSS_EXPOSURE"
+DAILY_LOSS = "DAILY_LOSS"
+OPEN_ORDERS = "OPEN_ORDERS"
+SIGNAL_RATE = "SIGNAL_RATE"
+AGENT_BUDGET = "AGENT_BUDGET"
+
+
+def utc_day(ts_ns: int) -> str:
+    return dt.datetime.fromtimestamp(ts_ns / 1e9, dt.timezone.utc).date().isoformat()
+
+
+def shares_for(money: Decimal, price: Decimal) -> Decimal:
+    """The most shares ``money`` buys at ``price``, on the venue's size step (0 when none)."""
+    if money <= 0 or price <= 0:
+        return ZERO
+    return (money / price).quantize(SHARES, rounding=ROUND_DOWN)
+
+
+@dataclass
+class Resting:
+    order: m.Order
+    filled: Decimal = ZERO
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(self.order.size - self.filled, ZERO)
+
+    @property
+    def buy_notional(self) -> Decimal:
+        return self.remaining * self.order.limit_price if self.order.side == "BUY" else ZERO
+
+
+@dataclass
+class Day:
+    """Today's figures that outlive a restart: the realized PnL the day began with, agent spending."""
+
+    day: str = ""
+    realized_start: Decimal = ZERO
+    agent_notional: dict[str, Decimal] = field(default_factory=dict)
+
+
+class RiskEngine:
+    def __init__(self, limits: Limits, agent: AgentLimits, recent_signals: int = 100_000) -> None:
+        self.limits = limits
+        self.agent = agent
+        self.markets: dict[str, m.MarketNew] = {}
+        self.token_market: dict[str, str] = {}
+        self.tick: dict[str, Decimal] = {}  # token -> tick size (changes come per token)
+        self.closed: dict[str, str] = {}  # market -> why it takes no orders
+        self.stale: set[str] = set()
+        self.books = Books()
+        self.ledger = Ledger()
+        self.open: dict[str, Resting] = {}  # client order id -> order
+        self.rates: dict[str, deque[int]] = {}
+        self.day = Day()
+        self.recent: deque[str] = deque(maxlen=recent_signals)
+        self.recent_set: set[str] = set()
+        self.fills_after_ns = 0  # fills up to this time are in the reconciled positions already
+
+    # ---------------------------------------------------------------- what happened
+
+    def observe(self, msg: m.Message) -> None:
+        match msg:
+            case m.BookSnapshot() | m.BookDelta():
+                self.books.apply(msg)
+            case m.MarketNew():
+                self.markets[msg.market] = msg
+                for outcome in msg.outcomes:
+                    self.token_market[outcome.token_id] = msg.market
+                    self.tick[outcome.token_id] = msg.tick_size
+                if not msg.accepting_orders:
+                    self.closed[msg.market] = "not accepting orders"
+                else:
+                    self.closed.pop(msg.market, None)
+            case m.TickSizeChange():
+                self.tick[msg.token_id] = msg.new_tick_size
+            case m.MarketHalted():
+                self.closed[msg.market] = f"halted{': ' + msg.reason if msg.reason else ''}"
+            case m.MarketResolved():
+                self.closed[msg.market] = "resolved"
+                self.ledger.settle(msg.market, msg.winning_token_id)
+            case m.MarketStale():
+                (self.stale.update if msg.stale else self.stale.difference_update)(msg.markets)
+            case m.Fill():
+                if msg.ts_ns > self.fills_after_ns:
+                    self.ledger.apply(msg)
+                rest = self.open.get(msg.order_id)
+                if rest is not None:
+                    rest.filled += msg.size
+                    if rest.remaining <= 0:
+                        del self.open[msg.order_id]
+            case m.OrderRejected() | m.OrderCanceled():
+                self.open.pop(msg.order_id, None)
+
+    def reconcile(self, account: m.AccountReply, asked_ns: int, meanwhile: list[m.Message]) -> None:
+        """Take the executor's reconciled account; keep our own orders sent after we asked (it may not know them).
+
+        ``meanwhile``: the executions seen while the answer was on its way; those newer than it apply on top.
+        """
+        self.ledger.load(account.positions)
+        self.fills_after_ns = account.ts_ns
+        ours = {oid: rest for oid, rest in self.open.items() if rest.order.ts_ns >= asked_ns}
+        self.open = {}
+        for o in account.orders:
+            self.open[o.order_id] = Resting(m.Order(
+                id=o.order_id, ts_ns=o.ts_ns, signal_id=o.signal_id, leg=0, source=o.source, token_id=o.token_id,
+                market=o.market, side=o.side, size=o.size, limit_price=o.price, order_type=o.order_type), o.filled)
+        for msg in meanwhile:  # ours saw them already; the account's orders and positions did not if newer
+            if msg.ts_ns <= account.ts_ns:
+                continue
+            if isinstance(msg, m.Fill):
+                self.ledger.apply(msg)
+                rest = self.open.get(msg.order_id)
+                if rest is not None:
+                    rest.filled += msg.size
+                    if rest.remaining <= 0:
+                        del self.open[msg.order_id]
+            elif isinstance(msg, m.OrderRejected | m.OrderCanceled):
+                self.open.pop(msg.order_id, None)
+        self.open.update(ours)
+
+    # ---------------------------------------------------------------- figures
+
+    def mark(self) -> dict[str, Decimal]:
+        """Mid prices where both sides show; elsewhere a holding stays at cost."""
+        out = {}
+        for token in self.ledger.holdings:
+            bid, ask = self.books.best_bid(token), self.books.best_ask(token)
+            if bid and ask:
+                out[token] = (bid[0] + ask[0]) / 2
+        return out
+
+    def token_exposure(self, token: str) -> Decimal:
+        held = self.ledger.holdings.get(token)
+        cost = held.cost if held is not None and held.size > 0 else ZERO
+        return cost + sum((r.buy_notional for r in self.open.values() if r.order.token_id == token), ZERO)
+
+    def market_exposure(self, market: str) -> Decimal:
+        tokens = {t for t, mk in self.token_market.items() if mk == market}
+        tokens |= {t for t, h in self.ledger.holdings.items() if h.market == market}
+        tokens |= {r.order.token_id for r in self.open.values() if r.order.market == market}
+        return sum((self.token_exposure(t) for t in tokens), ZERO)
+
+    def gross_exposure(self) -> Decimal:
+        tokens = set(self.ledger.holdings) | {r.order.token_id for r in self.open.values()}
+        return sum((self.token_exposure(t) for t in tokens), ZERO)
+
+    def daily_pnl(self, now_ns: int) -> Decimal:
+        self.roll(now_ns)
+        return self.ledger.realized() - self.day.realized_start + self.ledger.unrealized(self.mark())
+
+    def rate(self, source: str, now_ns: int) -> int:
+        window = self.rates.get(source)
+        if not window:
+            return 0
+        while window and window[0] <= now_ns - RATE_WINDOW_NS:
+            window.popleft()
+        return len(window)
+
+    def roll(self, now_ns: int) -> bool:
+        """Start a new day when the UTC date changes; True when it did."""
+        today = utc_day(now_ns)
+        if self.day.day == today:
+            return False
+        self.day = Day(today, self.ledger.realized(), {})
+        return True
+
+    # ---------------------------------------------------------------- checks
+
+    def check(self, signal: m.Signal, now_ns: int, *, halted: str = "", ready: bool = True,
+              executor_up: bool = True) -> list[m.Reason]:
+        """Every reason to refuse ``signal`` now; empty means it passes."""
+        if halted:
+            return [m.Reason(code=HALTED, message=f"trading is halted ({halted}); an operator resumes it with "
+                                                 "`polybot resume`", max_size=ZERO)]
+        if not ready:
+            return [m.Reason(code=NOT_READY, message="risk has not yet synced markets and positions; try again "
+                                                    "in a few seconds", max_size=ZERO)]
+        if signal.id in self.recent_set:
+            return [m.Reason(code=DUPLICATE_SIGNAL, message=f"signal {signal.id} was decided already", max_size=ZERO)]
+        if not signal.legs:
+            return [m.Reason(code=BAD_SIGNAL, message="a signal needs at least one leg", max_size=ZERO)]
+        reasons: list[m.Reason] = []
+        if not executor_up:
+            reasons.append(m.Reason(code=EXECUTOR_DOWN, message="no executor is connected to take orders",
+                                    max_size=ZERO))
+        agent = is_agent(signal.source)
+        rate_limit = self.agent.max_signals_per_minute if agent else self.limits.max_signals_per_minute
+        seen = self.rate(signal.source, now_ns)
+        if seen >= rate_limit:
+            reasons.append(m.Reason(code=SIGNAL_RATE, message=f"{signal.source} sent {seen} signals in the last "
+                                    f"minute; the limit is {rate_limit}", limit=Decimal(rate_limit),
+                                    value=Decimal(seen), max_size=ZERO))
+        open_limit = self.limits.max_open_orders
+        if len(self.open) + len(signal.legs) > open_limit:
+            reasons.append(m.Reason(code=OPEN_ORDERS, message=f"{len(self.open)} orders are open; {len(signal.legs)} "
+                                    f"more would pass the limit of {open_limit}", limit=Decimal(open_limit),
+                                    value=Decimal(len(self.open) + len(signal.legs)), max_size=ZERO))
+        buys = [i for i, leg in enumerate(signal.legs) if leg.side == "BUY"]
+        if buys:
+            pnl = self.daily_pnl(now_ns)
+            if -pnl >= self.limits.max_daily_loss:
+                reasons.append(m.Reason(code=DAILY_LOSS, message=f"today's loss {-pnl:.2f} (realized and marked) has "
+                                        f"reached the limit {self.limits.max_daily_loss}; only sells pass",
+                                        limit=self.limits.max_daily_loss, value=-pnl, max_size=ZERO))
+        for i, leg in enumerate(signal.legs):
+            reasons += self._check_leg(signal, i, leg, now_ns)
+        return reasons
+
+    def _check_leg(self, signal: m.Signal, i: int, leg: m.Leg, now_ns: int) -> list[m.Reason]:
+        def reason(code: str, message: str, limit: Decimal | None = None, value: Decimal | None = None,
+                   max_size: Decimal | None = ZERO) -> m.Reason:
+            return m.Reason(code=code, message=f"leg {i}: {message}", leg=i, limit=limit, value=value,
+                            max_size=max_size)
+
+        if leg.size <= 0 or not 0 < leg.limit_price < 1:
+            return [reason(BAD_SIGNAL, f"size {leg.size} must be positive and limit price {leg.limit_price} "
+                                       "between 0 and 1")]
+        market_id = self.token_market.get(leg.token_id)
+        if market_id is None or (leg.market and leg.market != market_id):
+            where = f" in market {leg.market}" if leg.market else ""
+            return [reason(MARKET_NOT_TRADEABLE, f"token {leg.token_id}{where} is not a market the scanner follows")]
+        market = self.markets[market_id]
+        out: list[m.Reason] = []
+        end_left_s = (market.end_ts_ms * 1_000_000 - now_ns) / 1e9 if market.end_ts_ms else None
+        if market_id in self.closed:
+            out.append(reason(MARKET_NOT_TRADEABLE, f"market {market_id} is {self.closed[market_id]}"))
+        elif end_left_s is not None and end_left_s < self.limits.min_time_to_end_s:
+            out.append(reason(MARKET_NOT_TRADEABLE, f"market {market_id} ends in {max(end_left_s, 0):.0f} s, within "
+                              f"the {self.limits.min_time_to_end_s} s before its end when no orders go out",
+                              Decimal(self.limits.min_time_to_end_s), Decimal(int(max(end_left_s, 0)))))
+        if market_id in self.stale or leg.token_id not in self.books.levels:
+            out.append(reason(STALE_BOOK, f"the book of {leg.token_id} is stale (its feed is reconnecting); "
+                                          "wait for fresh prices"))
+        tick = self.tick.get(leg.token_id, market.tick_size)
+        if leg.limit_price % tick or not tick <= leg.limit_price <= 1 - tick:
+            out.append(reason(TICK_SIZE, f"limit price {leg.limit_price} is not on the tick {tick} within "
+                                         f"[{tick}, {1 - tick}]", limit=tick, value=leg.limit_price, max_size=None))
+        if leg.size < market.min_size:
+            out.append(reason(MIN_SIZE, f"size {leg.size} is below the market's minimum {market.min_size}",
+                              limit=market.min_size, value=leg.size, max_size=None))
+        elif leg.size % SHARES:
+            out.append(reason(MIN_SIZE, f"size {leg.size} is finer than the venue's step {SHARES}", limit=SHARES,
+                              value=leg.size, max_size=leg.size.quantize(SHARES, rounding=ROUND_DOWN)))
+        out += self._price_distance(leg, reason)
+        out += self._money(signal, i, leg, market_id, now_ns, reason)
+        return out
+
+    def _price_distance(self, leg: m.Leg, reason) -> list[m.Reason]:
+        bid, ask = self.books.best_bid(leg.token_id), self.books.best_ask(leg.token_id)
+        if leg.side == "BUY":
+            ref = (ask or bid or (None,))[0]
+            past = leg.limit_price - ref if ref is not None else None
+            against = "best ask" if ask else "best bid"
+        else:
+            ref = (bid or ask or (None,))[0]
+            past = ref - leg.limit_price if ref is not None else None
+            against = "best bid" if bid else "best ask"
+        limit = self.limits.max_price_deviation
+        if past is not None and past > limit:
+            return [reason(PRICE_TOO_FAR, f"{leg.side} at {leg.limit_price} is {past} past the {against} {ref}; "
+                                          f"the most allowed is {limit}", limit=limit, value=past)]
+        return []
+
+    def _money(self, signal: m.Signal, i: int, leg: m.Leg, market_id: str, now_ns: int, reason) -> list[m.Reason]:
+        out = []
+        price, notional = leg.limit_price, leg.size * leg.limit_price
+        agent = is_agent(signal.source)
+        cap = min(self.limits.max_order_notional, self.agent.max_order_notional) if agent \
+            else self.limits.max_order_notional
+        if notional > cap:
+            out.append(reason(ORDER_NOTIONAL, f"{leg.size} x {price} = {notional} is over the "
+                              f"{'agent ' if agent else ''}order limit {cap}", cap, notional, shares_for(cap, price)))
+        if agent:
+            self.roll(now_ns)
+            spent = self.day.agent_notional.get(signal.source, ZERO)
+            others = sum((lg.size * lg.limit_price for j, lg in enumerate(signal.legs) if j != i), ZERO)
+            budget = self.agent.max_daily_notional
+            if spent + others + notional > budget:
+                out.append(reason(AGENT_BUDGET, f"{signal.source} has used {spent} of its daily budget {budget}; "
+                                  f"this signal needs {others + notional} more", budget, spent + others + notional,
+                                  shares_for(budget - spent - others, price)))
+        if leg.side != "BUY":
+            return out
+
+        def other_buys(keep) -> Decimal:
+            return sum((lg.size * lg.limit_price for j, lg in enumerate(signal.legs)
+                        if j != i and lg.side == "BUY" and keep(lg)), ZERO)
+
+        checks = [
+            (POSITION_TOKEN, f"position in {leg.token_id}", self.limits.max_position_per_token,
+             self.token_exposure(leg.token_id) + other_buys(lambda lg: lg.token_id == leg.token_id)),
+            (POSITION_MARKET, f"position in market {market_id}", self.limits.max_position_per_market,
+             self.market_exposure(market_id) + other_buys(
+                 lambda lg: self.token_market.get(lg.token_id) == market_id)),
+            (GROSS_EXPOSURE, "gross exposure", self.limits.max_gross_exposure,
+             self.gross_exposure() + other_buys(lambda lg: True)),
+        ]
+        for code, what, limit, before in checks:
+            if before + notional > limit:
+                out.append(reason(code, f"{what} would be {before + notional} (held and open {before}, this leg "
+                                  f"{notional}); the limit is {limit}", limit, before + notional,
+                                  shares_for(limit - before, price)))
+        return out
+
+    # ---------------------------------------------------------------- decisions
+
+    def record(self, signal: m.Signal, now_ns: int) -> None:
+        """A decided signal counts toward its source's rate and cannot be decided again."""
+        self.rates.setdefault(signal.source, deque()).append(now_ns)
+        if len(self.recent) == self.recent.maxlen:
+            self.recent_set.discard(self.recent[0])
+        self.recent.append(signal.id)
+        self.recent_set.add(signal.id)
+
+    def accept(self, signal: m.Signal, now_ns: int) -> list[m.Order]:
+        """The signal's orders, counted as open from now on."""
+        orders = []
+        for i, leg in enumerate(signal.legs):
+            order = m.Order(ts_ns=now_ns, trace_id=signal.trace_id, signal_id=signal.id, leg=i, source=signal.source,
+                            token_id=leg.token_id, market=leg.market or self.token_market[leg.token_id],
+                            side=leg.side, size=leg.size, limit_price=leg.limit_price, order_type=leg.order_type)
+            self.open[order.id] = Resting(order)
+            orders.append(order)
+        if is_agent(signal.source):
+            self.roll(now_ns)
+            spent = sum((leg.size * leg.limit_price for leg in signal.legs), ZERO)
+            self.day.agent_notional[signal.source] = self.day.agent_notional.get(signal.source, ZERO) + spent
+        return orders
+
+    def withdraw(self, orders: list[m.Order]) -> None:
+        """Orders that never reached the executor are not open."""
+        for order in orders:
+            self.open.pop(order.id, None)
+
+    def usage(self, now_ns: int) -> list[m.Usage]:
+        lim = self.limits
+        out = [m.Usage(name="max_gross_exposure", limit=lim.max_gross_exposure, used=self.gross_exposure()),
+               m.Usage(name="max_open_orders", limit=Decimal(lim.max_open_orders), used=Decimal(len(self.open))),
+               m.Usage(name="max_daily_loss", limit=lim.max_daily_loss, used=max(-self.daily_pnl(now_ns), ZERO))]
+        tokens = set(self.ledger.holdings) | {r.order.token_id for r in self.open.values()}
+        if tokens:
+            worst = max(sorted(tokens), key=self.token_exposure)
+            out.append(m.Usage(name="max_position_per_token", limit=lim.max_position_per_token,
+                               used=self.token_exposure(worst), scope=worst))
+            markets = {r.order.market for r in self.open.values()} | {
+                h.market for h in self.ledger.holdings.values() if h.market}
+            if markets:
+                worst_m = max(sorted(markets), key=self.market_exposure)
+                out.append(m.Usage(name="max_position_per_market", limit=lim.max_position_per_market,
+                                   used=self.market_exposure(worst_m), scope=worst_m))
+        for source in sorted(self.rates):
+            limit = self.agent.max_signals_per_minute if is_agent(source) else lim.max_signals_per_minute
+            out.append(m.Usage(name="max_signals_per_minute", limit=Decimal(limit),
+                               used=Decimal(self.rate(source, now_ns)), scope=source))
+        for source, spent in sorted(self.day.agent_notional.items()):
+            out.append(m.Usage(name="agent.max_daily_notional", limit=self.agent.max_daily_notional, used=spent,
+                               scope=source))
+        return out

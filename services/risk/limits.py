@@ -1,0 +1,49 @@
+"""Risk limits as config: the mesh-wide ones and the tighter budget for agent (``mcp:*``) signals."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+
+AGENT_PREFIX = "mcp:"
+
+
+class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Money in collateral (USDC). Exposure is what BUYs cost: shares held at cost plus open BUY orders at limit."""
+
+    max_order_notional: Decimal = Decimal("250")  # size x limit price of one order
+    max_position_per_token: Decimal = Decimal("500")
+    max_position_per_market: Decimal = Decimal("1000")
+    max_gross_exposure: Decimal = Decimal("5000")
+    max_daily_loss: Decimal = Decimal("250")  # today's realized PnL plus the marked PnL of what is held
+    max_open_orders: int = 100
+    max_signals_per_minute: int = 600  # per source
+    max_price_deviation: Decimal = Decimal("0.05")  # how far a limit may go past the best opposite price
+    min_time_to_end_s: int = 600  # no new orders in a market this close to its end
+
+
+class AgentLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Applied on top of ``Limits`` to signals from ``mcp:*`` sources."""
+
+    max_order_notional: Decimal = Decimal("50")
+    max_daily_notional: Decimal = Decimal("200")  # per agent source, per UTC day, of every order accepted
+    max_signals_per_minute: int = 20
+
+
+class RiskOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    limits: Limits = Limits()
+    agent: AgentLimits = AgentLimits()
+    scanner: str = "scanner"  # whose snapshot risk starts from
+    executor: str = "executor"  # whose account (reconciled with the venue) risk starts from
+    recent_signals: int = 100_000  # signal ids remembered to refuse a duplicate
+
+
+def is_agent(source: str) -> bool:
+    return source.startswith(AGENT_PREFIX)
+
+
+def flat(limits: Limits, agent: AgentLimits) -> dict[str, Decimal]:
+    """Every limit by name, for ``RiskReply``."""
+    out = {k: Decimal(v) for k, v in msgspec.structs.asdict(limits).items()}
+    out.update({f"agent.{k}": Decimal(v) for k, v in msgspec.structs.asdict(agent).items()})
+    return out

@@ -1,0 +1,183 @@
+"""The risk service: the only way to an order. Signals in; verdicts on ``decisions``, orders on ``orders``.
+
+It starts from the scanner's snapshot (markets, books, stale set) and the executor's account (positions and
+open orders, reconciled with the venue), and refuses every signal until it has both. It follows fills and
+order ends on ``executions``, and takes the executor's account again when the executor restarts.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections import Counter
+from decimal import Decimal
+
+from .. import messages as m
+from ..runtime import Service
+from ..sync import ask_until, scanner_snapshot, snapshot_messages
+from .engine import EXECUTOR_DOWN, Day, RiskEngine, utc_day
+from .limits import RiskOptions, flat, is_agent
+
+HALT_CANCEL_SOURCE = "risk"
+
+
+class Risk(Service):
+    consumes = {"signals": None, "prices": None, "events": None, "executions": None}
+    publishes = ("orders", "decisions")
+    Options = RiskOptions
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        opts: RiskOptions = ctx.options
+        self.engine = RiskEngine(opts.limits, opts.agent, opts.recent_signals)
+        self.synced = False  # from the scanner's snapshot
+        self.reconciled = False  # from the executor's account
+        self.backlog: list[m.Message] = []  # market data and executions that came before the snapshot
+        self.meanwhile: list[m.Message] | None = None  # executions seen while asking the executor
+        self.executor_pid = 0
+        self.reconciling: asyncio.Task | None = None
+        self.verdicts: Counter[str] = Counter()
+        self.refusals: Counter[str] = Counter()
+        folder = ctx.config.state_path / "risk"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        self.day_file = folder / "day.json"
+
+    async def run(self) -> None:
+        reply = await scanner_snapshot(self.ctx, self.ctx.options.scanner)
+        for msg in snapshot_messages(reply):
+            self.engine.observe(msg)
+        backlog, self.backlog, self.synced = self.backlog, [], True
+        for msg in backlog:
+            if msg.ts_ns > reply.ts_ns or isinstance(msg, m.members(m.ExecutionsMsg)):
+                self.engine.observe(msg)
+        self.ctx.log.info("synced from the scanner's snapshot", extra={"markets": len(reply.markets)})
+        await self._reconcile()
+
+    async def _reconcile(self) -> None:
+        asked = self.ctx.clock()
+        self.meanwhile = []
+        try:
+            account = await ask_until(self.ctx, self.ctx.options.executor, m.AccountRequest(), m.AccountReply)
+            self.engine.reconcile(account, asked, self.meanwhile)
+        finally:
+            self.meanwhile = None
+        if not self.reconciled:
+            self._load_day()
+        self.reconciled = True
+        self.ctx.log.info("reconciled with the executor's account",
+                          extra={"positions": len(account.positions), "open_orders": len(account.orders)})
+
+    # ---------------------------------------------------------------- the day that outlives a restart
+
+    def _load_day(self) -> None:
+        today = utc_day(self.ctx.clock())
+        try:
+            saved = json.loads(self.day_file.read_text())
+        except (OSError, ValueError):
+            saved = {}
+        if saved.get("day") == today:
+            self.engine.day = Day(today, Decimal(saved["realized_start"]),
+                                  {k: Decimal(v) for k, v in saved.get("agent_notional", {}).items()})
+        else:
+            self.engine.roll(self.ctx.clock())
+            self._save_day()
+
+    def _save_day(self) -> None:
+        day = self.engine.day
+        tmp = self.day_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"day": day.day, "realized_start": str(day.realized_start),
+                                   "agent_notional": {k: str(v) for k, v in day.agent_notional.items()}}))
+        os.replace(tmp, self.day_file)
+
+    # ---------------------------------------------------------------- inbound
+
+    def handle(self, socket: str, msg: m.Message) -> None:
+        if socket == "signals":
+            if isinstance(msg, m.Cancel):
+                self.ctx.send("orders", msg)  # never refused: a cancel only lowers risk
+            else:
+                self._decide(msg)
+            return
+        if isinstance(msg, m.Heartbeat):
+            if socket == "executions" and msg.service == self.ctx.options.executor:
+                self._executor_alive(msg.pid)
+            return
+        if not self.synced:
+            self.backlog.append(msg)
+            return
+        self.engine.observe(msg)
+        if self.meanwhile is not None and socket == "executions":
+            self.meanwhile.append(msg)
+
+    def _executor_alive(self, pid: int) -> None:
+        """A new executor process: take its account again, once it has reconciled with the venue."""
+        known, self.executor_pid = self.executor_pid, pid
+        if known and known != pid and self.reconciled and (self.reconciling is None or self.reconciling.done()):
+            self.ctx.log.info("executor restarted (pid %d -> %d); reconciling", known, pid)
+            self.reconciling = asyncio.get_running_loop().create_task(self._reconcile())
+
+    def _decide(self, signal: m.Signal) -> None:
+        now = self.ctx.clock()
+        reasons = self._check(signal, now)
+        if not reasons or reasons[0].code != "DUPLICATE_SIGNAL":
+            self.engine.record(signal, now)
+        if not reasons:
+            orders = self.engine.accept(signal, now)
+            sent = [o for o in orders if self.ctx.send("orders", o)]
+            if len(sent) == len(orders):
+                if is_agent(signal.source):
+                    self._save_day()
+                self._verdict(m.SignalAccepted(trace_id=signal.trace_id, signal_id=signal.id, source=signal.source,
+                                               orders=orders, signal=signal))
+                return
+            self.engine.withdraw(orders)
+            if sent:  # the queue to the executor filled up half way: take back what went
+                self.ctx.send("orders", m.Cancel(trace_id=signal.trace_id, source=signal.source,
+                                                 order_ids=[o.id for o in sent], reason="signal not sent whole"))
+            reasons = [m.Reason(code=EXECUTOR_DOWN, message="the queue of orders to the executor is full",
+                                max_size=Decimal(0))]
+        self._verdict(m.SignalRejected(trace_id=signal.trace_id, signal_id=signal.id, source=signal.source,
+                                       reasons=reasons, signal=signal))
+
+    def _check(self, signal: m.Signal, now: int) -> list[m.Reason]:
+        return self.engine.check(signal, now, halted=self.ctx.halt_reason if self.ctx.halted else "",
+                                 ready=self.synced and self.reconciled, executor_up=self.ctx.peers("orders") > 0)
+
+    def _verdict(self, verdict: m.SignalAccepted | m.SignalRejected) -> None:
+        if isinstance(verdict, m.SignalAccepted):
+            self.verdicts["accepted"] += 1
+        else:
+            self.verdicts["rejected"] += 1
+            self.refusals.update({r.code for r in verdict.reasons})
+        self.ctx.send("decisions", verdict)
+
+    # ---------------------------------------------------------------- control
+
+    def on_halt(self, reason: str) -> None:
+        """The kill switch: no new orders (checked per signal), and every resting order is canceled."""
+        self.ctx.send("orders", m.Cancel(source=HALT_CANCEL_SOURCE, reason=f"halted: {reason}"))
+
+    def control(self, request: m.Message) -> m.Message | None:
+        match request:
+            case m.PreviewRequest(signal=signal):
+                reasons = self._check(signal, self.ctx.clock())
+                if reasons:
+                    return m.SignalRejected(trace_id=request.trace_id, signal_id=signal.id, source=signal.source,
+                                            reasons=reasons, signal=signal)
+                return m.SignalAccepted(trace_id=request.trace_id, signal_id=signal.id, source=signal.source,
+                                        orders=[], signal=signal)
+            case m.RiskRequest():
+                now = self.ctx.clock()
+                engine = self.engine
+                return m.RiskReply(halted=self.ctx.halted, halt_reason=self.ctx.halt_reason,
+                                   limits=flat(engine.limits, engine.agent), usage=engine.usage(now),
+                                   positions=engine.ledger.positions(), open_orders=len(engine.open),
+                                   realized_pnl=engine.ledger.realized(),
+                                   marked_pnl=engine.ledger.unrealized(engine.mark()))
+        return None
+
+    def detail(self) -> dict[str, str]:
+        return {"synced": str(self.synced), "reconciled": str(self.reconciled),
+                "accepted": str(self.verdicts["accepted"]), "rejected": str(self.verdicts["rejected"]),
+                "open_orders": str(len(self.engine.open)),
+                "refusals": ",".join(f"{code}={n}" for code, n in sorted(self.refusals.items()))}
