@@ -159,6 +159,7 @@ class Leg(Struct, frozen=True, kw_only=True):
     limit_price: Decimal
     order_type: OrderType = "GTC"
     market: str = ""
+    post_only: bool = False  # rest only: refused by the venue rather than take liquidity
 
 
 class Signal(Message, frozen=True, kw_only=True):

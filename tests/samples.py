@@ -34,7 +34,7 @@ def samples() -> dict[type[m.Message], m.Message]:
     signal = m.Signal(source="mcp:claude", rationale="YES+NO asks sum to 0.97", cause_id="c1", cause_ts_ns=123,
                       legs=[m.Leg(token_id="t1", side="BUY", size=D("10"), limit_price=D("0.45"), order_type="FAK",
                                   market="0x311d"),
-                            m.Leg(token_id="t2", side="BUY", size=D("10"), limit_price=D("0.52"))])
+                            m.Leg(token_id="t2", side="BUY", size=D("10"), limit_price=D("0.52"), post_only=True)])
     out = [
         m.BookSnapshot(books=[book, book]),
         m.BookDelta(changes=[m.LevelChange(token_id="t1", market="0xdd22", side="BUY", price=D("0.52"),

@@ -16,6 +16,7 @@ from services import messages as m
 from services.bus import Bus
 from services.config import ensure_state_dir, load
 from services.strategies.arbitrage import Arbitrage, ArbitrageParams
+from services.strategies.quoter import Quoter, QuoterParams
 
 from .conftest import child_env, wait_for
 from .venue_harness import Venue, mesh_config, tokens
@@ -127,3 +128,34 @@ def test_a_restarted_strategies_process_syncs_from_the_scanners_snapshot_and_sti
     # It fires as soon as the members' asks (which move one market per frame) leave an edge after fees.
     fees = sum(D("0.04") * leg.limit_price * (1 - leg.limit_price) for leg in signal.legs)
     assert sum(leg.limit_price for leg in signal.legs) + fees < 1
+
+
+def two_sided(ts: int, bid: str, ask: str, token: str = "q-y") -> m.BookSnapshot:
+    return m.BookSnapshot(ts_ns=ts, books=[m.Book(token_id=token, market="q", bids=[m.Level(D(bid), D("100"))],
+                                                  asks=[m.Level(D(ask), D("100"))])])
+
+
+def test_the_quoter_bids_both_tokens_around_the_mid_and_replaces_a_quote_when_the_mid_moves() -> None:
+    quoter = Quoter(QuoterParams(spread_ticks=2, size=D(10), requote_ticks=1, min_requote_ms=0))
+    quoter.on_message(market("q"))
+    first = quoter.on_message(two_sided(1, "0.48", "0.52"))
+    assert [(s.legs[0].token_id, s.legs[0].limit_price, s.legs[0].post_only) for s in first] == [
+        ("q-y", D("0.48"), True), ("q-n", D("0.48"), True)]  # YES bid 0.50-0.02; NO bid 1 - (0.50+0.02)
+    assert quoter.on_message(two_sided(2, "0.48", "0.52")) == []  # the book changed, the quotes would not
+    moved = quoter.on_message(two_sided(3, "0.52", "0.56"))
+    assert [type(x).__name__ for x in moved] == ["Cancel", "Signal", "Cancel", "Signal"]
+    assert moved[0].token_id == "q-y" and moved[1].legs[0].limit_price == D("0.52")
+    assert moved[3].legs[0].limit_price == D("0.44")
+
+
+def test_the_quoter_stops_bidding_a_token_at_its_inventory_limit_and_pulls_quotes_from_a_stale_market() -> None:
+    quoter = Quoter(QuoterParams(size=D(10), max_inventory=D(15), min_requote_ms=0))
+    quoter.on_message(market("q"))
+    quoter.on_message(two_sided(1, "0.48", "0.52"))
+    quoter.on_message(m.Fill(order_id="o", venue_order_id="v", trade_id="t", token_id="q-y", market="q", side="BUY",
+                             price=D("0.48"), size=D(10), source="strategy:quoter"))
+    out = quoter.on_message(two_sided(2, "0.48", "0.52"))
+    assert [(type(x).__name__, getattr(x, "token_id", "")) for x in out] == [("Cancel", "q-y")]
+    pulled = quoter.on_message(m.MarketStale(markets=["q"]))
+    assert [(type(x).__name__, x.token_id) for x in pulled] == [("Cancel", "q-n")]
+    assert quoter.on_message(two_sided(3, "0.40", "0.44")) == []

@@ -355,7 +355,8 @@ class RiskEngine:
         for i, leg in enumerate(signal.legs):
             order = m.Order(ts_ns=now_ns, trace_id=signal.trace_id, signal_id=signal.id, leg=i, source=signal.source,
                             token_id=leg.token_id, market=leg.market or self.token_market[leg.token_id],
-                            side=leg.side, size=leg.size, limit_price=leg.limit_price, order_type=leg.order_type)
+                            side=leg.side, size=leg.size, limit_price=leg.limit_price, order_type=leg.order_type,
+                            post_only=leg.post_only)
             self.open[order.id] = Resting(order)
             orders.append(order)
         if is_agent(signal.source):

@@ -2,5 +2,6 @@
 from __future__ import annotations
 
 from .arbitrage import Arbitrage
+from .quoter import Quoter
 
-REGISTRY = {"arbitrage": Arbitrage}
+REGISTRY = {"arbitrage": Arbitrage, "quoter": Quoter}

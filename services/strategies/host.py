@@ -79,8 +79,8 @@ class Strategies(Service):
             self.mine.add(msg.market)
         for strategy in self.strategies:
             for signal in strategy.on_message(msg):
-                if self.ctx.halted:
-                    continue
+                if self.ctx.halted and isinstance(signal, m.Signal):
+                    continue  # cancels still go: they only lower risk
                 # A strategy is pure and stamps its cause's time; the hop's own time is when it leaves here.
                 signal = msgspec.structs.replace(signal, ts_ns=self.ctx.clock())
                 if self.ctx.send("signals", signal):
