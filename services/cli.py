@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
 
 import msgspec
 
@@ -63,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument("names", nargs="*", metavar="NAME")
         if verb == "halt":
             cmd.add_argument("--reason", default="halted by operator")
+    _add_views(commands)
     args = parser.parse_args(argv)
     try:
         config = load(args.config)
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"polybot: config: {exc}", file=sys.stderr)
         return 2
     handler = {"up": _up, "down": _down, "status": _status, "restart": _restart, "run": _run,
-               "halt": _halt, "resume": _resume, "venue": _venue}[args.command]
+               "halt": _halt, "resume": _resume, "venue": _venue, **{v: _view for v in VIEWS}}[args.command]
     try:
         return handler(config, args)
     except ConfigError as exc:
@@ -240,3 +244,157 @@ def format_table(rows: list[m.ServiceState]) -> str:
         ))
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in lines)
+
+
+# ---------------------------------------------------------------- analytics views: trace, positions, orders, fills, pnl, query
+
+ANALYTICS_KIND = "services.analytics:Analytics"
+QUERY_TIMEOUT_MS = 10_000  # analytics stops a query after its query_timeout_s; this only covers the round trip
+VIEWS = ("trace", "positions", "orders", "fills", "pnl", "query")
+LONG_ID = 20  # ids longer than this (tokens, markets, venue order ids) are shortened in tables; ours are not
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
+
+
+def _add_views(commands: argparse._SubParsersAction) -> None:
+    def view(name: str, help: str) -> argparse.ArgumentParser:
+        cmd = commands.add_parser(name, help=help)
+        cmd.add_argument("--json", action="store_true", help="print JSON (one object per row) instead of a table")
+        return cmd
+
+    trace = view("trace", "the hops of one signal with their times: book update, signal, verdict, orders, fills")
+    trace.add_argument("signal_id", help="the signal's id, or enough of its start to tell it apart")
+    positions = view("positions", "positions from the recorded fills: size, average cost, mark, PnL")
+    positions.add_argument("--all", action="store_true", help="also the closed ones")
+    positions.add_argument("--market", default="", help="only this market (condition id)")
+    orders = view("orders", "the orders risk sent, newest last, with their state and fills")
+    orders.add_argument("--status", default="", help="open, or one state: sent, live, matched, partial, filled, "
+                                                     "canceled, rejected")
+    orders.add_argument("--market", default="")
+    orders.add_argument("--signal", default="", help="only the orders of this signal")
+    orders.add_argument("--limit", type=int, default=50)
+    fills = view("fills", "fills, newest last")
+    fills.add_argument("--market", default="")
+    fills.add_argument("--since", type=_since_ns, default=None,
+                       help="only fills since then: 90s, 10m, 2h, 1d ago, or a time (2026-05-01T12:00, local)")
+    fills.add_argument("--limit", type=int, default=50)
+    pnl = view("pnl", "realized and unrealized PnL and fees, with the total")
+    pnl.add_argument("--by", choices=("market", "source", "token"), default="market")
+    query = view("query", "read-only SQL over the recorded tables (one SELECT; see services/analytics/schema.py)")
+    query.add_argument("sql")
+    query.add_argument("--max-rows", type=int, default=100)
+
+
+def _since_ns(text: str) -> int:
+    if found := DURATION.match(text.strip()):
+        seconds = float(found[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[found[2]]
+        return time.time_ns() - int(seconds * 1e9)
+    try:
+        return int(datetime.fromisoformat(text).timestamp() * 1e9)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a duration (90s, 10m, 2h, 1d) nor a time") from None
+
+
+def _analytics_name(config: Config) -> str:
+    return next((n for n in config.enabled_services if config.services[n].kind == ANALYTICS_KIND), "analytics")
+
+
+def _view_request(args: argparse.Namespace) -> m.QueryRequest:
+    match args.command:
+        case "trace":
+            return m.QueryRequest(name="trace", params={"signal_id": args.signal_id.rstrip(".…")})
+        case "positions":
+            return m.QueryRequest(name="positions", params={"all": str(args.all).lower(), "market": args.market})
+        case "orders":
+            return m.QueryRequest(name="orders", params={"status": args.status, "market": args.market,
+                                                         "signal": args.signal, "limit": str(args.limit)})
+        case "fills":
+            since = "" if args.since is None else str(args.since)
+            return m.QueryRequest(name="fills", params={"market": args.market, "since": since,
+                                                        "limit": str(args.limit)})
+        case "pnl":
+            return m.QueryRequest(name="pnl", params={"by": args.by})
+    return m.QueryRequest(sql=args.sql, max_rows=args.max_rows)
+
+
+def _view(config: Config, args: argparse.Namespace) -> int:
+    name = _analytics_name(config)
+    reply = _ask(config, name, _view_request(args), QUERY_TIMEOUT_MS)
+    match reply:
+        case None:
+            print(f"polybot: {name} is not running (no answer on {control_address(config, name)}); "
+                  f"start the mesh with `polybot up`, or `polybot run {name}`", file=sys.stderr)
+            return 1
+        case m.Error(message=message):
+            print(f"polybot: {message}", file=sys.stderr)
+            return 1
+        case m.QueryReply():
+            pass
+        case _:
+            print(f"polybot: {name} answered with {type(reply).__name__}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(msgspec.json.encode([dict(zip(reply.columns, row)) for row in reply.rows]).decode())
+    elif args.command == "trace":
+        print(format_trace(reply))
+    else:
+        print(format_rows(reply.columns, reply.rows, shorten=args.command != "query",
+                          total=args.command == "pnl") if reply.rows else "(none)")
+    if reply.truncated:
+        print(f"polybot: only the first {len(reply.rows)} rows are shown", file=sys.stderr)
+    return 0
+
+
+def _clock(ns: int) -> str:
+    at = datetime.fromtimestamp(ns / 1e9)
+    if at.date() == datetime.now().date():
+        return at.strftime("%H:%M:%S.%f")[:-3]
+    return at.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _cell(column: str, value: object, shorten: bool) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int) and not isinstance(value, bool) and (column == "ts_ns" or column.endswith("_ts_ns")):
+        return _clock(value) if value else "-"
+    text = str(value)
+    if shorten and (column.endswith("id") or column == "market"):
+        return text if len(text) <= LONG_ID else text[:12] + "…"
+    return text
+
+
+def _header(column: str) -> str:
+    if column == "ts_ns":
+        return "TIME"
+    return (column[:-6] + "_time" if column.endswith("_ts_ns") else column).upper()
+
+
+def _total(columns: list[str], rows: list[list]) -> list[str]:
+    """A last line summing each column of numbers (a PnL table's total)."""
+    out = ["TOTAL"]
+    for i in range(1, len(columns)):
+        try:
+            out.append(format(sum((Decimal(str(r[i])) for r in rows), Decimal(0)).normalize(), "f"))
+        except (InvalidOperation, TypeError):
+            out.append("")
+    return out
+
+
+def format_rows(columns: list[str], rows: list[list], shorten: bool = True, total: bool = False) -> str:
+    lines = [[_header(c) for c in columns]]
+    lines += [[_cell(c, v, shorten) for c, v in zip(columns, row)] for row in rows]
+    if total:
+        lines.append(_total(columns, rows))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def format_trace(reply: m.QueryReply) -> str:
+    """One line per hop, the way an engineer draws it: T+ from the first hop, then what, who and the detail."""
+    at = {c: i for i, c in enumerate(reply.columns)}
+    signal = next((r for r in reply.rows if r[at["hop"]] == "signal"), None)
+    head = f"signal {signal[at['ref']]} from {signal[at['who']]}" if signal else "signal"
+    lines = [f"{head}, first hop at {_clock(reply.rows[0][at['ts_ns']])}" if reply.rows else head]
+    for row in reply.rows:
+        lines.append(f"T+{row[at['t_ms']]:.3f} ms".ljust(16) + f"{row[at['hop']]:<13}{row[at['who']]:<20} "
+                     f"{row[at['detail']]}".rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,352 @@
+"""Named queries over the recorded tables: positions, pnl, orders, fills, signals, decisions, trace.
+
+Each takes a reader (one read-only transaction) and string parameters, and returns a ``Table``. Positions
+and PnL come from ``services.ledger`` (the venue's way: average cost, taker fees in collateral, settlement at
+1 or 0), replayed over every fill and resolution in time order, so they agree with risk's book-keeping.
+An open position is marked at its latest mid (book tops with both sides), else its last trade; with neither
+its unrealized PnL is 0 (held at cost). Quotients (average prices) are rounded to 10 decimal places.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from .. import messages as m
+from ..ledger import Ledger
+from .store import QueryError, Reader, Table
+
+ZERO = Decimal(0)
+PLACES = Decimal("1e-10")
+
+
+class Params:
+    """A query's parameters, checked: unknown names are refused, numbers parsed, with clear messages."""
+
+    def __init__(self, query: str, given: dict[str, str], known: tuple[str, ...]) -> None:
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise QueryError(f"{query}: unknown parameter {', '.join(unknown)}; it takes {', '.join(known) or 'none'}")
+        self.query = query
+        self.given = given
+
+    def text(self, name: str) -> str:
+        return self.given.get(name, "").strip()
+
+    def integer(self, name: str, default: int, low: int = 0, high: int = 2 ** 63 - 1) -> int:
+        raw = self.text(name)
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise QueryError(f"{self.query}: {name} must be a whole number, not {raw!r}") from None
+        if not low <= value <= high:
+            raise QueryError(f"{self.query}: {name} must be between {low} and {high}")
+        return value
+
+    def flag(self, name: str) -> bool:
+        return self.text(name).lower() in ("1", "true", "yes")
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name) or choices[0]
+        if value not in choices:
+            raise QueryError(f"{self.query}: {name} is one of {', '.join(choices)}, not {value!r}")
+        return value
+
+
+def exact(value: Decimal | None) -> Decimal | None:
+    """Rounded to 10 places only where it has more (a quotient), without trailing zeros."""
+    if value is None:
+        return None
+    if value.as_tuple().exponent < -10:  # type: ignore[operator]
+        value = value.quantize(PLACES)
+    return value.normalize() if value else ZERO
+
+
+def num(value: Decimal | None) -> str:
+    """A number for reading: exact, plain notation (10, not 1E+1)."""
+    return "-" if value is None else format(exact(value), "f")
+
+
+def short(ident: str) -> str:
+    """Long venue ids (tokens, markets, venue order ids) cut for reading; the mesh's own ids (<= 20) kept whole."""
+    return ident if len(ident) <= 20 else ident[:10] + "…"
+
+
+def _filters(pairs: list[tuple[str, Any]]) -> tuple[str, list[Any]]:
+    """WHERE clauses for the given (clause with one ?, value) pairs whose value is set."""
+    used = [(clause, value) for clause, value in pairs if value not in ("", None)]
+    if not used:
+        return "", []
+    return " WHERE " + " AND ".join(c for c, _ in used), [v for _, v in used]
+
+
+# ---------------------------------------------------------------- positions and PnL
+
+
+def ledgers(db: Reader, by_source: bool = False) -> dict[str, Ledger]:
+    """Every fill and resolution replayed in time order; one ledger per source when ``by_source``, else one."""
+    events = db.select("""
+        SELECT ts_ns, 0 AS resolution, trade_id, order_id, token_id, market, side, price, size, fee, source,
+               NULL AS winner FROM fills
+        UNION ALL
+        SELECT ts_ns, 1, NULL, NULL, NULL, market, NULL, NULL, NULL, NULL, NULL, winning_token_id
+        FROM market_events WHERE kind = 'MarketResolved'
+        ORDER BY ts_ns, resolution""").rows
+    out: dict[str, Ledger] = {}
+    for _, resolution, trade, order, token, market, side, price, size, fee, source, winner in events:
+        if resolution:
+            for ledger in out.values():
+                ledger.settle(market, winner)
+            continue
+        ledger = out.setdefault(source if by_source else "", Ledger())
+        ledger.apply(m.Fill(order_id=order, venue_order_id="", trade_id=trade, token_id=token, market=market,
+                            side=side, price=price, size=size, fee=fee))
+    return out
+
+
+def marks(db: Reader, tokens: list[str]) -> dict[str, Decimal]:
+    """Each token's latest mid (both sides quoted), else its last trade price."""
+    if not tokens:
+        return {}
+    out: dict[str, Decimal] = {}
+    for token, price in db.select("SELECT token_id, arg_max(price, ts_ns) FROM trades WHERE token_id = ANY(?) "
+                                  "GROUP BY token_id", [tokens]).rows:
+        out[token] = price
+    for token, top in db.select("""
+            SELECT token_id, arg_max({'bid': best_bid, 'ask': best_ask}, ts_ns)
+                   FILTER (WHERE best_bid IS NOT NULL AND best_ask IS NOT NULL)
+            FROM book_tops WHERE token_id = ANY(?) GROUP BY token_id""", [tokens]).rows:
+        if top is not None:
+            out[token] = (top["bid"] + top["ask"]) / 2
+    return out
+
+
+def outcomes(db: Reader, tokens: list[str]) -> dict[str, str]:
+    """Each token's outcome name (Yes, No, a candidate...), from the markets recorded."""
+    if not tokens:
+        return {}
+    return dict(db.select("SELECT token_id, outcome FROM market_tokens WHERE token_id = ANY(?)", [tokens]).rows)
+
+
+def positions(db: Reader, p: Params) -> Table:
+    ledger = ledgers(db).get("", Ledger())
+    market, include_closed = p.text("market"), p.flag("all")
+    held = [h for h in ledger.holdings.values()
+            if (h.size or include_closed) and (not market or h.market == market)]
+    tokens = [h.token_id for h in held]
+    mark, names = marks(db, tokens), outcomes(db, tokens)
+    rows = []
+    for h in sorted(held, key=lambda h: (h.market, h.token_id)):
+        price = mark.get(h.token_id) if h.size else None
+        unrealized = h.size * price - h.cost if price is not None else None
+        rows.append([h.token_id, h.market, names.get(h.token_id) or "", exact(h.size), exact(h.avg_price),
+                     exact(h.cost), exact(price), exact(unrealized), exact(h.realized), exact(h.fees),
+                     exact(h.realized + (unrealized or ZERO))])
+    return Table(["token_id", "market", "outcome", "size", "avg_price", "cost", "mark", "unrealized", "realized",
+                  "fees", "pnl"], rows)
+
+
+def pnl(db: Reader, p: Params) -> Table:
+    by = p.choice("by", ("market", "source", "token", "total"))
+    books = ledgers(db, by_source=by == "source")
+    holdings = [(key, h) for key, ledger in books.items() for h in ledger.holdings.values()]
+    mark = marks(db, sorted({h.token_id for _, h in holdings if h.size}))
+    sums: dict[str, list[Decimal]] = {}
+    for key, h in holdings:
+        group = {"market": h.market, "source": key, "token": h.token_id, "total": "total"}[by]
+        unrealized = h.size * mark[h.token_id] - h.cost if h.size and h.token_id in mark else ZERO
+        acc = sums.setdefault(group, [ZERO, ZERO, ZERO, ZERO])
+        for i, value in enumerate((h.realized, unrealized, h.fees, h.cost if h.size else ZERO)):
+            acc[i] += value
+    rows = [[group, exact(r), exact(u), exact(f), exact(c), exact(r + u)]
+            for group, (r, u, f, c) in sorted(sums.items())]
+    return Table([by, "realized", "unrealized", "fees", "open_cost", "total"], rows)
+
+
+# ---------------------------------------------------------------- orders, fills, signals, decisions
+
+
+def orders(db: Reader, p: Params) -> Table:
+    where, args = _filters([("signal_id = ?", p.text("signal")), ("source = ?", p.text("source")),
+                            ("market = ?", p.text("market")), ("token_id = ?", p.text("token"))])
+    status = p.text("status")
+    having = ""
+    if status == "open":
+        having = " WHERE status NOT IN ('filled', 'canceled', 'rejected')"
+    elif status:
+        having, args = " WHERE status = ?", [*args, status]
+    table = db.select(f"""
+        WITH ex AS (
+            SELECT order_id, bool_or(kind = 'OrderRejected') AS rejected, bool_or(kind = 'OrderCanceled') AS canceled,
+                   arg_max(status, ts_ns) FILTER (WHERE kind = 'OrderAck') AS ack,
+                   max(venue_order_id) FILTER (WHERE kind = 'OrderAck') AS venue_order_id,
+                   arg_max(code || ' ' || message, ts_ns) FILTER (WHERE kind = 'OrderRejected') AS why
+            FROM executions WHERE kind <> 'Fill' GROUP BY order_id),
+        f AS (SELECT order_id, sum(size) AS filled, sum(size * price) AS notional, sum(fee) AS fees
+              FROM fills GROUP BY order_id),
+        o AS (
+            SELECT o.ts_ns, o.order_id, o.signal_id, o.source, o.market, o.token_id, o.side, o.size, o.limit_price,
+                   o.order_type, CASE WHEN ex.rejected THEN 'rejected'
+                                      WHEN coalesce(f.filled, 0) >= o.size THEN 'filled'
+                                      WHEN ex.canceled THEN 'canceled'
+                                      WHEN f.filled > 0 THEN 'partial'
+                                      ELSE coalesce(ex.ack, 'sent') END AS status,
+                   coalesce(f.filled, 0) AS filled, f.notional, coalesce(f.fees, 0) AS fees, ex.venue_order_id, ex.why
+            FROM (SELECT * FROM orders{where}) o LEFT JOIN ex USING (order_id) LEFT JOIN f USING (order_id))
+        SELECT * FROM o{having} ORDER BY ts_ns DESC LIMIT ?""", [*args, p.integer("limit", 100, 1)])
+    rows = []
+    for *head, filled, notional, fees, venue_id, why in reversed(table.rows):
+        rows.append([*head[:7], exact(head[7]), exact(head[8]), *head[9:], exact(filled),
+                     exact(notional / filled) if filled else None, exact(fees), venue_id, why])
+    return Table([*table.columns[:12], "avg_price", "fees", "venue_order_id", "reject_reason"], rows)
+
+
+def fills(db: Reader, p: Params) -> Table:
+    where, args = _filters([("market = ?", p.text("market")), ("token_id = ?", p.text("token")),
+                            ("source = ?", p.text("source")), ("signal_id = ?", p.text("signal")),
+                            ("order_id = ?", p.text("order")), ("ts_ns >= ?", p.integer("since", 0) or None)])
+    table = db.select(f"""
+        SELECT ts_ns, trade_id, order_id, signal_id, source, market, token_id, side, price, size, fee, liquidity,
+               status FROM fills{where} ORDER BY ts_ns DESC LIMIT ?""", [*args, p.integer("limit", 100, 1)])
+    rows = [[*r[:8], exact(r[8]), exact(r[9]), exact(r[10]), *r[11:]] for r in reversed(table.rows)]
+    return Table(table.columns, rows)
+
+
+def _legs(db: Reader, signal_ids: list[str]) -> dict[str, list[tuple]]:
+    out: dict[str, list[tuple]] = {}
+    if signal_ids:
+        for sid, side, size, price, token, kind in db.select(
+                "SELECT signal_id, side, size, limit_price, token_id, order_type FROM signal_legs "
+                "WHERE signal_id = ANY(?) ORDER BY signal_id, leg", [signal_ids]).rows:
+            out.setdefault(sid, []).append((side, size, price, token, kind))
+    return out
+
+
+def legs_text(legs: list[tuple]) -> str:
+    return ", ".join(f"{side} {num(size)} {short(token)} @ {num(price)} {kind}"
+                     for side, size, price, token, kind in legs)
+
+
+def signals(db: Reader, p: Params) -> Table:
+    where, args = _filters([("s.source = ?", p.text("source")), ("s.ts_ns >= ?", p.integer("since", 0) or None)])
+    table = db.select(f"""
+        SELECT s.ts_ns, s.signal_id, s.source, v.verdict, v.orders, s.cause_ts_ns, s.rationale
+        FROM signals s LEFT JOIN (
+            SELECT signal_id, CASE WHEN bool_or(accepted) THEN 'accepted' ELSE 'rejected' END AS verdict,
+                   max(orders) AS orders FROM verdicts GROUP BY signal_id) v USING (signal_id){where}
+        ORDER BY s.ts_ns DESC LIMIT ?""", [*args, p.integer("limit", 50, 1)])
+    legs = _legs(db, [r[1] for r in table.rows])
+    rows = [[*r[:5], legs_text(legs.get(r[1], [])), *r[5:]] for r in reversed(table.rows)]
+    return Table([*table.columns[:5], "legs", *table.columns[5:]], rows)
+
+
+def decisions(db: Reader, p: Params) -> Table:
+    verdict = p.choice("verdict", ("any", "accepted", "rejected"))
+    where, args = _filters([("v.source = ?", p.text("source")), ("v.ts_ns >= ?", p.integer("since", 0) or None),
+                            ("v.accepted = ?", None if verdict == "any" else verdict == "accepted")])
+    table = db.select(f"""
+        SELECT v.ts_ns, v.signal_id, v.source, CASE WHEN v.accepted THEN 'accepted' ELSE 'rejected' END AS verdict,
+               v.orders, string_agg(r.code || ': ' || r.message, '; ' ORDER BY r.idx) AS reasons,
+               min(r.max_size) AS max_size
+        FROM verdicts v LEFT JOIN verdict_reasons r ON r.verdict_id = v.id{where}
+        GROUP BY ALL ORDER BY v.ts_ns DESC LIMIT ?""", [*args, p.integer("limit", 50, 1)])
+    rows = [[*r[:6], exact(r[6])] for r in reversed(table.rows)]
+    return Table(table.columns, rows)
+
+
+# ---------------------------------------------------------------- trace
+
+
+def find_signal(db: Reader, given: str) -> str:
+    """The signal id ``given`` names: itself, or the one recorded id it is the start of."""
+    if not given:
+        raise QueryError("trace: give the signal's id (param signal_id)")
+    found = db.select("SELECT DISTINCT signal_id FROM verdicts WHERE starts_with(signal_id, ?) LIMIT 3", [given]).rows
+    ids = [r[0] for r in found]
+    if given in ids:
+        return given
+    if len(ids) == 1:
+        return ids[0]
+    if not ids:
+        raise QueryError(f"trace: no signal {given!r} recorded (risk records its verdict on every signal it decides)")
+    raise QueryError(f"trace: {given!r} is the start of several signal ids ({', '.join(ids)}...); give more of it")
+
+
+HOP_ORDER = {"book update": 0, "signal": 1, "verdict": 2, "order": 3, "submitted": 4, "ack": 5, "rejected": 5,
+             "fill": 6, "canceled": 7, "residual": 8}
+
+
+def trace(db: Reader, p: Params) -> Table:
+    """One signal's hops in time order: book update, signal, verdict, each order, submitted, ack, each fill."""
+    sid = find_signal(db, p.text("signal_id"))
+    hops: list[tuple[int, str, str, str, str]] = []  # (ts_ns, hop, who, detail, ref)
+    sig = db.select("SELECT ts_ns, source, cause_id, cause_ts_ns, legs FROM signals WHERE signal_id = ?", [sid]).rows
+    if sig:
+        ts, source, cause_id, cause_ts, _ = sig[0]
+        legs = _legs(db, [sid]).get(sid, [])
+        if cause_ts:
+            cause = db.select("SELECT kind, token_id FROM book_tops WHERE msg_id = ? LIMIT 1", [cause_id]).rows
+            what = f"{cause[0][0]} {short(cause_id)} token {short(cause[0][1])}" if cause else f"message {short(cause_id)}"
+            hops.append((cause_ts, "book update", "scanner", what, cause_id))
+        hops.append((ts, "signal", source, f"{len(legs)} legs {legs_text(legs)}", sid))
+    for vid, ts, accepted, n, reasons in db.select("""
+            SELECT v.id, v.ts_ns, v.accepted, v.orders, string_agg(r.code || ' ' || r.message, '; ' ORDER BY r.idx)
+            FROM verdicts v LEFT JOIN verdict_reasons r ON r.verdict_id = v.id WHERE v.signal_id = ?
+            GROUP BY ALL""", [sid]).rows:
+        hops.append((ts, "verdict", "risk", f"accepted → {n} orders" if accepted else f"rejected: {reasons}", vid))
+    for oid, ts, side, size, price, kind in db.select(
+            "SELECT order_id, ts_ns, side, size, limit_price, order_type FROM orders WHERE signal_id = ?", [sid]).rows:
+        hops.append((ts, "order", "risk", f"order {short(oid)} {side} {num(size)} @ {num(price)} {kind}", oid))
+    for row in db.select("""
+            SELECT kind, ts_ns, order_id, venue_order_id, status, submitted_ts_ns, code, message, price, size, fee,
+                   liquidity, remaining, reason, id, trade_id FROM executions
+            WHERE signal_id = ? OR order_id IN (SELECT order_id FROM orders WHERE signal_id = ?)""", [sid, sid]).rows:
+        hops.extend(_execution_hops(*row))
+    if not hops:
+        raise QueryError(f"trace: nothing recorded for signal {sid}")
+    hops.sort(key=lambda h: (h[0], HOP_ORDER.get(h[1], 9)))
+    start = hops[0][0]
+    rows = [[round((ts - start) / 1e6, 3), ts, hop, who, detail, ref] for ts, hop, who, detail, ref in hops]
+    return Table(["t_ms", "ts_ns", "hop", "who", "detail", "ref"], rows)
+
+
+def _execution_hops(kind: str, ts: int, order: str, venue_order: str, status: str, submitted: int | None, code: str,
+                    message: str, price: Decimal, size: Decimal, fee: Decimal, liquidity: str, remaining: Decimal,
+                    reason: str, msg_id: str, trade: str) -> list[tuple[int, str, str, str, str]]:
+    o = short(order)
+    match kind:
+        case "OrderAck":
+            out = [(ts, "ack", "venue", f"order {o} {status} venue id {short(venue_order)}", order)]
+            if submitted:
+                out.append((submitted, "submitted", "executor", f"order {o} handed to the venue client", order))
+            return out
+        case "OrderRejected":
+            return [(ts, "rejected", "venue", f"order {o} {code}: {message}", order)]
+        case "Fill":
+            return [(ts, "fill", "venue", f"{num(size)} @ {num(price)} fee {num(fee)} {liquidity} "
+                                          f"{status} order {o}", trade)]
+        case "OrderCanceled":
+            return [(ts, "canceled", "venue", f"order {o} remaining {num(remaining)} {reason}".rstrip(), order)]
+        case "ResidualExposure":
+            return [(ts, "residual", "executor", reason, msg_id)]
+    return []
+
+
+NAMED: dict[str, tuple[Callable[[Reader, Params], Table], tuple[str, ...]]] = {
+    "positions": (positions, ("market", "all")),
+    "pnl": (pnl, ("by",)),
+    "orders": (orders, ("signal", "source", "market", "token", "status", "limit")),
+    "fills": (fills, ("market", "token", "source", "signal", "order", "since", "limit")),
+    "signals": (signals, ("source", "since", "limit")),
+    "decisions": (decisions, ("source", "verdict", "since", "limit")),
+    "trace": (trace, ("signal_id",)),
+}
+
+
+def run(db: Reader, name: str, params: dict[str, str]) -> Table:
+    if name not in NAMED:
+        raise QueryError(f"no query named {name!r}; the named queries are {', '.join(NAMED)}")
+    fn, known = NAMED[name]
+    return fn(db, Params(name, params, known))

@@ -1,0 +1,174 @@
+"""Messages to table rows (tuples in the column order of ``schema.TABLES``): pure, no I/O.
+
+This runs once per bus message, so each kind of message has its own function, found by its type, and
+builds its tuples directly (``benchmarks/analytics_ingest.py`` measures the whole path).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, Literal
+
+from .. import messages as m
+
+Row = tuple[str, tuple]  # (table, values)
+TopsMode = Literal["changes", "all", "off"]
+Top = tuple[Decimal | None, Decimal | None]
+
+
+class Recorder:
+    """Turns each bus message into the rows that record it; remembers each token's last top to skip repeats."""
+
+    def __init__(self, tops: TopsMode = "changes") -> None:
+        self.tops_mode = tops
+        self.last_top: dict[str, Top] = {}
+        self._by_type: dict[type, Callable[[m.Message], list[Row]]] = {
+            **ROWS,
+            m.BookSnapshot: self._snapshot_tops,
+            m.BookDelta: self._delta_tops,
+        }
+
+    def rows(self, msg: m.Message) -> list[Row]:
+        """The rows recording ``msg`` (none for heartbeats, or book tops when they are off)."""
+        fn = self._by_type.get(type(msg))
+        return fn(msg) if fn is not None else []
+
+    def _snapshot_tops(self, msg: m.BookSnapshot) -> list[Row]:
+        if self.tops_mode == "off":
+            return []
+        out = []
+        for book in msg.books:
+            bid = book.bids[0] if book.bids else None
+            ask = book.asks[0] if book.asks else None
+            top = (bid.price if bid else None, ask.price if ask else None)
+            self.last_top[book.token_id] = top  # a snapshot is a fresh start: recorded even if the top is as it was
+            out.append(("book_tops", (msg.ts_ns, msg.id, "BookSnapshot", book.token_id, book.market, top[0],
+                                      bid.size if bid else None, top[1], ask.size if ask else None)))
+        return out
+
+    def _delta_tops(self, msg: m.BookDelta) -> list[Row]:
+        if self.tops_mode == "off":
+            return []
+        latest: dict[str, m.LevelChange] = {}
+        for change in msg.changes:  # the venue states the top after each change: the last one per token holds
+            if change.best_bid is not None or change.best_ask is not None:
+                latest[change.token_id] = change
+        out = []
+        skip_repeats = self.tops_mode == "changes"
+        for token, change in latest.items():
+            top = (change.best_bid, change.best_ask)
+            if skip_repeats and self.last_top.get(token) == top:
+                continue
+            self.last_top[token] = top
+            out.append(("book_tops", (msg.ts_ns, msg.id, "BookDelta", token, change.market, top[0], None, top[1],
+                                      None)))
+        return out
+
+
+# ---------------------------------------------------------------- market data and lifecycle
+
+
+def trade_rows(msg: m.LastTrade) -> list[Row]:
+    return [("trades", (msg.ts_ns, msg.id, msg.token_id, msg.market, msg.side, msg.price, msg.size,
+                        msg.fee_rate_bps, msg.venue_ts_ms))]
+
+
+def market_rows(msg: m.MarketNew) -> list[Row]:
+    return [("markets", (msg.ts_ns, msg.id, msg.market, msg.question, msg.slug, msg.tick_size, msg.min_size,
+                         msg.fee_rate, msg.neg_risk, msg.neg_risk_market_id, msg.end_ts_ms, msg.accepting_orders)),
+            *(("outcomes", (msg.ts_ns, msg.market, i, o.token_id, o.name)) for i, o in enumerate(msg.outcomes))]
+
+
+def _event(msg: m.Message, market: str, token: str = "", winner: str = "", outcome: str = "",
+           old_tick: Decimal | None = None, new_tick: Decimal | None = None, stale: bool | None = None,
+           reason: str = "") -> Row:
+    return ("market_events", (msg.ts_ns, msg.id, msg.trace_id, type(msg).__name__, market, token, winner, outcome,
+                              old_tick, new_tick, stale, reason))
+
+
+def tick_rows(msg: m.TickSizeChange) -> list[Row]:
+    return [_event(msg, msg.market, token=msg.token_id, old_tick=msg.old_tick_size, new_tick=msg.new_tick_size)]
+
+
+def halted_rows(msg: m.MarketHalted) -> list[Row]:
+    return [_event(msg, msg.market, reason=msg.reason)]
+
+
+def resolved_rows(msg: m.MarketResolved) -> list[Row]:
+    return [_event(msg, msg.market, winner=msg.winning_token_id, outcome=msg.winning_outcome)]
+
+
+def stale_rows(msg: m.MarketStale) -> list[Row]:
+    return [_event(msg, market, stale=msg.stale, reason=msg.reason) for market in msg.markets]
+
+
+# ---------------------------------------------------------------- decisions
+
+
+def signal_rows(signal_id: str, signal: m.Signal) -> list[Row]:
+    return [("signals", (signal_id, signal.ts_ns, signal.trace_id, signal.source, signal.cause_id,
+                         signal.cause_ts_ns, signal.rationale, len(signal.legs))),
+            *(("signal_legs", (signal_id, i, leg.token_id, leg.market, leg.side, leg.size, leg.limit_price,
+                               leg.order_type)) for i, leg in enumerate(signal.legs))]
+
+
+def accepted_rows(msg: m.SignalAccepted) -> list[Row]:
+    out = signal_rows(msg.signal_id, msg.signal) if msg.signal is not None else []
+    out.append(("verdicts", (msg.id, msg.ts_ns, msg.trace_id, msg.signal_id, msg.source, True, len(msg.orders))))
+    out += [("orders", (o.id, o.ts_ns, o.trace_id, o.signal_id, o.leg, o.source, o.token_id, o.market, o.side,
+                        o.size, o.limit_price, o.order_type, o.post_only, o.expires_s)) for o in msg.orders]
+    return out
+
+
+def rejected_rows(msg: m.SignalRejected) -> list[Row]:
+    out = signal_rows(msg.signal_id, msg.signal) if msg.signal is not None else []
+    out.append(("verdicts", (msg.id, msg.ts_ns, msg.trace_id, msg.signal_id, msg.source, False, 0)))
+    out += [("verdict_reasons", (msg.id, msg.signal_id, i, r.code, r.message, r.leg, r.limit, r.value, r.max_size))
+            for i, r in enumerate(msg.reasons)]
+    return out
+
+
+# ---------------------------------------------------------------- executions
+# executions columns: id, ts_ns, trace_id, kind, order_id, venue_order_id, signal_id, source, status,
+# submitted_ts_ns, code, message, trade_id, token_id, market, side, price, size, fee, liquidity, venue_ts_ms,
+# remaining, reason
+
+
+def ack_rows(msg: m.OrderAck) -> list[Row]:
+    return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "OrderAck", msg.order_id, msg.venue_order_id,
+                            msg.signal_id, msg.source, msg.status, msg.submitted_ts_ns or None, "", "", "", "", "",
+                            "", None, None, None, "", None, None, ""))]
+
+
+def order_rejected_rows(msg: m.OrderRejected) -> list[Row]:
+    return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "OrderRejected", msg.order_id, "", msg.signal_id,
+                            msg.source, "", None, msg.code, msg.message, "", "", "", "", None, None, None, "", None,
+                            None, ""))]
+
+
+def fill_rows(msg: m.Fill) -> list[Row]:
+    return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "Fill", msg.order_id, msg.venue_order_id,
+                            msg.signal_id, msg.source, msg.status, None, "", "", msg.trade_id, msg.token_id,
+                            msg.market, msg.side, msg.price, msg.size, msg.fee, msg.liquidity, msg.venue_ts_ms, None,
+                            ""))]
+
+
+def canceled_rows(msg: m.OrderCanceled) -> list[Row]:
+    return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "OrderCanceled", msg.order_id, msg.venue_order_id,
+                            msg.signal_id, msg.source, "", None, "", "", "", "", "", "", None, None, None, "", None,
+                            msg.remaining, msg.reason))]
+
+
+def residual_rows(msg: m.ResidualExposure) -> list[Row]:
+    return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "ResidualExposure", "", "", msg.signal_id, msg.source,
+                            "", None, "", "", "", "", "", "", None, None, None, "", None, None, msg.reason)),
+            *(("exposures", (msg.id, msg.ts_ns, msg.signal_id, msg.source, e.token_id, e.market, e.side, e.size,
+                             e.avg_price)) for e in msg.exposure)]
+
+
+ROWS: dict[type, Callable[[Any], list[Row]]] = {
+    m.LastTrade: trade_rows, m.MarketNew: market_rows, m.TickSizeChange: tick_rows, m.MarketHalted: halted_rows,
+    m.MarketResolved: resolved_rows, m.MarketStale: stale_rows, m.SignalAccepted: accepted_rows,
+    m.SignalRejected: rejected_rows, m.OrderAck: ack_rows, m.OrderRejected: order_rejected_rows, m.Fill: fill_rows,
+    m.OrderCanceled: canceled_rows, m.ResidualExposure: residual_rows,
+}
