@@ -22,6 +22,7 @@ def _free_port() -> int:
 
 class Venue:
     def __init__(self, state: Path, seed: int, page_size: int = 100, *extra: str) -> None:
+        self.seed = seed
         self.gamma_port, self.clob_port, self.ws_port = _free_port(), _free_port(), _free_port()
         self.market_ws = f"ws://127.0.0.1:{self.ws_port}/ws/market"
         self.user_ws = f"ws://127.0.0.1:{self.ws_port}/ws/user"
@@ -75,5 +76,5 @@ def mesh_config(root: Path, venue: Venue, services: str) -> Path:
     path.write_text(
         f'state_dir = "{root / "mesh"}"\n[bus]\nheartbeat_s = 0.2\n'
         f"[local_venue]\nstart = false\noptions = {{ gamma_port = {venue.gamma_port}, "
-        f"clob_port = {venue.clob_port}, ws_port = {venue.ws_port} }}\n{services}")
+        f"clob_port = {venue.clob_port}, ws_port = {venue.ws_port}, seed = {venue.seed} }}\n{services}")
     return path

@@ -1,0 +1,186 @@
+"""What the executor sees of a venue: our own order, fill and error types, and the small async interface
+that the live venue (``polymarket.client.PolymarketVenue``) and the paper venue (``paper.PaperVenue``)
+both implement. Venue wire formats and third-party exceptions never get past an implementation.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Literal, Protocol
+
+from msgspec import Struct
+
+from .. import messages as m
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+FEE_QUANTUM = Decimal("0.00001")
+SIZE_QUANTUM = Decimal("0.01")  # order sizes carry at most 2 decimals at every tick size
+
+# Why an order was refused: OrderRejected.code. Venue texts map onto these (see polymarket.client).
+TICK_SIZE = "TICK_SIZE"
+MIN_SIZE = "MIN_SIZE"
+PRICE_RANGE = "PRICE_RANGE"
+BALANCE = "BALANCE"
+FOK_UNFILLED = "FOK_UNFILLED"
+POST_ONLY_CROSSES = "POST_ONLY_CROSSES"
+DUPLICATE = "DUPLICATE"
+MARKET_CLOSED = "MARKET_CLOSED"
+EXPIRATION = "EXPIRATION"
+UNKNOWN_MARKET = "UNKNOWN_MARKET"
+AUTH = "AUTH"
+RATE_LIMITED = "RATE_LIMITED"
+UNAVAILABLE = "VENUE_UNAVAILABLE"
+REJECTED = "REJECTED"  # refused, for a reason no other code names (the message says which)
+
+
+class VenueError(Exception):
+    """The venue refused, or could not be asked. ``unknown`` means a request may or may not have taken effect."""
+
+    def __init__(self, code: str, message: str, unknown: bool = False) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.unknown = unknown
+
+
+class MarketRules(Struct, frozen=True, kw_only=True):
+    token_id: str
+    market: str
+    tick: Decimal
+    min_size: Decimal
+    neg_risk: bool = False
+    fee_rate: Decimal = ZERO
+    complement: str = ""  # the other token of a binary market: its book mirrors this one's
+
+
+class OrderRequest(Struct, frozen=True, kw_only=True):
+    """One order as the venue gets it: price and size already rounded to the market's rules."""
+
+    client_id: str
+    token_id: str
+    market: str
+    side: m.Side
+    price: Decimal
+    size: Decimal
+    order_type: m.OrderType
+    rules: MarketRules
+    post_only: bool = False
+    expires_s: int = 0
+    created_ms: int = 0  # signed into the order, so the same order always has the same venue id
+
+
+class Placed(Struct, frozen=True, kw_only=True):
+    """The venue's answer to one order of a batch: accepted (``status``) or refused (``code``)."""
+
+    venue_order_id: str
+    status: str = ""  # live | matched | delayed | unmatched
+    matched: Decimal = ZERO  # shares matched at once
+    code: str = ""
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.code
+
+
+class VenueOrder(Struct, frozen=True, kw_only=True):
+    """An order's state at the venue, from a REST answer or the user stream."""
+
+    venue_order_id: str
+    token_id: str
+    market: str
+    side: m.Side
+    price: Decimal
+    size: Decimal
+    matched: Decimal
+    status: Literal["LIVE", "MATCHED", "CANCELED"]
+    order_type: m.OrderType = "GTC"
+    reason: str = ""  # why it was canceled, when the venue says
+    created_ms: int = 0
+
+
+class VenueFill(Struct, frozen=True, kw_only=True):
+    """One of our orders' part in one trade. ``fee_rate`` is the venue's (the executor prefers the market's)."""
+
+    trade_id: str
+    venue_order_id: str
+    token_id: str
+    market: str
+    side: m.Side
+    price: Decimal
+    size: Decimal
+    liquidity: m.Liquidity
+    fee_rate: Decimal = ZERO
+    status: str = "MATCHED"
+    ts_ms: int = 0
+    fee: Decimal | None = None  # set by a venue that charges it itself (paper); else the executor computes it
+
+
+VenueEvent = VenueFill | VenueOrder
+OnEvents = Callable[[list[VenueEvent]], None]
+
+
+class Venue(Protocol):
+    """What the executor needs from a venue. Every call returns within its own timeout or raises VenueError."""
+
+    mode: str  # "live" | "paper"
+
+    async def start(self, on_events: OnEvents, on_connected: Callable[[], None]) -> None:
+        """Connect and run until cancelled: the user stream and heartbeats. ``on_connected`` after every
+        (re)connection of the stream, so the executor reconciles what it may have missed."""
+
+    async def prepare(self, orders: list[OrderRequest]) -> list[Placed]:
+        """Make each order ready to send (signed): the venue id it will have, known before it is sent, or why
+        it cannot be sent (a Placed with a ``code``)."""
+
+    async def place(self, orders: list[OrderRequest]) -> list[Placed]:
+        """Submit together, in this order; one Placed per order. VenueError when the whole batch failed."""
+
+    async def cancel(self, venue_order_ids: list[str]) -> dict[str, str]:
+        """Each id mapped to "" when canceled, else the venue's reason."""
+
+    async def open_orders(self) -> list[VenueOrder]: ...
+
+    async def order(self, venue_order_id: str) -> VenueOrder | None:
+        """The order as the venue knows it; None when it never reached the venue."""
+
+    async def trades(self, token_ids: list[str] | None = None) -> list[VenueFill]:
+        """Our fills, every one the venue still reports (all tokens, or just these)."""
+
+    async def rules(self, token_id: str, market: str) -> MarketRules:
+        """A market's rules from the venue itself, for a token the scanner has not described."""
+
+    def observe(self, msg: m.Message) -> None:
+        """Market data from the bus (the paper venue fills against it; the live venue ignores it)."""
+
+    def close(self) -> None: ...
+
+    def detail(self) -> dict[str, str]: ...
+
+
+def taker_fee(shares: Decimal, price: Decimal, rate: Decimal) -> Decimal:
+    """Polymarket's taker fee in collateral: shares x rate x p x (1 - p), floored to 5 decimals. Makers pay none."""
+    return (shares * rate * price * (ONE - price)).quantize(FEE_QUANTUM, rounding=ROUND_FLOOR)
+
+
+def round_price(side: m.Side, price: Decimal, tick: Decimal) -> Decimal:
+    """To the tick, never more aggressive than asked: a BUY rounds down, a SELL up."""
+    steps = (price / tick).to_integral_value(rounding=ROUND_FLOOR if side == "BUY" else ROUND_CEILING)
+    return steps * tick
+
+
+def round_size(size: Decimal) -> Decimal:
+    return size.quantize(SIZE_QUANTUM, rounding=ROUND_FLOOR)
+
+
+def rules_from(market: m.MarketNew) -> dict[str, MarketRules]:
+    """A market's rules per token, from the scanner's description of it."""
+    tokens = [o.token_id for o in market.outcomes]
+    out = {}
+    for token in tokens:
+        other = [t for t in tokens if t != token]
+        out[token] = MarketRules(token_id=token, market=market.market, tick=market.tick_size,
+                                 min_size=market.min_size, neg_risk=market.neg_risk, fee_rate=market.fee_rate,
+                                 complement=other[0] if len(tokens) == 2 else "")
+    return out

@@ -1,0 +1,349 @@
+"""Polymarket through py-clob-client-v2: the only module that imports it. Its exceptions become VenueErrors.
+
+Orders are signed here, not by ``ClobClient.create_order``, for one reason: idempotency. The client draws a
+random salt and stamps the current time, so the same order signed twice gets two venue ids. Here the salt
+is derived from our client order id and the signed timestamp is the Order's own creation time, so an order
+always hashes to the same venue id: it is known (and journaled) before the order is sent, and the venue
+itself refuses a second copy as a duplicate. Orders go out in one ``POST /orders`` batch, built with the
+client's own payload and L2-header functions (``ClobClient.post_orders`` would block for up to 30 s polling
+trades for their transaction hashes, which the executor gets from the user channel instead).
+
+Blocking calls run on a small thread pool with a timeout each, so the event loop never waits on the venue.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any, TypeVar
+
+import msgspec
+from py_clob_client_v2 import ClobClient
+from py_clob_client_v2.clob_types import ApiCreds, RequestArgs, TradeParams
+from py_clob_client_v2.config import get_contract_config
+from py_clob_client_v2.constants import BYTES32_ZERO
+from py_clob_client_v2.exceptions import PolyApiException, PolyException
+from py_clob_client_v2.headers.headers import create_level_2_headers
+from py_clob_client_v2.http_helpers import helpers
+from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2, OrderDataV2, Side, SignatureTypeV2
+from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
+
+from ...config import PolymarketConfig
+from .. import base
+from ..base import MarketRules, OnEvents, OrderRequest, Placed, VenueError, VenueFill, VenueOrder
+from . import schema
+from .user import UserFeed, fills_of, order_of
+
+T = TypeVar("T")
+UNITS = Decimal(10**6)  # amounts inside a signed order are 6-decimal integers
+BATCH = 15  # orders per POST /orders, the venue's limit
+CENTS = Decimal("0.01")
+SHARES_DP = Decimal("0.0001")
+
+# The venue's refusal texts (see POLYMARKET_WIRE.md), by what they mean; first match wins.
+_CODES = (("breaks minimum tick size", base.TICK_SIZE), ("lower than the minimum", base.MIN_SIZE),
+          ("not enough balance", base.BALANCE), ("fully filled or killed", base.FOK_UNFILLED),
+          ("crosses book", base.POST_ONLY_CROSSES), ("duplicated", base.DUPLICATE),
+          ("out of range", base.PRICE_RANGE), ("invalid price", base.PRICE_RANGE),
+          ("not accepting orders", base.MARKET_CLOSED), ("expiration", base.EXPIRATION),
+          ("market not found", base.UNKNOWN_MARKET))
+
+
+def classify(text: str) -> str:
+    lowered = text.lower()
+    return next((code for needle, code in _CODES if needle in lowered), base.REJECTED)
+
+
+def _message(error: Any) -> str:
+    if isinstance(error, dict):
+        return str(error.get("error") or error.get("errorMsg") or error)
+    return str(error)
+
+
+def venue_error(exc: PolyException) -> VenueError:
+    """A client exception as our own error: refusals keep the venue's text, transport trouble is ``unknown``."""
+    if isinstance(exc, PolyApiException):
+        text, status = _message(exc.error_msg), exc.status_code
+        if status is None or status >= 500:
+            return VenueError(base.UNAVAILABLE, f"{text} (status {status})", unknown=True)
+        if status == 429:
+            return VenueError(base.RATE_LIMITED, text)
+        if status in (401, 403):
+            return VenueError(base.AUTH, text)
+        if status == 404:
+            return VenueError(base.UNKNOWN_MARKET if "market" in text.lower() else base.REJECTED, text)
+        return VenueError(classify(text), text)
+    return VenueError(classify(str(exc.msg)), str(exc.msg))
+
+
+def salt_of(client_id: str) -> int:
+    """The order's salt, from its client id (48 bits: exact in any JSON reader)."""
+    return int.from_bytes(hashlib.sha256(f"polybot-order:{client_id}".encode()).digest()[:6], "big")
+
+
+def amounts(order: OrderRequest) -> tuple[int, int]:
+    """(makerAmount, takerAmount) in 6-decimal units.
+
+    A limit order trades ``size`` shares at ``price``. A market order (FOK/FAK) BUY is an amount of collateral
+    (at most 2 decimals, the shares it buys at most 4), so its size rounds down to what that allows.
+    """
+    size, price = order.size, order.price
+    if order.order_type in ("FOK", "FAK") and order.side == "BUY":
+        maker = (size * price).quantize(CENTS, rounding=ROUND_FLOOR)
+        taker = (maker / price).quantize(SHARES_DP, rounding=ROUND_FLOOR)
+    elif order.side == "BUY":
+        maker, taker = size * price, size
+    else:
+        maker, taker = size, size * price
+    maker_units, taker_units = (int((x * UNITS).to_integral_value(rounding=ROUND_FLOOR)) for x in (maker, taker))
+    if maker_units <= 0 or taker_units <= 0:
+        raise VenueError(base.MIN_SIZE, f"size {size} at {price} is too small to express as an order")
+    return maker_units, taker_units
+
+
+class Clob:
+    """The CLOB REST API, blocking, through py-clob-client-v2."""
+
+    def __init__(self, host: str, chain_id: int, private_key: str, creds: dict[str, str] | None = None) -> None:
+        self.host = host.rstrip("/")
+        self.chain_id = chain_id
+        self._client = ClobClient(self.host, chain_id=chain_id, key=private_key)
+        self.address: str = self._client.get_address()
+        if creds:
+            self._client.set_api_creds(ApiCreds(creds["api_key"], creds["api_secret"], creds["api_passphrase"]))
+        self._signed: dict[str, dict] = {}  # client id -> signed payload, until it is sent
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(*args)
+        except PolyException as exc:
+            raise venue_error(exc) from None
+        except (msgspec.ValidationError, KeyError, TypeError, ValueError) as exc:
+            raise VenueError(base.UNAVAILABLE, f"unexpected answer from the venue: {exc}", unknown=True) from None
+
+    def connect(self) -> None:
+        """API credentials: given ones, else created or derived with the key (L1)."""
+        if self._client.creds is None:
+            self._client.set_api_creds(self._call(self._client.create_or_derive_api_key))
+
+    @property
+    def api_key(self) -> str:
+        return self._client.creds.api_key
+
+    def ws_auth(self) -> dict[str, str]:
+        creds = self._client.creds
+        return {"apiKey": creds.api_key, "secret": creds.api_secret, "passphrase": creds.api_passphrase}
+
+    # ------------------------------------------------------------ orders
+
+    def prepare(self, orders: list[OrderRequest]) -> list[Placed]:
+        """Sign each order; its venue id, or why it cannot be an order."""
+        out = []
+        for order in orders:
+            try:
+                venue_id, payload = self._sign(order)
+            except VenueError as exc:
+                out.append(Placed(venue_order_id="", code=exc.code, message=exc.message))
+                continue
+            self._signed[order.client_id] = payload
+            out.append(Placed(venue_order_id=venue_id))
+        return out
+
+    def _sign(self, order: OrderRequest) -> tuple[str, dict]:
+        maker, taker = amounts(order)
+        contracts = get_contract_config(self.chain_id)
+        exchange = contracts.neg_risk_exchange_v2 if order.rules.neg_risk else contracts.exchange_v2
+        salt = str(salt_of(order.client_id))
+        builder = ExchangeOrderBuilderV2(exchange, self.chain_id, self._client.signer, generate_salt=lambda: salt)
+        data = OrderDataV2(maker=self.address, tokenId=order.token_id, makerAmount=str(maker),
+                           takerAmount=str(taker), side=Side.BUY if order.side == "BUY" else Side.SELL,
+                           signer=self.address, signatureType=SignatureTypeV2.EOA, timestamp=str(order.created_ms),
+                           metadata=BYTES32_ZERO, builder=BYTES32_ZERO,
+                           expiration=str(order.expires_s if order.order_type == "GTD" else 0))
+        try:
+            signed = builder.build_signed_order(data)
+        except ValueError as exc:
+            raise VenueError(base.REJECTED, f"cannot sign the order: {exc}") from None
+        venue_id = builder.build_order_hash(builder.build_order_typed_data(signed))
+        return venue_id, order_to_json_v2(signed, self.api_key, order.order_type, order.post_only, False)
+
+    def place(self, orders: list[OrderRequest]) -> list[Placed]:
+        """Send prepared orders in batches; one Placed per order, in order."""
+        out: list[Placed] = []
+        payloads = [self._signed.pop(o.client_id) for o in orders]
+        for start in range(0, len(payloads), BATCH):
+            chunk = payloads[start:start + BATCH]
+            body = json.dumps(chunk, separators=(",", ":"), ensure_ascii=False)
+            headers = create_level_2_headers(self._client.signer, self._client.creds,
+                                             RequestArgs(method="POST", request_path="/orders", body=chunk,
+                                                         serialized_body=body))
+            answer = self._call(helpers.post, f"{self.host}/orders", headers, body)
+            responses = self._call(msgspec.convert, answer, list[schema.OrderResponse])
+            if len(responses) != len(chunk):
+                raise VenueError(base.UNAVAILABLE, f"{len(responses)} answers to {len(chunk)} orders", unknown=True)
+            out += [self._placed(r, o) for r, o in zip(responses, orders[start:start + BATCH])]
+        return out
+
+    @staticmethod
+    def _placed(response: schema.OrderResponse, order: OrderRequest) -> Placed:
+        if not response.success or response.error_msg:
+            text = response.error_msg or "refused"
+            return Placed(venue_order_id=response.order_id, code=classify(text), message=text)
+        # Shares matched at once: what a BUY took in, what a SELL gave.
+        matched = response.taking_amount if order.side == "BUY" else response.making_amount
+        return Placed(venue_order_id=response.order_id, status=response.status or "live",
+                      matched=Decimal(matched) if matched else base.ZERO)
+
+    def cancel(self, venue_order_ids: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for start in range(0, len(venue_order_ids), 1000):
+            answer = self._call(self._client.cancel_orders, venue_order_ids[start:start + 1000])
+            out.update({i: "" for i in answer.get("canceled") or []})
+            out.update({i: str(why) for i, why in (answer.get("not_canceled") or {}).items()})
+        return out
+
+    def open_orders(self) -> list[VenueOrder]:
+        items = self._call(self._client.get_open_orders)
+        return [order_of(o) for o in self._call(msgspec.convert, items, list[schema.OpenOrder])]
+
+    def order(self, venue_order_id: str) -> VenueOrder | None:
+        try:
+            item = self._call(self._client.get_order, venue_order_id)
+        except VenueError as exc:
+            if exc.code in (base.REJECTED, base.UNKNOWN_MARKET) and "not found" in exc.message.lower():
+                return None
+            raise
+        if not item:
+            return None
+        return order_of(self._call(msgspec.convert, item, schema.OpenOrder))
+
+    def trades(self, token_ids: list[str] | None = None) -> list[VenueFill]:
+        items: list = []
+        for params in [TradeParams(asset_id=t) for t in token_ids] if token_ids else [None]:
+            items += self._call(self._client.get_trades, params)
+        fills = []
+        for trade in self._call(msgspec.convert, items, list[schema.ClobTrade]):
+            fills += fills_of(trade, self.api_key, self.address)
+        return fills
+
+    def heartbeat(self, heartbeat_id: str) -> str:
+        answer = self._call(self._client.post_heartbeat, heartbeat_id)
+        return str(answer.get("heartbeat_id", "")) if isinstance(answer, dict) else ""
+
+    def rules(self, token_id: str, market: str) -> MarketRules:
+        if not market:
+            raise VenueError(base.UNKNOWN_MARKET, f"token {token_id}: the order names no market")
+        info = self._call(msgspec.convert, self._call(self._client.get_clob_market_info, market),
+                          schema.ClobMarketInfo)
+        tokens = [t.token_id for t in info.tokens]
+        if token_id not in tokens:
+            raise VenueError(base.UNKNOWN_MARKET, f"token {token_id} is not in market {market}")
+        return MarketRules(token_id=token_id, market=market, tick=Decimal(str(info.min_tick_size)),
+                           min_size=Decimal(str(info.min_order_size or 5)), neg_risk=info.neg_risk,
+                           fee_rate=Decimal(str(info.fee.rate)) if info.fee else base.ZERO,
+                           complement=next((t for t in tokens if t != token_id), "") if len(tokens) == 2 else "")
+
+
+class PolymarketVenue:
+    """The live venue for the executor: the CLOB off the event loop, the user channel, heartbeats."""
+
+    mode = "live"
+
+    def __init__(self, urls: PolymarketConfig, private_key: str, creds: dict[str, str] | None,
+                 log: logging.Logger, timeout_s: float = 10.0, workers: int = 4, heartbeat_s: float = 5.0,
+                 ping_s: float = 10.0, stale_after_s: float = 30.0, reconnect_initial_s: float = 0.5,
+                 reconnect_max_s: float = 30.0) -> None:
+        self.clob = Clob(urls.clob_url, urls.chain_id, private_key, creds)
+        self.user_ws_url = urls.user_ws_url
+        self.log = log
+        self.timeout_s = timeout_s
+        self.heartbeat_s = heartbeat_s
+        self.feed_options = dict(ping_s=ping_s, stale_after_s=stale_after_s, reconnect_initial_s=reconnect_initial_s,
+                                 reconnect_max_s=reconnect_max_s)
+        self.feed: UserFeed | None = None
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="venue")
+        self.heartbeats = 0
+        self.heartbeat_failures = 0
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self._pool, fn, *args), self.timeout_s)
+        except TimeoutError:
+            raise VenueError(base.UNAVAILABLE, f"no answer within {self.timeout_s}s", unknown=True) from None
+        except VenueError:
+            raise
+        except Exception as exc:  # anything else the client raised: whether the request took effect is unknown
+            self.log.error("venue call %s failed: %s: %s", getattr(fn, "__name__", fn), type(exc).__name__, exc,
+                           exc_info=exc)
+            raise VenueError(base.UNAVAILABLE, f"{type(exc).__name__}: {exc}", unknown=True) from None
+
+    async def start(self, on_events: OnEvents, on_connected: Callable[[], None]) -> None:
+        delay = self.feed_options["reconnect_initial_s"]
+        while True:
+            try:
+                await self._run(self.clob.connect)
+                break
+            except VenueError as exc:
+                self.log.warning("cannot get API credentials from the venue (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.feed_options["reconnect_max_s"])
+        self.log.info("venue credentials ready", extra={"address": self.clob.address})
+        self.feed = UserFeed(self.user_ws_url, self.clob.ws_auth(), self.clob.address, self.log, **self.feed_options)
+        tasks = [asyncio.create_task(self.feed.run(on_events, on_connected), name="user-channel")]
+        if self.heartbeat_s > 0:
+            tasks.append(asyncio.create_task(self._heartbeats(), name="venue-heartbeats"))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _heartbeats(self) -> None:
+        """Once started, the venue cancels every order of ours if these stop (the executor died or hung)."""
+        last_id = ""
+        while True:
+            try:
+                last_id = await self._run(self.clob.heartbeat, last_id)
+                self.heartbeats += 1
+            except VenueError as exc:
+                self.heartbeat_failures += 1
+                self.log.warning("venue heartbeat failed: %s", exc)
+            await asyncio.sleep(self.heartbeat_s)
+
+    async def prepare(self, orders: list[OrderRequest]) -> list[Placed]:
+        return await self._run(self.clob.prepare, orders)
+
+    async def place(self, orders: list[OrderRequest]) -> list[Placed]:
+        return await self._run(self.clob.place, orders)
+
+    async def cancel(self, venue_order_ids: list[str]) -> dict[str, str]:
+        return await self._run(self.clob.cancel, venue_order_ids) if venue_order_ids else {}
+
+    async def open_orders(self) -> list[VenueOrder]:
+        return await self._run(self.clob.open_orders)
+
+    async def order(self, venue_order_id: str) -> VenueOrder | None:
+        return await self._run(self.clob.order, venue_order_id)
+
+    async def trades(self, token_ids: list[str] | None = None) -> list[VenueFill]:
+        return await self._run(self.clob.trades, token_ids)
+
+    async def rules(self, token_id: str, market: str) -> MarketRules:
+        return await self._run(self.clob.rules, token_id, market)
+
+    def observe(self, msg: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def detail(self) -> dict[str, str]:
+        feed = self.feed
+        return {"heartbeats": str(self.heartbeats), "heartbeat_failures": str(self.heartbeat_failures),
+                "user_connects": str(feed.connects if feed else 0),
+                "user_bad_frames": str(feed.bad_frames if feed else 0)}

@@ -1,0 +1,156 @@
+"""The account's side of Polymarket: the user channel (our orders and trades as they happen), and the
+conversion of its order and trade payloads (also what REST returns) into the venue-neutral types.
+
+The feed authenticates with the API credentials, PINGs, and after every (re)connection waits for the
+PONG to its first PING (the venue handles a connection's frames in order, so by then it has taken the
+subscription) before telling the executor, which then reconciles over REST: nothing between the old
+connection and the new one is missed.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from urllib.parse import urlparse
+
+import msgspec
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
+
+from ..base import ZERO, OnEvents, VenueEvent, VenueFill, VenueOrder
+from . import schema
+
+TEXT_FRAMES = ("PONG", "INVALID OPERATION")
+
+
+def _dec(text: str | None) -> Decimal:
+    try:
+        return Decimal(text) if text else ZERO
+    except InvalidOperation:
+        raise ValueError(f"not a number: {text!r}") from None
+
+
+def _ms(text: str | int | None) -> int:
+    """A venue time as ms: it sends seconds in some places and ms in others, as strings or numbers."""
+    try:
+        value = int(text or 0)
+    except (TypeError, ValueError):
+        return 0
+    return value * 1000 if 0 < value < 10**11 else value
+
+
+def order_status(status: str | None, kind: str = "") -> str:
+    """LIVE, MATCHED or CANCELED, from the venue's status text (a killed FOK's is "CANCELED_<why>")."""
+    text = (status or "").upper()
+    if kind == "CANCELLATION" or text.startswith("CANCEL"):
+        return "CANCELED"
+    if text.startswith("MATCHED"):
+        return "MATCHED"
+    return "LIVE"
+
+
+def order_of(order: schema.OpenOrder | schema.WsOrder) -> VenueOrder:
+    kind = getattr(order, "type", "")
+    status = order_status(order.status, kind)
+    reason = ""
+    if status == "CANCELED":
+        text = order.status or ""
+        reason = text.split("_", 1)[1] if text.upper().startswith("CANCELED_") else "canceled at the venue"
+    return VenueOrder(venue_order_id=order.id, token_id=order.asset_id, market=order.market, side=order.side,
+                      price=_dec(order.price), size=_dec(order.original_size), matched=_dec(order.size_matched),
+                      status=status, order_type=order.order_type or "GTC", reason=reason,
+                      created_ms=_ms(order.created_at))
+
+
+def fills_of(trade: schema.ClobTrade | schema.WsTrade, api_key: str, address: str) -> list[VenueFill]:
+    """Our part in one trade: the taker order's whole fill, or each of our maker orders' matched amounts."""
+    rate = _dec(trade.fee_rate_bps) / 10_000
+    ts = _ms(trade.match_time) if trade.match_time.isdigit() else _ms(getattr(trade, "timestamp", 0))
+    if trade.trader_side == "TAKER":
+        return [VenueFill(trade_id=trade.id, venue_order_id=trade.taker_order_id, token_id=trade.asset_id,
+                          market=trade.market, side=trade.side, price=_dec(trade.price), size=_dec(trade.size),
+                          liquidity="TAKER", fee_rate=rate, status=trade.status, ts_ms=ts)]
+    ours = [mo for mo in trade.maker_orders
+            if mo.owner == api_key or mo.maker_address.lower() == address.lower()]
+    return [VenueFill(trade_id=trade.id, venue_order_id=mo.order_id, token_id=mo.asset_id, market=trade.market,
+                      side=mo.side or ("SELL" if trade.side == "BUY" else "BUY"), price=_dec(mo.price),
+                      size=_dec(mo.matched_amount), liquidity="MAKER", status=trade.status, ts_ms=ts)
+            for mo in ours]
+
+
+def events_of(raw: str | bytes, api_key: str, address: str) -> list[VenueEvent]:
+    """One user-channel frame as venue events; raises msgspec/ValueError errors on a malformed frame."""
+    out: list[VenueEvent] = []
+    for msg in schema.decode_user_frame(raw):
+        if isinstance(msg, schema.WsTrade):
+            out += fills_of(msg, api_key, address)
+        else:
+            out.append(order_of(msg))
+    return out
+
+
+class UserFeed:
+    """The user channel, kept connected; its events go to ``on_events``."""
+
+    def __init__(self, url: str, auth: dict[str, str], address: str, log: logging.Logger, ping_s: float = 10.0,
+                 stale_after_s: float = 30.0, reconnect_initial_s: float = 0.5, reconnect_max_s: float = 30.0) -> None:
+        self.url = url
+        self._auth = auth  # apiKey, secret, passphrase: sent to the venue, never logged
+        self.address = address
+        self.log = log
+        self.ping_s = ping_s
+        self.stale_after_s = stale_after_s
+        self.reconnect_initial_s = reconnect_initial_s
+        self.reconnect_max_s = reconnect_max_s
+        self.connects = 0
+        self.bad_frames = 0
+        self.rng = random.Random()
+
+    async def run(self, on_events: OnEvents, on_connected: Callable[[], None]) -> None:
+        loopback = urlparse(self.url).hostname in ("127.0.0.1", "localhost", "::1")
+        backoff = self.reconnect_initial_s
+        while True:
+            try:
+                async with connect(self.url, proxy=None if loopback else True, ping_interval=None,
+                                   compression=None, max_size=None, open_timeout=10) as ws:
+                    await ws.send(json.dumps({"type": "user", "auth": self._auth, "markets": []}))
+                    await ws.send("PING")
+                    pinger = asyncio.create_task(self._ping(ws))
+                    try:
+                        subscribed = False
+                        while True:
+                            raw = await asyncio.wait_for(ws.recv(), timeout=self.stale_after_s)
+                            if raw == "PONG" and not subscribed:
+                                subscribed = True
+                                self.connects += 1
+                                backoff = self.reconnect_initial_s
+                                self.log.info("user channel connected", extra={"url": self.url})
+                                on_connected()
+                            elif raw not in TEXT_FRAMES:
+                                self._frame(raw, on_events)
+                    finally:
+                        pinger.cancel()
+            except (TimeoutError, OSError, WebSocketException, InvalidHandshake, InvalidURI) as exc:
+                why = "silent" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+                self.log.warning("user channel down (%s)", why)
+            delay = backoff * (1 + self.rng.random() / 2)
+            await asyncio.sleep(delay)
+            backoff = min(backoff * 2, self.reconnect_max_s)
+
+    def _frame(self, raw: str | bytes, on_events: OnEvents) -> None:
+        try:
+            events = events_of(raw, self._auth["apiKey"], self.address)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            self.bad_frames += 1
+            self.log.warning("skipping a user-channel frame: %s", exc)
+            return
+        if events:
+            on_events(events)
+
+    async def _ping(self, ws) -> None:
+        while True:
+            await asyncio.sleep(self.ping_s)
+            await ws.send("PING")
