@@ -91,7 +91,15 @@ class LocalVenueConfig(_Section):
 LOCAL_VENUE_KIND = "services.venues.local.server:Venue"
 
 
-DEFAULT_SERVICES = {"scanner": ServiceConfig(kind="services.scanner:Scanner")}
+# Started in this order, stopped in reverse: analytics records before anything is produced and after it ends;
+# the executor takes orders before risk sends any; strategies come last, once risk decides.
+DEFAULT_SERVICES = {
+    "analytics": ServiceConfig(kind="services.analytics:Analytics"),
+    "scanner": ServiceConfig(kind="services.scanner:Scanner"),
+    "executor": ServiceConfig(kind="services.executor:Executor"),
+    "risk": ServiceConfig(kind="services.risk:Risk"),
+    "strategies": ServiceConfig(kind="services.strategies.host:Strategies"),
+}
 
 
 class Config(_Section):

@@ -122,8 +122,9 @@ def test_no_file_at_the_default_location_gives_the_defaults(env, state_dir):
     assert config.state_dir == str(state_dir / "polybot")
     assert (config.bus, config.supervisor, config.log, config.venue) == (
         c.BusConfig(), c.SupervisorConfig(), c.LogConfig(), "local")
-    assert config.services == {"venue": c.ServiceConfig(kind=c.LOCAL_VENUE_KIND),
-                               "scanner": c.ServiceConfig(kind="services.scanner:Scanner")}
+    assert list(config.services) == ["venue", "analytics", "scanner", "executor", "risk", "strategies"]
+    assert config.services["venue"] == c.ServiceConfig(kind=c.LOCAL_VENUE_KIND)
+    assert c.trading_mode(config) == "live"  # against the local venue; against Polymarket paper unless chosen
 
 
 def test_service_options_unknown_to_the_service_fail_naming_the_options_key(tmp_path, env):

@@ -1,0 +1,97 @@
+"""End to end: `polybot up` with the default services and the embedded local venue trades an arbitrage gap by
+itself; every leg fills, DuckDB's positions and PnL match the venue's own trade records exactly, and
+`polybot trace` draws every hop of the signal."""
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal as D
+
+import httpx
+from py_clob_client_v2 import ClobClient
+from py_clob_client_v2.clob_types import TradeParams
+
+from services.venues.local.engine import taker_fee
+from services.venues.local.server import ready_made_account
+
+from .conftest import Mesh, wait_for
+from .venue_harness import _free_port
+
+SEED = 53
+
+
+def embedded_venue() -> tuple[str, dict[str, int]]:
+    ports = {"gamma_port": _free_port(), "clob_port": _free_port(), "ws_port": _free_port()}
+    options = ", ".join(f"{k} = {v}" for k, v in ports.items())
+    return f"true\noptions = {{ {options}, seed = {SEED}, still = true }}", ports
+
+
+def ready(mesh: Mesh) -> bool:
+    try:
+        rows = mesh.status()
+    except (ValueError, KeyError):
+        return False
+    wanted = {"venue", "analytics", "scanner", "executor", "risk", "strategies"}
+    return wanted <= set(rows) and all(rows[n]["state"] == "running" for n in wanted) \
+        and rows["risk"]["detail"].get("reconciled") == "True" and rows["strategies"]["detail"].get("synced") == "True"
+
+
+def fee(trade: dict) -> D:
+    """The venue's fee for one of its trade records: the taker pays, by Polymarket's formula."""
+    if trade["trader_side"] != "TAKER":
+        return D(0)
+    return taker_fee(D(trade["size"]), D(trade["price"]), D(trade["fee_rate_bps"]) / 10_000)
+
+
+def cli_json(mesh: Mesh, *args: str) -> list[dict]:
+    result = mesh.cli(*args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_polybot_up_trades_a_venue_gap_to_fills_that_duckdb_and_the_trace_account_for(mesh_factory) -> None:
+    venue, ports = embedded_venue()
+    mesh: Mesh = mesh_factory(venue=venue)
+    mesh.start()
+    wait_for(lambda: ready(mesh), what="every default service to run and sync", timeout=60)
+    clob = f"http://127.0.0.1:{ports['clob_port']}"
+    gamma = f"http://127.0.0.1:{ports['gamma_port']}"
+    market = next(mk for mk in httpx.get(f"{gamma}/markets", params={"limit": 100}).json() if not mk["negRisk"])
+    yes, no = json.loads(market["clobTokenIds"])
+    gap = httpx.post(f"{clob}/_admin/gap", json={"market": market["conditionId"], "gap": "0.08", "size": "30"}).json()
+    assert D(gap["sum"]) == D("0.92")
+
+    account = ready_made_account(SEED)
+    client = ClobClient(clob, chain_id=137, key=account.private_key)
+    client.set_api_creds(client.create_or_derive_api_key())
+
+    def venue_trades() -> list[dict]:
+        trades = client.get_trades(TradeParams(market=market["conditionId"]))
+        return trades if {t["asset_id"] for t in trades} == {yes, no} and \
+            all(sum(D(t["size"]) for t in trades if t["asset_id"] == tok) == 30 for tok in (yes, no)) else []
+    trades = wait_for(venue_trades, what="both legs to fill at the venue", timeout=15)
+
+    def analytics_positions() -> list[dict]:
+        rows = [r for r in cli_json(mesh, "positions") if r["market"] == market["conditionId"]]
+        return rows if len(rows) == 2 and all(D(r["size"]) == 30 for r in rows) else []
+    positions = {r["token_id"]: r for r in wait_for(analytics_positions, what="DuckDB to hold both legs")}
+    for token in (yes, no):
+        legs = [t for t in trades if t["asset_id"] == token]
+        cost = sum(D(t["size"]) * D(t["price"]) for t in legs)
+        fees = sum(fee(t) for t in legs)
+        row = positions[token]
+        assert (D(row["size"]), D(row["cost"]), D(row["fees"])) == (D(30), cost, fees)
+        assert D(row["realized"]) == -fees
+    pnl, = [r for r in cli_json(mesh, "pnl", "--by", "market") if r["market"] == market["conditionId"]]
+    assert D(pnl["fees"]) == sum(fee(t) for t in trades) > 0
+    assert D(pnl["open_cost"]) == sum(D(t["size"]) * D(t["price"]) for t in trades)
+
+    signal_id = cli_json(mesh, "orders", "--market", market["conditionId"])[0]["signal_id"]
+    drawn = mesh.cli("trace", signal_id)
+    assert drawn.returncode == 0, drawn.stderr
+    hops = [re.split(r"\s{2,}", line) for line in drawn.stdout.splitlines() if line.startswith("T+")]
+    kinds = [hop[1] for hop in hops]
+    assert kinds[:2] == ["book update", "signal"] and hops[0][2] == "scanner", drawn.stdout
+    assert [kinds.count(k) for k in ("verdict", "order", "submitted", "ack", "fill")] == [1, 2, 2, 2, 2], drawn.stdout
+    times = [float(hop[0].removeprefix("T+").removesuffix(" ms")) for hop in hops]
+    assert times == sorted(times) and times[0] == 0 and times[-1] > 0

@@ -1,0 +1,85 @@
+"""A trading mesh for tests: the local venue, and scanner, executor, risk (and more) as `polybot run` processes.
+
+Each service runs on its own (no supervisor), so a test can stop, kill or restart one and watch the others.
+The test plays the upstream peer where it needs to: it pushes signals where strategies and agents would.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from services import messages as m
+from services.bus import Bus, BusError, BusTimeout
+from services.config import ensure_state_dir, load
+
+from .conftest import child_env, wait_for
+from .venue_harness import Venue, mesh_config
+
+KINDS = {"scanner": "services.scanner:Scanner", "executor": "services.executor:Executor",
+         "risk": "services.risk:Risk", "strategies": "services.strategies.host:Strategies",
+         "analytics": "services.analytics:Analytics"}
+
+
+def services_toml(options: dict[str, str]) -> str:
+    """``[services.NAME]`` tables for the given services, each with its options as a TOML inline table body."""
+    out = []
+    for name, opts in options.items():
+        out.append(f'[services.{name}]\nkind = "{KINDS[name]}"\n')
+        if opts:
+            out.append(f"options = {{ {opts} }}\n")
+    return "".join(out)
+
+
+class Trading:
+    def __init__(self, root: Path, venue: Venue, options: dict[str, str], extra: str = "") -> None:
+        self.root = root
+        self.venue = venue
+        self.options = dict(options)
+        self.config_file = mesh_config(root, venue, services_toml(self.options) + extra)
+        self.config = load(self.config_file, {"HOME": str(root)})
+        ensure_state_dir(self.config)
+        self.bus = Bus(self.config)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
+
+    def start(self, *names: str, **env: str) -> None:
+        """Start services; ``env`` adds POLYBOT_* overrides (e.g. one risk limit) to their environment."""
+        for name in names:
+            log = self.root / f"{name}.out"
+            self.logs[name] = log
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "services", "--config", str(self.config_file), "run", name],
+                env=child_env(**env), stdout=subprocess.DEVNULL, stderr=open(log, "a"))
+
+    def stop(self, name: str, kill: bool = False) -> None:
+        proc = self.procs.pop(name)
+        proc.kill() if kill else proc.terminate()
+        proc.wait(20)
+
+    def detail(self, name: str) -> dict[str, str]:
+        """The service's status figures, or {} while it does not answer."""
+        with self.bus.requester(name, 1000) as req:
+            try:
+                reply = req.request(m.StatusRequest())
+            except (BusTimeout, BusError):
+                return {}
+        return reply.service.detail if isinstance(reply, m.StatusReply) else {}
+
+    def ask(self, name: str, request: m.Message, timeout_ms: int = 5000) -> m.Message:
+        with self.bus.requester(name, timeout_ms) as req:
+            return req.request(request)
+
+    def wait_ready(self, *names: str) -> None:
+        checks = {"risk": lambda d: d.get("reconciled") == "True", "strategies": lambda d: d.get("synced") == "True"}
+        for name in names:
+            ok = checks.get(name, lambda d: bool(d))
+            wait_for(lambda: ok(self.detail(name)), what=f"{name} to be ready", timeout=30)
+
+    def log(self, name: str) -> str:
+        return self.logs[name].read_text() if name in self.logs else ""
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+        self.bus.close()
