@@ -39,6 +39,7 @@ HALTED = "HALTED"
 NOT_SUBMITTED = "NOT_SUBMITTED"
 SIGNAL_FAILED = "SIGNAL_FAILED"
 STOPPING = "STOPPING"
+STALE_ORDER = "STALE_ORDER"
 RISK_SOURCE = "risk"  # a Cancel from risk itself (its kill switch) covers every source's orders
 
 
@@ -54,6 +55,9 @@ class ExecutorOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reconnect_initial_s: float = 0.5
     reconnect_max_s: float = 30.0
     fsync: bool = False  # fsync the journal on every record: survives power loss, not only a crash
+    # An order older than this when it could go out is refused, not sent: risk priced it on a book that is gone
+    # (orders queue up in risk's socket while the executor is down, and arrive in a burst when it is back).
+    max_order_age_ms: int = 3000
 
 
 # ---------------------------------------------------------------- the journal
@@ -532,6 +536,11 @@ class Executor(Service):
 
     def _route(self, t: Tracked) -> None:
         if not t.open:  # canceled while it waited
+            return
+        age_ms = (self.ctx.clock() - t.order.ts_ns) / 1e6
+        if age_ms > self.ctx.options.max_order_age_ms:
+            self.desk.reject(t, STALE_ORDER, f"the order reached the venue edge {age_ms:.0f} ms after risk sent it "
+                                             f"(limit {self.ctx.options.max_order_age_ms} ms); not sent")
             return
         sid = t.order.signal_id
         group = self.gathering.get(sid)

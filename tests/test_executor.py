@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -95,6 +96,18 @@ def test_orders_the_venue_refuses_come_back_as_order_rejected_with_a_code(mesh: 
     assert codes[too_big.id][0] == "BALANCE"
     assert codes[unfillable.id][0] == "FOK_UNFILLED"
     assert not mesh.client.get_open_orders() or all(o["asset_id"] != yes for o in mesh.client.get_open_orders())
+
+
+def test_an_order_that_took_too_long_to_arrive_is_refused_and_never_reaches_the_venue(mesh: ExecutorMesh) -> None:
+    market = mesh.venue.market()
+    yes, _ = tokens(market)
+    bid, _ = mesh.best(yes)
+    late = order("late-1", 0, yes, market["conditionId"], "BUY", "5", str(bid), ts_ns=time.time_ns() - 10**10)
+    mesh.push(late)
+    refused, = mesh.wait(m.OrderRejected, order_id=late.id)
+    assert refused.code == "STALE_ORDER" and "not sent" in refused.message
+    assert all(o["asset_id"] != yes for o in mesh.client.get_open_orders())
+    assert not mesh.of(m.OrderAck, order_id=late.id)
 
 
 def test_a_failing_leg_cancels_the_resting_leg_and_reports_the_residual_exposure(mesh: ExecutorMesh) -> None:

@@ -95,3 +95,36 @@ def test_polybot_up_trades_a_venue_gap_to_fills_that_duckdb_and_the_trace_accoun
     assert [kinds.count(k) for k in ("verdict", "order", "submitted", "ack", "fill")] == [1, 2, 2, 2, 2], drawn.stdout
     times = [float(hop[0].removeprefix("T+").removesuffix(" ms")) for hop in hops]
     assert times == sorted(times) and times[0] == 0 and times[-1] > 0
+
+
+def test_in_paper_mode_the_same_gap_fills_at_the_prices_the_book_showed_never_better(mesh_factory) -> None:
+    venue, ports = embedded_venue()
+    mesh: Mesh = mesh_factory(venue=venue)
+    mesh.config.write_text('mode = "paper"\n' + mesh.config.read_text())
+    mesh.start()
+    wait_for(lambda: ready(mesh), what="every default service to run and sync", timeout=60)
+    clob = f"http://127.0.0.1:{ports['clob_port']}"
+    gamma = f"http://127.0.0.1:{ports['gamma_port']}"
+    market = next(mk for mk in httpx.get(f"{gamma}/markets", params={"limit": 100}).json() if not mk["negRisk"])
+    yes, no = json.loads(market["clobTokenIds"])
+    httpx.post(f"{clob}/_admin/gap", json={"market": market["conditionId"], "gap": "0.08", "size": "30"})
+    shown = {tok: {D(a["price"]): D(a["size"]) for a in httpx.get(f"{clob}/book", params={"token_id": tok}).json()
+                   ["asks"]} for tok in (yes, no)}
+
+    def paper_fills() -> list[dict]:
+        rows = cli_json(mesh, "fills", "--market", market["conditionId"])
+        return rows if {r["token_id"] for r in rows} == {yes, no} else []
+    fills = wait_for(paper_fills, what="paper fills of both legs", timeout=15)
+    for token in (yes, no):
+        taken: dict[D, D] = {}
+        for row in (r for r in fills if r["token_id"] == token):
+            price, size = D(row["price"]), D(row["size"])
+            assert price >= min(shown[token]) and price in shown[token]  # a price the book showed, never better
+            taken[price] = taken.get(price, D(0)) + size
+            assert D(row["fee"]) == taker_fee(size, price, D(str(market["feeSchedule"]["rate"])))
+        assert all(size <= shown[token][price] for price, size in taken.items())  # never more than displayed
+        assert sum(taken.values()) == 30
+    account = ready_made_account(SEED)
+    client = ClobClient(clob, chain_id=137, key=account.private_key)
+    client.set_api_creds(client.create_or_derive_api_key())
+    assert client.get_trades() == []  # paper trading never touched the venue
