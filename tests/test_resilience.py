@@ -203,3 +203,34 @@ def test_after_the_venue_drops_every_websocket_books_are_rebuilt_and_no_order_go
         return len(snapshot.books.books) > 0
     wait_for(every_book_equals_the_venues, what="every book rebuilt equal to GET /book")
     assert flow.out.send(m.Cancel(source="risk", reason="test cleanup"))
+
+
+def test_the_quoter_rests_bids_at_the_venue_and_replaces_them_when_the_market_moves(mesh: Trading) -> None:
+    """Strategies -> risk -> executor with the liquidity-providing strategy: post-only bids on both tokens, and a
+    cancel-and-replace at the venue when the mid moves."""
+    market = mesh.venue.market()
+    yes, no = tokens(market)
+    extra = mesh.root / "quoter.toml"
+    extra.write_text(mesh.config_file.read_text() + '[services.strategies]\nkind = "services.strategies.host:Strategies"\n'
+                     f'options = {{ strategies = {{ quoter = {{ markets = ["{market["conditionId"]}"], size = 5, '
+                     'spread_ticks = 2, min_requote_ms = 0 } } }\n')
+    mesh.config_file, saved = extra, mesh.config_file
+    try:
+        mesh.start("strategies")
+    finally:
+        mesh.config_file = saved
+    client = mesh.venue.client(ready_made_account(SEED).private_key)
+
+    def quotes() -> dict[str, D]:
+        return {o["asset_id"]: D(o["price"]) for o in client.get_open_orders() if o["asset_id"] in (yes, no)}
+    try:
+        first = wait_for(lambda: len(q := quotes()) == 2 and q, what="a bid resting on each token")
+        httpx.post(f"{mesh.venue.clob}/_admin/move", json={"market": market["conditionId"], "price": "0.3"})
+        moved = wait_for(lambda: (q := quotes()) and len(q) == 2 and q[yes] < first[yes] and q,
+                         what="the quotes replaced around the new mid")
+        assert moved[no] > first[no]  # the YES offer came down with the mid: the NO bid went up
+        resting = [o["asset_id"] for o in client.get_open_orders() if o["asset_id"] in (yes, no)]
+        assert sorted(resting) == sorted([yes, no])  # replaced, not added to: one bid per token
+    finally:
+        mesh.stop("strategies")
+        mesh.bus.outbound("signals").send(m.Cancel(source="risk", reason="test cleanup"))
