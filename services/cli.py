@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument("names", nargs="*", metavar="NAME")
         if verb == "halt":
             cmd.add_argument("--reason", default="halted by operator")
+    risk = commands.add_parser("risk", help="risk's limits, how much of each is used, halted or not")
+    risk.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_views(commands)
     args = parser.parse_args(argv)
     try:
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"polybot: config: {exc}", file=sys.stderr)
         return 2
     handler = {"up": _up, "down": _down, "status": _status, "restart": _restart, "run": _run,
-               "halt": _halt, "resume": _resume, "venue": _venue, **{v: _view for v in VIEWS}}[args.command]
+               "halt": _halt, "resume": _resume, "venue": _venue, "risk": _risk, **{v: _view for v in VIEWS}}[args.command]
     try:
         return handler(config, args)
     except ConfigError as exc:
@@ -132,6 +134,34 @@ def _ask(config: Config, service: str, request: m.Message, timeout_ms: int = STA
             return req.request(request)
         except (BusTimeout, BusError):
             return None
+
+
+RISK_KIND = "services.risk:Risk"
+
+
+def _risk(config: Config, args: argparse.Namespace) -> int:
+    name = next((n for n in config.enabled_services if config.services[n].kind == RISK_KIND), "risk")
+    reply = _ask(config, name, m.RiskRequest())
+    if not isinstance(reply, m.RiskReply):
+        print(f"polybot: {name} is not running (no answer on {control_address(config, name)}); "
+              "start the mesh with `polybot up`", file=sys.stderr)
+        return 1
+    if args.json:
+        print(msgspec.json.encode(reply).decode())
+        return 0
+    print(f"risk: {'HALTED (' + reply.halt_reason + ')' if reply.halted else 'trading'}; "
+          f"{reply.open_orders} open orders; realized {reply.realized_pnl:.2f}, marked {reply.marked_pnl:.2f}")
+    used = {u.name: u for u in reply.usage if not u.scope or u.name.startswith("max_position")}
+    rows = [["limit", "value", "used", "where"]]
+    for name_, limit in reply.limits.items():
+        u = used.get(name_)
+        rows.append([name_, f"{limit.normalize():f}", f"{u.used:.2f}" if u else "", u.scope[:16] if u else ""])
+    rows += [[u.name, f"{u.limit.normalize():f}", f"{u.used:.2f}", u.scope] for u in reply.usage
+             if u.scope and not u.name.startswith("max_position")]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
 
 
 def _down(config: Config, args: argparse.Namespace) -> int:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from decimal import Decimal as D
 from pathlib import Path
@@ -14,7 +17,7 @@ import pytest
 
 from services import messages as m
 
-from .conftest import wait_for
+from .conftest import child_env, wait_for
 from .trading_harness import Trading
 from .venue_harness import Venue, tokens
 
@@ -254,6 +257,12 @@ def test_limits_and_their_use_can_be_read_over_control(desk: Desk) -> None:
     used = {u.name: u for u in reply.usage}
     assert used["max_open_orders"].used == reply.open_orders == 0
     assert any(p.size == 5 for p in reply.positions)  # the first test's fill
+    shown = subprocess.run([sys.executable, "-m", "services", "--config", str(desk.mesh.config_file), "risk"],
+                           env=child_env(), capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("risk: trading; 0 open orders")
+    assert re.search(r"^max_gross_exposure\s+45\s+\d+\.\d\d", shown.stdout, re.M), shown.stdout
+    assert re.search(r"^agent\.max_daily_notional\s+8\b", shown.stdout, re.M), shown.stdout
 
 
 def test_with_the_executor_gone_signals_are_refused_and_risk_reconciles_when_it_is_back(desk: Desk) -> None:
