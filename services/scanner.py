@@ -47,6 +47,7 @@ class Scanner(Service):
         self.token_market: dict[str, str] = {}
         self.books = Books()
         self.stale: set[str] = set()
+        self.tasks: set[asyncio.Task] = set()  # fetching the details of newly listed markets
         self.frames = 0
         self.bad_frames = 0
         self.reconnects = 0
@@ -181,10 +182,41 @@ class Scanner(Service):
                                                   reason="fresh snapshot"))
         new_assets: list[str] = []
         for event in events:
-            if isinstance(event, m.MarketNew) and event.market not in self.markets:
-                new_assets += self._add_market(event)
+            if isinstance(event, m.MarketNew):
+                if event.market not in self.markets:
+                    new_assets += self._add_market(event)
+                    self._spawn(self._complete(event))
+                continue  # the channel's listing lacks fees, minimum size and neg-risk: Gamma's goes out instead
             self.ctx.send("events", event)
         return new_assets
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _complete(self, listed: m.MarketNew, attempts: int = 5) -> None:
+        """Publish a newly listed market as Gamma describes it; if Gamma never does, as not accepting orders."""
+        opts = self.ctx.options
+        delay = opts.reconnect_initial_s
+        for _ in range(attempts):
+            try:
+                async with httpx.AsyncClient(base_url=self.urls.gamma_url, timeout=opts.gamma_timeout_s) as client:
+                    response = await client.get("/markets", params={"condition_ids": listed.market})
+                    response.raise_for_status()
+                for raw in msgspec.json.decode(response.content):
+                    market = feed.market_new(msgspec.convert(raw, schema.GammaMarket), self.ctx.clock())
+                    if market.market == listed.market:
+                        self.markets[market.market] = market
+                        self.ctx.send("events", market)
+                        return
+            except (httpx.HTTPError, msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+                self.ctx.log.warning("Gamma has no details of new market %s yet (%s)", listed.market, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, opts.reconnect_max_s)
+        self.ctx.log.error("Gamma never described new market %s; it is announced as not accepting orders",
+                           listed.market)
+        self.ctx.send("events", msgspec.structs.replace(listed, accepting_orders=False, ts_ns=self.ctx.clock()))
 
     def _mark_stale(self, assets: list[str], reason: str) -> None:
         markets = sorted({self.token_market[a] for a in assets if a in self.token_market} - self.stale)

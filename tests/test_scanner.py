@@ -153,7 +153,13 @@ def test_resolutions_and_new_listings_reach_events_and_a_new_markets_book_follow
                         what="the resolution on events")
     assert resolved[0].winning_token_id == tokens(market)[1]
     listed = admin(setup, "list")
-    wait_for(lambda: any(n.market == listed["market"] for n in setup.tap.of(m.MarketNew)), what="the new market")
+    new, = wait_for(lambda: [n for n in setup.tap.of(m.MarketNew) if n.market == listed["market"]],
+                    what="the new market")
+    gamma, = httpx.get(f"{setup.venue.gamma}/markets", params={"condition_ids": listed["market"]}).json()
+    # As Gamma describes it: the market channel's listing has no fees, minimum size or neg-risk flag.
+    assert (new.fee_rate, new.min_size, new.neg_risk, new.tick_size) == (
+        Decimal(str(gamma["feeSchedule"]["rate"])) if gamma["feesEnabled"] else 0,
+        Decimal(str(gamma["orderMinSize"])), gamma["negRisk"], Decimal(str(gamma["orderPriceMinTickSize"])))
     wait_for(lambda: all(t in setup.tap.books() for t in listed["tokens"]), what="the new market's books")
 
 
