@@ -29,7 +29,7 @@ from .bus import topic
 from .config import trading_mode, venue_urls
 from .ledger import Ledger
 from .runtime import Service, StartupError
-from .sync import scanner_snapshot, snapshot_messages
+from .sync import start_from_scanner
 from .venues import base
 from .venues.base import ONE, ZERO, MarketRules, OrderRequest, Placed, VenueError, VenueFill, VenueOrder
 
@@ -449,14 +449,11 @@ class Executor(Service):
             self._cancel(item) if isinstance(item, m.Cancel) else self._route(item)
 
     async def _sync(self) -> None:
-        reply = await scanner_snapshot(self.ctx, self.ctx.options.scanner)
-        for msg in snapshot_messages(reply):
-            self._market(msg)
+        await start_from_scanner(self.ctx, self.ctx.options.scanner, self._market, self._take_backlog)
+
+    def _take_backlog(self) -> list[m.Message]:
         backlog, self.market_backlog, self.synced = self.market_backlog, [], True
-        for msg in backlog:
-            if msg.ts_ns > reply.ts_ns:
-                self._market(msg)
-        self.ctx.log.info("synced from the scanner's snapshot", extra={"markets": len(reply.markets)})
+        return backlog
 
     def _restore_paper(self) -> None:
         for t in self.desk.open_orders():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TypeVar
 
 from . import messages as m
@@ -42,3 +43,20 @@ def snapshot_messages(reply: m.SnapshotReply) -> list[m.Message]:
     """The snapshot as the messages a subscriber would have seen: markets, the stale set, the books."""
     return [*reply.markets, m.MarketStale(ts_ns=reply.ts_ns, markets=reply.stale, stale=True, reason="at snapshot"),
             reply.books]
+
+
+async def start_from_scanner(ctx: Context, scanner: str, feed: Callable[[m.Message], None],
+                             take_backlog: Callable[[], list[m.Message]]) -> m.SnapshotReply:
+    """Feed the scanner's snapshot, then what arrived while waiting for it and is newer than it.
+
+    ``take_backlog`` hands over what the service collected meanwhile, and from then on the service feeds live.
+    """
+    reply = await scanner_snapshot(ctx, scanner)
+    for msg in snapshot_messages(reply):
+        feed(msg)
+    for msg in take_backlog():
+        if msg.ts_ns > reply.ts_ns:
+            feed(msg)
+    ctx.log.info("synced from the scanner's snapshot", extra={"markets": len(reply.markets),
+                                                              "books": len(reply.books.books)})
+    return reply

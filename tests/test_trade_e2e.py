@@ -20,10 +20,29 @@ from .venue_harness import _free_port
 SEED = 53
 
 
-def embedded_venue() -> tuple[str, dict[str, int]]:
-    ports = {"gamma_port": _free_port(), "clob_port": _free_port(), "ws_port": _free_port()}
-    options = ", ".join(f"{k} = {v}" for k, v in ports.items())
-    return f"true\noptions = {{ {options}, seed = {SEED}, still = true }}", ports
+class Up:
+    """`polybot up` with the default services and an embedded, still local venue on free ports."""
+
+    def __init__(self, mesh_factory, mode: str = "") -> None:
+        ports = {"gamma_port": _free_port(), "clob_port": _free_port(), "ws_port": _free_port()}
+        options = ", ".join(f"{k} = {v}" for k, v in ports.items())
+        self.mesh: Mesh = mesh_factory(venue=f"true\noptions = {{ {options}, seed = {SEED}, still = true }}")
+        if mode:
+            self.mesh.config.write_text(f'mode = "{mode}"\n' + self.mesh.config.read_text())
+        self.mesh.start()
+        wait_for(lambda: ready(self.mesh), what="every default service to run and sync", timeout=60)
+        self.clob = f"http://127.0.0.1:{ports['clob_port']}"
+        gamma = f"http://127.0.0.1:{ports['gamma_port']}"
+        self.market = next(mk for mk in httpx.get(f"{gamma}/markets", params={"limit": 100}).json()
+                           if not mk["negRisk"])
+        self.yes, self.no = json.loads(self.market["clobTokenIds"])
+        client = ClobClient(self.clob, chain_id=137, key=ready_made_account(SEED).private_key)
+        client.set_api_creds(client.create_or_derive_api_key())
+        self.client = client  # the venue's own view of the account the executor trades for
+
+    def open_gap(self) -> dict:
+        return httpx.post(f"{self.clob}/_admin/gap", json={"market": self.market["conditionId"], "gap": "0.08",
+                                                            "size": "30"}).json()
 
 
 def ready(mesh: Mesh) -> bool:
@@ -50,20 +69,9 @@ def cli_json(mesh: Mesh, *args: str) -> list[dict]:
 
 
 def test_polybot_up_trades_a_venue_gap_to_fills_that_duckdb_and_the_trace_account_for(mesh_factory) -> None:
-    venue, ports = embedded_venue()
-    mesh: Mesh = mesh_factory(venue=venue)
-    mesh.start()
-    wait_for(lambda: ready(mesh), what="every default service to run and sync", timeout=60)
-    clob = f"http://127.0.0.1:{ports['clob_port']}"
-    gamma = f"http://127.0.0.1:{ports['gamma_port']}"
-    market = next(mk for mk in httpx.get(f"{gamma}/markets", params={"limit": 100}).json() if not mk["negRisk"])
-    yes, no = json.loads(market["clobTokenIds"])
-    gap = httpx.post(f"{clob}/_admin/gap", json={"market": market["conditionId"], "gap": "0.08", "size": "30"}).json()
-    assert D(gap["sum"]) == D("0.92")
-
-    account = ready_made_account(SEED)
-    client = ClobClient(clob, chain_id=137, key=account.private_key)
-    client.set_api_creds(client.create_or_derive_api_key())
+    up = Up(mesh_factory)
+    mesh, market, yes, no, client = up.mesh, up.market, up.yes, up.no, up.client
+    assert D(up.open_gap()["sum"]) == D("0.92")
 
     def venue_trades() -> list[dict]:
         trades = client.get_trades(TradeParams(market=market["conditionId"]))
@@ -98,18 +106,11 @@ def test_polybot_up_trades_a_venue_gap_to_fills_that_duckdb_and_the_trace_accoun
 
 
 def test_in_paper_mode_the_same_gap_fills_at_the_prices_the_book_showed_never_better(mesh_factory) -> None:
-    venue, ports = embedded_venue()
-    mesh: Mesh = mesh_factory(venue=venue)
-    mesh.config.write_text('mode = "paper"\n' + mesh.config.read_text())
-    mesh.start()
-    wait_for(lambda: ready(mesh), what="every default service to run and sync", timeout=60)
-    clob = f"http://127.0.0.1:{ports['clob_port']}"
-    gamma = f"http://127.0.0.1:{ports['gamma_port']}"
-    market = next(mk for mk in httpx.get(f"{gamma}/markets", params={"limit": 100}).json() if not mk["negRisk"])
-    yes, no = json.loads(market["clobTokenIds"])
-    httpx.post(f"{clob}/_admin/gap", json={"market": market["conditionId"], "gap": "0.08", "size": "30"})
-    shown = {tok: {D(a["price"]): D(a["size"]) for a in httpx.get(f"{clob}/book", params={"token_id": tok}).json()
-                   ["asks"]} for tok in (yes, no)}
+    up = Up(mesh_factory, mode="paper")
+    mesh, market, yes, no = up.mesh, up.market, up.yes, up.no
+    up.open_gap()
+    shown = {tok: {D(a["price"]): D(a["size"]) for a in httpx.get(f"{up.clob}/book", params={"token_id": tok})
+                   .json()["asks"]} for tok in (yes, no)}
 
     def paper_fills() -> list[dict]:
         rows = cli_json(mesh, "fills", "--market", market["conditionId"])
@@ -124,7 +125,4 @@ def test_in_paper_mode_the_same_gap_fills_at_the_prices_the_book_showed_never_be
             assert D(row["fee"]) == taker_fee(size, price, D(str(market["feeSchedule"]["rate"])))
         assert all(size <= shown[token][price] for price, size in taken.items())  # never more than displayed
         assert sum(taken.values()) == 30
-    account = ready_made_account(SEED)
-    client = ClobClient(clob, chain_id=137, key=account.private_key)
-    client.set_api_creds(client.create_or_derive_api_key())
-    assert client.get_trades() == []  # paper trading never touched the venue
+    assert up.client.get_trades() == []  # paper trading never touched the venue

@@ -120,13 +120,16 @@ class RiskEngine:
             case m.Fill():
                 if msg.ts_ns > self.fills_after_ns:
                     self.ledger.apply(msg)
-                rest = self.open.get(msg.order_id)
-                if rest is not None:
-                    rest.filled += msg.size
-                    if rest.remaining <= 0:
-                        del self.open[msg.order_id]
+                self._filled(msg)
             case m.OrderRejected() | m.OrderCanceled():
                 self.open.pop(msg.order_id, None)
+
+    def _filled(self, fill: m.Fill) -> None:
+        rest = self.open.get(fill.order_id)
+        if rest is not None:
+            rest.filled += fill.size
+            if rest.remaining <= 0:
+                del self.open[fill.order_id]
 
     def reconcile(self, account: m.AccountReply, asked_ns: int, meanwhile: list[m.Message]) -> None:
         """Take the executor's reconciled account; keep our own orders sent after we asked (it may not know them).
@@ -146,11 +149,7 @@ class RiskEngine:
                 continue
             if isinstance(msg, m.Fill):
                 self.ledger.apply(msg)
-                rest = self.open.get(msg.order_id)
-                if rest is not None:
-                    rest.filled += msg.size
-                    if rest.remaining <= 0:
-                        del self.open[msg.order_id]
+                self._filled(msg)
             elif isinstance(msg, m.OrderRejected | m.OrderCanceled):
                 self.open.pop(msg.order_id, None)
         self.open.update(ours)

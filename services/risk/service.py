@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from .. import messages as m
 from ..runtime import Service
-from ..sync import ask_until, scanner_snapshot, snapshot_messages
+from ..sync import ask_until, start_from_scanner
 from .engine import EXECUTOR_DOWN, Day, RiskEngine, utc_day
 from .limits import RiskOptions, flat, is_agent
 
@@ -32,7 +32,7 @@ class Risk(Service):
         self.engine = RiskEngine(opts.limits, opts.agent, opts.recent_signals)
         self.synced = False  # from the scanner's snapshot
         self.reconciled = False  # from the executor's account
-        self.backlog: list[m.Message] = []  # market data and executions that came before the snapshot
+        self.backlog: list[m.Message] = []  # market data that came before the snapshot
         self.meanwhile: list[m.Message] | None = None  # executions seen while asking the executor
         self.executor_pid = 0
         self.reconciling: asyncio.Task | None = None
@@ -43,15 +43,12 @@ class Risk(Service):
         self.day_file = folder / "day.json"
 
     async def run(self) -> None:
-        reply = await scanner_snapshot(self.ctx, self.ctx.options.scanner)
-        for msg in snapshot_messages(reply):
-            self.engine.observe(msg)
-        backlog, self.backlog, self.synced = self.backlog, [], True
-        for msg in backlog:
-            if msg.ts_ns > reply.ts_ns or isinstance(msg, m.members(m.ExecutionsMsg)):
-                self.engine.observe(msg)
-        self.ctx.log.info("synced from the scanner's snapshot", extra={"markets": len(reply.markets)})
+        await start_from_scanner(self.ctx, self.ctx.options.scanner, self.engine.observe, self._take_backlog)
         await self._reconcile()
+
+    def _take_backlog(self) -> list[m.Message]:
+        backlog, self.backlog, self.synced = self.backlog, [], True
+        return backlog
 
     async def _reconcile(self) -> None:
         asked = self.ctx.clock()
@@ -102,7 +99,7 @@ class Risk(Service):
             if socket == "executions" and msg.service == self.ctx.options.executor:
                 self._executor_alive(msg.pid)
             return
-        if not self.synced:
+        if not self.synced and socket != "executions":  # fills count whenever they come; market data after sync
             self.backlog.append(msg)
             return
         self.engine.observe(msg)

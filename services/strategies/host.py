@@ -12,7 +12,7 @@ import msgspec
 
 from .. import messages as m
 from ..runtime import Service, StartupError
-from ..sync import scanner_snapshot, snapshot_messages
+from ..sync import start_from_scanner
 from . import REGISTRY
 
 class StrategiesOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -53,15 +53,11 @@ class Strategies(Service):
 
     async def run(self) -> None:
         """Start from the scanner's snapshot, then the messages that came after it, then live."""
-        reply = await scanner_snapshot(self.ctx, self.ctx.options.scanner)
-        for msg in snapshot_messages(reply):
-            self._feed(msg)
+        await start_from_scanner(self.ctx, self.ctx.options.scanner, self._feed, self._take_backlog)
+
+    def _take_backlog(self) -> list[m.Message]:
         backlog, self.backlog, self.synced = self.backlog, [], True
-        for msg in backlog:
-            if msg.ts_ns > reply.ts_ns:
-                self._feed(msg)
-        self.ctx.log.info("synced from the scanner's snapshot", extra={"markets": len(reply.markets),
-                                                                      "books": len(reply.books.books)})
+        return backlog
 
     def handle(self, socket: str, msg: m.Message) -> None:
         if isinstance(msg, m.Heartbeat):
