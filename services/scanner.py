@@ -187,6 +187,9 @@ class Scanner(Service):
                     new_assets += self._add_market(event)
                     self._spawn(self._complete(event))
                 continue  # the channel's listing lacks fees, minimum size and neg-risk: Gamma's goes out instead
+            if isinstance(event, m.TickSizeChange) and event.market in self.markets:  # so snapshots stay current
+                self.markets[event.market] = msgspec.structs.replace(self.markets[event.market],
+                                                                     tick_size=event.new_tick_size)
             self.ctx.send("events", event)
         return new_assets
 

@@ -169,3 +169,15 @@ def test_status_counts_markets_connections_and_no_bad_frames(setup: Setup) -> No
     assert int(detail["connections"]) == -(-len(setup.all_tokens) // PER_CONNECTION)
     assert int(detail["markets"]) >= len(setup.all_tokens) // 2 and detail["bad_frames"] == "0"
 
+
+
+def test_a_tick_size_change_reaches_events_and_the_snapshot_a_late_subscriber_starts_from(setup: Setup) -> None:
+    market = setup.venue.market()
+    admin(setup, "tick", market=market["conditionId"], tick="0.001")
+    changes = wait_for(lambda: [c for c in setup.tap.of(m.TickSizeChange) if c.market == market["conditionId"]],
+                       what="the tick size change on events")
+    assert changes[0].new_tick_size == Decimal("0.001")
+    with setup.tap.bus.requester("scanner", 3000) as req:
+        snapshot = req.request(m.SnapshotRequest())
+    described, = [mk for mk in snapshot.markets if mk.market == market["conditionId"]]
+    assert described.tick_size == Decimal("0.001")
