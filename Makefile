@@ -15,6 +15,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bus_io.py
 	$(BIN)/python benchmarks/bus_throughput.py
 	$(BIN)/python benchmarks/venue_updates.py
+	$(BIN)/python benchmarks/analytics_ingest.py
+	$(BIN)/python benchmarks/trade_path.py
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
