@@ -11,6 +11,9 @@ from pydantic import BaseModel, Field
 from services.cli import collect_status
 from services.config import Config
 
+from .mesh import MeshLink
+from .tools import register_tools
+
 
 class SocketFigures(BaseModel):
     sent: int
@@ -39,7 +42,9 @@ class MeshStatus(BaseModel):
 def build(config: Config) -> MCPServer:
     server = MCPServer(
         "polybot",
-        instructions="Trade prediction markets through the polybot mesh. Start with mesh_status to see what runs.",
+        instructions="Trade prediction markets through the polybot mesh. Start with mesh_status to see what runs, "
+                     "search_markets and get_market to find a trade, preview_signal to size it against risk, "
+                     "propose_signal to send it, and get_signal to follow it to its fills.",
     )
 
     @server.tool(annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False))
@@ -60,4 +65,5 @@ def build(config: Config) -> MCPServer:
         ]
         return MeshStatus(all_up=all(s.state in ("running", "halted") for s in services), services=services)
 
+    register_tools(server, MeshLink(config))
     return server

@@ -121,6 +121,8 @@ class MarketNew(Message, frozen=True, kw_only=True):
     end_ts_ms: int = 0
     fee_rate: Decimal = Decimal("0")
     accepting_orders: bool = True
+    volume: Decimal = Decimal("0")  # as Gamma reported it when the market was loaded (USDC)
+    liquidity: Decimal = Decimal("0")
 
 
 class TickSizeChange(Message, frozen=True, kw_only=True):
@@ -330,7 +332,12 @@ class ShutdownRequest(Message, frozen=True, kw_only=True):
 
 
 class SnapshotRequest(Message, frozen=True, kw_only=True):
-    """To the scanner: everything a late subscriber needs to start from (markets, books, stale set)."""
+    """To the scanner: everything a late subscriber needs to start from (markets, books, stale set).
+
+    With ``markets`` (condition ids), only those markets and their books.
+    """
+
+    markets: list[str] = []
 
 
 class SnapshotReply(Message, frozen=True, kw_only=True):

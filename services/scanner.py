@@ -233,12 +233,15 @@ class Scanner(Service):
                 return m.Error(request_id=request.id, message="not ready: markets and books are still loading; "
                                                                "ask again shortly")
             now = self.ctx.clock()
+            wanted = set(request.markets) or None
             books = [m.Book(token_id=token, market=self.token_market.get(token, ""),
                             bids=[m.Level(p, s) for p, s in sorted(side["BUY"].items(), reverse=True)],
                             asks=[m.Level(p, s) for p, s in sorted(side["SELL"].items())])
-                     for token, side in self.books.levels.items()]
-            return m.SnapshotReply(ts_ns=now, markets=list(self.markets.values()),
-                                   books=m.BookSnapshot(ts_ns=now, books=books), stale=sorted(self.stale))
+                     for token, side in self.books.levels.items()
+                     if wanted is None or self.token_market.get(token) in wanted]
+            markets = [mk for mk in self.markets.values() if wanted is None or mk.market in wanted]
+            return m.SnapshotReply(ts_ns=now, markets=markets, books=m.BookSnapshot(ts_ns=now, books=books),
+                                   stale=sorted(mk for mk in self.stale if wanted is None or mk in wanted))
         return None
 
     def detail(self) -> dict[str, str]:

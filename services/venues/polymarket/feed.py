@@ -42,7 +42,8 @@ def market_new(market: schema.GammaMarket, now_ns: int) -> m.MarketNew:
         tick_size=_dec(market.order_price_min_tick_size, "0.01"), min_size=_dec(market.order_min_size, "5"),
         neg_risk=bool(market.neg_risk), neg_risk_market_id=market.neg_risk_market_id or "",
         end_ts_ms=_end_ms(market.end_date), fee_rate=_dec(fee, "0"),
-        accepting_orders=bool(market.accepting_orders) and not market.closed)
+        accepting_orders=bool(market.accepting_orders) and not market.closed,
+        volume=_dec(market.volume_num, "0"), liquidity=_dec(market.liquidity_num, "0"))
 
 
 def _end_ms(iso: str | None) -> int:

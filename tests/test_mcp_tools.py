@@ -1,0 +1,197 @@
+"""The MCP tools through a real MCP client (in memory, both protocol eras) against a running mesh: the local
+venue, scanner, executor, risk and analytics, each its own process. An agent's signal goes through risk."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from decimal import Decimal as D
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from mcp.client.client import Client
+from mcp_types import Implementation
+
+from polybot_mcp.server import build
+
+from .conftest import wait_for
+from .trading_harness import Trading
+from .venue_harness import Venue, tokens
+
+AGENT = {"MAX_ORDER_NOTIONAL": "20", "MAX_DAILY_NOTIONAL": "60", "MAX_SIGNALS_PER_MINUTE": "30"}
+READ_TOOLS = {"mesh_status", "search_markets", "get_market", "get_order_book", "preview_signal", "get_signal",
+              "list_open_orders", "get_risk", "get_positions", "get_fills", "get_pnl"}
+WRITE_TOOLS = {"propose_signal", "cancel_order"}
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory) -> Iterator[Trading]:
+    root = Path(os.path.realpath(tmp_path_factory.mktemp("mcp")))
+    venue = Venue(root / "venue", 71, 100, "--still", "--markets", "30")
+    mesh = Trading(root, venue, {"analytics": "", "scanner": "", "executor": "", "risk": ""})
+    try:
+        mesh.start("analytics", "scanner", "executor")
+        mesh.wait_ready("scanner", "executor")
+        mesh.start("risk", **{f"POLYBOT_SERVICES__RISK__OPTIONS__AGENT__{k}": v for k, v in AGENT.items()})
+        mesh.wait_ready("risk", "analytics")
+        yield mesh
+    finally:
+        mesh.close()
+        venue.stop()
+
+
+def call(mesh: Trading, tool: str, args: dict, mode: str = "legacy", client: str = "Claude Test"):
+    async def session():
+        async with Client(build(mesh.config), mode=mode,
+                          client_info=Implementation(name=client, version="1")) as c:
+            return await c.call_tool(tool, args)
+    return anyio.run(session)
+
+
+def ok(result) -> dict:
+    assert result.is_error is False, result.content[0].text
+    return result.structured_content
+
+
+def error(result) -> str:
+    assert result.is_error is True, result.structured_content
+    return result.content[0].text
+
+
+def book(mesh: Trading, token: str) -> tuple[D, D]:
+    got = httpx.get(f"{mesh.venue.clob}/book", params={"token_id": token}).json()
+    return max(D(b["price"]) for b in got["bids"]), min(D(a["price"]) for a in got["asks"])
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_every_tool_has_an_output_schema_and_honest_annotations(mesh: Trading, mode: str) -> None:
+    async def session():
+        async with Client(build(mesh.config), mode=mode) as c:
+            return (await c.list_tools()).tools
+    tools = {t.name: t for t in anyio.run(session)}
+    assert READ_TOOLS | WRITE_TOOLS <= set(tools)
+    for name, tool in tools.items():
+        assert tool.output_schema is not None, name
+        assert tool.description, name
+    assert all(tools[n].annotations.read_only_hint is True for n in READ_TOOLS)
+    assert all(tools[n].annotations.destructive_hint is True and not tools[n].annotations.read_only_hint
+               for n in WRITE_TOOLS)
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_search_markets_pages_with_an_opaque_cursor_sorted_by_volume(mesh: Trading, mode: str) -> None:
+    first = ok(call(mesh, "search_markets", {"limit": 7}, mode))
+    assert len(first["markets"]) == 7 and first["next_cursor"] and first["total"] >= 30
+    second = ok(call(mesh, "search_markets", {"limit": 7, "cursor": first["next_cursor"]}, mode))
+    volumes = [D(x["volume"]) for x in first["markets"] + second["markets"]]
+    assert volumes == sorted(volumes, reverse=True)
+    assert not {x["market"] for x in first["markets"]} & {x["market"] for x in second["markets"]}
+    word = first["markets"][0]["question"].split()[-1].strip("?")
+    assert any(word in x["question"] for x in ok(call(mesh, "search_markets", {"query": word}, mode))["markets"])
+    assert "next_cursor of the previous page" in error(call(mesh, "search_markets", {"cursor": "bogus"}, mode))
+
+
+def test_get_market_and_the_order_book_show_what_the_venue_shows(mesh: Trading) -> None:
+    market = mesh.venue.market()
+    yes, no = tokens(market)
+    detail = ok(call(mesh, "get_market", {"market": market["conditionId"]}))
+    assert [o["token_id"] for o in detail["outcomes"]] == [yes, no]
+    assert D(detail["tick_size"]) == D(str(market["orderPriceMinTickSize"]))
+    assert D(detail["min_size"]) == D(str(market["orderMinSize"]))
+    bid, ask = book(mesh, yes)
+    assert (D(detail["outcomes"][0]["best_bid"]), D(detail["outcomes"][0]["best_ask"])) == (bid, ask)
+    shown = ok(call(mesh, "get_order_book", {"market": market["conditionId"], "outcome": "no", "depth": 3}))
+    venue = httpx.get(f"{mesh.venue.clob}/book", params={"token_id": no}).json()
+    best_bids = sorted((D(b["price"]) for b in venue["bids"]), reverse=True)[:3]
+    assert shown["token_id"] == no and [D(lv["price"]) for lv in shown["bids"]] == best_bids
+    assert "search_markets" in error(call(mesh, "get_market", {"market": "0xnot-a-market"}))
+    assert "its outcomes are Yes, No" in error(call(mesh, "get_order_book", {"market": market["conditionId"],
+                                                                              "outcome": "Maybe"}))
+    assert "give `token_id`, or both" in error(call(mesh, "get_order_book", {"market": market["conditionId"]}))
+
+
+def test_preview_checks_through_risk_sends_nothing_and_gives_the_largest_size_that_passes(mesh: Trading) -> None:
+    market = mesh.venue.market()
+    yes, _ = tokens(market)
+    bid, _ = book(mesh, yes)
+    before = mesh.detail("risk")
+    fine = ok(call(mesh, "preview_signal", {"legs": [{"token_id": yes, "side": "BUY", "size": 5,
+                                                      "limit_price": str(bid)}]}))
+    assert fine["status"] == "accepted" and fine["order_ids"] == []
+    big = ok(call(mesh, "preview_signal", {"legs": [{"market": market["conditionId"], "outcome": "Yes",
+                                                     "side": "BUY", "notional": 100, "limit_price": str(bid)}]}))
+    reason = next(r for r in big["reasons"] if r["code"] == "ORDER_NOTIONAL")
+    assert big["status"] == "rejected" and D(reason["limit"]) == 20
+    assert D(big["max_size"]) == (20 / bid).quantize(D("0.01"), rounding="ROUND_DOWN")
+    after = mesh.detail("risk")
+    assert (after["accepted"], after["rejected"]) == (before["accepted"], before["rejected"])  # nothing decided
+    both = {"token_id": yes, "side": "BUY", "size": 5, "notional": 5, "limit_price": str(bid)}
+    assert "exactly one of `size`" in error(call(mesh, "preview_signal", {"legs": [both]}))
+    assert "limit_price" in error(call(mesh, "preview_signal", {"legs": [{"token_id": yes, "side": "BUY",
+                                                                          "size": 5, "limit_price": 1.5}]}))
+
+
+def test_an_agent_signal_goes_through_risk_to_fills_it_can_follow(mesh: Trading) -> None:
+    market = mesh.venue.market()
+    yes, no = tokens(market)
+    (_, yes_ask), (_, no_ask) = book(mesh, yes), book(mesh, no)
+    accepted_before = int(mesh.detail("risk")["accepted"])
+    verdict = ok(call(mesh, "propose_signal", {
+        "legs": [{"token_id": yes, "side": "BUY", "size": 5, "limit_price": str(yes_ask), "order_type": "FOK"},
+                 {"token_id": no, "side": "BUY", "size": 5, "limit_price": str(no_ask), "order_type": "FOK"}],
+        "rationale": "test: both sides"}))
+    assert verdict["status"] == "accepted" and len(verdict["order_ids"]) == 2
+    assert int(mesh.detail("risk")["accepted"]) == accepted_before + 1  # risk itself decided it: no shortcut
+    trace = wait_for(lambda: (t := ok(call(mesh, "get_signal", {"signal_id": verdict["signal_id"]})))
+                     and len(t["fills"]) == 2 and t, what="the agent's fills recorded", timeout=15)
+    hops = [h["hop"] for h in trace["hops"]]
+    assert {"signal", "verdict", "submitted", "ack", "fill"} <= set(hops)
+    assert {f["token_id"] for f in trace["fills"]} == {yes, no}
+    held = ok(call(mesh, "get_positions", {"market": market["conditionId"]}))["rows"]
+    assert {r["token_id"]: D(r["size"]) for r in held} == {yes: 5, no: 5}
+    fills = ok(call(mesh, "get_fills", {"market": market["conditionId"], "since": "10m"}))["rows"]
+    assert len(fills) == 2 and ok(call(mesh, "get_pnl", {"by": "market"}))["rows"]
+    assert "neither a duration" in error(call(mesh, "get_fills", {"since": "yesterday-ish"}))
+    risk = ok(call(mesh, "get_risk", {}))
+    spent = D(5) * (yes_ask + no_ask)
+    assert D(risk["agent_budget_left"]) == 60 - spent and risk["halted"] is False
+
+
+def test_an_over_limit_proposal_is_rejected_with_its_reason_and_nothing_is_sent(mesh: Trading) -> None:
+    market = mesh.venue.market()
+    yes, _ = tokens(market)
+    bid, _ = book(mesh, yes)
+    verdict = ok(call(mesh, "propose_signal", {"legs": [{"token_id": yes, "side": "BUY", "notional": 50,
+                                                         "limit_price": str(bid)}], "rationale": "too big"}))
+    assert verdict["status"] == "rejected" and verdict["order_ids"] == []
+    assert "ORDER_NOTIONAL" in [r["code"] for r in verdict["reasons"]] and D(verdict["max_size"]) > 0
+
+
+def test_an_agent_lists_and_cancels_its_own_resting_order_but_not_anothers(mesh: Trading) -> None:
+    market = mesh.venue.market()
+    yes, _ = tokens(market)
+    bid, _ = book(mesh, yes)
+    verdict = ok(call(mesh, "propose_signal", {"legs": [{"token_id": yes, "side": "BUY", "size": 5,
+                                                         "limit_price": str(bid - D("0.05"))}],
+                                               "rationale": "a resting bid"}))
+    order_id, = verdict["order_ids"]
+    listed = wait_for(lambda: [o for o in ok(call(mesh, "list_open_orders", {}))["orders"]
+                               if o["order_id"] == order_id], what="the order resting")
+    assert listed[0]["source"] == "mcp:claude-test"
+    assert ok(call(mesh, "list_open_orders", {}, client="Other Agent"))["orders"] == []
+    assert "belongs to mcp:claude-test" in error(call(mesh, "cancel_order", {"order_id": order_id},
+                                                      client="Other Agent"))
+    done = ok(call(mesh, "cancel_order", {"order_id": order_id}))
+    assert done["canceled"] is True and D(done["remaining"]) == 5
+    assert "is not open" in error(call(mesh, "cancel_order", {"order_id": order_id}))
+
+
+def test_with_the_mesh_down_tools_say_how_to_start_it(mesh: Trading, tmp_path) -> None:
+    from services.config import load
+    lonely = load(None, {"HOME": str(tmp_path), "POLYBOT_STATE_DIR": str(tmp_path / "s")})
+
+    async def session():
+        async with Client(build(lonely), mode="legacy") as c:
+            return await c.call_tool("search_markets", {})
+    assert "polybot up" in error(anyio.run(session))
