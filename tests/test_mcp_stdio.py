@@ -1,0 +1,134 @@
+"""An agent's session over stdio against the running mesh and local venue: it finds a mispriced market, previews,
+proposes a two-leg signal through risk and follows it to its fills; then the same through the MCP Inspector CLI."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from decimal import Decimal as D
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from mcp.client.client import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp_types import Implementation
+
+from services import messages as m
+
+from .conftest import ROOT, child_env, wait_for
+from .trading_harness import Trading
+from .venue_harness import Venue
+
+INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
+AGENT = {"MAX_ORDER_NOTIONAL": "25", "MAX_DAILY_NOTIONAL": "200"}
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory) -> Iterator[Trading]:
+    root = Path(os.path.realpath(tmp_path_factory.mktemp("stdio")))
+    venue = Venue(root / "venue", 73, 100, "--still", "--markets", "25")
+    mesh = Trading(root, venue, {"analytics": "", "scanner": "", "executor": "", "risk": ""})
+    try:
+        mesh.start("analytics", "scanner", "executor")
+        mesh.wait_ready("scanner", "executor")
+        mesh.start("risk", **{f"POLYBOT_SERVICES__RISK__OPTIONS__AGENT__{k}": v for k, v in AGENT.items()})
+        mesh.wait_ready("risk", "analytics")
+        yield mesh
+    finally:
+        mesh.close()
+        venue.stop()
+
+
+def stdio(mesh: Trading) -> StdioServerParameters:
+    return StdioServerParameters(command=sys.executable, args=["-m", "polybot_mcp", "--config",
+                                                               str(mesh.config_file)], env=child_env())
+
+
+def data(result) -> dict:
+    assert result.is_error is False, result.content[0].text
+    return result.structured_content
+
+
+def test_an_agent_over_stdio_finds_a_gap_previews_proposes_through_risk_and_follows_it_to_fills(
+        mesh: Trading) -> None:
+    target = mesh.venue.market()
+    httpx.post(f"{mesh.venue.clob}/_admin/gap", json={"market": target["conditionId"], "gap": "0.06", "size": "20"})
+    accepted_before = int(mesh.detail("risk")["accepted"])
+
+    async def session():
+        async with Client(stdio(mesh), client_info=Implementation(name="desk-agent", version="1")) as agent:
+            async def tool(name: str, **args):
+                return data(await agent.call_tool(name, args))
+
+            async def mispriced():
+                cursor, found = None, None
+                while found is None:
+                    page = await tool("search_markets", limit=10, **({"cursor": cursor} if cursor else {}))
+                    for mk in page["markets"]:
+                        asks = [o["best_ask"] for o in mk["outcomes"]]
+                        if None not in asks and sum(D(a) for a in asks) < 1:
+                            found = mk
+                    cursor = page["next_cursor"]
+                    if cursor is None:
+                        break
+                return found
+            market = await mispriced()
+            assert market is not None and market["market"] == target["conditionId"]
+            detail = await tool("get_market", market=market["market"])
+            legs = [{"token_id": o["token_id"], "side": "BUY", "size": 20, "limit_price": o["best_ask"],
+                     "order_type": "FOK"} for o in detail["outcomes"]]
+            preview = await tool("preview_signal", legs=legs, rationale="asks sum below 1")
+            verdict = await tool("propose_signal", legs=legs, rationale="asks sum below 1")
+            follow = None
+            with anyio.fail_after(20):
+                while follow is None or len(follow["fills"]) < 2:
+                    got = await agent.call_tool("get_signal", {"signal_id": verdict["signal_id"]})
+                    follow = None if got.is_error else got.structured_content  # an error: not recorded yet
+                    await anyio.sleep(0.1)
+            too_big = await tool("propose_signal", rationale="over the agent's order limit", legs=[
+                {**legs[0], "size": 200, "order_type": "GTC"}])
+            return preview, verdict, follow, too_big
+
+    preview, verdict, follow, too_big = anyio.run(session)
+    assert preview["status"] == "accepted" and preview["order_ids"] == []
+    assert verdict["status"] == "accepted" and len(verdict["order_ids"]) == 2
+    assert {f["order_id"] for f in follow["fills"]} == set(verdict["order_ids"])
+    assert all(f["source"] == "mcp:desk-agent" for f in follow["fills"])
+    assert int(mesh.detail("risk")["accepted"]) == accepted_before + 1  # risk decided it: no shortcut
+    reason = next(r for r in too_big["reasons"] if r["code"] == "ORDER_NOTIONAL")
+    assert too_big["status"] == "rejected" and D(reason["limit"]) == 25
+    assert D(too_big["max_size"]) == (25 / D(verdict["legs"][0]["limit_price"])).quantize(D("0.01"),
+                                                                                             rounding="ROUND_DOWN")
+
+
+def inspector(mesh: Trading, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["npx", "-y", INSPECTOR, "--cli", *args, "--", sys.executable, "-m", "polybot_mcp",
+                           "--config", str(mesh.config_file)], cwd=ROOT, env=child_env(), capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.skipif(shutil.which("npx") is None, reason="the MCP Inspector runs on Node (npx)")
+def test_the_mcp_inspector_cli_lists_strictly_and_calls_a_read_tool_and_propose_signal(mesh: Trading) -> None:
+    listed = inspector(mesh, "--method", "tools/list", "--strict")
+    assert listed.returncode == 0, listed.stderr
+    assert "propose_signal" in {t["name"] for t in json.loads(listed.stdout)["tools"]}
+    searched = inspector(mesh, "--method", "tools/call", "--tool-name", "search_markets", "--tool-arg", "limit=3")
+    assert searched.returncode == 0, searched.stderr
+    markets = json.loads(searched.stdout)["structuredContent"]["markets"]
+    assert len(markets) == 3
+    outcome = markets[0]["outcomes"][0]
+    low = D(outcome["best_bid"]) - D("0.05")
+    leg = {"token_id": outcome["token_id"], "side": "BUY", "size": 5, "limit_price": str(low)}
+    proposed = inspector(mesh, "--method", "tools/call", "--tool-name", "propose_signal",
+                         "--tool-arg", f"legs={json.dumps([leg])}", "rationale=inspector test")
+    assert proposed.returncode == 0, proposed.stderr
+    verdict = json.loads(proposed.stdout)["structuredContent"]
+    assert verdict["status"] == "accepted" and len(verdict["order_ids"]) == 1
+    wait_for(lambda: any(o.order_id == verdict["order_ids"][0]
+                         for o in mesh.ask("executor", m.AccountRequest()).orders),
+             what="the inspector's order resting at the executor")
