@@ -41,6 +41,10 @@ class MarketList(BaseModel):
     total: int = Field(description="How many markets matched")
 
 
+class MarketIndex(BaseModel):
+    markets: list[MarketSummary]
+
+
 class MarketDetail(MarketSummary):
     tick_size: str = Field(description="Prices must be multiples of this")
     min_size: str = Field(description="Smallest order, in shares")

@@ -12,6 +12,7 @@ from services.cli import collect_status
 from services.config import Config
 
 from .mesh import MeshLink
+from .resources import register_resources
 from .tools import register_tools
 
 
@@ -65,5 +66,5 @@ def build(config: Config) -> MCPServer:
         ]
         return MeshStatus(all_up=all(s.state in ("running", "halted") for s in services), services=services)
 
-    register_tools(server, MeshLink(config))
+    register_resources(server, register_tools(server, MeshLink(config)))
     return server

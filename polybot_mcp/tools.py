@@ -160,6 +160,32 @@ class Tools:
         names = ", ".join(o.name for o in mk.outcomes)
         raise ToolError(f"market {market} has no outcome {outcome!r}; its outcomes are {names}")
 
+    async def market_detail(self, ident: str) -> MarketDetail:
+        mk, reply = await self.market_of(ident)
+        books = {b.token_id: b for b in reply.books.books}
+        last = await self.last_trades([o.token_id for o in mk.outcomes])
+        return MarketDetail(**self.summary(mk, books, set(reply.stale), last), tick_size=text(mk.tick_size),
+                            min_size=text(mk.min_size), fee_rate=text(mk.fee_rate), neg_risk=mk.neg_risk,
+                            event=mk.neg_risk_market_id)
+
+    async def risk_view(self, source: str) -> RiskView:
+        reply = await self.ask(self.risk, m.RiskRequest())
+        spent = next((u.used for u in reply.usage if u.name == "agent.max_daily_notional" and u.scope == source),
+                     Decimal(0))
+        rate = next((u.used for u in reply.usage if u.name == "max_signals_per_minute" and u.scope == source),
+                    Decimal(0))
+        limits = reply.limits
+        return RiskView(halted=reply.halted, halt_reason=reply.halt_reason,
+                        limits={k: text(v) for k, v in limits.items()},
+                        usage=[UsageView(name=u.name, limit=text(u.limit), used=text(u.used), scope=u.scope)
+                               for u in reply.usage],
+                        agent_budget_left=text(max(limits.get("agent.max_daily_notional", Decimal(0)) - spent,
+                                                   Decimal(0))),
+                        agent_signals_left_this_minute=max(int(limits.get("agent.max_signals_per_minute", 0) - rate),
+                                                           0),
+                        open_orders=reply.open_orders, realized_pnl=text(reply.realized_pnl),
+                        marked_pnl=text(reply.marked_pnl))
+
     # ---------------------------------------------------------------- signals
 
     async def legs(self, legs: list[LegIn]) -> list[m.Leg]:
@@ -195,7 +221,7 @@ class Tools:
                        max_size=text(min(sizes)) if sizes else None)
 
 
-def register_tools(server: MCPServer, link: MeshLink) -> None:
+def register_tools(server: MCPServer, link: MeshLink) -> Tools:
     tools = Tools(link)
 
     @server.tool(annotations=READ)
@@ -233,12 +259,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> None:
     ) -> MarketDetail:
         """One market in full: outcomes and tokens, tick and minimum size, fee rate, end date, top of book, last
         trade."""
-        mk, reply = await tools.market_of(market)
-        books = {b.token_id: b for b in reply.books.books}
-        last = await tools.last_trades([o.token_id for o in mk.outcomes])
-        return MarketDetail(**tools.summary(mk, books, set(reply.stale), last), tick_size=text(mk.tick_size),
-                            min_size=text(mk.min_size), fee_rate=text(mk.fee_rate), neg_risk=mk.neg_risk,
-                            event=mk.neg_risk_market_id)
+        return await tools.market_detail(market)
 
     @server.tool(annotations=READ)
     async def get_order_book(
@@ -356,23 +377,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> None:
     async def get_risk(ctx: Context = None) -> RiskView:  # type: ignore[assignment]
         """Risk's limits and how much of each is used, this client's agent budget left, and whether trading is
         halted."""
-        reply = await tools.ask(tools.risk, m.RiskRequest())
-        source = source_of(ctx)
-        spent = next((u.used for u in reply.usage if u.name == "agent.max_daily_notional" and u.scope == source),
-                     Decimal(0))
-        rate = next((u.used for u in reply.usage if u.name == "max_signals_per_minute" and u.scope == source),
-                    Decimal(0))
-        limits = reply.limits
-        return RiskView(halted=reply.halted, halt_reason=reply.halt_reason,
-                        limits={k: text(v) for k, v in limits.items()},
-                        usage=[UsageView(name=u.name, limit=text(u.limit), used=text(u.used), scope=u.scope)
-                               for u in reply.usage],
-                        agent_budget_left=text(max(limits.get("agent.max_daily_notional", Decimal(0)) - spent,
-                                                   Decimal(0))),
-                        agent_signals_left_this_minute=max(int(limits.get("agent.max_signals_per_minute", 0) - rate),
-                                                           0),
-                        open_orders=reply.open_orders, realized_pnl=text(reply.realized_pnl),
-                        marked_pnl=text(reply.marked_pnl))
+        return await tools.risk_view(source_of(ctx))
 
     def rows(reply: m.QueryReply, offset: int = 0, limit: int | None = None) -> Rows:
         data = [dict(zip(reply.columns, r)) for r in reply.rows]
@@ -409,3 +414,5 @@ def register_tools(server: MCPServer, link: MeshLink) -> None:
     ) -> Rows:
         """Realized and unrealized PnL, fees and open cost, grouped."""
         return rows(await tools.query("pnl", by=by))
+
+    return tools

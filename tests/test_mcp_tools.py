@@ -2,6 +2,7 @@
 venue, scanner, executor, risk and analytics, each its own process. An agent's signal goes through risk."""
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from decimal import Decimal as D
@@ -195,3 +196,33 @@ def test_with_the_mesh_down_tools_say_how_to_start_it(mesh: Trading, tmp_path) -
         async with Client(build(lonely), mode="legacy") as c:
             return await c.call_tool("search_markets", {})
     assert "polybot up" in error(anyio.run(session))
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_markets_one_market_positions_and_risk_are_resources_too(mesh: Trading, mode: str) -> None:
+    market = mesh.venue.markets[0]
+
+    async def session():
+        async with Client(build(mesh.config), mode=mode) as c:
+            listed = {str(r.uri) for r in (await c.list_resources()).resources}
+            templates = {t.uri_template for t in (await c.list_resource_templates()).resource_templates}
+            read = {}
+            for uri in ("polybot://markets", f"polybot://markets/{market['conditionId']}", "polybot://positions",
+                        "polybot://risk"):
+                read[uri] = json.loads((await c.read_resource(uri)).contents[0].text)
+            try:
+                await c.read_resource("polybot://markets/0xnot-a-market")
+                missing = ""
+            except Exception as exc:  # the SDK raises the server's resource error
+                missing = str(exc)
+            return listed, templates, read, missing
+
+    listed, templates, read, missing = anyio.run(session)
+    assert {"polybot://markets", "polybot://positions", "polybot://risk"} <= listed
+    assert "polybot://markets/{market}" in templates
+    assert market["conditionId"] in {x["market"] for x in read["polybot://markets"]["markets"]}
+    one = read[f"polybot://markets/{market['conditionId']}"]
+    assert one["market"] == market["conditionId"] and D(one["tick_size"]) > 0
+    assert "columns" in read["polybot://positions"]
+    assert D(read["polybot://risk"]["limits"]["agent.max_order_notional"]) == 20
+    assert "search_markets" in missing
