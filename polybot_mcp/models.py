@@ -92,8 +92,11 @@ class ReasonView(BaseModel):
 
 class Verdict(BaseModel):
     signal_id: str
-    status: Literal["accepted", "rejected", "pending"] = Field(
-        description="pending: risk had not answered within the wait; follow it with get_signal")
+    status: Literal["accepted", "rejected", "pending", "pending_approval"] = Field(
+        description="pending: risk had not answered within the wait, follow it with get_signal; "
+                    "pending_approval: it passed every check and waits for a human to approve it (live money)")
+    expires: str | None = Field(None, description="pending_approval: when it expires unapproved (UTC)")
+    next_step: str | None = Field(None, description="What happens next, in words")
     reasons: list[ReasonView] = []
     max_size: str | None = Field(None, description="The largest size (every leg the same) that would pass every "
                                                    "size-bound check, when a size-bound check refused")

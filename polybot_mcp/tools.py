@@ -211,6 +211,11 @@ class Tools:
                  "order_type": lg.order_type} for lg in signal.legs]
         if decided is None:
             return Verdict(signal_id=signal.id, status="pending", legs=legs)
+        if isinstance(decided, m.SignalPending):
+            expires = datetime.fromtimestamp(decided.expires_ts_ns / 1e9, timezone.utc).isoformat()
+            return Verdict(signal_id=signal.id, status="pending_approval", legs=legs, expires=expires,
+                           next_step=f"a human must approve it (`polybot approve {signal.id}`) before {expires}; "
+                                     "no tool can. Follow it with get_signal or list_open_orders.")
         if isinstance(decided, m.SignalAccepted):
             return Verdict(signal_id=signal.id, status="accepted", order_ids=[o.id for o in decided.orders],
                            legs=legs)
@@ -307,7 +312,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
             await link.send(signal)
         except MeshDown as exc:
             raise ToolError(str(exc)) from None
-        decided = await link.wait_for(lambda x: isinstance(x, m.SignalAccepted | m.SignalRejected)
+        decided = await link.wait_for(lambda x: isinstance(x, m.SignalAccepted | m.SignalRejected | m.SignalPending)
                                       and x.signal_id == signal.id, wait_s)
         return tools.verdict(signal, decided)
 

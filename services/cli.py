@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument("names", nargs="*", metavar="NAME")
         if verb == "halt":
             cmd.add_argument("--reason", default="halted by operator")
+    approve = commands.add_parser("approve", help="approve (or --decline) an agent's signal that waits for a human")
+    approve.add_argument("signal_id")
+    approve.add_argument("--decline", action="store_true", help="refuse it instead")
     risk = commands.add_parser("risk", help="risk's limits, how much of each is used, halted or not")
     risk.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_views(commands)
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"polybot: config: {exc}", file=sys.stderr)
         return 2
     handler = {"up": _up, "down": _down, "status": _status, "restart": _restart, "run": _run,
-               "halt": _halt, "resume": _resume, "venue": _venue, "risk": _risk, **{v: _view for v in VIEWS}}[args.command]
+               "halt": _halt, "resume": _resume, "venue": _venue, "risk": _risk, "approve": _approve, **{v: _view for v in VIEWS}}[args.command]
     try:
         return handler(config, args)
     except ConfigError as exc:
@@ -139,8 +142,33 @@ def _ask(config: Config, service: str, request: m.Message, timeout_ms: int = STA
 RISK_KIND = "services.risk:Risk"
 
 
+def _risk_name(config: Config) -> str:
+    return next((n for n in config.enabled_services if config.services[n].kind == RISK_KIND), "risk")
+
+
+def _approve(config: Config, args: argparse.Namespace) -> int:
+    """A human's answer to a pending agent signal: the only way one trades when approval is required."""
+    import getpass
+
+    name = _risk_name(config)
+    reply = _ask(config, name, m.ApproveRequest(signal_id=args.signal_id, approve=not args.decline,
+                                                by=getpass.getuser()), timeout_ms=5000)
+    match reply:
+        case None:
+            print(f"polybot: {name} is not running (no answer on {control_address(config, name)})", file=sys.stderr)
+            return 1
+        case m.Ok(detail=detail):
+            print(f"{args.signal_id}: {detail}")
+            return 0
+        case m.Error(message=message):
+            print(f"polybot: {message}", file=sys.stderr)
+            return 1
+    print(f"polybot: {name} answered with {type(reply).__name__}", file=sys.stderr)
+    return 1
+
+
 def _risk(config: Config, args: argparse.Namespace) -> int:
-    name = next((n for n in config.enabled_services if config.services[n].kind == RISK_KIND), "risk")
+    name = _risk_name(config)
     reply = _ask(config, name, m.RiskRequest())
     if not isinstance(reply, m.RiskReply):
         print(f"polybot: {name} is not running (no answer on {control_address(config, name)}); "
@@ -161,6 +189,11 @@ def _risk(config: Config, args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    for p in reply.pending:
+        left = max((p.expires_ts_ns - time.time_ns()) / 1e9, 0)
+        legs = ", ".join(f"{lg.side} {lg.size} {lg.token_id[:12]}… @ {lg.limit_price}" for lg in p.signal.legs) \
+            if p.signal else ""
+        print(f"pending {p.signal_id} from {p.source}, {left:.0f} s left: {legs} — `polybot approve {p.signal_id}`")
     return 0
 
 

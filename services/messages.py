@@ -235,6 +235,15 @@ class SignalRejected(Message, frozen=True, kw_only=True):
     signal: Signal | None = None
 
 
+class SignalPending(Message, frozen=True, kw_only=True):
+    """An agent's signal that passed every check and waits for a human's approval (live money); it expires."""
+
+    signal_id: str
+    source: str
+    expires_ts_ns: int
+    signal: Signal | None = None
+
+
 # ---------------------------------------------------------------- order lifecycle (executions)
 
 
@@ -379,6 +388,14 @@ class RiskRequest(Message, frozen=True, kw_only=True):
     """To risk: its limits, their use, the agent budget, halted or not."""
 
 
+class ApproveRequest(Message, frozen=True, kw_only=True):
+    """To risk, from an operator (`polybot approve`): approve or decline a pending signal. No MCP tool sends it."""
+
+    signal_id: str
+    approve: bool = True
+    by: str = ""
+
+
 class Position(Struct, frozen=True, kw_only=True):
     token_id: str
     market: str
@@ -422,6 +439,7 @@ class RiskReply(Message, frozen=True, kw_only=True):
     open_orders: int = 0
     realized_pnl: Decimal = Decimal("0")
     marked_pnl: Decimal = Decimal("0")
+    pending: list[SignalPending] = []  # agent signals waiting for a human's approval
 
 
 class AccountRequest(Message, frozen=True, kw_only=True):
@@ -474,9 +492,9 @@ EventsMsg = Union[MarketNew, TickSizeChange, MarketHalted, MarketResolved, Marke
 SignalsMsg = Union[Signal, Cancel]
 OrdersMsg = Union[Order, Cancel]
 ExecutionsMsg = Union[OrderAck, OrderRejected, Fill, OrderCanceled, ResidualExposure, Heartbeat]
-DecisionsMsg = Union[SignalAccepted, SignalRejected, Heartbeat]
+DecisionsMsg = Union[SignalAccepted, SignalRejected, SignalPending, Heartbeat]
 ControlRequest = Union[StatusRequest, HaltRequest, ResumeRequest, RestartRequest, ShutdownRequest, SnapshotRequest,
-                       PreviewRequest, RiskRequest, AccountRequest, QueryRequest]
+                       PreviewRequest, RiskRequest, ApproveRequest, AccountRequest, QueryRequest]
 ControlReply = Union[StatusReply, Ok, Error, SnapshotReply, SignalAccepted, SignalRejected, RiskReply, AccountReply,
                      QueryReply]
 

@@ -39,6 +39,8 @@ DAILY_LOSS = "DAILY_LOSS"
 OPEN_ORDERS = "OPEN_ORDERS"
 SIGNAL_RATE = "SIGNAL_RATE"
 AGENT_BUDGET = "AGENT_BUDGET"
+APPROVAL_EXPIRED = "APPROVAL_EXPIRED"
+DECLINED = "DECLINED"
 
 
 def utc_day(ts_ns: int) -> str:
@@ -203,15 +205,19 @@ class RiskEngine:
     # ---------------------------------------------------------------- checks
 
     def check(self, signal: m.Signal, now_ns: int, *, halted: str = "", ready: bool = True,
-              executor_up: bool = True) -> list[m.Reason]:
-        """Every reason to refuse ``signal`` now; empty means it passes."""
+              executor_up: bool = True, recheck: bool = False) -> list[m.Reason]:
+        """Every reason to refuse ``signal`` now; empty means it passes.
+
+        ``recheck``: the signal was decided on before (it waited for approval): its id and its place in its
+        source's rate are its own, so those two checks are not made again.
+        """
         if halted:
             return [m.Reason(code=HALTED, message=f"trading is halted ({halted}); an operator resumes it with "
                                                  "`polybot resume`", max_size=ZERO)]
         if not ready:
             return [m.Reason(code=NOT_READY, message="risk has not yet synced markets and positions; try again "
                                                     "in a few seconds", max_size=ZERO)]
-        if signal.id in self.recent_set:
+        if signal.id in self.recent_set and not recheck:
             return [m.Reason(code=DUPLICATE_SIGNAL, message=f"signal {signal.id} was decided already", max_size=ZERO)]
         if not signal.legs:
             return [m.Reason(code=BAD_SIGNAL, message="a signal needs at least one leg", max_size=ZERO)]
@@ -222,7 +228,7 @@ class RiskEngine:
         agent = is_agent(signal.source)
         rate_limit = self.agent.max_signals_per_minute if agent else self.limits.max_signals_per_minute
         seen = self.rate(signal.source, now_ns)
-        if seen >= rate_limit:
+        if seen >= rate_limit and not recheck:
             reasons.append(m.Reason(code=SIGNAL_RATE, message=f"{signal.source} sent {seen} signals in the last "
                                     f"minute; the limit is {rate_limit}", limit=Decimal(rate_limit),
                                     value=Decimal(seen), max_size=ZERO))

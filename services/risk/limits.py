@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Literal
 
 import msgspec
 
@@ -36,6 +37,10 @@ class RiskOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     scanner: str = "scanner"  # whose snapshot risk starts from
     executor: str = "executor"  # whose account (reconciled with the venue) risk starts from
     recent_signals: int = 100_000  # signal ids remembered to refuse a duplicate
+    # A human approves agent (mcp:*) signals before they trade: "auto" when the money is real (venue polymarket,
+    # live mode), "always" (e.g. to rehearse it on the local venue), or "never".
+    approval: Literal["auto", "always", "never"] = "auto"
+    approval_timeout_s: float = 300.0  # a pending signal not approved by then is refused, never sent
 
 
 def is_agent(source: str) -> bool:

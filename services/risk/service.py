@@ -13,9 +13,10 @@ from collections import Counter
 from decimal import Decimal
 
 from .. import messages as m
+from ..config import trading_mode
 from ..runtime import Service
 from ..sync import ask_until, start_from_scanner
-from .engine import EXECUTOR_DOWN, Day, RiskEngine, utc_day
+from .engine import APPROVAL_EXPIRED, DECLINED, EXECUTOR_DOWN, Day, RiskEngine, utc_day
 from .limits import RiskOptions, flat, is_agent
 
 HALT_CANCEL_SOURCE = "risk"
@@ -38,6 +39,10 @@ class Risk(Service):
         self.reconciling: asyncio.Task | None = None
         self.verdicts: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()
+        self.pending: dict[str, m.SignalPending] = {}  # agent signals waiting for a human's approval
+        config = ctx.config
+        self.approval = opts.approval == "always" or (
+            opts.approval == "auto" and config.venue == "polymarket" and trading_mode(config) == "live")
         folder = ctx.config.state_path / "risk"
         folder.mkdir(mode=0o700, exist_ok=True)
         self.day_file = folder / "day.json"
@@ -45,6 +50,12 @@ class Risk(Service):
     async def run(self) -> None:
         await start_from_scanner(self.ctx, self.ctx.options.scanner, self.engine.observe, self._take_backlog)
         await self._reconcile()
+        while self.approval:  # pending signals expire: refused, never sent
+            await asyncio.sleep(0.2)
+            now = self.ctx.clock()
+            for sid in [sid for sid, p in self.pending.items() if p.expires_ts_ns <= now]:
+                self._refuse_pending(sid, APPROVAL_EXPIRED, "no one approved it in time; propose it again if it "
+                                                            "still makes sense")
 
     def _take_backlog(self) -> list[m.Message]:
         backlog, self.backlog, self.synced = self.backlog, [], True
@@ -118,6 +129,20 @@ class Risk(Service):
         reasons = self._check(signal, now)
         if not reasons or reasons[0].code != "DUPLICATE_SIGNAL":
             self.engine.record(signal, now)
+        if not reasons and self.approval and is_agent(signal.source):
+            pending = m.SignalPending(trace_id=signal.trace_id, signal_id=signal.id, source=signal.source,
+                                      signal=signal,
+                                      expires_ts_ns=now + int(self.ctx.options.approval_timeout_s * 1e9))
+            self.pending[signal.id] = pending
+            self.verdicts["pending"] += 1
+            self.ctx.send("decisions", pending)
+            self.ctx.log.warning("agent signal %s from %s waits for approval: `polybot approve %s`", signal.id,
+                                 signal.source, signal.id)
+            return
+        self._send_orders(signal, reasons, now)
+
+    def _send_orders(self, signal: m.Signal, reasons: list[m.Reason], now: int) -> None:
+        """Accept the signal (its orders go out) when nothing refuses it, else reject it with the reasons."""
         if not reasons:
             orders = self.engine.accept(signal, now)
             sent = [o for o in orders if self.ctx.send("orders", o)]
@@ -136,9 +161,40 @@ class Risk(Service):
         self._verdict(m.SignalRejected(trace_id=signal.trace_id, signal_id=signal.id, source=signal.source,
                                        reasons=reasons, signal=signal))
 
-    def _check(self, signal: m.Signal, now: int) -> list[m.Reason]:
+    def _check(self, signal: m.Signal, now: int, recheck: bool = False) -> list[m.Reason]:
         return self.engine.check(signal, now, halted=self.ctx.halt_reason if self.ctx.halted else "",
-                                 ready=self.synced and self.reconciled, executor_up=self.ctx.peers("orders") > 0)
+                                 ready=self.synced and self.reconciled, executor_up=self.ctx.peers("orders") > 0,
+                                 recheck=recheck)
+
+    def _refuse_pending(self, signal_id: str, code: str, message: str) -> None:
+        pending = self.pending.pop(signal_id)
+        self._verdict(m.SignalRejected(trace_id=pending.trace_id, signal_id=signal_id, source=pending.source,
+                                       reasons=[m.Reason(code=code, message=message, max_size=Decimal(0))],
+                                       signal=pending.signal))
+
+    def _approve(self, request: m.ApproveRequest) -> m.Message:
+        """An operator's answer to a pending signal: declined, or checked again now and accepted or rejected."""
+        pending = self.pending.get(request.signal_id)
+        if pending is None:
+            return m.Error(request_id=request.id, message=f"no signal {request.signal_id} waits for approval (it "
+                           "was decided, it expired, or the id is wrong); `polybot risk --json` lists what waits")
+        who = request.by or "an operator"
+        if not request.approve:
+            self._refuse_pending(request.signal_id, DECLINED, f"declined by {who}")
+            return m.Ok(request_id=request.id, detail="declined")
+        now = self.ctx.clock()
+        if pending.expires_ts_ns <= now:
+            self._refuse_pending(request.signal_id, APPROVAL_EXPIRED, "approved after it expired")
+            return m.Error(request_id=request.id, message="it expired before the approval; it was refused")
+        del self.pending[request.signal_id]
+        reasons = self._check(pending.signal, now, recheck=True)
+        self._send_orders(pending.signal, reasons, now)
+        self.ctx.log.warning("signal %s approved by %s: %s", request.signal_id, who,
+                             "accepted" if not reasons else "refused on the check at approval")
+        if reasons:
+            return m.Error(request_id=request.id, message="approved, but risk refuses it now: " +
+                           "; ".join(f"{r.code} {r.message}" for r in reasons))
+        return m.Ok(request_id=request.id, detail="approved: its orders went out")
 
     def _verdict(self, verdict: m.SignalAccepted | m.SignalRejected) -> None:
         if isinstance(verdict, m.SignalAccepted):
@@ -163,6 +219,8 @@ class Risk(Service):
                                             reasons=reasons, signal=signal)
                 return m.SignalAccepted(trace_id=request.trace_id, signal_id=signal.id, source=signal.source,
                                         orders=[], signal=signal)
+            case m.ApproveRequest():
+                return self._approve(request)
             case m.RiskRequest():
                 now = self.ctx.clock()
                 engine = self.engine
@@ -170,11 +228,13 @@ class Risk(Service):
                                    limits=flat(engine.limits, engine.agent), usage=engine.usage(now),
                                    positions=engine.ledger.positions(), open_orders=len(engine.open),
                                    realized_pnl=engine.ledger.realized(),
-                                   marked_pnl=engine.ledger.unrealized(engine.mark()))
+                                   marked_pnl=engine.ledger.unrealized(engine.mark()),
+                                   pending=list(self.pending.values()))
         return None
 
     def detail(self) -> dict[str, str]:
         return {"synced": str(self.synced), "reconciled": str(self.reconciled),
                 "accepted": str(self.verdicts["accepted"]), "rejected": str(self.verdicts["rejected"]),
+                "pending": str(len(self.pending)), "approval": str(self.approval),
                 "open_orders": str(len(self.engine.open)),
                 "refusals": ",".join(f"{code}={n}" for code, n in sorted(self.refusals.items()))}

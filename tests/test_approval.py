@@ -1,0 +1,130 @@
+"""Live-money approval: an agent's signal that passes risk waits for a human (`polybot approve`), is never sent
+before, nor after it expires, and no MCP tool can approve it. Rehearsed on the local venue with approval forced
+on (`approval = "always"`); against Polymarket live it is on by default."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from decimal import Decimal as D
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from mcp.client.client import Client
+from mcp_types import Implementation
+
+from polybot_mcp.server import build
+from services import messages as m
+
+from .conftest import child_env, wait_for
+from .test_mcp_tools import READ_TOOLS, WRITE_TOOLS
+from .trading_harness import Trading
+from .venue_harness import Venue, tokens
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory) -> Iterator[Trading]:
+    root = Path(os.path.realpath(tmp_path_factory.mktemp("approve")))
+    venue = Venue(root / "venue", 79, 100, "--still")
+    mesh = Trading(root, venue, {"scanner": "", "executor": "", "risk": ""})
+    try:
+        mesh.start("scanner", "executor")
+        mesh.wait_ready("scanner", "executor")
+        mesh.start("risk", POLYBOT_SERVICES__RISK__OPTIONS__APPROVAL="always",
+                   POLYBOT_SERVICES__RISK__OPTIONS__APPROVAL_TIMEOUT_S="3")
+        mesh.wait_ready("risk")
+        yield mesh
+    finally:
+        mesh.close()
+        venue.stop()
+
+
+def propose(mesh: Trading, token: str, price: D) -> dict:
+    async def session():
+        async with Client(build(mesh.config), client_info=Implementation(name="agent", version="1")) as c:
+            result = await c.call_tool("propose_signal", {"legs": [{"token_id": token, "side": "BUY", "size": 5,
+                                                                    "limit_price": str(price)}],
+                                                          "rationale": "wants a human"})
+            assert result.is_error is False, result.content[0].text
+            return result.structured_content
+    return anyio.run(session)
+
+
+def approve(mesh: Trading, signal_id: str, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "services", "--config", str(mesh.config_file), "approve",
+                           signal_id, *extra], env=child_env(), capture_output=True, text=True, timeout=30)
+
+
+def orders_of(mesh: Trading, signal_id: str) -> list[m.OpenOrder]:
+    return [o for o in mesh.ask("executor", m.AccountRequest()).orders if o.signal_id == signal_id]
+
+
+def bid_of(mesh: Trading) -> tuple[str, D]:
+    token, _ = tokens(mesh.venue.market())
+    book = httpx.get(f"{mesh.venue.clob}/book", params={"token_id": token}).json()
+    return token, max(D(b["price"]) for b in book["bids"]) - D("0.05")
+
+
+def test_an_agent_signal_waits_for_a_human_and_trades_only_once_approved(mesh: Trading) -> None:
+    token, price = bid_of(mesh)
+    verdict = propose(mesh, token, price)
+    assert verdict["status"] == "pending_approval" and verdict["order_ids"] == []
+    assert f"polybot approve {verdict['signal_id']}" in verdict["next_step"]
+    risk = mesh.ask("risk", m.RiskRequest())
+    assert [p.signal_id for p in risk.pending] == [verdict["signal_id"]]
+    assert orders_of(mesh, verdict["signal_id"]) == [] and risk.open_orders == 0  # nothing went out
+    shown = subprocess.run([sys.executable, "-m", "services", "--config", str(mesh.config_file), "risk"],
+                           env=child_env(), capture_output=True, text=True, timeout=30)
+    assert f"pending {verdict['signal_id']} from mcp:agent" in shown.stdout
+    done = approve(mesh, verdict["signal_id"])
+    assert done.returncode == 0 and "approved" in done.stdout, done.stderr
+    resting = wait_for(lambda: orders_of(mesh, verdict["signal_id"]), what="the approved order at the venue")
+    assert resting[0].size == 5 and resting[0].source == "mcp:agent"
+    assert approve(mesh, verdict["signal_id"]).returncode == 1  # decided: it cannot be approved twice
+    mesh.bus.outbound("signals").send(m.Cancel(source="mcp:agent"))
+
+
+def test_a_pending_signal_that_expires_or_is_declined_is_never_sent(mesh: Trading) -> None:
+    decisions = mesh.bus.inbound("decisions")
+    wait_for(lambda: decisions.socket.pipes, what="the decisions subscription")
+    token, price = bid_of(mesh)
+    late = propose(mesh, token, price)
+    declined = propose(mesh, token, price - D("0.01"))
+    no = approve(mesh, declined["signal_id"], "--decline")
+    assert no.returncode == 0 and "declined" in no.stdout
+    seen: dict[str, m.SignalRejected] = {}
+
+    def refused() -> bool:
+        seen.update({v.signal_id: v for v in decisions.drain() if isinstance(v, m.SignalRejected)})
+        return {late["signal_id"], declined["signal_id"]} <= set(seen)
+    wait_for(refused, what="the expiry and the decline on decisions", timeout=15)
+    assert [r.code for r in seen[late["signal_id"]].reasons] == ["APPROVAL_EXPIRED"]
+    assert [r.code for r in seen[declined["signal_id"]].reasons] == ["DECLINED"]
+    too_late = approve(mesh, late["signal_id"])
+    assert too_late.returncode == 1 and "waits for approval" in too_late.stderr
+    assert orders_of(mesh, late["signal_id"]) == orders_of(mesh, declined["signal_id"]) == []
+    assert mesh.ask("risk", m.RiskRequest()).pending == []
+
+
+def test_no_tool_can_approve_change_limits_switch_modes_or_halt(mesh: Trading) -> None:
+    async def names():
+        async with Client(build(mesh.config)) as c:
+            return {t.name for t in (await c.list_tools()).tools}
+    # Exactly the known tools: a new one must be looked at here before it ships.
+    assert anyio.run(names) == READ_TOOLS | WRITE_TOOLS
+
+
+def test_a_strategys_signal_does_not_wait_for_approval(mesh: Trading) -> None:
+    token, price = bid_of(mesh)
+    out, decisions = mesh.bus.outbound("signals"), mesh.bus.inbound("decisions")
+    wait_for(lambda: out.socket.pipes and decisions.socket.pipes, what="the test's sockets")
+    signal = m.Signal(source="strategy:test", legs=[m.Leg(token_id=token, side="BUY", size=D(5),
+                                                          limit_price=price)])
+    assert out.send(signal)
+    verdict = wait_for(lambda: next((v for v in decisions.drain() if getattr(v, "signal_id", "") == signal.id),
+                                    None), what="the strategy's verdict")
+    assert isinstance(verdict, m.SignalAccepted)
+    out.send(m.Cancel(source="strategy:test"))
