@@ -12,6 +12,7 @@ from services.cli import collect_status
 from services.config import Config
 
 from .mesh import MeshLink
+from .prompts import PROMPTS, register_prompts
 from .resources import register_resources
 from .tools import register_tools
 
@@ -67,4 +68,5 @@ def build(config: Config) -> MCPServer:
         return MeshStatus(all_up=all(s.state in ("running", "halted") for s in services), services=services)
 
     register_resources(server, register_tools(server, MeshLink(config)))
+    register_prompts(server, PROMPTS)
     return server

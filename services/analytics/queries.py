@@ -234,7 +234,8 @@ def signals(db: Reader, p: Params) -> Table:
     table = db.select(f"""
         SELECT s.ts_ns, s.signal_id, s.source, v.verdict, v.orders, s.cause_ts_ns, s.rationale
         FROM signals s LEFT JOIN (
-            SELECT signal_id, CASE WHEN bool_or(accepted) THEN 'accepted' ELSE 'rejected' END AS verdict,
+            SELECT signal_id, CASE WHEN bool_or(accepted) THEN 'accepted' WHEN bool_and(accepted IS NULL)
+                                   THEN 'pending approval' ELSE 'rejected' END AS verdict,
                    max(orders) AS orders FROM verdicts GROUP BY signal_id) v USING (signal_id){where}
         ORDER BY s.ts_ns DESC LIMIT ?""", [*args, p.integer("limit", 50, 1)])
     legs = _legs(db, [r[1] for r in table.rows])
@@ -247,7 +248,8 @@ def decisions(db: Reader, p: Params) -> Table:
     where, args = _filters([("v.source = ?", p.text("source")), ("v.ts_ns >= ?", p.integer("since", 0) or None),
                             ("v.accepted = ?", None if verdict == "any" else verdict == "accepted")])
     table = db.select(f"""
-        SELECT v.ts_ns, v.signal_id, v.source, CASE WHEN v.accepted THEN 'accepted' ELSE 'rejected' END AS verdict,
+        SELECT v.ts_ns, v.signal_id, v.source, CASE WHEN v.accepted THEN 'accepted' WHEN v.accepted IS NULL
+                                                    THEN 'pending approval' ELSE 'rejected' END AS verdict,
                v.orders, string_agg(r.code || ': ' || r.message, '; ' ORDER BY r.idx) AS reasons,
                min(r.max_size) AS max_size
         FROM verdicts v LEFT JOIN verdict_reasons r ON r.verdict_id = v.id{where}
@@ -295,7 +297,9 @@ def trace(db: Reader, p: Params) -> Table:
             SELECT v.id, v.ts_ns, v.accepted, v.orders, string_agg(r.code || ' ' || r.message, '; ' ORDER BY r.idx)
             FROM verdicts v LEFT JOIN verdict_reasons r ON r.verdict_id = v.id WHERE v.signal_id = ?
             GROUP BY ALL""", [sid]).rows:
-        hops.append((ts, "verdict", "risk", f"accepted → {n} orders" if accepted else f"rejected: {reasons}", vid))
+        said = f"accepted → {n} orders" if accepted else "waits for a human's approval" if accepted is None \
+            else f"rejected: {reasons}"
+        hops.append((ts, "verdict", "risk", said, vid))
     for oid, ts, side, size, price, kind in db.select(
             "SELECT order_id, ts_ns, side, size, limit_price, order_type FROM orders WHERE signal_id = ?", [sid]).rows:
         hops.append((ts, "order", "risk", f"order {short(oid)} {side} {num(size)} @ {num(price)} {kind}", oid))

@@ -120,6 +120,11 @@ def accepted_rows(msg: m.SignalAccepted) -> list[Row]:
     return out
 
 
+def pending_rows(msg: m.SignalPending) -> list[Row]:
+    """A verdict still open (accepted NULL): the signal itself is recorded with its final verdict."""
+    return [("verdicts", (msg.id, msg.ts_ns, msg.trace_id, msg.signal_id, msg.source, None, 0))]
+
+
 def rejected_rows(msg: m.SignalRejected) -> list[Row]:
     out = signal_rows(msg.signal_id, msg.signal) if msg.signal is not None else []
     out.append(("verdicts", (msg.id, msg.ts_ns, msg.trace_id, msg.signal_id, msg.source, False, 0)))
@@ -169,6 +174,7 @@ def residual_rows(msg: m.ResidualExposure) -> list[Row]:
 ROWS: dict[type, Callable[[Any], list[Row]]] = {
     m.LastTrade: trade_rows, m.MarketNew: market_rows, m.TickSizeChange: tick_rows, m.MarketHalted: halted_rows,
     m.MarketResolved: resolved_rows, m.MarketStale: stale_rows, m.SignalAccepted: accepted_rows,
-    m.SignalRejected: rejected_rows, m.OrderAck: ack_rows, m.OrderRejected: order_rejected_rows, m.Fill: fill_rows,
+    m.SignalRejected: rejected_rows, m.SignalPending: pending_rows, m.OrderAck: ack_rows,
+    m.OrderRejected: order_rejected_rows, m.Fill: fill_rows,
     m.OrderCanceled: canceled_rows, m.ResidualExposure: residual_rows,
 }
