@@ -50,6 +50,22 @@ def call(mesh: Trading, tool: str, args: dict, mode: str = "legacy", client: str
     return anyio.run(session)
 
 
+class Agent:
+    """An MCP client session per call, in one protocol era, with its own name (so its own agent budget)."""
+
+    def __init__(self, mesh: Trading, era: str) -> None:
+        self.mesh, self.era, self.name = mesh, era, f"Claude Test {era}"
+        self.source = f"mcp:claude-test-{era}"
+
+    def __call__(self, tool: str, args: dict, client: str = ""):
+        return call(self.mesh, tool, args, self.era, client or self.name)
+
+
+@pytest.fixture(params=["legacy", "auto"])  # the initialize handshake, and the 2026 discover era
+def agent(mesh: Trading, request) -> Agent:
+    return Agent(mesh, request.param)
+
+
 def ok(result) -> dict:
     assert result.is_error is False, result.content[0].text
     return result.structured_content
@@ -93,34 +109,34 @@ def test_search_markets_pages_with_an_opaque_cursor_sorted_by_volume(mesh: Tradi
     assert "next_cursor of the previous page" in error(call(mesh, "search_markets", {"cursor": "bogus"}, mode))
 
 
-def test_get_market_and_the_order_book_show_what_the_venue_shows(mesh: Trading) -> None:
+def test_get_market_and_the_order_book_show_what_the_venue_shows(mesh: Trading, agent) -> None:
     market = mesh.venue.market()
     yes, no = tokens(market)
-    detail = ok(call(mesh, "get_market", {"market": market["conditionId"]}))
+    detail = ok(agent("get_market", {"market": market["conditionId"]}))
     assert [o["token_id"] for o in detail["outcomes"]] == [yes, no]
     assert D(detail["tick_size"]) == D(str(market["orderPriceMinTickSize"]))
     assert D(detail["min_size"]) == D(str(market["orderMinSize"]))
     bid, ask = book(mesh, yes)
     assert (D(detail["outcomes"][0]["best_bid"]), D(detail["outcomes"][0]["best_ask"])) == (bid, ask)
-    shown = ok(call(mesh, "get_order_book", {"market": market["conditionId"], "outcome": "no", "depth": 3}))
+    shown = ok(agent("get_order_book", {"market": market["conditionId"], "outcome": "no", "depth": 3}))
     venue = httpx.get(f"{mesh.venue.clob}/book", params={"token_id": no}).json()
     best_bids = sorted((D(b["price"]) for b in venue["bids"]), reverse=True)[:3]
     assert shown["token_id"] == no and [D(lv["price"]) for lv in shown["bids"]] == best_bids
-    assert "search_markets" in error(call(mesh, "get_market", {"market": "0xnot-a-market"}))
-    assert "its outcomes are Yes, No" in error(call(mesh, "get_order_book", {"market": market["conditionId"],
+    assert "search_markets" in error(agent("get_market", {"market": "0xnot-a-market"}))
+    assert "its outcomes are Yes, No" in error(agent("get_order_book", {"market": market["conditionId"],
                                                                               "outcome": "Maybe"}))
-    assert "give `token_id`, or both" in error(call(mesh, "get_order_book", {"market": market["conditionId"]}))
+    assert "give `token_id`, or both" in error(agent("get_order_book", {"market": market["conditionId"]}))
 
 
-def test_preview_checks_through_risk_sends_nothing_and_gives_the_largest_size_that_passes(mesh: Trading) -> None:
+def test_preview_checks_through_risk_sends_nothing_and_gives_the_largest_size_that_passes(mesh: Trading, agent) -> None:
     market = mesh.venue.market()
     yes, _ = tokens(market)
     bid, _ = book(mesh, yes)
     before = mesh.detail("risk")
-    fine = ok(call(mesh, "preview_signal", {"legs": [{"token_id": yes, "side": "BUY", "size": 5,
+    fine = ok(agent("preview_signal", {"legs": [{"token_id": yes, "side": "BUY", "size": 5,
                                                       "limit_price": str(bid)}]}))
     assert fine["status"] == "accepted" and fine["order_ids"] == []
-    big = ok(call(mesh, "preview_signal", {"legs": [{"market": market["conditionId"], "outcome": "Yes",
+    big = ok(agent("preview_signal", {"legs": [{"market": market["conditionId"], "outcome": "Yes",
                                                      "side": "BUY", "notional": 100, "limit_price": str(bid)}]}))
     reason = next(r for r in big["reasons"] if r["code"] == "ORDER_NOTIONAL")
     assert big["status"] == "rejected" and D(reason["limit"]) == 20
@@ -128,64 +144,64 @@ def test_preview_checks_through_risk_sends_nothing_and_gives_the_largest_size_th
     after = mesh.detail("risk")
     assert (after["accepted"], after["rejected"]) == (before["accepted"], before["rejected"])  # nothing decided
     both = {"token_id": yes, "side": "BUY", "size": 5, "notional": 5, "limit_price": str(bid)}
-    assert "exactly one of `size`" in error(call(mesh, "preview_signal", {"legs": [both]}))
-    assert "limit_price" in error(call(mesh, "preview_signal", {"legs": [{"token_id": yes, "side": "BUY",
+    assert "exactly one of `size`" in error(agent("preview_signal", {"legs": [both]}))
+    assert "limit_price" in error(agent("preview_signal", {"legs": [{"token_id": yes, "side": "BUY",
                                                                           "size": 5, "limit_price": 1.5}]}))
 
 
-def test_an_agent_signal_goes_through_risk_to_fills_it_can_follow(mesh: Trading) -> None:
+def test_an_agent_signal_goes_through_risk_to_fills_it_can_follow(mesh: Trading, agent) -> None:
     market = mesh.venue.market()
     yes, no = tokens(market)
     (_, yes_ask), (_, no_ask) = book(mesh, yes), book(mesh, no)
     accepted_before = int(mesh.detail("risk")["accepted"])
-    verdict = ok(call(mesh, "propose_signal", {
+    verdict = ok(agent("propose_signal", {
         "legs": [{"token_id": yes, "side": "BUY", "size": 5, "limit_price": str(yes_ask), "order_type": "FOK"},
                  {"token_id": no, "side": "BUY", "size": 5, "limit_price": str(no_ask), "order_type": "FOK"}],
         "rationale": "test: both sides"}))
     assert verdict["status"] == "accepted" and len(verdict["order_ids"]) == 2
     assert int(mesh.detail("risk")["accepted"]) == accepted_before + 1  # risk itself decided it: no shortcut
-    trace = wait_for(lambda: (t := ok(call(mesh, "get_signal", {"signal_id": verdict["signal_id"]})))
+    trace = wait_for(lambda: (t := ok(agent("get_signal", {"signal_id": verdict["signal_id"]})))
                      and len(t["fills"]) == 2 and t, what="the agent's fills recorded", timeout=15)
     hops = [h["hop"] for h in trace["hops"]]
     assert {"signal", "verdict", "submitted", "ack", "fill"} <= set(hops)
     assert {f["token_id"] for f in trace["fills"]} == {yes, no}
-    held = ok(call(mesh, "get_positions", {"market": market["conditionId"]}))["rows"]
+    held = ok(agent("get_positions", {"market": market["conditionId"]}))["rows"]
     assert {r["token_id"]: D(r["size"]) for r in held} == {yes: 5, no: 5}
-    fills = ok(call(mesh, "get_fills", {"market": market["conditionId"], "since": "10m"}))["rows"]
-    assert len(fills) == 2 and ok(call(mesh, "get_pnl", {"by": "market"}))["rows"]
-    assert "neither a duration" in error(call(mesh, "get_fills", {"since": "yesterday-ish"}))
-    risk = ok(call(mesh, "get_risk", {}))
+    fills = ok(agent("get_fills", {"market": market["conditionId"], "since": "10m"}))["rows"]
+    assert len(fills) == 2 and ok(agent("get_pnl", {"by": "market"}))["rows"]
+    assert "neither a duration" in error(agent("get_fills", {"since": "yesterday-ish"}))
+    risk = ok(agent("get_risk", {}))
     spent = D(5) * (yes_ask + no_ask)
     assert D(risk["agent_budget_left"]) == 60 - spent and risk["halted"] is False
 
 
-def test_an_over_limit_proposal_is_rejected_with_its_reason_and_nothing_is_sent(mesh: Trading) -> None:
+def test_an_over_limit_proposal_is_rejected_with_its_reason_and_nothing_is_sent(mesh: Trading, agent) -> None:
     market = mesh.venue.market()
     yes, _ = tokens(market)
     bid, _ = book(mesh, yes)
-    verdict = ok(call(mesh, "propose_signal", {"legs": [{"token_id": yes, "side": "BUY", "notional": 50,
+    verdict = ok(agent("propose_signal", {"legs": [{"token_id": yes, "side": "BUY", "notional": 50,
                                                          "limit_price": str(bid)}], "rationale": "too big"}))
     assert verdict["status"] == "rejected" and verdict["order_ids"] == []
     assert "ORDER_NOTIONAL" in [r["code"] for r in verdict["reasons"]] and D(verdict["max_size"]) > 0
 
 
-def test_an_agent_lists_and_cancels_its_own_resting_order_but_not_anothers(mesh: Trading) -> None:
+def test_an_agent_lists_and_cancels_its_own_resting_order_but_not_anothers(mesh: Trading, agent) -> None:
     market = mesh.venue.market()
     yes, _ = tokens(market)
     bid, _ = book(mesh, yes)
-    verdict = ok(call(mesh, "propose_signal", {"legs": [{"token_id": yes, "side": "BUY", "size": 5,
+    verdict = ok(agent("propose_signal", {"legs": [{"token_id": yes, "side": "BUY", "size": 5,
                                                          "limit_price": str(bid - D("0.05"))}],
                                                "rationale": "a resting bid"}))
     order_id, = verdict["order_ids"]
-    listed = wait_for(lambda: [o for o in ok(call(mesh, "list_open_orders", {}))["orders"]
+    listed = wait_for(lambda: [o for o in ok(agent("list_open_orders", {}))["orders"]
                                if o["order_id"] == order_id], what="the order resting")
-    assert listed[0]["source"] == "mcp:claude-test"
-    assert ok(call(mesh, "list_open_orders", {}, client="Other Agent"))["orders"] == []
-    assert "belongs to mcp:claude-test" in error(call(mesh, "cancel_order", {"order_id": order_id},
+    assert listed[0]["source"] == agent.source
+    assert ok(agent("list_open_orders", {}, client="Other Agent"))["orders"] == []
+    assert f"belongs to {agent.source}" in error(agent("cancel_order", {"order_id": order_id},
                                                       client="Other Agent"))
-    done = ok(call(mesh, "cancel_order", {"order_id": order_id}))
+    done = ok(agent("cancel_order", {"order_id": order_id}))
     assert done["canceled"] is True and D(done["remaining"]) == 5
-    assert "is not open" in error(call(mesh, "cancel_order", {"order_id": order_id}))
+    assert "is not open" in error(agent("cancel_order", {"order_id": order_id}))
 
 
 def test_with_the_mesh_down_tools_say_how_to_start_it(mesh: Trading, tmp_path) -> None:
