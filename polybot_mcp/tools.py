@@ -333,7 +333,13 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         order_rows = [{k: None if v is None else str(v) for k, v in zip(orders.columns, r)} for r in orders.rows]
         fill_rows = [{k: None if v is None else str(v) for k, v in zip(fills.columns, r)} for r in fills.rows]
         states = sorted({str(o["status"]) for o in order_rows if o.get("status")})
-        status = ", ".join(states) if states else ("rejected" if any(h.hop == "verdict" for h in hops) else "sent")
+        verdicts = [h for h in hops if h.hop == "verdict"]
+        if states:
+            status = ", ".join(states)
+        elif verdicts and verdicts[-1].detail.startswith("waits"):
+            status = "pending approval"
+        else:
+            status = "rejected" if verdicts else "sent"
         sid = signal_id
         return SignalTrace(signal_id=sid, status=status, hops=hops, orders=order_rows, fills=fill_rows)
 

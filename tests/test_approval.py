@@ -29,28 +29,36 @@ from .venue_harness import Venue, tokens
 def mesh(tmp_path_factory) -> Iterator[Trading]:
     root = Path(os.path.realpath(tmp_path_factory.mktemp("approve")))
     venue = Venue(root / "venue", 79, 100, "--still")
-    mesh = Trading(root, venue, {"scanner": "", "executor": "", "risk": ""})
+    mesh = Trading(root, venue, {"analytics": "", "scanner": "", "executor": "", "risk": ""})
     try:
-        mesh.start("scanner", "executor")
+        mesh.start("analytics", "scanner", "executor")
         mesh.wait_ready("scanner", "executor")
         mesh.start("risk", POLYBOT_SERVICES__RISK__OPTIONS__APPROVAL="always",
-                   POLYBOT_SERVICES__RISK__OPTIONS__APPROVAL_TIMEOUT_S="3")
-        mesh.wait_ready("risk")
+                   POLYBOT_SERVICES__RISK__OPTIONS__APPROVAL_TIMEOUT_S="8")
+        mesh.wait_ready("risk", "analytics")
         yield mesh
     finally:
         mesh.close()
         venue.stop()
 
 
-def propose(mesh: Trading, token: str, price: D) -> dict:
+def tool(mesh: Trading, name: str, args: dict):
     async def session():
         async with Client(build(mesh.config), client_info=Implementation(name="agent", version="1")) as c:
-            result = await c.call_tool("propose_signal", {"legs": [{"token_id": token, "side": "BUY", "size": 5,
-                                                                    "limit_price": str(price)}],
-                                                          "rationale": "wants a human"})
-            assert result.is_error is False, result.content[0].text
-            return result.structured_content
+            return await c.call_tool(name, args)
     return anyio.run(session)
+
+
+def propose(mesh: Trading, token: str, price: D) -> dict:
+    result = tool(mesh, "propose_signal", {"legs": [{"token_id": token, "side": "BUY", "size": 5,
+                                                     "limit_price": str(price)}], "rationale": "wants a human"})
+    assert result.is_error is False, result.content[0].text
+    return result.structured_content
+
+
+def status_of(mesh: Trading, signal_id: str) -> str:
+    result = tool(mesh, "get_signal", {"signal_id": signal_id})
+    return "" if result.is_error else result.structured_content["status"]
 
 
 def approve(mesh: Trading, signal_id: str, *extra: str) -> subprocess.CompletedProcess:
@@ -79,10 +87,12 @@ def test_an_agent_signal_waits_for_a_human_and_trades_only_once_approved(mesh: T
     shown = subprocess.run([sys.executable, "-m", "services", "--config", str(mesh.config_file), "risk"],
                            env=child_env(), capture_output=True, text=True, timeout=30)
     assert f"pending {verdict['signal_id']} from mcp:agent" in shown.stdout
+    wait_for(lambda: status_of(mesh, verdict["signal_id"]) == "pending approval", what="get_signal to say it waits")
     done = approve(mesh, verdict["signal_id"])
     assert done.returncode == 0 and "approved" in done.stdout, done.stderr
     resting = wait_for(lambda: orders_of(mesh, verdict["signal_id"]), what="the approved order at the venue")
     assert resting[0].size == 5 and resting[0].source == "mcp:agent"
+    wait_for(lambda: status_of(mesh, verdict["signal_id"]) == "live", what="get_signal to follow it once approved")
     assert approve(mesh, verdict["signal_id"]).returncode == 1  # decided: it cannot be approved twice
     mesh.bus.outbound("signals").send(m.Cancel(source="mcp:agent"))
 
@@ -100,7 +110,7 @@ def test_a_pending_signal_that_expires_or_is_declined_is_never_sent(mesh: Tradin
     def refused() -> bool:
         seen.update({v.signal_id: v for v in decisions.drain() if isinstance(v, m.SignalRejected)})
         return {late["signal_id"], declined["signal_id"]} <= set(seen)
-    wait_for(refused, what="the expiry and the decline on decisions", timeout=15)
+    wait_for(refused, what="the expiry and the decline on decisions", timeout=25)
     assert [r.code for r in seen[late["signal_id"]].reasons] == ["APPROVAL_EXPIRED"]
     assert [r.code for r in seen[declined["signal_id"]].reasons] == ["DECLINED"]
     too_late = approve(mesh, late["signal_id"])

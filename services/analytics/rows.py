@@ -22,6 +22,7 @@ class Recorder:
     def __init__(self, tops: TopsMode = "changes") -> None:
         self.tops_mode = tops
         self.last_top: dict[str, Top] = {}
+        self.waiting: set[str] = set()  # signals recorded while they wait for approval
         self._by_type: dict[type, Callable[[m.Message], list[Row]]] = {
             **ROWS,
             m.BookSnapshot: self._snapshot_tops,
@@ -31,7 +32,13 @@ class Recorder:
     def rows(self, msg: m.Message) -> list[Row]:
         """The rows recording ``msg`` (none for heartbeats, or book tops when they are off)."""
         fn = self._by_type.get(type(msg))
-        return fn(msg) if fn is not None else []
+        out = fn(msg) if fn is not None else []
+        if isinstance(msg, m.SignalPending):  # the signal is recorded now, and not again with its final verdict
+            self.waiting.add(msg.signal_id)
+        elif isinstance(msg, m.SignalAccepted | m.SignalRejected) and msg.signal_id in self.waiting:
+            self.waiting.discard(msg.signal_id)
+            out = [row for row in out if row[0] not in ("signals", "signal_legs")]
+        return out
 
     def _snapshot_tops(self, msg: m.BookSnapshot) -> list[Row]:
         if self.tops_mode == "off":
@@ -121,8 +128,10 @@ def accepted_rows(msg: m.SignalAccepted) -> list[Row]:
 
 
 def pending_rows(msg: m.SignalPending) -> list[Row]:
-    """A verdict still open (accepted NULL): the signal itself is recorded with its final verdict."""
-    return [("verdicts", (msg.id, msg.ts_ns, msg.trace_id, msg.signal_id, msg.source, None, 0))]
+    """A verdict still open (accepted NULL), and the signal it is about."""
+    out = signal_rows(msg.signal_id, msg.signal) if msg.signal is not None else []
+    out.append(("verdicts", (msg.id, msg.ts_ns, msg.trace_id, msg.signal_id, msg.source, None, 0)))
+    return out
 
 
 def rejected_rows(msg: m.SignalRejected) -> list[Row]:

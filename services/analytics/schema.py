@@ -12,7 +12,8 @@ Tables (every ``ts_ns`` is the message's origin time, ns since the epoch; ``id``
 - ``signals`` and ``signal_legs``: each decided signal as risk saw it (``cause_ts_ns`` is the book update that
   prompted it, ``ts_ns`` when it left its strategy), one row per leg.
 - ``verdicts`` and ``verdict_reasons``: risk's decision on each signal (``accepted`` NULL: an agent's signal
-  waiting for a human's approval; its final verdict follows); a refusal's reasons with their code,
+  waiting for a human's approval, recorded with its signal; its final verdict follows); a refusal's reasons
+  with their code,
   message, leg, limit (``limit_value``), value and the largest size that would pass (``max_size``).
 - ``orders``: the orders risk sent for an accepted signal (``order_id`` is the client order id).
 - ``executions``: the order lifecycle, told apart by ``kind``: ``OrderAck`` (``status``, ``venue_order_id``,
