@@ -75,6 +75,19 @@ class Trading:
         for name in names:
             ok = checks.get(name, lambda d: bool(d))
             wait_for(lambda: ok(self.detail(name)), what=f"{name} to be ready", timeout=30)
+        if "analytics" in names:  # a subscriber misses what is published before it connects: wait until it has
+            publishers = {"decisions": "risk", "executions": "executor", "prices": "scanner"}
+            wanted = [sock for sock, svc in publishers.items() if svc in self.procs]
+            wait_for(lambda: all(n > 0 for n in self._received("analytics", wanted)),
+                     what="analytics to hear from every running publisher", timeout=30)
+
+    def _received(self, name: str, sockets: list[str]) -> list[int]:
+        with self.bus.requester(name, 1000) as req:
+            try:
+                reply = req.request(m.StatusRequest())
+            except (BusTimeout, BusError):
+                return [0]
+        return [reply.service.sockets[s].received if s in reply.service.sockets else 0 for s in sockets]
 
     def log(self, name: str) -> str:
         return self.logs[name].read_text() if name in self.logs else ""
