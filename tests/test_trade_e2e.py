@@ -51,8 +51,10 @@ def ready(mesh: Mesh) -> bool:
     except (ValueError, KeyError):
         return False
     wanted = {"venue", "analytics", "scanner", "executor", "risk", "strategies"}
+    heard = rows.get("analytics", {}).get("sockets", {})  # analytics hears risk and the executor: nothing missed
     return wanted <= set(rows) and all(rows[n]["state"] == "running" for n in wanted) \
-        and rows["risk"]["detail"].get("reconciled") == "True" and rows["strategies"]["detail"].get("synced") == "True"
+        and rows["risk"]["detail"].get("reconciled") == "True" and rows["strategies"]["detail"].get("synced") == "True" \
+        and all(heard.get(sock, {}).get("received", 0) > 0 for sock in ("decisions", "executions"))
 
 
 def fee(trade: dict) -> D:
