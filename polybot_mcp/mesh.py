@@ -31,10 +31,6 @@ class MeshLink:
         self._changed = threading.Condition(self._lock)
         self._stop = threading.Event()
 
-    def service_of(self, kind: str, default: str) -> str:
-        """The configured name of the service of this kind (a config may rename services)."""
-        return next((n for n, svc in self.config.services.items() if svc.kind == kind and svc.enabled), default)
-
     # ---------------------------------------------------------------- control
 
     async def ask(self, service: str, request: m.Message, timeout_ms: int = 4000) -> m.Message:

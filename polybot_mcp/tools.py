@@ -20,6 +20,7 @@ from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from services import messages as m
+from services.config import service_of_kind
 
 from .mesh import MeshDown, MeshLink
 from .models import (CancelResult, Hop, LegIn, Level, MarketDetail, MarketList, MarketSummary, OpenOrders,
@@ -88,10 +89,11 @@ def decode_cursor(cursor: str | None) -> int:
 class Tools:
     def __init__(self, link: MeshLink) -> None:
         self.link = link
-        self.scanner = link.service_of(SCANNER, "scanner")
-        self.risk = link.service_of(RISK, "risk")
-        self.executor = link.service_of(EXECUTOR, "executor")
-        self.analytics = link.service_of(ANALYTICS, "analytics")
+        config = link.config
+        self.scanner = service_of_kind(config, SCANNER, "scanner")
+        self.risk = service_of_kind(config, RISK, "risk")
+        self.executor = service_of_kind(config, EXECUTOR, "executor")
+        self.analytics = service_of_kind(config, ANALYTICS, "analytics")
 
     async def ask(self, service: str, request: m.Message) -> m.Message:
         try:

@@ -13,7 +13,8 @@ import msgspec
 
 from . import messages as m
 from .bus import BusError, BusTimeout, Requester
-from .config import Config, ConfigError, control_address, ensure_state_dir, load, load_secrets
+from .config import (Config, ConfigError, control_address, ensure_state_dir, load, load_secrets,
+                     service_of_kind)
 
 STATUS_TIMEOUT_MS = 1000
 
@@ -143,7 +144,7 @@ RISK_KIND = "services.risk:Risk"
 
 
 def _risk_name(config: Config) -> str:
-    return next((n for n in config.enabled_services if config.services[n].kind == RISK_KIND), "risk")
+    return service_of_kind(config, RISK_KIND, "risk")
 
 
 def _approve(config: Config, args: argparse.Namespace) -> int:
@@ -358,7 +359,7 @@ def _since_ns(text: str) -> int:
 
 
 def _analytics_name(config: Config) -> str:
-    return next((n for n in config.enabled_services if config.services[n].kind == ANALYTICS_KIND), "analytics")
+    return service_of_kind(config, ANALYTICS_KIND, "analytics")
 
 
 def _view_request(args: argparse.Namespace) -> m.QueryRequest:

@@ -302,6 +302,11 @@ def trading_mode(config: Config) -> Literal["paper", "live"]:
     return "live" if config.venue == "local" else "paper"
 
 
+def service_of_kind(config: Config, kind: str, default: str) -> str:
+    """The name the config gives the enabled service of this kind (a config may rename services)."""
+    return next((n for n in config.enabled_services if config.services[n].kind == kind), default)
+
+
 def venue_urls(config: Config) -> PolymarketConfig:
     """The venue the mesh talks to: Polymarket's hosts, or the local venue's addresses."""
     if config.venue != "local":

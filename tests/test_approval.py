@@ -21,25 +21,16 @@ from services import messages as m
 
 from .conftest import child_env, wait_for
 from .test_mcp_tools import READ_TOOLS, WRITE_TOOLS
-from .trading_harness import Trading
-from .venue_harness import Venue, tokens
+from .trading_harness import Trading, agent_mesh
+from .venue_harness import tokens
 
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory) -> Iterator[Trading]:
     root = Path(os.path.realpath(tmp_path_factory.mktemp("approve")))
-    venue = Venue(root / "venue", 79, 100, "--still")
-    mesh = Trading(root, venue, {"analytics": "", "scanner": "", "executor": "", "risk": ""})
-    try:
-        mesh.start("analytics", "scanner", "executor")
-        mesh.wait_ready("scanner", "executor")
-        mesh.start("risk", POLYBOT_SERVICES__RISK__OPTIONS__APPROVAL="always",
-                   POLYBOT_SERVICES__RISK__OPTIONS__APPROVAL_TIMEOUT_S="8")
-        mesh.wait_ready("risk", "analytics")
+    with agent_mesh(root, 79, {"POLYBOT_SERVICES__RISK__OPTIONS__APPROVAL": "always",
+                               "POLYBOT_SERVICES__RISK__OPTIONS__APPROVAL_TIMEOUT_S": "8"}) as mesh:
         yield mesh
-    finally:
-        mesh.close()
-        venue.stop()
 
 
 def tool(mesh: Trading, name: str, args: dict):

@@ -21,8 +21,7 @@ from mcp_types import Implementation
 from services import messages as m
 
 from .conftest import ROOT, child_env, wait_for
-from .trading_harness import Trading
-from .venue_harness import Venue
+from .trading_harness import Trading, agent_mesh
 
 INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
 AGENT = {"MAX_ORDER_NOTIONAL": "25", "MAX_DAILY_NOTIONAL": "200"}
@@ -31,17 +30,9 @@ AGENT = {"MAX_ORDER_NOTIONAL": "25", "MAX_DAILY_NOTIONAL": "200"}
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory) -> Iterator[Trading]:
     root = Path(os.path.realpath(tmp_path_factory.mktemp("stdio")))
-    venue = Venue(root / "venue", 73, 100, "--still", "--markets", "25")
-    mesh = Trading(root, venue, {"analytics": "", "scanner": "", "executor": "", "risk": ""})
-    try:
-        mesh.start("analytics", "scanner", "executor")
-        mesh.wait_ready("scanner", "executor")
-        mesh.start("risk", **{f"POLYBOT_SERVICES__RISK__OPTIONS__AGENT__{k}": v for k, v in AGENT.items()})
-        mesh.wait_ready("risk", "analytics")
+    env = {f"POLYBOT_SERVICES__RISK__OPTIONS__AGENT__{k}": v for k, v in AGENT.items()}
+    with agent_mesh(root, 73, env, "--markets", "25") as mesh:
         yield mesh
-    finally:
-        mesh.close()
-        venue.stop()
 
 
 def stdio(mesh: Trading) -> StdioServerParameters:

@@ -17,8 +17,8 @@ from mcp_types import Implementation
 from polybot_mcp.server import build
 
 from .conftest import wait_for
-from .trading_harness import Trading
-from .venue_harness import Venue, tokens
+from .trading_harness import Trading, agent_mesh
+from .venue_harness import tokens
 
 AGENT = {"MAX_ORDER_NOTIONAL": "20", "MAX_DAILY_NOTIONAL": "60", "MAX_SIGNALS_PER_MINUTE": "30"}
 READ_TOOLS = {"mesh_status", "search_markets", "get_market", "get_order_book", "preview_signal", "get_signal",
@@ -29,17 +29,9 @@ WRITE_TOOLS = {"propose_signal", "cancel_order"}
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory) -> Iterator[Trading]:
     root = Path(os.path.realpath(tmp_path_factory.mktemp("mcp")))
-    venue = Venue(root / "venue", 71, 100, "--still", "--markets", "30")
-    mesh = Trading(root, venue, {"analytics": "", "scanner": "", "executor": "", "risk": ""})
-    try:
-        mesh.start("analytics", "scanner", "executor")
-        mesh.wait_ready("scanner", "executor")
-        mesh.start("risk", **{f"POLYBOT_SERVICES__RISK__OPTIONS__AGENT__{k}": v for k, v in AGENT.items()})
-        mesh.wait_ready("risk", "analytics")
+    env = {f"POLYBOT_SERVICES__RISK__OPTIONS__AGENT__{k}": v for k, v in AGENT.items()}
+    with agent_mesh(root, 71, env, "--markets", "30") as mesh:
         yield mesh
-    finally:
-        mesh.close()
-        venue.stop()
 
 
 def call(mesh: Trading, tool: str, args: dict, mode: str = "legacy", client: str = "Claude Test"):

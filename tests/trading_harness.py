@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from services import messages as m
@@ -57,14 +59,19 @@ class Trading:
         proc.kill() if kill else proc.terminate()
         proc.wait(20)
 
-    def detail(self, name: str) -> dict[str, str]:
-        """The service's status figures, or {} while it does not answer."""
+    def status(self, name: str) -> m.ServiceState | None:
+        """The service's status, or None while it does not answer."""
         with self.bus.requester(name, 1000) as req:
             try:
                 reply = req.request(m.StatusRequest())
             except (BusTimeout, BusError):
-                return {}
-        return reply.service.detail if isinstance(reply, m.StatusReply) else {}
+                return None
+        return reply.service if isinstance(reply, m.StatusReply) else None
+
+    def detail(self, name: str) -> dict[str, str]:
+        """The service's status figures, or {} while it does not answer."""
+        state = self.status(name)
+        return state.detail if state is not None else {}
 
     def ask(self, name: str, request: m.Message, timeout_ms: int = 5000) -> m.Message:
         with self.bus.requester(name, timeout_ms) as req:
@@ -82,12 +89,10 @@ class Trading:
                      what="analytics to hear from every running publisher", timeout=30)
 
     def _received(self, name: str, sockets: list[str]) -> list[int]:
-        with self.bus.requester(name, 1000) as req:
-            try:
-                reply = req.request(m.StatusRequest())
-            except (BusTimeout, BusError):
-                return [0]
-        return [reply.service.sockets[s].received if s in reply.service.sockets else 0 for s in sockets]
+        state = self.status(name)
+        if state is None:
+            return [0]
+        return [state.sockets[s].received if s in state.sockets else 0 for s in sockets]
 
     def log(self, name: str) -> str:
         return self.logs[name].read_text() if name in self.logs else ""
@@ -96,3 +101,19 @@ class Trading:
         for name in list(self.procs):
             self.stop(name)
         self.bus.close()
+
+
+@contextmanager
+def agent_mesh(root: Path, seed: int, risk_env: dict[str, str], *venue_args: str) -> Iterator[Trading]:
+    """A still local venue, and analytics, scanner, executor and risk (with ``risk_env`` overrides), all ready."""
+    venue = Venue(root / "venue", seed, 100, "--still", *venue_args)
+    mesh = Trading(root, venue, {"analytics": "", "scanner": "", "executor": "", "risk": ""})
+    try:
+        mesh.start("analytics", "scanner", "executor")
+        mesh.wait_ready("scanner", "executor")
+        mesh.start("risk", **risk_env)
+        mesh.wait_ready("risk", "analytics")
+        yield mesh
+    finally:
+        mesh.close()
+        venue.stop()

@@ -16,7 +16,7 @@ from .. import messages as m
 from ..config import trading_mode
 from ..runtime import Service
 from ..sync import ask_until, start_from_scanner
-from .engine import APPROVAL_EXPIRED, DECLINED, EXECUTOR_DOWN, Day, RiskEngine, utc_day
+from .engine import APPROVAL_EXPIRED, DECLINED, DUPLICATE_SIGNAL, EXECUTOR_DOWN, Day, RiskEngine, utc_day
 from .limits import RiskOptions, flat, is_agent
 
 HALT_CANCEL_SOURCE = "risk"
@@ -127,14 +127,13 @@ class Risk(Service):
     def _decide(self, signal: m.Signal) -> None:
         now = self.ctx.clock()
         reasons = self._check(signal, now)
-        if not reasons or reasons[0].code != "DUPLICATE_SIGNAL":
+        if not reasons or reasons[0].code != DUPLICATE_SIGNAL:
             self.engine.record(signal, now)
         if not reasons and self.approval and is_agent(signal.source):
             pending = m.SignalPending(trace_id=signal.trace_id, signal_id=signal.id, source=signal.source,
                                       signal=signal,
                                       expires_ts_ns=now + int(self.ctx.options.approval_timeout_s * 1e9))
             self.pending[signal.id] = pending
-            self.verdicts["pending"] += 1
             self.ctx.send("decisions", pending)
             self.ctx.log.warning("agent signal %s from %s waits for approval: `polybot approve %s`", signal.id,
                                  signal.source, signal.id)
