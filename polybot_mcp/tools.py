@@ -21,6 +21,7 @@ from pydantic import Field
 
 from services import messages as m
 from services.config import service_of_kind
+from services.periods import since_ns
 
 from .mesh import MeshDown, MeshLink
 from .models import (CancelResult, Hop, LegIn, Level, MarketDetail, MarketList, MarketSummary, OpenOrders,
@@ -51,22 +52,15 @@ def text(value: Decimal | None) -> str | None:
     return None if value is None else f"{value.normalize():f}"
 
 
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def since_ns(since: str, now_ns: int) -> str:
-    """A duration back from now (30m, 2h, 1d) or an ISO time, as epoch ns for analytics; empty stays empty."""
+def since_param(since: str) -> str:
+    """A tool's ``since`` (a duration back from now or an ISO time, UTC unless it says) as epoch ns for analytics;
+    empty stays empty."""
     if not since:
         return ""
-    if match := DURATION.match(since.strip()):
-        return str(now_ns - int(float(match[1]) * UNIT_S[match[2]] * 1e9))
     try:
-        at = datetime.fromisoformat(since.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ToolError(f"since {since!r} is neither a duration (30m, 2h, 1d) nor an ISO time "
-                        "(2026-11-24T09:00:00Z)") from None
-    return str(int((at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp() * 1e9))
+        return str(since_ns(since, time.time_ns()))
+    except ValueError as exc:
+        raise ToolError(f"since {exc}") from None
 
 
 def encode_cursor(offset: int) -> str:
@@ -418,14 +412,18 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
     ) -> Rows:
         """Fills, newest first: price, size, fee, maker or taker, and the signal and order they belong to."""
         offset = decode_cursor(cursor)
-        return rows(await tools.query("fills", market=market, since=since_ns(since, time.time_ns()),
+        return rows(await tools.query("fills", market=market, since=since_param(since),
                                       limit=str(offset + limit + 1)), offset, limit)
 
     @server.tool(annotations=READ)
     async def get_pnl(
         by: Annotated[Literal["total", "market", "source", "token"], Field(description="How to group")] = "total",
+        since: Annotated[str, Field(description="Also the PnL over a period starting then: a duration (1d, 2h) or "
+                                                "an ISO time; empty: only the PnL to date")] = "",
     ) -> Rows:
-        """Realized and unrealized PnL, fees and open cost, grouped."""
-        return rows(await tools.query("pnl", by=by))
+        """Realized and unrealized PnL, fees and open cost to date, grouped. With `since`, also the total as it
+        stood then (marked to that time's prices) and the change over the period: period_pnl, period_realized,
+        period_fees."""
+        return rows(await tools.query("pnl", by=by, since=since_param(since)))
 
     return tools

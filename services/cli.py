@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +14,7 @@ from . import messages as m
 from .bus import BusError, BusTimeout, Requester
 from .config import (Config, ConfigError, control_address, ensure_state_dir, load, load_secrets,
                      service_of_kind)
+from .periods import since_ns
 
 STATUS_TIMEOUT_MS = 1000
 
@@ -316,7 +316,6 @@ ANALYTICS_KIND = "services.analytics:Analytics"
 QUERY_TIMEOUT_MS = 10_000  # analytics stops a query after its query_timeout_s; this only covers the round trip
 VIEWS = ("trace", "positions", "orders", "fills", "pnl", "query")
 LONG_ID = 20  # ids longer than this (tokens, markets, venue order ids) are shortened in tables; ours are not
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 
 
 def _add_views(commands: argparse._SubParsersAction) -> None:
@@ -343,19 +342,18 @@ def _add_views(commands: argparse._SubParsersAction) -> None:
     fills.add_argument("--limit", type=int, default=50)
     pnl = view("pnl", "realized and unrealized PnL and fees, with the total")
     pnl.add_argument("--by", choices=("market", "source", "token"), default="market")
+    pnl.add_argument("--since", type=_since_ns, default=None,
+                     help="also the change since then (marked to that time's prices): 1d, 2h, or a time")
     query = view("query", "read-only SQL over the recorded tables (one SELECT; see services/analytics/schema.py)")
     query.add_argument("sql")
     query.add_argument("--max-rows", type=int, default=100)
 
 
 def _since_ns(text: str) -> int:
-    if found := DURATION.match(text.strip()):
-        seconds = float(found[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[found[2]]
-        return time.time_ns() - int(seconds * 1e9)
     try:
-        return int(datetime.fromisoformat(text).timestamp() * 1e9)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a duration (90s, 10m, 2h, 1d) nor a time") from None
+        return since_ns(text, time.time_ns(), naive_is_local=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _analytics_name(config: Config) -> str:
@@ -376,7 +374,8 @@ def _view_request(args: argparse.Namespace) -> m.QueryRequest:
             return m.QueryRequest(name="fills", params={"market": args.market, "since": since,
                                                         "limit": str(args.limit)})
         case "pnl":
-            return m.QueryRequest(name="pnl", params={"by": args.by})
+            since = "" if args.since is None else str(args.since)
+            return m.QueryRequest(name="pnl", params={"by": args.by, "since": since})
     return m.QueryRequest(sql=args.sql, max_rows=args.max_rows)
 
 

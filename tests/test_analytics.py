@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from decimal import Decimal as D
 from pathlib import Path
@@ -228,12 +229,20 @@ def test_positions_and_pnl_for_buys_a_partial_sell_fees_and_a_resolution_are_exa
     by_market = {r["market"]: r for r in an.named("pnl")}
     assert by_market[mk] == {"market": mk, "realized": "5.2365", "unrealized": "17.1", "fees": "2.5635",
                              "open_cost": "48.3", "total": "22.3365"}
+    before = time.time_ns()
     an.send(m.MarketResolved(market=mk, winning_token_id=yes, winning_outcome="Yes"))
     wait_for(lambda: an.named("positions", market=mk) == [], timeout=5, what="the resolution to close both")
     # Cash: -41.2 - 23.621 + 32.2575 - 10.5 + 90 paid for 90 winning shares = 46.9365.
     assert {r["market"]: r for r in an.named("pnl")}[mk] == {
         "market": mk, "realized": "46.9365", "unrealized": "0", "fees": "2.5635", "open_cost": "0",
         "total": "46.9365"}
+    # Over the period since just before the resolution: it stood at 22.3365 (marked then), it is 46.9365 now.
+    period = {r["market"]: r for r in an.named("pnl", since=str(before))}[mk]
+    assert {k: period[k] for k in ("total", "total_at_since", "period_realized", "period_fees", "period_pnl")} == {
+        "total": "46.9365", "total_at_since": "22.3365", "period_realized": "41.7", "period_fees": "0",
+        "period_pnl": "24.6"}
+    start = {r["market"]: r for r in an.named("pnl", since=str(first.ts_ns - 1))}[mk]
+    assert (start["total_at_since"], start["period_pnl"], start["period_fees"]) == ("0", "46.9365", "2.5635")
     closed = {p["outcome"]: (p["size"], p["realized"]) for p in an.named("positions", market=mk, all="true")}
     assert closed == {"Yes": ("0", "57.4365"), "No": ("0", "-10.5")}
 
@@ -390,6 +399,9 @@ def test_the_cli_views_show_orders_fills_positions_pnl_and_sql_from_a_running_an
                                                                              ("cli-yes", "40", "0.45")]
     pnl = an.cli("pnl")
     assert pnl.returncode == 0 and pnl.stdout.splitlines()[-1].startswith("TOTAL")
+    since = json.loads(an.cli("pnl", "--since", "1d", "--json").stdout)
+    cli_market = next(r for r in since if r["market"] == "0xcli")  # all of it happened within the day
+    assert cli_market["total_at_since"] == "0" and cli_market["period_pnl"] == cli_market["total"]
     query = an.cli("query", f"SELECT count(*) AS n FROM fills WHERE signal_id = '{sid}'")
     assert query.stdout.split() == ["N", "2"]
     refused = an.cli("query", "DELETE FROM fills")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -146,6 +147,7 @@ def test_an_agent_signal_goes_through_risk_to_fills_it_can_follow(mesh: Trading,
     yes, no = tokens(market)
     (_, yes_ask), (_, no_ask) = book(mesh, yes), book(mesh, no)
     accepted_before = int(mesh.detail("risk")["accepted"])
+    started = datetime.now(timezone.utc).isoformat()
     verdict = ok(agent("propose_signal", {
         "legs": [{"token_id": yes, "side": "BUY", "size": 5, "limit_price": str(yes_ask), "order_type": "FOK"},
                  {"token_id": no, "side": "BUY", "size": 5, "limit_price": str(no_ask), "order_type": "FOK"}],
@@ -161,6 +163,12 @@ def test_an_agent_signal_goes_through_risk_to_fills_it_can_follow(mesh: Trading,
     assert {r["token_id"]: D(r["size"]) for r in held} == {yes: 5, no: 5}
     fills = ok(agent("get_fills", {"market": market["conditionId"], "since": "10m"}))["rows"]
     assert len(fills) == 2 and ok(agent("get_pnl", {"by": "market"}))["rows"]
+    fees = sum(D(f["fee"]) for f in {(f["trade_id"], f["order_id"]): f for f in fills}.values())
+    period = {r["market"]: r for r in ok(agent("get_pnl", {"by": "market", "since": started}))["rows"]}
+    row = period[market["conditionId"]]  # two buys since then: their fees are all that is realized
+    assert D(row["period_fees"]) == fees and D(row["period_realized"]) == -fees
+    assert D(row["period_pnl"]) == D(row["total"]) - D(row["total_at_since"])
+    assert "neither a duration" in error(agent("get_pnl", {"since": "last week"}))
     assert "neither a duration" in error(agent("get_fills", {"since": "yesterday-ish"}))
     risk = ok(agent("get_risk", {}))
     spent = D(5) * (yes_ask + no_ask)

@@ -17,6 +17,7 @@ from ..ledger import Ledger
 from .store import QueryError, Reader, Table
 
 ZERO = Decimal(0)
+END = 2 ** 63 - 1  # "until" for the present: every row
 PLACES = Decimal("1e-10")
 
 
@@ -85,15 +86,17 @@ def _filters(pairs: list[tuple[str, Any]]) -> tuple[str, list[Any]]:
 # ---------------------------------------------------------------- positions and PnL
 
 
-def ledgers(db: Reader, by_source: bool = False) -> dict[str, Ledger]:
-    """Every fill and resolution replayed in time order; one ledger per source when ``by_source``, else one."""
+def ledgers(db: Reader, by_source: bool = False, until: int = END) -> dict[str, Ledger]:
+    """Every fill and resolution up to ``until`` (epoch ns) replayed in time order; one ledger per source when
+    ``by_source``, else one."""
     events = db.select("""
-        SELECT ts_ns, 0 AS resolution, trade_id, order_id, token_id, market, side, price, size, fee, source,
-               NULL AS winner FROM fills
-        UNION ALL
-        SELECT ts_ns, 1, NULL, NULL, NULL, market, NULL, NULL, NULL, NULL, NULL, winning_token_id
-        FROM market_events WHERE kind = 'MarketResolved'
-        ORDER BY ts_ns, resolution""").rows
+        SELECT * FROM (
+            SELECT ts_ns, 0 AS resolution, trade_id, order_id, token_id, market, side, price, size, fee, source,
+                   NULL AS winner FROM fills
+            UNION ALL
+            SELECT ts_ns, 1, NULL, NULL, NULL, market, NULL, NULL, NULL, NULL, NULL, winning_token_id
+            FROM market_events WHERE kind = 'MarketResolved')
+        WHERE ts_ns <= ? ORDER BY ts_ns, resolution""", [until]).rows
     out: dict[str, Ledger] = {}
     for _, resolution, trade, order, token, market, side, price, size, fee, source, winner in events:
         if resolution:
@@ -106,18 +109,18 @@ def ledgers(db: Reader, by_source: bool = False) -> dict[str, Ledger]:
     return out
 
 
-def marks(db: Reader, tokens: list[str]) -> dict[str, Decimal]:
-    """Each token's latest mid (both sides quoted), else its last trade price."""
+def marks(db: Reader, tokens: list[str], until: int = END) -> dict[str, Decimal]:
+    """Each token's latest mid (both sides quoted) at ``until``, else its last trade price then."""
     if not tokens:
         return {}
     out: dict[str, Decimal] = {}
     for token, price in db.select("SELECT token_id, arg_max(price, ts_ns) FROM trades WHERE token_id = ANY(?) "
-                                  "GROUP BY token_id", [tokens]).rows:
+                                  "AND ts_ns <= ? GROUP BY token_id", [tokens, until]).rows:
         out[token] = price
     for token, top in db.select("""
             SELECT token_id, arg_max({'bid': best_bid, 'ask': best_ask}, ts_ns)
                    FILTER (WHERE best_bid IS NOT NULL AND best_ask IS NOT NULL)
-            FROM book_tops WHERE token_id = ANY(?) GROUP BY token_id""", [tokens]).rows:
+            FROM book_tops WHERE token_id = ANY(?) AND ts_ns <= ? GROUP BY token_id""", [tokens, until]).rows:
         if top is not None:
             out[token] = (top["bid"] + top["ask"]) / 2
     return out
@@ -148,11 +151,11 @@ def positions(db: Reader, p: Params) -> Table:
                   "fees", "pnl"], rows)
 
 
-def pnl(db: Reader, p: Params) -> Table:
-    by = p.choice("by", ("market", "source", "token", "total"))
-    books = ledgers(db, by_source=by == "source")
+def totals(db: Reader, by: str, until: int = END) -> dict[str, list[Decimal]]:
+    """[realized, unrealized, fees, open cost] per group, as they stood at ``until``."""
+    books = ledgers(db, by_source=by == "source", until=until)
     holdings = [(key, h) for key, ledger in books.items() for h in ledger.holdings.values()]
-    mark = marks(db, sorted({h.token_id for _, h in holdings if h.size}))
+    mark = marks(db, sorted({h.token_id for _, h in holdings if h.size}), until)
     sums: dict[str, list[Decimal]] = {}
     for key, h in holdings:
         group = {"market": h.market, "source": key, "token": h.token_id, "total": "total"}[by]
@@ -160,9 +163,27 @@ def pnl(db: Reader, p: Params) -> Table:
         acc = sums.setdefault(group, [ZERO, ZERO, ZERO, ZERO])
         for i, value in enumerate((h.realized, unrealized, h.fees, h.cost if h.size else ZERO)):
             acc[i] += value
-    rows = [[group, exact(r), exact(u), exact(f), exact(c), exact(r + u)]
-            for group, (r, u, f, c) in sorted(sums.items())]
-    return Table([by, "realized", "unrealized", "fees", "open_cost", "total"], rows)
+    return sums
+
+
+def pnl(db: Reader, p: Params) -> Table:
+    """PnL now per group; with ``since`` (epoch ns) also what it was then, marked to that time's prices, and the
+    change over the period (realized, fees and total)."""
+    by = p.choice("by", ("market", "source", "token", "total"))
+    now = totals(db, by)
+    columns = [by, "realized", "unrealized", "fees", "open_cost", "total"]
+    if not p.text("since"):
+        return Table(columns, [[group, exact(r), exact(u), exact(f), exact(c), exact(r + u)]
+                               for group, (r, u, f, c) in sorted(now.items())])
+    then = totals(db, by, p.integer("since", 0))
+    nothing = [ZERO, ZERO, ZERO, ZERO]
+    rows = []
+    for group in sorted(now.keys() | then.keys()):
+        r, u, f, c = now.get(group, nothing)
+        r0, u0, f0, _ = then.get(group, nothing)
+        rows.append([group, exact(r), exact(u), exact(f), exact(c), exact(r + u), exact(r0 + u0),
+                     exact(r - r0), exact(f - f0), exact(r + u - r0 - u0)])
+    return Table(columns + ["total_at_since", "period_realized", "period_fees", "period_pnl"], rows)
 
 
 # ---------------------------------------------------------------- orders, fills, signals, decisions
@@ -340,7 +361,7 @@ def _execution_hops(kind: str, ts: int, order: str, venue_order: str, status: st
 
 NAMED: dict[str, tuple[Callable[[Reader, Params], Table], tuple[str, ...]]] = {
     "positions": (positions, ("market", "all")),
-    "pnl": (pnl, ("by",)),
+    "pnl": (pnl, ("by", "since")),
     "orders": (orders, ("signal", "source", "market", "token", "status", "limit")),
     "fills": (fills, ("market", "token", "source", "signal", "order", "since", "limit")),
     "signals": (signals, ("source", "since", "limit")),

@@ -1,0 +1,23 @@
+"""The ``since`` of a query, as people and agents write it: a duration back from now, or a time."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def since_ns(text: str, now_ns: int, naive_is_local: bool = False) -> int:
+    """A ``since`` parameter as epoch ns: a duration back from now (90s, 10m, 2h, 1d) or an ISO time (one without
+    a zone is UTC, or local time for a person at a terminal). ValueError says what was expected."""
+    if found := DURATION.match(text.strip()):
+        return now_ns - int(float(found[1]) * UNIT_S[found[2]] * 1e9)
+    try:
+        at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a duration (90s, 10m, 2h, 1d) nor an ISO time "
+                         "(2026-11-24T09:00:00Z)") from None
+    if at.tzinfo is None and not naive_is_local:
+        at = at.replace(tzinfo=timezone.utc)
+    return int(at.timestamp() * 1e9)
