@@ -104,6 +104,12 @@ class Verdict(BaseModel):
     legs: list[dict[str, str]] = Field([], description="The legs as sent: token, side, size, limit, type")
 
 
+class Approval(BaseModel):
+    """The client's confirmation dialog for a signal that waits for a human (live money)."""
+
+    approve: bool = Field(False, description="Send these orders now, with real money")
+
+
 class Hop(BaseModel):
     at_ms: str = Field(description="Milliseconds after the book update that caused the signal")
     hop: str

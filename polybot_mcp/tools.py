@@ -10,12 +10,15 @@ import base64
 import json
 import re
 import time
+import weakref
 from datetime import datetime, timezone
 from decimal import ROUND_DOWN, Decimal
 from typing import Annotated, Literal
 
+from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resolve import Elicit, Resolve
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
@@ -24,7 +27,7 @@ from services.config import service_of_kind
 from services.periods import since_ns
 
 from .mesh import MeshDown, MeshLink
-from .models import (CancelResult, Hop, LegIn, Level, MarketDetail, MarketList, MarketSummary, OpenOrders,
+from .models import (Approval, CancelResult, Hop, LegIn, Level, MarketDetail, MarketList, MarketSummary, OpenOrders,
                      OpenOrderView, OrderBook, OutcomeView, ReasonView, RiskView, Rows, SignalTrace, UsageView,
                      Verdict)
 
@@ -201,6 +204,43 @@ class Tools:
                              order_type=leg.order_type))
         return out
 
+    async def question(self, legs: list[LegIn], rationale: str, ctx: Context | None) -> Elicit[Approval] | None:
+        """The confirmation dialog to show before an agent's signal is sent, or None when none is due.
+
+        Only where risk holds agent signals for a human and allows the client's dialog, the client offers one,
+        and the signal passes risk's checks now (else its refusal is the answer). It is asked before the signal
+        is sent: in the 2026 protocol the call is retried with the answer and this runs again, so the question is
+        built from the arguments alone and comes out the same."""
+        caps = ctx.client_capabilities if ctx is not None else None
+        if caps is None or caps.elicitation is None or (caps.elicitation.form is None and caps.elicitation.url):
+            return None
+        try:
+            risk = await self.link.ask(self.risk, m.RiskRequest())
+            if not risk.client_approval:
+                return None
+            signal = m.Signal(source=source_of(ctx), legs=await self.legs(legs), rationale=rationale)
+            if not isinstance(await self.link.ask(self.risk, m.PreviewRequest(signal=signal)), m.SignalAccepted):
+                return None
+            markets = sorted({lg.market for lg in signal.legs if lg.market})
+            reply = await self.link.ask(self.scanner, m.SnapshotRequest(markets=markets))
+        except MeshDown:
+            return None  # the tool itself says what is down
+        names = {o.token_id: f"{o.name} in \"{mk.question}\"" for mk in reply.markets for o in mk.outcomes}
+        lines = "\n".join(f"- {lg.side} {text(lg.size)} shares of {names.get(lg.token_id, 'token ' + lg.token_id)} "
+                          f"at {text(lg.limit_price)} or better ({lg.order_type}): up to "
+                          f"{text(lg.size * lg.limit_price)} USDC" for lg in signal.legs)
+        why = f"\nThe agent's reason: {rationale}" if rationale else ""
+        return Elicit(f"Real money. {signal.source} proposes a trade that passes every risk check:\n{lines}{why}\n"
+                      "Tick approve and accept to send it now (risk checks it again); decline to refuse it.",
+                      Approval)
+
+    @staticmethod
+    def declined(signal: m.Signal) -> Verdict:
+        legs = Tools.verdict(signal, None).legs
+        return Verdict(signal_id=signal.id, status="rejected", legs=legs, reasons=[ReasonView(
+            code="DECLINED", message="the human declined it in the client's confirmation dialog; nothing was sent")],
+            next_step="do not propose it again unless the human asks for it")
+
     @staticmethod
     def verdict(signal: m.Signal, decided: m.Message | None) -> Verdict:
         legs = [{"token_id": lg.token_id, "side": lg.side, "size": text(lg.size), "limit_price": text(lg.limit_price),
@@ -222,8 +262,16 @@ class Tools:
                        max_size=text(min(sizes)) if sizes else None)
 
 
+SERVED: weakref.WeakKeyDictionary[MCPServer, Tools] = weakref.WeakKeyDictionary()  # each server's tools
+
+
+async def human_approval(legs: list[LegIn], rationale: str, ctx: Context) -> Elicit[Approval] | None:
+    """propose_signal's resolver: the confirmation dialog due before it sends, if any."""
+    return await SERVED[ctx.mcp_server].question(legs, rationale, ctx)
+
+
 def register_tools(server: MCPServer, link: MeshLink) -> Tools:
-    tools = Tools(link)
+    tools = SERVED[server] = Tools(link)
 
     @server.tool(annotations=READ)
     async def search_markets(
@@ -297,19 +345,33 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
     async def propose_signal(
         legs: Annotated[list[LegIn], Field(description="One or more legs; all pass risk or none does")],
         rationale: Annotated[str, Field(description="Why this trade: recorded with the signal and its verdict")],
+        approval: Annotated[ElicitationResult[Approval], Resolve(human_approval)],
         wait_s: Annotated[float, Field(ge=0, le=30, description="How long to wait for risk's verdict")] = 5.0,
         ctx: Context = None,  # type: ignore[assignment]
     ) -> Verdict:
         """Send a signal to risk, the same way a strategy does; accepted signals become orders at the venue.
         Returns the verdict: accepted with order ids, or rejected with every reason and the largest size that
-        would pass. Follow it with get_signal."""
+        would pass. With live money a human approves it first: in the client's confirmation dialog where it has
+        one, else it stays pending_approval until they run `polybot approve`. Follow it with get_signal."""
         signal = m.Signal(source=source_of(ctx), legs=await tools.legs(legs), rationale=rationale)
+        asked = not (isinstance(approval, AcceptedElicitation) and approval.data is None)
+        approved = isinstance(approval, AcceptedElicitation) and approval.data is not None and approval.data.approve
+        if asked and not approved and approval.action != "cancel":
+            return tools.declined(signal)
         try:
             await link.send(signal)
         except MeshDown as exc:
             raise ToolError(str(exc)) from None
         decided = await link.wait_for(lambda x: isinstance(x, m.SignalAccepted | m.SignalRejected | m.SignalPending)
                                       and x.signal_id == signal.id, wait_s)
+        if approved and isinstance(decided, m.SignalPending):  # the human's answer, given in the dialog
+            try:
+                await link.ask(tools.risk, m.ApproveRequest(signal_id=signal.id, via="client",
+                                                            by=f"the user of {signal.source}, in the client"))
+            except MeshDown:
+                pass  # refused on the check at approval, or expired: risk publishes that verdict as well
+            decided = await link.wait_for(lambda x: isinstance(x, m.SignalAccepted | m.SignalRejected)
+                                          and x.signal_id == signal.id, wait_s) or decided
         return tools.verdict(signal, decided)
 
     @server.tool(annotations=READ)

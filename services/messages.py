@@ -389,11 +389,14 @@ class RiskRequest(Message, frozen=True, kw_only=True):
 
 
 class ApproveRequest(Message, frozen=True, kw_only=True):
-    """To risk, from an operator (`polybot approve`): approve or decline a pending signal. No MCP tool sends it."""
+    """To risk: a human approves or declines a pending signal, at a terminal (`polybot approve`) or in the MCP
+    client's own confirmation dialog (elicitation; the MCP server forwards the human's answer). No tool sends it
+    on an agent's word."""
 
     signal_id: str
     approve: bool = True
     by: str = ""
+    via: Literal["operator", "client"] = "operator"
 
 
 class Position(Struct, frozen=True, kw_only=True):
@@ -440,6 +443,8 @@ class RiskReply(Message, frozen=True, kw_only=True):
     realized_pnl: Decimal = Decimal("0")
     marked_pnl: Decimal = Decimal("0")
     pending: list[SignalPending] = []  # agent signals waiting for a human's approval
+    approval: bool = False  # agent signals wait for a human's approval
+    client_approval: bool = False  # ... who may also give it in the MCP client's confirmation dialog
 
 
 class AccountRequest(Message, frozen=True, kw_only=True):

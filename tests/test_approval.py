@@ -1,6 +1,7 @@
-"""Live-money approval: an agent's signal that passes risk waits for a human (`polybot approve`), is never sent
-before, nor after it expires, and no MCP tool can approve it. Rehearsed on the local venue with approval forced
-on (`approval = "always"`); against Polymarket live it is on by default."""
+"""Live-money approval: an agent's signal that passes risk waits for a human (`polybot approve`, or the MCP
+client's own confirmation dialog), is never sent before, nor after it expires, and no MCP tool can approve it.
+Rehearsed on the local venue with approval forced on (`approval = "always"`); against Polymarket live it is on
+by default."""
 from __future__ import annotations
 
 import os
@@ -14,7 +15,7 @@ import anyio
 import httpx
 import pytest
 from mcp.client.client import Client
-from mcp_types import Implementation
+from mcp_types import ElicitResult, Implementation
 
 from polybot_mcp.server import build
 from services import messages as m
@@ -33,18 +34,34 @@ def mesh(tmp_path_factory) -> Iterator[Trading]:
         yield mesh
 
 
-def tool(mesh: Trading, name: str, args: dict):
+def tool(mesh: Trading, name: str, args: dict, mode: str = "legacy", human=None):
+    """One client session; ``human`` answers the client's confirmation dialog (without it, the client offers
+    none)."""
     async def session():
-        async with Client(build(mesh.config), client_info=Implementation(name="agent", version="1")) as c:
+        async with Client(build(mesh.config), mode=mode, client_info=Implementation(name="agent", version="1"),
+                          elicitation_callback=human) as c:
             return await c.call_tool(name, args)
     return anyio.run(session)
 
 
-def propose(mesh: Trading, token: str, price: D) -> dict:
+def propose(mesh: Trading, token: str, price: D, mode: str = "legacy", human=None) -> dict:
     result = tool(mesh, "propose_signal", {"legs": [{"token_id": token, "side": "BUY", "size": 5,
-                                                     "limit_price": str(price)}], "rationale": "wants a human"})
+                                                     "limit_price": str(price)}], "rationale": "wants a human"},
+                  mode, human)
     assert result.is_error is False, result.content[0].text
     return result.structured_content
+
+
+class Human:
+    """The person at the client: answers the confirmation dialog with ``action`` (and ``approve``)."""
+
+    def __init__(self, action: str, approve: bool | None = None) -> None:
+        self.action, self.approve, self.asked = action, approve, []
+
+    async def __call__(self, context, params) -> ElicitResult:
+        self.asked.append(params)
+        content = None if self.approve is None else {"approve": self.approve}
+        return ElicitResult(action=self.action, content=content)
 
 
 def status_of(mesh: Trading, signal_id: str) -> str:
@@ -110,6 +127,46 @@ def test_a_pending_signal_that_expires_or_is_declined_is_never_sent(mesh: Tradin
     assert mesh.ask("risk", m.RiskRequest()).pending == []
 
 
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_the_human_approves_in_the_clients_confirmation_dialog_and_only_then_it_trades(mesh: Trading,
+                                                                                       mode: str) -> None:
+    token, price = bid_of(mesh)
+    accepted_before = int(mesh.detail("risk")["accepted"])
+    human = Human("accept", approve=True)
+    verdict = propose(mesh, token, price, mode, human)
+    assert verdict["status"] == "accepted" and len(verdict["order_ids"]) == 1
+    [asked] = human.asked  # what the person saw: the trade in words, the money, and that it is real
+    assert "Real money" in asked.message and "mcp:agent" in asked.message and "wants a human" in asked.message
+    assert "BUY 5 shares" in asked.message and f"at {price} or better" in asked.message
+    assert set(asked.requested_schema["properties"]) == {"approve"}
+    assert int(mesh.detail("risk")["accepted"]) == accepted_before + 1  # risk decided it, when it was approved
+    assert mesh.ask("risk", m.RiskRequest()).pending == []
+    resting = wait_for(lambda: orders_of(mesh, verdict["signal_id"]), what="the approved order at the venue")
+    assert [o.order_id for o in resting] == verdict["order_ids"]
+    mesh.bus.outbound("signals").send(m.Cancel(source="mcp:agent"))
+
+
+@pytest.mark.parametrize("human", [Human("decline"), Human("accept", approve=False)], ids=["declined", "unticked"])
+def test_a_signal_declined_in_the_dialog_is_refused_and_never_sent(mesh: Trading, human: Human) -> None:
+    token, price = bid_of(mesh)
+    before = {k: mesh.detail("risk")[k] for k in ("accepted", "rejected", "pending")}
+    verdict = propose(mesh, token, price, human=human)
+    assert verdict["status"] == "rejected" and [r["code"] for r in verdict["reasons"]] == ["DECLINED"]
+    assert len(human.asked) == 1 and orders_of(mesh, verdict["signal_id"]) == []
+    assert {k: mesh.detail("risk")[k] for k in before} == before  # it never left the MCP server
+
+
+def test_a_dismissed_dialog_leaves_it_pending_for_polybot_approve(mesh: Trading) -> None:
+    token, price = bid_of(mesh)
+    human = Human("cancel")
+    verdict = propose(mesh, token, price, human=human)
+    assert verdict["status"] == "pending_approval" and len(human.asked) == 1
+    assert f"polybot approve {verdict['signal_id']}" in verdict["next_step"]
+    assert [p.signal_id for p in mesh.ask("risk", m.RiskRequest()).pending] == [verdict["signal_id"]]
+    assert approve(mesh, verdict["signal_id"], "--decline").returncode == 0
+    assert orders_of(mesh, verdict["signal_id"]) == []
+
+
 def test_no_tool_can_approve_change_limits_switch_modes_or_halt(mesh: Trading) -> None:
     async def names():
         async with Client(build(mesh.config)) as c:
@@ -129,3 +186,18 @@ def test_a_strategys_signal_does_not_wait_for_approval(mesh: Trading) -> None:
                                     None), what="the strategy's verdict")
     assert isinstance(verdict, m.SignalAccepted)
     out.send(m.Cancel(source="strategy:test"))
+
+
+def test_with_client_approval_off_no_dialog_is_shown_and_a_client_approval_is_refused(mesh: Trading) -> None:
+    mesh.stop("risk")
+    mesh.start("risk", POLYBOT_SERVICES__RISK__OPTIONS__APPROVAL="always",
+               POLYBOT_SERVICES__RISK__OPTIONS__CLIENT_APPROVAL="false")
+    mesh.wait_ready("risk")
+    token, price = bid_of(mesh)
+    human = Human("accept", approve=True)
+    verdict = propose(mesh, token, price, human=human)
+    assert verdict["status"] == "pending_approval" and human.asked == []
+    refused = mesh.ask("risk", m.ApproveRequest(signal_id=verdict["signal_id"], via="client", by="a client"))
+    assert isinstance(refused, m.Error) and "polybot approve" in refused.message
+    assert orders_of(mesh, verdict["signal_id"]) == []
+    assert approve(mesh, verdict["signal_id"], "--decline").returncode == 0

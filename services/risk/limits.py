@@ -41,6 +41,9 @@ class RiskOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # live mode), "always" (e.g. to rehearse it on the local venue), or "never".
     approval: Literal["auto", "always", "never"] = "auto"
     approval_timeout_s: float = 300.0  # a pending signal not approved by then is refused, never sent
+    # The human may also answer in the MCP client's confirmation dialog (elicitation), where the client offers
+    # one. Turn it off for a client that answers such requests by itself rather than asking its user.
+    client_approval: bool = True
 
 
 def is_agent(source: str) -> bool:

@@ -178,6 +178,9 @@ class Risk(Service):
             return m.Error(request_id=request.id, message=f"no signal {request.signal_id} waits for approval (it "
                            "was decided, it expired, or the id is wrong); `polybot risk --json` lists what waits")
         who = request.by or "an operator"
+        if request.via == "client" and not self.ctx.options.client_approval:
+            return m.Error(request_id=request.id, message="approval in the MCP client is off "
+                           "(client_approval = false); approve it with `polybot approve`")
         if not request.approve:
             self._refuse_pending(request.signal_id, DECLINED, f"declined by {who}")
             return m.Ok(request_id=request.id, detail="declined")
@@ -228,7 +231,8 @@ class Risk(Service):
                                    positions=engine.ledger.positions(), open_orders=len(engine.open),
                                    realized_pnl=engine.ledger.realized(),
                                    marked_pnl=engine.ledger.unrealized(engine.mark()),
-                                   pending=list(self.pending.values()))
+                                   pending=list(self.pending.values()), approval=self.approval,
+                                   client_approval=self.approval and self.ctx.options.client_approval)
         return None
 
     def detail(self) -> dict[str, str]:
