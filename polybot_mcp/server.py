@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from services.cli import collect_status
 from services.config import Config
 
+from .backtests import register_backtest_tools
 from .mesh import MeshLink
 from .prompts import PROMPTS, register_prompts
 from .resources import register_resources
@@ -46,7 +47,8 @@ def build(config: Config) -> MCPServer:
         "polybot",
         instructions="Trade prediction markets through the polybot mesh. Start with mesh_status to see what runs, "
                      "search_markets and get_market to find a trade, preview_signal to size it against risk, "
-                     "propose_signal to send it, and get_signal to follow it to its fills.",
+                     "propose_signal to send it, and get_signal to follow it to its fills. Try a strategy on "
+                     "recorded markets first with list_recordings and run_backtest.",
     )
 
     @server.tool(annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False))
@@ -68,5 +70,6 @@ def build(config: Config) -> MCPServer:
         return MeshStatus(all_up=all(s.state in ("running", "halted") for s in services), services=services)
 
     register_resources(server, register_tools(server, MeshLink(config)))
+    register_backtest_tools(server, config)
     register_prompts(server, PROMPTS)
     return server

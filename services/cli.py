@@ -11,6 +11,7 @@ from decimal import Decimal, InvalidOperation
 import msgspec
 
 from . import messages as m
+from .backtest import cli as backtests
 from .bus import BusError, BusTimeout, Requester
 from .config import (Config, ConfigError, control_address, ensure_state_dir, load, load_secrets,
                      service_of_kind)
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     risk = commands.add_parser("risk", help="risk's limits, how much of each is used, halted or not")
     risk.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_views(commands)
+    backtests.add_commands(commands)
     args = parser.parse_args(argv)
     try:
         config = load(args.config)
@@ -80,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"polybot: config: {exc}", file=sys.stderr)
         return 2
     handler = {"up": _up, "down": _down, "status": _status, "restart": _restart, "run": _run,
-               "halt": _halt, "resume": _resume, "venue": _venue, "risk": _risk, "approve": _approve, **{v: _view for v in VIEWS}}[args.command]
+               "halt": _halt, "resume": _resume, "venue": _venue, "risk": _risk, "approve": _approve, "record": backtests.record, "backtest": backtests.backtest,
+               **{v: _view for v in VIEWS}}[args.command]
     try:
         return handler(config, args)
     except ConfigError as exc:

@@ -21,7 +21,7 @@ from polybot_mcp.server import build
 from services import messages as m
 
 from .conftest import child_env, wait_for
-from .test_mcp_tools import READ_TOOLS, WRITE_TOOLS
+from .test_mcp_tools import LOCAL_TOOLS, READ_TOOLS, WRITE_TOOLS
 from .trading_harness import Trading, agent_mesh
 from .venue_harness import tokens
 
@@ -172,7 +172,7 @@ def test_no_tool_can_approve_change_limits_switch_modes_or_halt(mesh: Trading) -
         async with Client(build(mesh.config)) as c:
             return {t.name for t in (await c.list_tools()).tools}
     # Exactly the known tools: a new one must be looked at here before it ships.
-    assert anyio.run(names) == READ_TOOLS | WRITE_TOOLS
+    assert anyio.run(names) == READ_TOOLS | WRITE_TOOLS | LOCAL_TOOLS
 
 
 def test_a_strategys_signal_does_not_wait_for_approval(mesh: Trading) -> None:

@@ -23,8 +23,9 @@ from .venue_harness import tokens
 
 AGENT = {"MAX_ORDER_NOTIONAL": "20", "MAX_DAILY_NOTIONAL": "60", "MAX_SIGNALS_PER_MINUTE": "30"}
 READ_TOOLS = {"mesh_status", "search_markets", "get_market", "get_order_book", "preview_signal", "get_signal",
-              "list_open_orders", "get_risk", "get_positions", "get_fills", "get_pnl"}
+              "list_open_orders", "get_risk", "get_positions", "get_fills", "get_pnl", "list_recordings"}
 WRITE_TOOLS = {"propose_signal", "cancel_order"}
+LOCAL_TOOLS = {"run_backtest"}  # writes its report files; touches no market
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,9 @@ def test_every_tool_has_an_output_schema_and_honest_annotations(mesh: Trading, m
     assert all(tools[n].annotations.read_only_hint is True for n in READ_TOOLS)
     assert all(tools[n].annotations.destructive_hint is True and not tools[n].annotations.read_only_hint
                for n in WRITE_TOOLS)
+    assert all(tools[n].annotations.destructive_hint is False and not tools[n].annotations.open_world_hint
+               for n in LOCAL_TOOLS)
+    assert set(tools) == READ_TOOLS | WRITE_TOOLS | LOCAL_TOOLS
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])

@@ -18,6 +18,7 @@ import msgspec
 
 from .. import messages as m
 from ..runtime import Service, StartupError
+from ..recording import RecordingWriter, Tap
 from ..sync import scanner_snapshot, snapshot_messages
 from . import queries
 from .rows import Recorder, TopsMode
@@ -34,6 +35,11 @@ class AnalyticsOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     scanner: str = "scanner"  # the service whose snapshot fills in markets and books from before we started
     query_timeout_s: float = 2.0  # a query running longer is interrupted
     max_rows: int = 10_000  # the most rows any answer carries (a request may ask for fewer)
+    # Always-on recording of prices and events for backtests: a folder (relative: under <state_dir>/recordings);
+    # empty: off. Segments rotate by size and by market time.
+    record: str = ""
+    record_rotate_mb: float = 64.0
+    record_rotate_s: float = 3600.0
 
 
 class Pending:
@@ -109,6 +115,11 @@ class Analytics(Service):
         except StoreError as exc:
             raise StartupError(str(exc)) from None
         self.recorder = Recorder(opts.book_tops)
+        self.tap: Tap | None = None
+        if opts.record:
+            folder = Path(opts.record).expanduser()
+            folder = folder if folder.is_absolute() else ctx.config.state_path / "recordings" / folder
+            self.tap = Tap(RecordingWriter(folder, int(opts.record_rotate_mb * (1 << 20)), opts.record_rotate_s))
         self.pending = Pending()
         self.written = 0
         self.bad_rows = 0
@@ -127,15 +138,21 @@ class Analytics(Service):
         rows = self.recorder.rows(msg)
         if rows:
             self.pending.add(rows)
+        if self.tap is not None and socket in ("prices", "events") and not isinstance(msg, m.Heartbeat):
+            self.tap.offer(msg)
 
     async def run(self) -> None:
         """Record the markets and books from before we started, from the scanner's snapshot."""
         scanner = self.ctx.options.scanner
         if not scanner or scanner not in self.ctx.config.services:
+            if self.tap is not None:
+                self.tap.start([], 0)
             return
         reply = await scanner_snapshot(self.ctx, scanner)
         for msg in snapshot_messages(reply):
             self.handle("snapshot", msg)
+        if self.tap is not None:
+            self.tap.start(snapshot_messages(reply), reply.ts_ns)
         self.synced = True
         self.ctx.log.info("recorded the scanner's snapshot", extra={"markets": len(reply.markets),
                                                                    "books": len(reply.books.books)})
@@ -183,6 +200,8 @@ class Analytics(Service):
         if self.pending.count:
             self.ctx.log.error("%d rows could not be written before stopping", self.pending.count)
         self.store.close()
+        if self.tap is not None:
+            self.tap.writer.close()
 
     # ---------------------------------------------------------------- queries
 
@@ -213,4 +232,6 @@ class Analytics(Service):
     def detail(self) -> dict[str, str]:
         return {"db": str(self.store.path), "rows": str(self.written), "pending": str(self.pending.count),
                 "bad_rows": str(self.bad_rows), "flushes": str(self.flushes), "flush_errors": str(self.flush_errors),
-                "flush_ms_max": f"{self.flush_ms_max:.1f}", "synced": str(self.synced)}
+                "flush_ms_max": f"{self.flush_ms_max:.1f}", "synced": str(self.synced),
+                **({"recording": str(self.tap.writer.folder), "recorded": str(self.tap.writer.written)}
+                   if self.tap is not None else {})}

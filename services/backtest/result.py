@@ -1,0 +1,62 @@
+"""What a backtest produces: every signal and fill, the equity curve, the final positions. Pure data, encoded
+deterministically (the same run gives the same bytes)."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+
+from .. import messages as m
+
+
+class Point(msgspec.Struct, frozen=True, kw_only=True):
+    """The account at one moment of the replay's clock."""
+
+    ts_ns: int
+    equity: Decimal  # realized + unrealized: the PnL so far, fees included
+    realized: Decimal  # after fees
+    unrealized: Decimal  # shares held marked to the mid (else the last trade), less their cost
+    exposure: Decimal  # what BUYs cost: shares held at cost plus resting BUY orders at their limit
+    fees: Decimal
+
+
+class MarketInfo(msgspec.Struct, frozen=True, kw_only=True):
+    market: str
+    question: str
+    outcomes: dict[str, str]  # token id -> outcome name
+
+
+class Refusal(msgspec.Struct, frozen=True, kw_only=True):
+    """An order the paper venue refused (FOK not fillable, post-only crossing, tick, size...)."""
+
+    ts_ns: int
+    signal_id: str
+    token_id: str
+    code: str
+    message: str
+
+
+class BacktestResult(msgspec.Struct, frozen=True, kw_only=True):
+    strategy: str
+    params: dict[str, str]
+    data: str  # the recording replayed
+    started_ns: int  # the replay clock: the first and last message's time
+    ended_ns: int
+    messages: int
+    signals: list[m.Signal]
+    cancels: int
+    refusals: list[Refusal]
+    fills: list[m.Fill]
+    equity: list[Point]  # sampled on the replay clock, and at every fill
+    positions: list[m.Position]  # at the end, closed ones included (their realized PnL)
+    marks: dict[str, Decimal]  # token -> its mark at the end
+    signal_pnl: dict[str, Decimal]  # signal id -> what its fills made by the end (realized + marked)
+    markets: dict[str, MarketInfo]  # every market the recording lists
+
+
+def encode(result: BacktestResult) -> bytes:
+    return msgspec.json.encode(result)
+
+
+def decode(data: bytes) -> BacktestResult:
+    return msgspec.json.decode(data, type=BacktestResult)
