@@ -17,6 +17,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/venue_updates.py
 	$(BIN)/python benchmarks/analytics_ingest.py
 	$(BIN)/python benchmarks/trade_path.py
+	$(BIN)/python benchmarks/replay.py
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

@@ -71,12 +71,17 @@ class _Usage(Exception):
 
 def record(config: Config, args: argparse.Namespace) -> int:
     if args.seed is not None:
+        from ..venues.local.life import LifeOptions
         from ..venues.local.recording import generate
 
         out = Path(args.out or config.state_path / "recordings" / f"seed{args.seed}-{args.seconds:g}s")
-        info = generate(out, seed=args.seed, seconds=args.seconds, markets=args.markets,
-                        gaps_per_s=args.gaps_per_s, requotes_per_s=args.requotes_per_s,
-                        rotate_bytes=int(args.rotate_mb * (1 << 20)), rotate_s=args.rotate_s)
+        life = LifeOptions(gaps_per_s=args.gaps_per_s, requotes_per_s=args.requotes_per_s)
+        try:
+            info = generate(out, seed=args.seed, seconds=args.seconds, markets=args.markets, life=life,
+                            rotate_bytes=int(args.rotate_mb * (1 << 20)), rotate_s=args.rotate_s)
+        except (ValueError, FileExistsError) as exc:
+            print(f"polybot: {exc}", file=sys.stderr)
+            return 2
         print(f"recorded {info.messages} messages in {info.segments} segment(s), {info.bytes} bytes: {out}")
         return 0
     from ..recorder import Recorder, RecorderOptions

@@ -167,7 +167,8 @@ class Channels:
         Returns how many level changes went out."""
         engine = self.state.engine
         now = engine.clock()
-        markets = {engine.token_market[t].condition_id for t in tokens if t in engine.token_market}
+        # Sorted: a set's order changes from process to process, and so would the order of the frames.
+        markets = sorted({engine.token_market[t].condition_id for t in tokens if t in engine.token_market})
         changed = sum(self._publish_levels(condition_id, now) for condition_id in markets)
         outbox, engine.outbox = engine.outbox, []
         for item in outbox:

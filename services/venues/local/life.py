@@ -121,7 +121,9 @@ class Life:
 
     def _requote(self, market: Market, news: News) -> None:
         engine = self.engine
-        mine = [o.id for o in engine.open_orders(HOUSE, market.condition_id)]
+        book = engine.books[market.condition_id]  # its resting orders, not every order the engine ever held
+        mine = [o.id for o in sorted((o for q in (*book.bids.values(), *book.asks.values()) for o in q
+                                      if o.owner == HOUSE), key=lambda o: o.seq)]
         engine.cancel(HOUSE, mine)
         fair = self.fair[market.condition_id]
         yes = market.tokens[0]
