@@ -212,3 +212,15 @@ def test_polybot_backtest_reports_and_the_mesh_mode_agrees(recorded, tmp_path: P
     bad = subprocess.run([*cli[:-2], "--param", "min_edge"], env=child_env(), capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "is not K=V" in bad.stderr
+
+
+def test_a_simulated_recording_gives_the_same_signals_in_both_modes(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "services", "record", "--seed", "11", "--seconds", "60",
+                           "--gaps-per-s", "1", "--out", str(tmp_path / "sim")], env=child_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "recorded" in done.stdout, done.stderr
+    in_process = backtest(tmp_path / "sim", "arbitrage")
+    assert len(in_process.signals) >= 3
+    through_mesh = replay_mesh(tmp_path / "sim", "arbitrage")
+    assert [signal_key(s) for s in through_mesh if isinstance(s, m.Signal)] == \
+        [signal_key(s) for s in in_process.signals]
