@@ -73,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     approve.add_argument("--decline", action="store_true", help="refuse it instead")
     risk = commands.add_parser("risk", help="risk's limits, how much of each is used, halted or not")
     risk.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    audit = commands.add_parser("audit", help="check the audit log of decisions and executions")
+    audit_actions = audit.add_subparsers(dest="audit_action", required=True, metavar="ACTION")
+    audit_verify = audit_actions.add_parser("verify", help="check every entry's hash and the chain between them")
+    audit_verify.add_argument("--file", help="the log (default: the configured audit service's)")
+    audit_verify.add_argument("--head", help="the hash the chain must end at (from `polybot status` or the stop log)")
     _add_views(commands)
     backtests.add_commands(commands)
     args = parser.parse_args(argv)
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"polybot: config: {exc}", file=sys.stderr)
         return 2
     handler = {"up": _up, "down": _down, "status": _status, "restart": _restart, "run": _run,
-               "halt": _halt, "resume": _resume, "venue": _venue, "risk": _risk, "approve": _approve, "record": backtests.record, "backtest": backtests.backtest,
+               "halt": _halt, "resume": _resume, "venue": _venue, "risk": _risk, "approve": _approve, "audit": _audit, "record": backtests.record, "backtest": backtests.backtest,
                **{v: _view for v in VIEWS}}[args.command]
     try:
         return handler(config, args)
@@ -95,6 +100,20 @@ def _run(config: Config, args: argparse.Namespace) -> int:
     from .runtime import Runner
 
     return Runner(config, args.name, load_secrets()).run()
+
+
+def _audit(config: Config, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import audit
+    from .runtime import StartupError
+
+    try:
+        path = Path(args.file).expanduser() if args.file else audit.default_path(config)
+    except StartupError as exc:
+        print(f"polybot: {exc}", file=sys.stderr)
+        return 2
+    return audit.report(path, args.head)
 
 
 def _up(config: Config, args: argparse.Namespace) -> int:
