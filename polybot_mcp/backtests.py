@@ -7,8 +7,6 @@ folder (``<state_dir>/recordings``), and the reports go under ``<state_dir>/back
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Literal
@@ -20,8 +18,7 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from services.backtest.engine import BacktestError, backtest
-from services.backtest.report import summarize, write_report
-from services.backtest.result import encode
+from services.backtest.report import run_folder, save
 from services.config import Config
 from services.recording import RecordingError, count, describe, find
 from services.strategies import REGISTRY
@@ -117,17 +114,10 @@ def register_backtest_tools(server: MCPServer, config: Config) -> None:
             total = await asyncio.to_thread(count, path)
         except RecordingError as exc:
             raise ToolError(str(exc)) from None
-        done = [0]
-        finished = threading.Event()
-
-        def run():
-            try:
-                return backtest(path, strategy, params, progress=lambda n: done.__setitem__(0, n))
-            finally:
-                finished.set()
-
-        job = asyncio.ensure_future(asyncio.to_thread(run))
-        while not finished.is_set():
+        done = [0]  # messages replayed so far, set by the worker thread
+        job = asyncio.ensure_future(asyncio.to_thread(
+            backtest, path, strategy, params, progress=lambda n: done.__setitem__(0, n)))
+        while not job.done():
             await asyncio.wait({job}, timeout=PROGRESS_S)
             if ctx is not None and not job.done():
                 await ctx.report_progress(done[0], total, f"{done[0]} of {total} messages replayed")
@@ -137,13 +127,8 @@ def register_backtest_tools(server: MCPServer, config: Config) -> None:
             raise ToolError(str(exc)) from None
         if ctx is not None:
             await ctx.report_progress(total, total, "replayed; writing the report")
-        out = config.state_path / "backtests" / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{strategy}"
-
-        def report():
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "result.json").write_bytes(encode(result))
-            return summarize(result), write_report(result, out)
-        summary, files = await asyncio.to_thread(report)
+        out = run_folder(config.state_path, strategy)
+        summary, files = await asyncio.to_thread(save, result, out)
         return BacktestView(
             strategy=strategy, params=summary.params, recording=recording, messages=summary.messages,
             signals=summary.signals, trades=summary.trades, volume=str(summary.volume), fees=str(summary.fees),

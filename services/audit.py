@@ -23,7 +23,6 @@ Only bus messages are logged; they carry no secrets.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import os
@@ -206,28 +205,3 @@ def report(path: Path, head: str | None = None) -> int:
         return 0
     print(f"audit log {path}: verification FAILED after {count} good entries: {problem}", file=sys.stderr)
     return 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.audit", description="Check the audit log.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    check = commands.add_parser("verify", help="check every entry's hash and the chain between them")
-    check.add_argument("--file", help="the log (default: the configured audit service's)")
-    check.add_argument("--head", help="the hash the chain must end at (from status or the stop log)")
-    check.add_argument("--config", help="TOML config file, for the default --file")
-    args = parser.parse_args(argv)
-    if args.file:
-        path = Path(args.file).expanduser()
-    else:
-        from .config import ConfigError, load
-
-        try:
-            path = default_path(load(args.config))
-        except (ConfigError, StartupError) as exc:
-            print(f"polybot: {exc}", file=sys.stderr)
-            return 2
-    return report(path, args.head)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -38,6 +38,11 @@ class Books:
         price = min(asks)
         return price, asks[price]
 
+    def mid(self, token: str) -> Decimal | None:
+        """Halfway between the best bid and the best ask; None unless both sides show."""
+        bid, ask = self.best_bid(token), self.best_ask(token)
+        return (bid[0] + ask[0]) / 2 if bid is not None and ask is not None else None
+
     def best_bid(self, token: str) -> tuple[Decimal, Decimal] | None:
         bids = self.levels.get(token, {}).get("BUY")
         if not bids:

@@ -443,8 +443,7 @@ class RiskReply(Message, frozen=True, kw_only=True):
     realized_pnl: Decimal = Decimal("0")
     marked_pnl: Decimal = Decimal("0")
     pending: list[SignalPending] = []  # agent signals waiting for a human's approval
-    approval: bool = False  # agent signals wait for a human's approval
-    client_approval: bool = False  # ... who may also give it in the MCP client's confirmation dialog
+    client_approval: bool = False  # agent signals wait for a human, who may answer in the MCP client's dialog
 
 
 class AccountRequest(Message, frozen=True, kw_only=True):

@@ -8,11 +8,17 @@ DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def duration_s(text: str) -> float | None:
+    """A duration (90s, 10m, 2h, 1d) in seconds; None when the text is not one."""
+    found = DURATION.match(text.strip())
+    return float(found[1]) * UNIT_S[found[2]] if found else None
+
+
 def since_ns(text: str, now_ns: int, naive_is_local: bool = False) -> int:
     """A ``since`` parameter as epoch ns: a duration back from now (90s, 10m, 2h, 1d) or an ISO time (one without
     a zone is UTC, or local time for a person at a terminal). ValueError says what was expected."""
-    if found := DURATION.match(text.strip()):
-        return now_ns - int(float(found[1]) * UNIT_S[found[2]] * 1e9)
+    if (seconds := duration_s(text)) is not None:
+        return now_ns - int(seconds * 1e9)
     try:
         at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:

@@ -92,7 +92,7 @@ class RecordingWriter:
         self.rotate_ns = int(rotate_s * 1e9)
         self.encoder = msgspec.msgpack.Encoder()
         self.state = State()
-        existing = segments(self.folder) if any(self.folder.glob("seg-*" + SUFFIX)) else []
+        existing = sorted(self.folder.glob("seg-*" + SUFFIX))
         self.seq = int(existing[-1].stem.split("-")[1]) if existing else 0
         self.file = None
         self.size = 0
@@ -161,7 +161,7 @@ class Tap:
     def offer(self, msg: m.Message) -> None:
         if self.backlog is None:
             self.writer.write(msg)
-        elif isinstance(msg, RECORDED):
+        else:
             self.backlog.append(msg)
 
     def start(self, snapshot: list[m.Message], snapshot_ns: int) -> None:
@@ -200,12 +200,17 @@ def _frames(path: Path) -> Iterator[bytes]:
         at += LENGTH.size + size
 
 
-def read_segment(path: Path, restated: bool = True) -> Iterator[m.Message]:
+def _opened(path: Path) -> tuple[SegmentHeader, Iterator[bytes]]:
+    """A segment's header and its message frames after it."""
     frames = _frames(path)
     try:
-        header = _HEADER.decode(next(frames))
+        return _HEADER.decode(next(frames)), frames
     except (StopIteration, msgspec.DecodeError, msgspec.ValidationError):
         raise RecordingError(f"{path} is not a recording segment (no header)") from None
+
+
+def read_segment(path: Path, restated: bool = True) -> Iterator[m.Message]:
+    header, frames = _opened(path)
     for i, frame in enumerate(frames):
         if i < header.restated and not restated:
             continue
@@ -222,11 +227,7 @@ def count(path: str | Path) -> int:
     """How many messages ``read`` yields, from the frame lengths alone (nothing decoded)."""
     total = 0
     for i, seg in enumerate(segments(path)):
-        frames = _frames(seg)
-        try:
-            header = _HEADER.decode(next(frames))
-        except (StopIteration, msgspec.DecodeError, msgspec.ValidationError):
-            raise RecordingError(f"{seg} is not a recording segment (no header)") from None
+        header, frames = _opened(seg)
         total += sum(1 for _ in frames) - (header.restated if i else 0)
     return total
 

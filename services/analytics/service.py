@@ -149,10 +149,11 @@ class Analytics(Service):
                 self.tap.start([], 0)
             return
         reply = await scanner_snapshot(self.ctx, scanner)
-        for msg in snapshot_messages(reply):
+        opening = snapshot_messages(reply)
+        for msg in opening:
             self.handle("snapshot", msg)
         if self.tap is not None:
-            self.tap.start(snapshot_messages(reply), reply.ts_ns)
+            self.tap.start(opening, reply.ts_ns)
         self.synced = True
         self.ctx.log.info("recorded the scanner's snapshot", extra={"markets": len(reply.markets),
                                                                    "books": len(reply.books.books)})

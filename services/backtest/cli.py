@@ -4,14 +4,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-import time
 from pathlib import Path
 
 import msgspec
 
 from .. import messages as m
 from ..config import Config
-from ..periods import DURATION, UNIT_S
+from ..periods import duration_s
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -50,8 +49,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _duration(text: str) -> float:
-    if found := DURATION.match(text.strip()):
-        return float(found[1]) * UNIT_S[found[2]]
+    if (seconds := duration_s(text)) is not None:
+        return seconds
     raise argparse.ArgumentTypeError(f"{text!r} is not a duration (90s, 10m, 2h)")
 
 
@@ -97,13 +96,13 @@ def record(config: Config, args: argparse.Namespace) -> int:
 def backtest(config: Config, args: argparse.Namespace) -> int:
     from ..recording import RecordingError, count
     from .engine import BacktestError
+    from .report import run_folder
 
     try:
         params = _pairs(args.param, "--param")
         grid = {k: [v for v in vs.split(",") if v] for k, vs in _pairs(args.sweep, "--sweep").items()}
         total = count(args.data)
-        out = Path(args.out or config.state_path / "backtests" /
-                   f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{args.strategy}")
+        out = Path(args.out) if args.out else run_folder(config.state_path, args.strategy)
         if args.mesh:
             return _mesh(args, params, out, total)
         if grid:
@@ -116,16 +115,12 @@ def backtest(config: Config, args: argparse.Namespace) -> int:
 
 def _one(args: argparse.Namespace, params: dict[str, str], out: Path, total: int) -> int:
     from .engine import backtest as run
-    from .report import Progress, summarize, write_report
-    from .result import encode
+    from .report import Progress, save
 
     progress = Progress(total, label="replay")
     result = run(args.data, args.strategy, params, args.sample_ms, progress.update)
     progress.close()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "result.json").write_bytes(encode(result))
-    files = write_report(result, out)
-    summary = summarize(result)
+    summary, files = save(result, out)
     if args.json:
         print(msgspec.json.encode(summary).decode())
     else:

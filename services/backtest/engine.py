@@ -146,7 +146,7 @@ class Replay:
 
     def _drop_orders(self, market: str) -> None:
         """A resolved market's resting orders are gone at the venue."""
-        for venue_id in [v for v, o in self.orders.items() if o.market == market and v in self.paper.resting]:
+        for venue_id in [v for v in self.paper.resting if self.orders[v].market == market]:
             self.paper.cancel(venue_id)
 
     def _venue_events(self, events: list[base.VenueEvent]) -> None:
@@ -174,11 +174,9 @@ class Replay:
         """The mid where both sides are quoted, else the last trade; a token with neither has no mark."""
         out = {}
         for token in tokens:
-            bid, ask = self.paper.books.best_bid(token), self.paper.books.best_ask(token)
-            if bid is not None and ask is not None:
-                out[token] = (bid[0] + ask[0]) / 2
-            elif token in self.last_trade:
-                out[token] = self.last_trade[token]
+            mid = self.paper.books.mid(token)
+            if mid is not None or token in self.last_trade:
+                out[token] = mid if mid is not None else self.last_trade[token]
         return out
 
     def _sample(self) -> None:

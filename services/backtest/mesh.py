@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from .. import messages as m
-from ..bus import TAXONOMY, Bus, BusError, BusTimeout
+from ..bus import TAXONOMY, Bus, BusError, BusTimeout, Requester
 from ..config import ensure_state_dir, load
 from ..recording import read
 from .engine import BacktestError, make_strategy
@@ -73,7 +73,8 @@ def _split(messages: list[m.Message]) -> tuple[m.SnapshotReply, list[m.Message]]
 
 
 def replay_mesh(data: str | Path, strategy: str, params: dict[str, Any] | None = None,
-                progress: Callable[[int], None] | None = None, log: Path | None = None) -> list[m.Signal]:
+                progress: Callable[[int], None] | None = None,
+                log: Path | None = None) -> list[m.Signal | m.Cancel]:
     """Every signal (and cancel) the strategies service sent for the recording, in the order they came."""
     chosen = make_strategy(strategy, params or {})  # a bad name or parameter fails here, not in the child
     messages = list(read(data))
@@ -91,7 +92,7 @@ def replay_mesh(data: str | Path, strategy: str, params: dict[str, Any] | None =
 
 
 def _run(bus: Bus, config_file: Path, snapshot: m.SnapshotReply, rest: list[m.Message],
-         progress: Callable[[int], None] | None, log_path: Path) -> list[m.Signal]:
+         progress: Callable[[int], None] | None, log_path: Path) -> list[m.Signal | m.Cancel]:
     out = {name: bus.outbound(name) for name in ("prices", "events")}
     signals = bus.inbound("signals")
     scanner = bus.replier("scanner")
@@ -101,34 +102,39 @@ def _run(bus: Bus, config_file: Path, snapshot: m.SnapshotReply, rest: list[m.Me
     with open(log_path, "ab") as log:
         child = subprocess.Popen([sys.executable, "-m", "services", "--config", str(config_file), "run",
                                   "strategies"], env=env, stdout=log, stderr=log)
-    child.log = log_path  # type: ignore[attr-defined]  # what it said, for the error if it exits
     control = bus.requester("strategies", 2000)
-    got: list[m.Message] = []
+    got: list[m.Signal | m.Cancel] = []
+
+    def until(done: Callable[[m.ServiceState], bool], what: str) -> None:
+        _until(control, child, log_path, done, what)
 
     def handled(n: int) -> Callable[[m.ServiceState], bool]:
         return lambda state: int(state.detail.get("handled", 0)) >= n
 
-    def all_signals(state: m.ServiceState) -> bool:
+    def collect() -> None:
         got.extend(x for x in signals.drain() if isinstance(x, m.Signal | m.Cancel))
+
+    def all_signals(state: m.ServiceState) -> bool:
+        collect()
         return int(state.detail.get("signals", 0)) <= len(got)
 
     try:
-        _until(control, child, lambda state: state.detail.get("synced") == "True", "the strategies to sync")
+        until(lambda state: state.detail.get("synced") == "True", "the strategies to sync")
         sent, last = 0, ""
         for msg in rest:
             name = "prices" if type(msg) in TAXONOMY["prices"].types else "events"
             if name != last or sent % BATCH == 0:
                 # Two sockets, two reader threads: the order across them holds only if each message on one
                 # is handled before the next on the other goes out. A batch boundary bounds what is in flight.
-                _until(control, child, handled(sent), "the strategies to handle the recording")
-                got.extend(x for x in signals.drain() if isinstance(x, m.Signal | m.Cancel))
+                until(handled(sent), "the strategies to handle the recording")
+                collect()
                 if progress is not None:
                     progress(sent)
             while not out[name].send(msg):  # the queue is full: give the subscriber a moment
                 time.sleep(0.001)
             sent, last = sent + 1, name
-        _until(control, child, handled(sent), "the strategies to handle the recording")
-        _until(control, child, all_signals, "every signal to arrive")
+        until(handled(sent), "the strategies to handle the recording")
+        until(all_signals, "every signal to arrive")
         if progress is not None:
             progress(sent)
     finally:
@@ -140,11 +146,12 @@ def _run(bus: Bus, config_file: Path, snapshot: m.SnapshotReply, rest: list[m.Me
     return got
 
 
-def _until(control, child: subprocess.Popen, done: Callable[[m.ServiceState], bool], what: str) -> m.ServiceState:
+def _until(control: Requester, child: subprocess.Popen, log_path: Path, done: Callable[[m.ServiceState], bool],
+           what: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         if child.poll() is not None:
-            said = Path(child.log).read_text(errors="replace")[-2000:]
+            said = log_path.read_text(errors="replace")[-2000:]
             raise BacktestError(f"the strategies process exited (code {child.returncode}) while waiting for {what}"
                                 f"{': ' + said.strip() if said else ''}")
         try:
@@ -152,7 +159,7 @@ def _until(control, child: subprocess.Popen, done: Callable[[m.ServiceState], bo
         except (BusTimeout, BusError):  # not answering yet (starting)
             reply = None
         if isinstance(reply, m.StatusReply) and done(reply.service):
-            return reply.service
+            return
         if time.monotonic() > deadline:
             raise BacktestError(f"timed out waiting for {what}")
         time.sleep(0.005)  # polling the child's counters; bounded by the deadline above

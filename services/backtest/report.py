@@ -21,7 +21,7 @@ from typing import NamedTuple, TextIO
 import msgspec
 
 from ..ledger import Ledger
-from .result import BacktestResult
+from .result import BacktestResult, encode
 
 ZERO = Decimal(0)
 RATIO = Decimal("0.0001")  # hit rate and drawdown fraction: 4 dp
@@ -164,11 +164,28 @@ def per_market(result: BacktestResult) -> list[MarketRow]:
 # ---------------------------------------------------------------- files
 
 
+def run_folder(state_dir: Path, strategy: str) -> Path:
+    """Where a run's report goes unless told: ``<state_dir>/backtests/<UTC time>-<strategy>``."""
+    return state_dir / "backtests" / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{strategy}"
+
+
+def save(result: BacktestResult, out_dir: str | Path) -> tuple[Summary, ReportFiles]:
+    """The whole result (``result.json``: every signal, fill and equity point) and its report, in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_bytes(encode(result))
+    summary = summarize(result)
+    return summary, _write(result, summary, out)
+
+
 def write_report(result: BacktestResult, out_dir: str | Path) -> ReportFiles:
     """summary.json, trades.csv, equity.png and report.html in ``out_dir`` (made if missing)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(result)
+    return _write(result, summarize(result), out)
+
+
+def _write(result: BacktestResult, summary: Summary, out: Path) -> ReportFiles:
     files = ReportFiles(out / "summary.json", out / "trades.csv", out / "equity.png", out / "report.html")
     files.summary.write_bytes(msgspec.json.format(msgspec.json.encode(summary), indent=2) + b"\n")
     files.trades.write_text(_trades_csv(result), encoding="utf-8", newline="")

@@ -160,12 +160,7 @@ class RiskEngine:
 
     def mark(self) -> dict[str, Decimal]:
         """Mid prices where both sides show; elsewhere a holding stays at cost."""
-        out = {}
-        for token in self.ledger.holdings:
-            bid, ask = self.books.best_bid(token), self.books.best_ask(token)
-            if bid and ask:
-                out[token] = (bid[0] + ask[0]) / 2
-        return out
+        return {token: mid for token in self.ledger.holdings if (mid := self.books.mid(token)) is not None}
 
     def token_exposure(self, token: str) -> Decimal:
         held = self.ledger.holdings.get(token)

@@ -231,7 +231,7 @@ class Risk(Service):
                                    positions=engine.ledger.positions(), open_orders=len(engine.open),
                                    realized_pnl=engine.ledger.realized(),
                                    marked_pnl=engine.ledger.unrealized(engine.mark()),
-                                   pending=list(self.pending.values()), approval=self.approval,
+                                   pending=list(self.pending.values()),
                                    client_approval=self.approval and self.ctx.options.client_approval)
         return None
 

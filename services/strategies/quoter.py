@@ -77,11 +77,10 @@ class Quoter:
         if market.market in self.closed or market.market in self.stale:
             return []
         yes, no = (o.token_id for o in market.outcomes)
-        bid, ask = self.books.best_bid(yes), self.books.best_ask(yes)
-        if bid is None or ask is None:
+        mid = self.books.mid(yes)
+        if mid is None:
             return []
         tick = market.tick_size
-        mid = (bid[0] + ask[0]) / 2
         spread = tick * self.params.spread_ticks
         yes_bid = ((mid - spread) / tick).to_integral_value(ROUND_FLOOR) * tick
         yes_offer = ((mid + spread) / tick).to_integral_value(ROUND_CEILING) * tick
