@@ -212,6 +212,9 @@ def test_polybot_backtest_reports_and_the_mesh_mode_agrees(recorded, tmp_path: P
     bad = subprocess.run([*cli[:-2], "--param", "min_edge"], env=child_env(), capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "is not K=V" in bad.stderr
+    empty = subprocess.run([*cli, "--sweep", "max_size="], env=child_env(), capture_output=True, text=True,
+                           timeout=60)
+    assert empty.returncode == 2 and "--sweep max_size= has no values" in empty.stderr
 
 
 def test_a_simulated_recording_gives_the_same_signals_in_both_modes(tmp_path: Path) -> None:

@@ -101,6 +101,8 @@ def backtest(config: Config, args: argparse.Namespace) -> int:
     try:
         params = _pairs(args.param, "--param")
         grid = {k: [v for v in vs.split(",") if v] for k, vs in _pairs(args.sweep, "--sweep").items()}
+        if empty := [k for k, vs in grid.items() if not vs]:
+            raise _Usage(f"--sweep {empty[0]}= has no values; give them comma-separated, e.g. {empty[0]}=1,2")
         total = count(args.data)
         out = Path(args.out) if args.out else run_folder(config.state_path, args.strategy)
         if args.mesh:
