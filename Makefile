@@ -18,6 +18,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/analytics_ingest.py
 	$(BIN)/python benchmarks/trade_path.py
 	$(BIN)/python benchmarks/replay.py
+	$(BIN)/python benchmarks/metrics_overhead.py
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

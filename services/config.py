@@ -62,10 +62,28 @@ class LogConfig(_Section):
     file_backups: int = 5
 
 
+class MetricsConfig(_Section):
+    """Prometheus metrics: each service serves ``/metrics`` on its own port."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"  # where the endpoints listen; "0.0.0.0" in a container
+    base_port: int = 9400  # the supervisor at base_port, services at base_port + 1 + their place in [services]; 0: any free port
+
+
+class TracingConfig(_Section):
+    """OpenTelemetry tracing (needs the ``otel`` extra): each hop of a trade is a span under the message's trace."""
+
+    enabled: bool = False
+    exporter: Literal["otlp", "console"] = "otlp"
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"  # OTLP over HTTP (protobuf)
+    sample_ratio: float = 1.0  # of traces, decided by the trace id so every hop of one trade agrees
+
+
 class ServiceConfig(_Section):
     kind: str  # "package.module:Class"
     enabled: bool = True
     control: str = ""  # control address override
+    metrics_port: int | None = None  # override of the port derived from metrics.base_port; 0: any free port
     options: dict[str, Any] = {}  # validated by the service class's own Options
 
 
@@ -85,6 +103,9 @@ class PolymarketConfig(_Section):
 
 class LocalVenueConfig(_Section):
     start: bool = True  # `polybot up` starts the local venue first when venue = "local"
+    # The host the other services reach it at (a container's name, when it binds options.host = "0.0.0.0");
+    # default: options.host.
+    address: str = ""
     options: dict[str, Any] = {}  # its knobs (see `polybot venue --help`), checked by the venue itself
 
 
@@ -113,6 +134,8 @@ class Config(_Section):
     bus: BusConfig = BusConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     log: LogConfig = LogConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    tracing: TracingConfig = TracingConfig()
     # Started by `polybot up` in this order (after the local venue); a [services.*] table replaces the whole set.
     services: dict[str, ServiceConfig] = msgspec.field(default_factory=lambda: dict(DEFAULT_SERVICES))
 
@@ -312,7 +335,7 @@ def venue_urls(config: Config) -> PolymarketConfig:
     if config.venue != "local":
         return config.polymarket
     options = config.local_venue.options
-    host = options.get("host", LOCAL_VENUE_HOST)
+    host = config.local_venue.address or options.get("host", LOCAL_VENUE_HOST)
     port = {k: options.get(k, v) for k, v in LOCAL_VENUE_PORTS.items()}
     return PolymarketConfig(gamma_url=f"http://{host}:{port['gamma_port']}", clob_url=f"http://{host}:{port['clob_port']}",
                             market_ws_url=f"ws://{host}:{port['ws_port']}/ws/market",
@@ -336,6 +359,20 @@ def socket_address(config: Config, name: str) -> str:
     if config.bus.transport == "tcp":
         return f"tcp://{config.bus.host}:{config.bus.base_port + SOCKET_NAMES.index(name)}"
     return f"ipc://{config.state_dir}/sock/{name}.ipc"
+
+
+def metrics_port(config: Config, service: str) -> int:
+    """The port of a service's metrics endpoint (0: any free port, reported in its status)."""
+    svc = config.services.get(service)
+    if svc is not None and svc.metrics_port is not None:
+        return svc.metrics_port
+    if config.metrics.base_port == 0:
+        return 0
+    if service == "supervisor":
+        return config.metrics.base_port
+    if service not in config.services:  # run on its own (polybot record, polybot venue): any free port
+        return 0
+    return config.metrics.base_port + 1 + list(config.services).index(service)
 
 
 def control_address(config: Config, service: str) -> str:

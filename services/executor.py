@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,7 +27,8 @@ import msgspec
 
 from . import messages as m
 from .bus import topic
-from .config import trading_mode, venue_urls
+from .bus import BusError, Requester
+from .config import control_address, trading_mode, venue_urls
 from .ledger import Ledger
 from .runtime import Service, StartupError
 from .sync import start_from_scanner
@@ -41,6 +43,11 @@ SIGNAL_FAILED = "SIGNAL_FAILED"
 STOPPING = "STOPPING"
 STALE_ORDER = "STALE_ORDER"
 RISK_SOURCE = "risk"  # a Cancel from risk itself (its kill switch) covers every source's orders
+UNANSWERED = ("pending", "submitting")  # taken, and the venue has not answered yet
+STRATEGIES_KIND = "services.strategies.host:Strategies"
+BACKPRESSURE_S = 0.1  # how often the lag is looked at
+THROTTLE_REFRESH_S = 1.0  # a throttle is repeated this often while it holds (it runs out after THROTTLE_FOR_S)
+THROTTLE_FOR_S = 5.0
 
 
 class ExecutorOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -58,6 +65,15 @@ class ExecutorOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # An order older than this when it could go out is refused, not sent: risk priced it on a book that is gone
     # (orders queue up in risk's socket while the executor is down, and arrive in a burst when it is back).
     max_order_age_ms: int = 3000
+    # Backpressure. The executor's lag is the age of its oldest order the venue has not answered yet (from when
+    # risk sent it), or the wait of the latest order to be handled, whichever is larger. Past throttle_lag_ms the
+    # signal producers are throttled over control to throttle_signals_per_s; they are released once the lag has
+    # stayed under release_lag_ms for release_after_s.
+    throttle_lag_ms: float = 750.0  # 0: never throttle
+    release_lag_ms: float = 250.0
+    release_after_s: float = 2.0
+    throttle_signals_per_s: float = 1.0
+    throttle_services: list[str] = []  # whom to throttle; empty: every enabled strategies host of the config
 
 
 # ---------------------------------------------------------------- the journal
@@ -363,6 +379,35 @@ def matches(cancel: m.Cancel, order: m.Order) -> bool:
 
 # ---------------------------------------------------------------- the service
 
+TIMED = ("prepare", "place", "cancel", "order", "open_orders", "trades", "rules")  # prepare: rounding and signing
+
+
+class TimedVenue:
+    """The venue, with each call in ``TIMED`` timed and its failures counted by operation."""
+
+    def __init__(self, venue: Any, latency: Any, errors: Any) -> None:
+        self._venue = venue
+        self._latency = latency
+        self._errors = errors
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._venue, name)
+        if name not in TIMED:
+            return call
+        latency, errors = self._latency.labels(name), self._errors.labels(name)
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await call(*args, **kwargs)
+            except VenueError:
+                errors.inc()
+                raise
+            finally:
+                latency.observe(time.perf_counter() - started)
+        return timed
+
+
 
 class Executor(Service):
     publishes = ("executions",)
@@ -383,7 +428,29 @@ class Executor(Service):
             ctx.log.warning("%d journal lines did not decode and were skipped", self.journal.bad)
         # Taken before a crash but never sent: refused at start, never sent late.
         self.unsent = [t for t in self.desk.orders.values() if t.status == "pending"]
-        self.venue = self._venue()
+        metrics = ctx.metrics
+        self.m_orders = metrics.counter("orders", "orders received from risk", ["side", "order_type"])
+        self.m_submitted = metrics.counter("orders_submitted", "orders handed to the venue")
+        self.m_rejects = metrics.counter("order_rejects", "orders refused, by the venue or before it, by code", ["code"])
+        self.m_fills = metrics.counter("fills", "fills", ["liquidity"])
+        self.m_notional = metrics.counter("fill_notional_usdc", "price times shares of every fill")
+        self.m_fees = metrics.counter("fees_usdc", "fees paid on fills")
+        self.m_cancels = metrics.counter("cancels", "orders that ended canceled (by us, the venue or expiry)")
+        self.m_residual = metrics.counter("residual_exposures", "multi-leg signals left partly filled")
+        self.m_reconnects = metrics.counter("ws_reconnects", "venue WebSocket reconnections", ["channel"])
+        self.m_open = metrics.gauge("open_orders", "orders open at the venue or on their way")
+        self.m_positions = metrics.gauge("positions", "tokens held")
+        self.connections = 0
+        self.m_lag = metrics.gauge("executor_lag_seconds", "the executor's lag, as backpressure measures it")
+        self.m_throttling = metrics.gauge("backpressure_throttling", "1 while the executor throttles signal producers")
+        self.m_throttles = metrics.counter("backpressure_throttles", "times the executor began throttling")
+        self.taken: deque[Tracked] = deque()  # in arrival order, for the age of the oldest unanswered order
+        self.throttling = False
+        self.throttles = 0
+        self.lag_ms = 0.0
+        self.venue = TimedVenue(self._venue(), metrics.histogram("venue_request_seconds", "venue calls, by operation",
+                                                                 ["op"]),
+                                metrics.counter("venue_errors", "venue calls that failed, by operation", ["op"]))
         self.journal.open()
         self.ready = False  # reconciled with the venue (live) or restored on the book (paper)
         self.synced = not opts.scanner
@@ -425,7 +492,8 @@ class Executor(Service):
                 self.ctx.inbound["prices"].socket.unsubscribe(topic(kind))
         tasks = [asyncio.create_task(self.venue.start(self._on_events, self._on_connected), name="venue"),
                  asyncio.create_task(self._start(), name="start"),
-                 asyncio.create_task(self._reconcile_every(), name="reconcile")]
+                 asyncio.create_task(self._reconcile_every(), name="reconcile"),
+                 asyncio.create_task(self._backpressure(), name="backpressure")]
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -464,6 +532,9 @@ class Executor(Service):
                                sum(1 for trade, vid in self.desk.seen if vid == t.venue_order_id))
 
     def _on_connected(self) -> None:
+        self.connections += 1
+        if self.connections > 1:
+            self.m_reconnects.labels("user").inc()
         self.connected.set()
         if self.ready:
             self._reconcile_soon()
@@ -491,6 +562,17 @@ class Executor(Service):
     def _publish(self, msg: m.Message) -> None:
         self.ctx.send("executions", msg)
         self.journal.write(msg)
+        match msg:
+            case m.Fill():
+                self.m_fills.labels(msg.liquidity).inc()
+                self.m_notional.inc(float(msg.price * msg.size))  # Prometheus values are floats
+                self.m_fees.inc(float(msg.fee))
+            case m.OrderRejected():
+                self.m_rejects.labels(msg.code).inc()
+            case m.OrderCanceled():
+                self.m_cancels.inc()
+            case m.ResidualExposure():
+                self.m_residual.inc()
 
     # ------------------------------------------------------------ inbound
 
@@ -518,10 +600,12 @@ class Executor(Service):
         self.venue.observe(msg)
 
     def _take(self, order: m.Order) -> None:
+        self.m_orders.labels(order.side, order.order_type).inc()
         t = self.desk.take(order)
         if t is None:
             self.ctx.log.warning("order %s was taken before; not sent again", order.id)
             return
+        self.taken.append(t)
         if self.ctx.halted:
             self.desk.reject(t, HALTED, f"the executor is halted: {self.ctx.halt_reason}")
         elif order.signal_id in self.desk.failed:
@@ -586,6 +670,9 @@ class Executor(Service):
             elif t.open:
                 requests.append((t, self._request(t, rules, price, size)))
         sent = await self._send(requests)
+        if self.ctx.tracing:  # each order's span ends once the venue has answered
+            for t in group:
+                self.ctx.tracing.order(t.order, t.status, t.venue_order_id, t.price, t.submitted_ts_ns, t.failure)
         for t in sent:
             if t.cancel_reason and t.status == "live":
                 await self._cancel_at_venue([t], t.cancel_reason)
@@ -606,6 +693,7 @@ class Executor(Service):
                 self.desk.reject(t, p.code, p.message)
             elif t.open:  # journaled with its venue id before it goes: never sent twice
                 self.desk.submitting(t, p.venue_order_id, req.price, req.size, self.ctx.clock())
+                self.m_submitted.inc()
                 batch.append((t, req))
         if not batch:
             return []
@@ -759,6 +847,79 @@ class Executor(Service):
         else:
             self.desk.end(t, t.remaining, "the venue no longer knows the order")
 
+    # ------------------------------------------------------------ backpressure
+
+    def _lag_ns(self, now: int, handled_before: int) -> int:
+        taken = self.taken
+        while taken and taken[0].status not in UNANSWERED:
+            taken.popleft()
+        oldest = now - taken[0].order.ts_ns if taken else 0
+        flow = self.ctx.flows["orders"]
+        inbound = flow.lag.last_ns if flow.handled != handled_before or flow.depth else 0
+        return max(oldest, inbound)
+
+    def _throttle_targets(self) -> list[str]:
+        config = self.ctx.config
+        return list(self.ctx.options.throttle_services) or [
+            n for n in config.enabled_services if config.services[n].kind == STRATEGIES_KIND]
+
+    async def _backpressure(self) -> None:
+        """Throttle the signal producers while the executor lags; release them once it has caught up."""
+        opts: ExecutorOptions = self.ctx.options
+        targets = self._throttle_targets()
+        if not opts.throttle_lag_ms or not targets:
+            return
+        requesters = {name: Requester(control_address(self.ctx.config, name), 1000) for name in targets}
+        handled, told_ns, calm_since = self.ctx.flows["orders"].handled, 0, None
+        try:
+            while True:
+                await asyncio.sleep(BACKPRESSURE_S)
+                now = self.ctx.clock()
+                lag_ns = self._lag_ns(now, handled)
+                handled = self.ctx.flows["orders"].handled
+                self.lag_ms = lag_ns / 1e6
+                self.m_lag.set(lag_ns / 1e9)
+                if self.lag_ms > opts.throttle_lag_ms and not self.throttling:
+                    self.throttling, calm_since = True, None
+                    self.throttles += 1
+                    self.m_throttles.inc()
+                    self.m_throttling.set(1)
+                    self.ctx.log.warning("lagging %.0f ms (limit %.0f ms): throttling %s to %s signals/s",
+                                         self.lag_ms, opts.throttle_lag_ms, ", ".join(targets),
+                                         opts.throttle_signals_per_s)
+                if not self.throttling:
+                    continue
+                if self.lag_ms > opts.release_lag_ms:
+                    calm_since = None
+                elif calm_since is None:
+                    calm_since = now
+                elif now - calm_since >= opts.release_after_s * 1e9:
+                    self.throttling = False
+                    self.m_throttling.set(0)
+                    self.ctx.log.info("caught up (lag %.0f ms): releasing %s", self.lag_ms, ", ".join(targets))
+                    await self._tell(requesters, m.ThrottleRequest(throttle=False, by=self.ctx.name,
+                                                                   reason="the executor caught up"))
+                    continue
+                if now - told_ns >= THROTTLE_REFRESH_S * 1e9:
+                    told_ns = now
+                    await self._tell(requesters, m.ThrottleRequest(
+                        max_signals_per_s=opts.throttle_signals_per_s, for_s=THROTTLE_FOR_S, by=self.ctx.name,
+                        reason=f"the executor lags {self.lag_ms:.0f} ms (limit {opts.throttle_lag_ms:.0f} ms)"))
+        finally:
+            for requester in requesters.values():
+                requester.close()
+
+    async def _tell(self, requesters: dict[str, Requester], request: m.ThrottleRequest) -> None:
+        for name, requester in requesters.items():
+            try:
+                reply = await asyncio.to_thread(requester.request, request)
+            except BusError as exc:  # down or busy: a restarted producer is told again on the next refresh
+                self.ctx.log.warning("could not tell %s to %s: %s", name,
+                                     "slow down" if request.throttle else "resume", exc)
+                continue
+            if isinstance(reply, m.Error):
+                self.ctx.log.warning("%s refused the throttle: %s", name, reply.message)
+
     # ------------------------------------------------------------ control
 
     def control(self, request: m.Message) -> m.Message | None:
@@ -769,11 +930,16 @@ class Executor(Service):
             return self.desk.account(self.mode, self.reconciled_ns)
         return None
 
+    def sample(self) -> None:
+        self.m_open.set(len(self.desk.open_orders()))
+        self.m_positions.set(len(self.desk.ledger.positions()))
+
     def detail(self) -> dict[str, str]:
         desk = self.desk
         return {"mode": self.mode, "ready": str(self.ready), "synced": str(self.synced),
                 "open_orders": str(len(desk.open_orders())), "positions": str(len(desk.ledger.positions())),
                 "fills": str(desk.counts["fills"]), "rejected": str(desk.counts["rejected"]),
                 "duplicates": str(desk.counts["duplicates"]), "journal_bad_lines": str(self.journal.bad),
-                "reconciles": str(self.reconciles),
+                "reconciles": str(self.reconciles), "lag_ms": f"{self.lag_ms:.1f}",
+                "throttling": str(self.throttling), "throttles": str(self.throttles),
                 **self.venue.detail()}

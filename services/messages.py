@@ -330,6 +330,20 @@ class ResumeRequest(Message, frozen=True, kw_only=True):
     pass
 
 
+class ThrottleRequest(Message, frozen=True, kw_only=True):
+    """Backpressure, to a signal producer: send at most ``max_signals_per_s`` until released or ``for_s`` passes.
+
+    The executor sends it while it lags and repeats it, so a producer that restarts is throttled again and one
+    whose release was lost is freed when the throttle runs out. ``throttle=False`` releases at once.
+    """
+
+    throttle: bool = True
+    max_signals_per_s: float = 1.0
+    for_s: float = 5.0
+    reason: str = ""
+    by: str = ""
+
+
 class RestartRequest(Message, frozen=True, kw_only=True):
     """To the supervisor: restart one service, now, without backoff."""
 
@@ -497,8 +511,8 @@ SignalsMsg = Union[Signal, Cancel]
 OrdersMsg = Union[Order, Cancel]
 ExecutionsMsg = Union[OrderAck, OrderRejected, Fill, OrderCanceled, ResidualExposure, Heartbeat]
 DecisionsMsg = Union[SignalAccepted, SignalRejected, SignalPending, Heartbeat]
-ControlRequest = Union[StatusRequest, HaltRequest, ResumeRequest, RestartRequest, ShutdownRequest, SnapshotRequest,
-                       PreviewRequest, RiskRequest, ApproveRequest, AccountRequest, QueryRequest]
+ControlRequest = Union[StatusRequest, HaltRequest, ResumeRequest, ThrottleRequest, RestartRequest, ShutdownRequest,
+                       SnapshotRequest, PreviewRequest, RiskRequest, ApproveRequest, AccountRequest, QueryRequest]
 ControlReply = Union[StatusReply, Ok, Error, SnapshotReply, SignalAccepted, SignalRejected, RiskReply, AccountReply,
                      QueryReply]
 

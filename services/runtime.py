@@ -25,9 +25,11 @@ import msgspec
 from . import logs
 from . import messages as m
 from .bus import READER_POLL_MS, TAXONOMY, Bus, BusError, Inbound, Outbound
-from .config import SUPERVISOR_ENV, Config, ConfigError, Secrets, _Invalid, convert_section, ensure_state_dir
+from .config import SUPERVISOR_ENV, Config, ConfigError, Secrets, _Invalid, convert_section, ensure_state_dir, metrics_port
+from .metrics import Flow, Metrics, MetricsError, RuntimeCollector
 
 CONTROL_TIMEOUT_S = 5.0  # the longest a control request may wait for the event loop
+SAMPLE_S = 1.0  # how often a service's state gauges are set (Service.sample)
 
 
 class StartupError(Exception):
@@ -51,8 +53,11 @@ class Context:
         self.clock = time.time_ns
         self.request_stop: Any = lambda: None  # set by the runner: stop this process gracefully
         self.inbound: Mapping[str, Inbound] = {}  # set by the runner
+        self.flows: Mapping[str, Flow] = {}  # set by the runner: per inbound socket, queue depth and handling lag
         self.halted = False
         self.halt_reason = ""
+        self.metrics: Any = None  # set by the runner: this process's services.metrics.Metrics
+        self.tracing: Any = None  # set by the runner when [tracing] enabled: services.tracing's tracer, else None
         self._outbound = outbound
 
     def send(self, socket: str, msg: m.Message) -> bool:
@@ -105,6 +110,10 @@ class Service:
         """Extra figures for ``status``."""
         return {}
 
+    def sample(self) -> None:
+        """Set the gauges that describe the service's state (exposure, PnL...); called on the event loop every
+        ``SAMPLE_S`` and before it stops, so a scrape never reads state while the loop changes it."""
+
     def children(self) -> list[m.ServiceState]:
         """The services this one supervises, for ``status`` (only the supervisor has any)."""
         return []
@@ -152,6 +161,8 @@ class Runner:
         ensure_state_dir(config)
         self.log = logs.setup(config, name, secrets)
         self.bus = Bus(config, on_bad_frame=self._bad_frame)
+        self.metrics = Metrics()
+        self.flows: dict[str, Flow] = {}
         self.state = "starting"
         self.started = time.monotonic()
         self.last_error = ""
@@ -181,14 +192,26 @@ class Runner:
         outbound = {name: self.bus.outbound(name) for name in self.cls.publishes}
         self.ctx = Context(self.name, self.config, self.options, self.secrets, self.log, outbound)
         self.ctx.request_stop = stop.set
+        self.ctx.metrics = self.metrics
         if self._halt_file.exists():  # a halt outlives a crash or a restart until someone resumes
             self.ctx.halted, self.ctx.halt_reason = True, self._halt_file.read_text().strip() or "halted"
         try:
+            if self.config.tracing.enabled:  # only then is OpenTelemetry imported
+                from . import tracing
+                self.ctx.tracing = tracing.setup(self.config, self.name)
             self.service = self.cls(self.ctx)
             inbound = {name: self.bus.inbound(name, only) for name, only in self.cls.consumes.items()}
             self.ctx.inbound = inbound
+            self.flows.update({name: Flow() for name in inbound})
+            self.ctx.flows = self.flows
             replier = self.bus.replier(self.name)
         except BaseException:
+            self.bus.close()
+            raise
+        try:
+            self._serve_metrics()
+        except BaseException:
+            replier.close()
             self.bus.close()
             raise
         try:
@@ -198,6 +221,7 @@ class Runner:
                 asyncio.create_task(self._guard(self.service.run(), stop), name="service"),
                 asyncio.create_task(self._heartbeats(outbound), name="heartbeats"),
                 asyncio.create_task(self._watch_supervisor(stop), name="supervisor-watch"),
+                asyncio.create_task(self._sample(), name="sample"),
             ]
             if self.ctx.halted:
                 self._call(self.service.on_halt, self.ctx.halt_reason)
@@ -215,12 +239,37 @@ class Runner:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._call(self.service.on_stop)
+            self._call(self.service.sample)
             await asyncio.sleep(self.config.bus.linger_ms / 1000)  # NNG discards queued frames on close
             self.log.info("stopped", extra={"handled": self.handled, "drained": self.drained, "errors": self.errors})
             return 1 if self.failed else 0
         finally:
             replier.close()
+            self.metrics.close()
             self.bus.close()
+            if self.ctx.tracing is not None:  # after on_stop: the last spans go out
+                self.ctx.tracing.shutdown()
+
+    def _serve_metrics(self) -> None:
+        self.metrics.add(RuntimeCollector(self.bus.counters, self.flows, self._figures))
+        settings = self.config.metrics
+        if not settings.enabled:
+            return
+        port = metrics_port(self.config, self.name)
+        try:
+            self.metrics.serve(settings.host, port)
+        except MetricsError as exc:
+            raise StartupError(f"{exc}; set [services.{self.name}] metrics_port, metrics.base_port "
+                               "(0 picks a free port) or metrics.enabled = false") from None
+
+    def _figures(self) -> dict[str, float]:
+        return {"handled": self.handled, "handler_errors": self.errors, "halted": float(self.ctx.halted),
+                "uptime_seconds": round(time.monotonic() - self.started, 3)}
+
+    async def _sample(self) -> None:
+        while True:
+            self._call(self.service.sample)
+            await asyncio.sleep(SAMPLE_S)
 
     async def _flush_deliveries(self) -> None:
         """Let every batch the readers already handed over run: callbacks run in FIFO order."""
@@ -263,14 +312,18 @@ class Runner:
     # ---------------------------------------------------------------- inbound
 
     def _start_reader(self, sock: Inbound) -> threading.Thread:
+        flow = self.flows[sock.name]
+
         def read() -> None:
             while not self._stop_threads.is_set():
                 batch = sock.recv_batch(READER_POLL_MS)
                 if batch:
+                    flow.enqueued += len(batch)
                     self.loop.call_soon_threadsafe(self._deliver, sock.name, batch)
             rest = sock.drain()
             if rest:
                 self.drained += len(rest)
+                flow.enqueued += len(rest)
                 self.loop.call_soon_threadsafe(self._deliver, sock.name, rest)
 
         thread = threading.Thread(target=read, name=f"{self.name}-{sock.name}", daemon=True)
@@ -279,11 +332,14 @@ class Runner:
 
     def _deliver(self, socket: str, batch: list[m.Message]) -> None:
         handle = self.service.handle
+        flow = self.flows[socket]
+        flow.lag.observe(time.time_ns(), batch)
         for msg in batch:
             try:
                 handle(socket, msg)
             except Exception as exc:
                 self._record_error(exc, f"handling {type(msg).__name__} from {socket}")
+        flow.handled += len(batch)
         self.handled += len(batch)
 
     def _record_error(self, exc: BaseException, doing: str) -> None:
@@ -344,6 +400,8 @@ class Runner:
         except Exception as exc:
             detail = {"detail_error": str(exc)}
         detail.update(handled=str(self.handled), errors=str(self.errors), drained=str(self.drained))
+        if self.metrics.port:
+            detail["metrics"] = f"http://{self.config.metrics.host}:{self.metrics.port}/metrics"
         return m.ServiceState(
             name=self.name,
             state=self.state,  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from urllib.parse import urlparse
 
 import httpx
@@ -55,6 +56,13 @@ class Scanner(Service):
         self.dumped: set[int] = set()  # feeds that have had their first snapshot
         self.loaded = False  # markets loaded from Gamma
         self.rng = random.Random()
+        metrics = ctx.metrics
+        self.m_frames = metrics.counter("venue_frames", "market-channel frames received")
+        self.m_bad = metrics.counter("venue_frames_bad", "market-channel frames and Gamma markets skipped as unreadable")
+        self.m_reconnects = metrics.counter("ws_reconnects", "venue WebSocket reconnections", ["channel"])
+        self.m_latency = metrics.histogram("venue_request_seconds", "venue requests, by operation", ["op"])
+        self.m_errors = metrics.counter("venue_errors", "venue requests that failed, by operation", ["op"])
+        self.m_markets = metrics.gauge("markets", "markets known, and how many of them are stale", ["state"])
 
     # ------------------------------------------------------------ markets
 
@@ -65,9 +73,8 @@ class Scanner(Service):
         async with httpx.AsyncClient(base_url=self.urls.gamma_url, timeout=opts.gamma_timeout_s) as client:
             offset = 0
             while True:
-                response = await client.get("/markets", params={"closed": "false", "limit": opts.gamma_page,
-                                                                "offset": offset})
-                response.raise_for_status()
+                response = await self._gamma(client, "gamma_markets", {"closed": "false", "limit": opts.gamma_page,
+                                                                       "offset": offset})
                 page = msgspec.json.decode(response.content)
                 for raw in page:
                     try:
@@ -75,10 +82,24 @@ class Scanner(Service):
                         found.append(feed.market_new(market, self.ctx.clock()))
                     except (msgspec.ValidationError, ValueError) as exc:
                         self.bad_frames += 1
+                        self.m_bad.inc()
                         self.ctx.log.warning("skipping a Gamma market: %s", exc)
                 if len(page) < opts.gamma_page:
                     return found
                 offset += opts.gamma_page
+
+    async def _gamma(self, client: httpx.AsyncClient, op: str, params: dict) -> httpx.Response:
+        """GET Gamma's /markets, timed and counted."""
+        started = time.perf_counter()
+        try:
+            response = await client.get("/markets", params=params)
+            response.raise_for_status()
+            return response
+        except httpx.HTTPError:
+            self.m_errors.labels(op).inc()
+            raise
+        finally:
+            self.m_latency.labels(op).observe(time.perf_counter() - started)
 
     def _add_market(self, market: m.MarketNew) -> list[str]:
         self.markets[market.market] = market
@@ -128,6 +149,7 @@ class Scanner(Service):
                                               "custom_feature_enabled": True}))
                     if not first:
                         self.reconnects += 1
+                        self.m_reconnects.labels("market").inc()
                     first = False
                     self.ctx.log.info("market feed connected", extra={"url": url, "assets": len(assets)})
                     pinger = asyncio.create_task(self._ping(ws))
@@ -161,6 +183,7 @@ class Scanner(Service):
         """Publish one frame's messages; returns assets of newly listed markets to subscribe to."""
         now = self.ctx.clock()
         self.frames += 1
+        self.m_frames.inc()
         if raw in TEXT_FRAMES:
             return []
         try:
@@ -168,6 +191,7 @@ class Scanner(Service):
             prices, events = feed.normalize(decoded, now)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             self.bad_frames += 1
+            self.m_bad.inc()
             self.ctx.log.warning("skipping a market-channel frame: %s", exc)
             return []
         fresh: set[str] = set()
@@ -175,7 +199,9 @@ class Scanner(Service):
             touched = self.books.apply(msg)
             if isinstance(msg, m.BookSnapshot):
                 fresh |= {self.token_market[t] for t in touched if t in self.token_market}
-            self.ctx.send("prices", msg)
+            sent = self.ctx.send("prices", msg)
+            if self.ctx.tracing and isinstance(msg, (m.BookSnapshot, m.BookDelta)):
+                self.ctx.tracing.book(msg, sent)
         if fresh & self.stale:  # fresh books arrived for stale markets: they are live again
             self.stale -= fresh
             self.ctx.send("events", m.MarketStale(ts_ns=now, markets=sorted(fresh), stale=False,
@@ -205,8 +231,7 @@ class Scanner(Service):
         for _ in range(attempts):
             try:
                 async with httpx.AsyncClient(base_url=self.urls.gamma_url, timeout=opts.gamma_timeout_s) as client:
-                    response = await client.get("/markets", params={"condition_ids": listed.market})
-                    response.raise_for_status()
+                    response = await self._gamma(client, "gamma_market", {"condition_ids": listed.market})
                 for raw in msgspec.json.decode(response.content):
                     market = feed.market_new(msgspec.convert(raw, schema.GammaMarket), self.ctx.clock())
                     if market.market == listed.market:
@@ -243,6 +268,10 @@ class Scanner(Service):
             return m.SnapshotReply(ts_ns=now, markets=markets, books=m.BookSnapshot(ts_ns=now, books=books),
                                    stale=sorted(mk for mk in self.stale if wanted is None or mk in wanted))
         return None
+
+    def sample(self) -> None:
+        self.m_markets.labels("all").set(len(self.markets))
+        self.m_markets.labels("stale").set(len(self.stale))
 
     def detail(self) -> dict[str, str]:
         return {"markets": str(len(self.markets)), "books": str(len(self.books.levels)), "stale": str(len(self.stale)),

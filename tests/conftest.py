@@ -33,8 +33,9 @@ def wait_for(condition: Callable[[], T], timeout: float = 20.0, what: str = "con
 def child_env(**extra: str) -> dict[str, str]:
     """The environment for processes the tests start: our packages importable, no proxies, no stray overrides."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLYBOT_")}
+    # Metrics on any free port (each service's status says which): meshes of several tests may overlap.
     env.update(PYTHONPATH=str(ROOT), NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
-               PYTHONUNBUFFERED="1", **extra)
+               PYTHONUNBUFFERED="1", POLYBOT_METRICS__BASE_PORT="0", **extra)
     return env
 
 

@@ -75,6 +75,7 @@ def samples() -> dict[type[m.Message], m.Message]:
         m.StatusRequest(),
         m.HaltRequest(reason="drill"),
         m.ResumeRequest(),
+        m.ThrottleRequest(max_signals_per_s=0.5, for_s=3.0, reason="executor lags 900 ms", by="executor"),
         m.RestartRequest(service="scanner"),
         m.ShutdownRequest(),
         m.SnapshotRequest(markets=["0x311d"]),

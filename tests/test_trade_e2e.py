@@ -23,26 +23,26 @@ SEED = 53
 class Up:
     """`polybot up` with the default services and an embedded, still local venue on free ports."""
 
-    def __init__(self, mesh_factory, mode: str = "") -> None:
+    def __init__(self, mesh_factory, mode: str = "", venue: str = "still = true") -> None:
         ports = {"gamma_port": _free_port(), "clob_port": _free_port(), "ws_port": _free_port()}
         options = ", ".join(f"{k} = {v}" for k, v in ports.items())
-        self.mesh: Mesh = mesh_factory(venue=f"true\noptions = {{ {options}, seed = {SEED}, still = true }}")
+        self.mesh: Mesh = mesh_factory(venue=f"true\noptions = {{ {options}, seed = {SEED}, {venue} }}")
         if mode:
             self.mesh.config.write_text(f'mode = "{mode}"\n' + self.mesh.config.read_text())
         self.mesh.start()
         wait_for(lambda: ready(self.mesh), what="every default service to run and sync", timeout=60)
         self.clob = f"http://127.0.0.1:{ports['clob_port']}"
         gamma = f"http://127.0.0.1:{ports['gamma_port']}"
-        self.market = next(mk for mk in httpx.get(f"{gamma}/markets", params={"limit": 100}).json()
-                           if not mk["negRisk"])
+        self.binary = [mk for mk in httpx.get(f"{gamma}/markets", params={"limit": 100}).json() if not mk["negRisk"]]
+        self.market = self.binary[0]
         self.yes, self.no = json.loads(self.market["clobTokenIds"])
         client = ClobClient(self.clob, chain_id=137, key=ready_made_account(SEED).private_key)
         client.set_api_creds(client.create_or_derive_api_key())
         self.client = client  # the venue's own view of the account the executor trades for
 
-    def open_gap(self) -> dict:
-        return httpx.post(f"{self.clob}/_admin/gap", json={"market": self.market["conditionId"], "gap": "0.08",
-                                                            "size": "30"}).json()
+    def open_gap(self, market: str = "") -> dict:
+        return httpx.post(f"{self.clob}/_admin/gap", json={"market": market or self.market["conditionId"],
+                                                            "gap": "0.08", "size": "30"}).json()
 
 
 def ready(mesh: Mesh) -> bool:

@@ -46,10 +46,11 @@ def _config(root: Path, strategy: str, params: Any) -> Path:
     table = ", ".join(f"{k} = {_toml(v)}" for k, v in values.items())
     path = root / "polybot.toml"
     path.write_text(
-        f'state_dir = "{root / "state"}"\n[local_venue]\nstart = false\n'
+        f'state_dir = "{root / "state"}"\n[local_venue]\nstart = false\n[metrics]\nenabled = false\n'
         '[services.scanner]\nkind = "services.scanner:Scanner"\nenabled = false\n'
         '[services.strategies]\nkind = "services.strategies.host:Strategies"\n'
-        f"options = {{ strategies = {{ {strategy} = {{ {table} }} }} }}\n")
+        # Recorded books are as old as the recording: the host's shedding of stale work is off.
+        f"options = {{ max_book_age_ms = 0, strategies = {{ {strategy} = {{ {table} }} }} }}\n")
     return path
 
 

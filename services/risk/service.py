@@ -43,6 +43,15 @@ class Risk(Service):
         config = ctx.config
         self.approval = opts.approval == "always" or (
             opts.approval == "auto" and config.venue == "polymarket" and trading_mode(config) == "live")
+        metrics = ctx.metrics
+        self.m_signals = metrics.counter("signals", "signals received, by source", ["source"])
+        self.m_verdicts = metrics.counter("verdicts", "verdicts, by the first reason code of a refusal",
+                                          ["verdict", "reason"])
+        self.m_refusals = metrics.counter("refusal_reasons", "reason codes of refusals (one verdict may have several)",
+                                          ["reason"])
+        self.m_exposure = metrics.gauge("exposure_usdc", "gross exposure: shares held at cost plus open BUYs at limit")
+        self.m_pnl = metrics.gauge("pnl_usdc", "PnL after fees: realized, and marked to the books' mids", ["kind"])
+        self.m_open = metrics.gauge("open_orders", "orders risk counts as open")
         folder = ctx.config.state_path / "risk"
         folder.mkdir(mode=0o700, exist_ok=True)
         self.day_file = folder / "day.json"
@@ -126,6 +135,7 @@ class Risk(Service):
 
     def _decide(self, signal: m.Signal) -> None:
         now = self.ctx.clock()
+        self.m_signals.labels(signal.source).inc()
         reasons = self._check(signal, now)
         if not reasons or reasons[0].code != DUPLICATE_SIGNAL:
             self.engine.record(signal, now)
@@ -134,13 +144,19 @@ class Risk(Service):
                                       signal=signal,
                                       expires_ts_ns=now + int(self.ctx.options.approval_timeout_s * 1e9))
             self.pending[signal.id] = pending
+            self.m_verdicts.labels("pending", "").inc()
             self.ctx.send("decisions", pending)
             self.ctx.log.warning("agent signal %s from %s waits for approval: `polybot approve %s`", signal.id,
                                  signal.source, signal.id)
+            if self.ctx.tracing:
+                self.ctx.tracing.decision(signal, pending)
             return
-        self._send_orders(signal, reasons, now)
+        verdict = self._send_orders(signal, reasons, now)
+        if self.ctx.tracing:
+            self.ctx.tracing.decision(signal, verdict)
 
-    def _send_orders(self, signal: m.Signal, reasons: list[m.Reason], now: int) -> None:
+    def _send_orders(self, signal: m.Signal, reasons: list[m.Reason],
+                     now: int) -> m.SignalAccepted | m.SignalRejected:
         """Accept the signal (its orders go out) when nothing refuses it, else reject it with the reasons."""
         if not reasons:
             orders = self.engine.accept(signal, now)
@@ -148,17 +164,16 @@ class Risk(Service):
             if len(sent) == len(orders):
                 if is_agent(signal.source):
                     self._save_day()
-                self._verdict(m.SignalAccepted(trace_id=signal.trace_id, signal_id=signal.id, source=signal.source,
-                                               orders=orders, signal=signal))
-                return
+                return self._verdict(m.SignalAccepted(trace_id=signal.trace_id, signal_id=signal.id,
+                                                      source=signal.source, orders=orders, signal=signal))
             self.engine.withdraw(orders)
             if sent:  # the queue to the executor filled up half way: take back what went
                 self.ctx.send("orders", m.Cancel(trace_id=signal.trace_id, source=signal.source,
                                                  order_ids=[o.id for o in sent], reason="signal not sent whole"))
             reasons = [m.Reason(code=EXECUTOR_DOWN, message="the queue of orders to the executor is full",
                                 max_size=Decimal(0))]
-        self._verdict(m.SignalRejected(trace_id=signal.trace_id, signal_id=signal.id, source=signal.source,
-                                       reasons=reasons, signal=signal))
+        return self._verdict(m.SignalRejected(trace_id=signal.trace_id, signal_id=signal.id, source=signal.source,
+                                              reasons=reasons, signal=signal))
 
     def _check(self, signal: m.Signal, now: int, recheck: bool = False) -> list[m.Reason]:
         return self.engine.check(signal, now, halted=self.ctx.halt_reason if self.ctx.halted else "",
@@ -198,13 +213,19 @@ class Risk(Service):
                            "; ".join(f"{r.code} {r.message}" for r in reasons))
         return m.Ok(request_id=request.id, detail="approved: its orders went out")
 
-    def _verdict(self, verdict: m.SignalAccepted | m.SignalRejected) -> None:
+    def _verdict(self, verdict: m.SignalAccepted | m.SignalRejected) -> m.SignalAccepted | m.SignalRejected:
         if isinstance(verdict, m.SignalAccepted):
             self.verdicts["accepted"] += 1
+            self.m_verdicts.labels("accepted", "").inc()
         else:
             self.verdicts["rejected"] += 1
-            self.refusals.update({r.code for r in verdict.reasons})
+            codes = {r.code for r in verdict.reasons}
+            self.refusals.update(codes)
+            self.m_verdicts.labels("rejected", verdict.reasons[0].code if verdict.reasons else "").inc()
+            for code in codes:
+                self.m_refusals.labels(code).inc()
         self.ctx.send("decisions", verdict)
+        return verdict
 
     # ---------------------------------------------------------------- control
 
@@ -234,6 +255,13 @@ class Risk(Service):
                                    pending=list(self.pending.values()),
                                    client_approval=self.approval and self.ctx.options.client_approval)
         return None
+
+    def sample(self) -> None:
+        engine = self.engine
+        self.m_exposure.set(engine.gross_exposure())
+        self.m_pnl.labels("realized").set(engine.ledger.realized())
+        self.m_pnl.labels("marked").set(engine.ledger.unrealized(engine.mark()))
+        self.m_open.set(len(engine.open))
 
     def detail(self) -> dict[str, str]:
         return {"synced": str(self.synced), "reconciled": str(self.reconciled),

@@ -2,6 +2,10 @@
 
 With shards (``shard`` k of ``shards`` n) each process sees only the markets whose condition id hashes
 to its shard, so markets can be split across several strategy processes; risk pulls from all of them.
+
+It sheds stale work: a signal computed from a book update older than ``max_book_age_ms`` is not sent. Under
+backpressure (a ``ThrottleRequest`` from the executor) it sends at most so many signals a second and sheds the
+rest, until released or the throttle runs out; cancels always go, as they only lower risk.
 """
 from __future__ import annotations
 
@@ -20,10 +24,47 @@ class StrategiesOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     shard: int = 0
     shards: int = 1
     scanner: str = "scanner"  # the service whose snapshot a (re)started host begins from
+    max_book_age_ms: int = 1000  # a signal from a book update older than this is shed, not sent; 0: never
 
 
 def shard_of(condition_id: str, shards: int) -> int:
     return int(hashlib.sha256(condition_id.encode()).hexdigest(), 16) % shards
+
+
+class Throttle:
+    """Backpressure: while active, a token bucket lets through at most ``rate`` signals a second."""
+
+    def __init__(self) -> None:
+        self.until_ns = 0
+        self.rate = 0.0
+        self.tokens = 0.0
+        self.at_ns = 0
+        self.reason = ""
+        self.times = 0  # how often it went from free to throttled
+
+    def set(self, request: m.ThrottleRequest, now_ns: int) -> None:
+        if not request.throttle:
+            self.until_ns = 0
+            return
+        if not self.active(now_ns):
+            self.times += 1
+            self.tokens, self.at_ns = 1.0, now_ns
+        self.until_ns = now_ns + int(request.for_s * 1e9)
+        self.rate = max(request.max_signals_per_s, 0.0)
+        self.reason = request.reason
+
+    def active(self, now_ns: int) -> bool:
+        return now_ns < self.until_ns
+
+    def allow(self, now_ns: int) -> bool:
+        if not self.active(now_ns):
+            return True
+        self.tokens = min(max(1.0, self.rate), self.tokens + (now_ns - self.at_ns) / 1e9 * self.rate)
+        self.at_ns = now_ns
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
 
 
 class Strategies(Service):
@@ -50,6 +91,11 @@ class Strategies(Service):
         self.backlog: list[m.Message] = []  # what arrived before the scanner's snapshot
         self.sent = 0
         self.dropped = 0
+        self.shed: dict[str, int] = {"stale": 0, "throttled": 0}
+        self.throttle = Throttle()
+        self.m_shed = ctx.metrics.counter("signals_shed", "signals not sent: from a stale book, or throttled",
+                                          ["reason"])
+        self.m_throttled = ctx.metrics.gauge("throttled", "1 while backpressure throttles this host's signals")
 
     async def run(self) -> None:
         """Start from the scanner's snapshot, then the messages that came after it, then live."""
@@ -77,14 +123,50 @@ class Strategies(Service):
             for signal in strategy.on_message(msg):
                 if self.ctx.halted and isinstance(signal, m.Signal):
                     continue  # cancels still go: they only lower risk
+                now = self.ctx.clock()
+                if isinstance(signal, m.Signal) and (why := self._shed(signal, now)):
+                    self.shed[why] += 1
+                    self.m_shed.labels(why).inc()
+                    continue
                 # A strategy is pure and stamps its cause's time; the hop's own time is when it leaves here.
-                signal = msgspec.structs.replace(signal, ts_ns=self.ctx.clock())
-                if self.ctx.send("signals", signal):
+                signal = msgspec.structs.replace(signal, ts_ns=now)
+                sent = self.ctx.send("signals", signal)
+                if sent:
                     self.sent += 1
                 else:
                     self.dropped += 1
+                if self.ctx.tracing and isinstance(signal, m.Signal):
+                    self.ctx.tracing.signal(signal, sent)
+
+    def _shed(self, signal: m.Signal, now: int) -> str:
+        """Why this signal is not sent ("" when it is)."""
+        limit = self.ctx.options.max_book_age_ms
+        if limit and signal.cause_ts_ns and now - signal.cause_ts_ns > limit * 1_000_000:
+            return "stale"
+        if not self.throttle.allow(now):
+            return "throttled"
+        return ""
+
+    def control(self, request: m.Message) -> m.Message | None:
+        if isinstance(request, m.ThrottleRequest):
+            now = self.ctx.clock()
+            was = self.throttle.active(now)
+            self.throttle.set(request, now)
+            if self.throttle.active(now) and not was:
+                self.ctx.log.warning("throttled to %s signals/s by %s: %s", request.max_signals_per_s, request.by,
+                                     request.reason)
+            elif was and not self.throttle.active(now):
+                self.ctx.log.info("released by %s", request.by)
+            self.m_throttled.set(int(self.throttle.active(now)))
+            return m.Ok(request_id=request.id, detail="throttled" if self.throttle.active(now) else "released")
+        return None
+
+    def sample(self) -> None:
+        self.m_throttled.set(int(self.throttle.active(self.ctx.clock())))
 
     def detail(self) -> dict[str, str]:
         return {"strategies": ",".join(s.name for s in self.strategies), "markets": str(len(self.mine)),
                 "synced": str(self.synced),
-                "signals": str(self.sent), "signals_dropped": str(self.dropped)}
+                "signals": str(self.sent), "signals_dropped": str(self.dropped),
+                "shed_stale": str(self.shed["stale"]), "shed_throttled": str(self.shed["throttled"]),
+                "throttled": str(self.throttle.active(self.ctx.clock())), "throttles": str(self.throttle.times)}

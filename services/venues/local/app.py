@@ -1,6 +1,8 @@
 """The local venue's HTTP side: Gamma and CLOB REST apps over one engine (Starlette)."""
 from __future__ import annotations
 
+import asyncio
+
 import base64
 import hashlib
 import json
@@ -30,6 +32,7 @@ class VenueState:
     starting_collateral: Decimal = Decimal(10_000)
     credentials: dict[str, auth.ApiCredentials] = field(default_factory=dict)  # api key -> creds
     funded: set[str] = field(default_factory=set)
+    order_delay_s: float = 0.0  # set by the admin endpoint: how long placing an order takes, as on a slow venue
 
     def register(self, address: str, nonce: int) -> auth.ApiCredentials:
         creds = auth.derive_credentials(self.secret, address, nonce)
@@ -302,11 +305,15 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
     async def post_order(request):
         raw, payload = await body_json(request)
         creds = l2(request, raw)
+        if state.order_delay_s:
+            await asyncio.sleep(state.order_delay_s)
         return JSONResponse(_place(creds, payload or {}))
 
     async def post_orders(request):
         raw, payloads = await body_json(request)
         creds = l2(request, raw)
+        if state.order_delay_s:
+            await asyncio.sleep(state.order_delay_s)
         out = []
         for payload in payloads or []:
             try:

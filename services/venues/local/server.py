@@ -28,6 +28,7 @@ from .engine import Engine, VenueError
 from .life import Life, LifeOptions, News
 from .markets import generate, seed_liquidity
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 TICK_S = 0.25  # how often GTD expiry, heartbeat silence and trade confirmations are checked
 LIFE_S = 0.05  # how often the living markets step
 
@@ -168,6 +169,18 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
     async def drop(request: Request) -> JSONResponse:
         return JSONResponse({"dropped": await venue.channels.drop_all()})
 
+    async def latency(request: Request) -> JSONResponse:
+        try:
+            ms = float((await body(request)).get("orders_ms", 0))
+        except (VenueError, TypeError, ValueError):
+            ms = -1.0
+        if not 0 <= ms <= 60_000:
+            return JSONResponse({"error": "orders_ms must be a number of milliseconds from 0 to 60000"},
+                                status_code=400)
+        # Placing orders takes this long from now on (0 puts it back); the rest of the venue stays as quick.
+        venue.state.order_delay_s = ms / 1000
+        return JSONResponse({"orders_ms": ms})
+
     async def stall(request: Request) -> JSONResponse:
         try:
             seconds = float((await body(request)).get("seconds", 1))
@@ -177,12 +190,17 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
         asyncio.get_running_loop().call_soon(time.sleep, min(seconds, 60.0))
         return JSONResponse({"stalling_s": seconds})
 
-    return [Route("/_admin/gap", run(gap), methods=["POST"]), Route("/_admin/move", run(move), methods=["POST"]),
-            Route("/_admin/resolve", run(resolve), methods=["POST"]),
-            Route("/_admin/tick", run(tick), methods=["POST"]),
-            Route("/_admin/list", run(list_market), methods=["POST"]),
-            Route("/_admin/drop-connections", drop, methods=["POST"]),
-            Route("/_admin/stall", stall, methods=["POST"])]
+    def loopback_only(endpoint):
+        async def guarded(request: Request) -> JSONResponse:
+            # The venue may listen on every interface (in a container); its admin answers this machine only.
+            if request.client is None or request.client.host not in LOOPBACK:
+                return JSONResponse({"error": "the admin endpoints answer loopback clients only"}, status_code=403)
+            return await endpoint(request)
+        return guarded
+
+    endpoints = {"gap": run(gap), "move": run(move), "resolve": run(resolve), "tick": run(tick),
+                 "list": run(list_market), "drop-connections": drop, "stall": stall, "latency": latency}
+    return [Route(f"/_admin/{name}", loopback_only(endpoint), methods=["POST"]) for name, endpoint in endpoints.items()]
 
 
 class _Server(uvicorn.Server):
