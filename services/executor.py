@@ -26,8 +26,7 @@ from typing import Any, Union
 import msgspec
 
 from . import messages as m
-from .bus import topic
-from .bus import BusError, Requester
+from .bus import BusError, Requester, topic
 from .config import control_address, trading_mode, venue_urls
 from .ledger import Ledger
 from .runtime import Service, StartupError
@@ -406,7 +405,6 @@ class TimedVenue:
             finally:
                 latency.observe(time.perf_counter() - started)
         return timed
-
 
 
 class Executor(Service):

@@ -169,4 +169,5 @@ class Strategies(Service):
                 "synced": str(self.synced),
                 "signals": str(self.sent), "signals_dropped": str(self.dropped),
                 "shed_stale": str(self.shed["stale"]), "shed_throttled": str(self.shed["throttled"]),
-                "throttled": str(self.throttle.active(self.ctx.clock())), "throttles": str(self.throttle.times)}
+                "throttled": str(self.throttle.active(self.ctx.clock())), "throttles": str(self.throttle.times),
+                "throttle_reason": self.throttle.reason if self.throttle.active(self.ctx.clock()) else ""}
