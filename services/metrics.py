@@ -49,10 +49,6 @@ class LagHistogram:
         self.sum_ns += total
         self.last_ns = lag
 
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
     def buckets(self) -> list[tuple[str, int]]:
         """Cumulative (upper bound, count) pairs, as Prometheus wants them."""
         out, total = [], 0

@@ -165,9 +165,10 @@ class Strategies(Service):
         self.m_throttled.set(int(self.throttle.active(self.ctx.clock())))
 
     def detail(self) -> dict[str, str]:
+        throttled = self.throttle.active(self.ctx.clock())
         return {"strategies": ",".join(s.name for s in self.strategies), "markets": str(len(self.mine)),
                 "synced": str(self.synced),
                 "signals": str(self.sent), "signals_dropped": str(self.dropped),
                 "shed_stale": str(self.shed["stale"]), "shed_throttled": str(self.shed["throttled"]),
-                "throttled": str(self.throttle.active(self.ctx.clock())), "throttles": str(self.throttle.times),
-                "throttle_reason": self.throttle.reason if self.throttle.active(self.ctx.clock()) else ""}
+                "throttled": str(throttled), "throttles": str(self.throttle.times),
+                "throttle_reason": self.throttle.reason if throttled else ""}
