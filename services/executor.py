@@ -458,6 +458,7 @@ class Executor(Service):
         self.gathering: dict[str, list[Tracked]] = {}  # signal id -> its orders waiting for their siblings
         self.tasks: set[asyncio.Task] = set()
         self.reconciling: asyncio.Task | None = None
+        self.reconcile_again = False  # asked for while one ran: run another after it
         self.reconciled_ns = 0
         self.reconciles = 0
 
@@ -792,9 +793,24 @@ class Executor(Service):
                 self.desk.update(event)
 
     def _reconcile_soon(self) -> None:
+        """Reconcile now; one asked for while another runs follows it (that one may have read the venue too early)."""
         if self.reconciling is None or self.reconciling.done():
-            self.reconciling = asyncio.get_running_loop().create_task(self._reconcile())
+            self.reconciling = asyncio.get_running_loop().create_task(self._reconcile_while_asked())
             self.reconciling.add_done_callback(self._done)
+        else:
+            self.reconcile_again = True
+
+    async def _reconcile_while_asked(self) -> None:
+        opts: ExecutorOptions = self.ctx.options
+        delay, self.reconcile_again = opts.reconnect_initial_s, True
+        while self.reconcile_again:
+            self.reconcile_again = False
+            if await self._reconcile():
+                continue
+            if any(t.status == "unknown" and not t.inflight for t in self.desk.open_orders()):
+                # The venue could not be read and only it knows what became of these: ask again soon.
+                await asyncio.sleep(delay)
+                delay, self.reconcile_again = min(delay * 2, opts.reconcile_s), True
 
     async def _reconcile_every(self) -> None:
         while True:
@@ -802,16 +818,18 @@ class Executor(Service):
             if self.ready:
                 self._reconcile_soon()
 
-    async def _reconcile(self, startup: bool = False) -> None:
-        """Take the venue's word for our open orders and trades: what the stream missed is published now."""
+    async def _reconcile(self, startup: bool = False) -> bool:
+        """Take the venue's word for our open orders and trades: what the stream missed is published now.
+
+        False when the venue could not be read (at startup it is asked until it answers)."""
         while True:
             try:
                 await self._reconcile_once(startup)
-                return
+                return True
             except VenueError as exc:
                 if not startup:
-                    self.ctx.log.warning("reconciliation failed (%s); next time", exc)
-                    return
+                    self.ctx.log.warning("reconciliation failed (%s); trying again later", exc)
+                    return False
                 self.ctx.log.warning("cannot reconcile with the venue yet (%s); retrying", exc)
                 await asyncio.sleep(self.ctx.options.reconnect_initial_s)
 

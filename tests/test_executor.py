@@ -234,6 +234,39 @@ def test_after_a_crash_the_journal_and_the_venue_id_each_stop_a_second_send(mesh
                for o in mesh.client.get_open_orders() if o["asset_id"] == yes)
 
 
+def test_an_order_whose_fate_the_venue_cannot_tell_yet_is_asked_after_again_soon(tmp_path) -> None:
+    # A resend of an order the venue has (its journal line lost) comes back a duplicate: only the venue can say
+    # what became of it. The venue's reads then time out; once they answer, the executor asks again within
+    # seconds, not at its next periodic round (300 s here).
+    mesh = ExecutorMesh(Path(os.path.realpath(tmp_path)), seed=29, call_timeout_s=1.0, reconcile_s=300.0)
+    try:
+        market = mesh.venue.market()
+        yes, _ = tokens(market)
+        first = order("lost-line", 0, yes, market["conditionId"], "BUY", "5", str(mesh.best(yes)[0] - D("0.02")))
+        mesh.push(first)
+        ack, = mesh.wait(m.OrderAck, order_id=first.id)
+        mesh.kill_executor()
+        journal = mesh.config.state_path / "executor" / "journal-live.jsonl"
+        journal.write_text("".join(line + "\n" for line in journal.read_text().splitlines() if first.id not in line))
+        mesh.start("executor")
+        mesh.wait_ready()
+        log = mesh.config_file.parent / "executor.log"
+        failed_before = log.read_text().count("reconciliation failed")
+        assert httpx.post(f"{mesh.venue.clob}/_admin/latency", json={"reads_ms": 3000}).json() == {"reads_ms": 3000}
+        mesh.push(first)
+        wait_for(lambda: log.read_text().count("reconciliation failed") > failed_before,
+                 what="a reconciliation to time out on the slow reads")
+        assert len(mesh.of(m.OrderAck, order_id=first.id)) == 1  # not known yet
+        assert httpx.post(f"{mesh.venue.clob}/_admin/latency", json={"reads_ms": 0}).status_code == 200
+        again, = wait_for(lambda: mesh.of(m.OrderAck, order_id=first.id)[1:], timeout=15,
+                          what="the order acknowledged once the venue answers")
+        assert again.venue_order_id == ack.venue_order_id and again.status == "live"
+        assert [o["id"] for o in mesh.client.get_open_orders()] == [ack.venue_order_id]
+        assert not mesh.of(m.OrderRejected, order_id=first.id)
+    finally:
+        mesh.close()
+
+
 def test_a_fill_while_the_user_channel_reconnects_is_published_exactly_once(mesh: ExecutorMesh) -> None:
     market = mesh.venue.market()
     yes, no = tokens(market)

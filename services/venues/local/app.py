@@ -32,6 +32,7 @@ class VenueState:
     credentials: dict[str, auth.ApiCredentials] = field(default_factory=dict)  # api key -> creds
     funded: set[str] = field(default_factory=set)
     order_delay_s: float = 0.0  # set by the admin endpoint: how long placing an order takes, as on a slow venue
+    read_delay_s: float = 0.0  # and how long reading the account's orders and trades takes
 
     def register(self, address: str, nonce: int) -> auth.ApiCredentials:
         creds = auth.derive_credentials(self.secret, address, nonce)
@@ -351,6 +352,8 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         return _cancel(creds, ids)
 
     async def get_order(request):
+        if state.read_delay_s:
+            await asyncio.sleep(state.read_delay_s)
         creds = l2(request, b"")
         order = engine.orders.get(request.path_params["order_id"])
         if order is None or order.owner != creds.api_key:
@@ -358,6 +361,8 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         return JSONResponse(order_json(order))
 
     async def open_orders(request):
+        if state.read_delay_s:
+            await asyncio.sleep(state.read_delay_s)
         creds = l2(request, b"")
         q = request.query_params
         items = [order_json(o) for o in engine.open_orders(creds.api_key, q.get("market", ""),
@@ -366,6 +371,8 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         return JSONResponse({"data": chunk, "next_cursor": nxt, "limit": state.page_size, "count": len(chunk)})
 
     async def trades(request):
+        if state.read_delay_s:
+            await asyncio.sleep(state.read_delay_s)
         creds = l2(request, b"")
         q = request.query_params
         mine = [t for t in engine.trade_log

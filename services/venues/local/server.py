@@ -170,16 +170,21 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
         return JSONResponse({"dropped": await venue.channels.drop_all()})
 
     async def latency(request: Request) -> JSONResponse:
+        """From now on placing orders takes ``orders_ms``, reading the account's orders and trades ``reads_ms``
+        (0 puts either back); market data stays as quick."""
         try:
-            ms = float((await body(request)).get("orders_ms", 0))
+            data = await body(request)
+            given = {key: float(data[key]) for key in ("orders_ms", "reads_ms") if key in data}
         except (VenueError, TypeError, ValueError):
-            ms = -1.0
-        if not 0 <= ms <= 60_000:
-            return JSONResponse({"error": "orders_ms must be a number of milliseconds from 0 to 60000"},
-                                status_code=400)
-        # Placing orders takes this long from now on (0 puts it back); the rest of the venue stays as quick.
-        venue.state.order_delay_s = ms / 1000
-        return JSONResponse({"orders_ms": ms})
+            given = {}
+        if not given or not all(0 <= ms <= 60_000 for ms in given.values()):
+            return JSONResponse({"error": "give orders_ms, reads_ms or both, each a number of milliseconds from 0 "
+                                          "to 60000"}, status_code=400)
+        if "orders_ms" in given:
+            venue.state.order_delay_s = given["orders_ms"] / 1000
+        if "reads_ms" in given:
+            venue.state.read_delay_s = given["reads_ms"] / 1000
+        return JSONResponse(given)
 
     async def stall(request: Request) -> JSONResponse:
         try:
