@@ -85,9 +85,31 @@ class Mesh:
         return path.read_text() if path.exists() else ""
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failed test's report ends with what its meshes' services logged, so a CI failure can be read."""
+    report = yield
+    for mesh in getattr(item, "meshes", ()) if report.failed else ():
+        lines = mesh.log().splitlines()
+        report.sections.append((f"polybot up log of {mesh.state} (last {MESH_LOG_LINES} of {len(lines)} lines)",
+                                "\n".join(lines[-MESH_LOG_LINES:])))
+        if mesh.up is not None and mesh.up.poll() is None:
+            try:
+                rows = mesh.status()
+            except (subprocess.TimeoutExpired, ValueError) as e:
+                rows = {"error": {"detail": repr(e)}}
+            report.sections.append(("polybot status: state and detail of each service", "\n".join(
+                f"{name}: {row.get('state')} {row.get('detail')}" for name, row in rows.items())))
+    return report
+
+
+MESH_LOG_LINES = 80
+
+
 @pytest.fixture
-def mesh_factory(state_dir: Path) -> Iterator[Callable[..., Mesh]]:
+def mesh_factory(request: pytest.FixtureRequest, state_dir: Path) -> Iterator[Callable[..., Mesh]]:
     made: list[Mesh] = []
+    request.node.meshes = made
 
     def make(services: str = "", supervisor: str = "", venue: str = "false") -> Mesh:
         state_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -41,8 +41,11 @@ class Up:
         self.client = client  # the venue's own view of the account the executor trades for
 
     def open_gap(self, market: str = "") -> dict:
-        return httpx.post(f"{self.clob}/_admin/gap", json={"market": market or self.market["conditionId"],
-                                                            "gap": "0.08", "size": "30"}).json()
+        """Offer YES and NO at asks summing to 0.92, 30 shares each; the venue's answer says what it offered."""
+        answer = httpx.post(f"{self.clob}/_admin/gap", json={"market": market or self.market["conditionId"],
+                                                              "gap": "0.08", "size": "30"})
+        assert answer.status_code == 200 and "sum" in answer.json(), answer.text
+        return answer.json()
 
 
 def ready(mesh: Mesh) -> bool:
