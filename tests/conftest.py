@@ -85,6 +85,9 @@ class Mesh:
         return path.read_text() if path.exists() else ""
 
 
+MESH_LOG_LINES = 80
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     """A failed test's report ends with what its meshes' services logged, so a CI failure can be read."""
@@ -101,9 +104,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
             report.sections.append(("polybot status: state and detail of each service", "\n".join(
                 f"{name}: {row.get('state')} {row.get('detail')}" for name, row in rows.items())))
     return report
-
-
-MESH_LOG_LINES = 80
 
 
 @pytest.fixture
