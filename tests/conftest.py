@@ -84,25 +84,37 @@ class Mesh:
         path = self.state.parent / "up.log"
         return path.read_text() if path.exists() else ""
 
+    def failure_report(self) -> list[tuple[str, str]]:
+        sections = [log_tail(f"polybot up log of {self.state}", self.log())]
+        if self.up is not None and self.up.poll() is None:
+            try:
+                rows = self.status()
+            except (subprocess.TimeoutExpired, ValueError) as e:
+                rows = {"error": {"detail": repr(e)}}
+            sections.append(("polybot status: state and detail of each service", "\n".join(
+                f"{name}: {row.get('state')} {row.get('detail')}" for name, row in rows.items())))
+        return sections
 
-MESH_LOG_LINES = 80
+
+LOG_LINES = 80
+
+
+def log_tail(title: str, text: str) -> tuple[str, str]:
+    """A report section: the last lines of a log."""
+    lines = text.splitlines()
+    return f"{title} (last {LOG_LINES} of {len(lines)} lines)", "\n".join(lines[-LOG_LINES:])
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    """A failed test's report ends with what its meshes' services logged, so a CI failure can be read."""
+    """A failed test's report ends with what its meshes' services logged and said, so a CI failure can be read.
+
+    A mesh is anything the test made or took as a fixture with a ``failure_report()`` of report sections."""
     report = yield
-    for mesh in getattr(item, "meshes", ()) if report.failed else ():
-        lines = mesh.log().splitlines()
-        report.sections.append((f"polybot up log of {mesh.state} (last {MESH_LOG_LINES} of {len(lines)} lines)",
-                                "\n".join(lines[-MESH_LOG_LINES:])))
-        if mesh.up is not None and mesh.up.poll() is None:
-            try:
-                rows = mesh.status()
-            except (subprocess.TimeoutExpired, ValueError) as e:
-                rows = {"error": {"detail": repr(e)}}
-            report.sections.append(("polybot status: state and detail of each service", "\n".join(
-                f"{name}: {row.get('state')} {row.get('detail')}" for name, row in rows.items())))
+    if report.failed:
+        for mesh in [*getattr(item, "meshes", ()), *getattr(item, "funcargs", {}).values()]:
+            if hasattr(mesh, "failure_report"):
+                report.sections += mesh.failure_report()
     return report
 
 

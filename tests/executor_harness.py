@@ -16,7 +16,7 @@ from services.bus import Bus
 from services.config import ensure_state_dir, load
 from services.venues.local.server import ready_made_account
 
-from .conftest import child_env, wait_for
+from .conftest import child_env, log_tail, wait_for
 from .venue_harness import Venue, mesh_config
 
 D = Decimal
@@ -97,6 +97,14 @@ class ExecutorMesh:
                 return req.request(m.StatusRequest()).service.detail
             except Exception:
                 return {}
+
+    def failure_report(self) -> list[tuple[str, str]]:
+        sections = []
+        for name in self.procs:
+            path = self.config_file.parent / f"{name}.log"
+            sections.append(log_tail(f"{name} log", path.read_text() if path.exists() else ""))
+        sections.append(("executor status", str(self.status("executor"))))
+        return sections
 
     def account_reply(self) -> m.AccountReply:
         with self.bus.requester("executor", 3000) as req:
