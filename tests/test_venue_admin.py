@@ -33,7 +33,10 @@ def test_admin_requests_from_another_address_are_refused_and_the_rest_of_the_ven
         assert httpx.get(f"{outside}/ok", trust_env=False).status_code == 200  # the venue itself answers
         assert httpx.post(f"{venue.clob}/_admin/latency", json={"orders_ms": 0}, trust_env=False).json() == \
             {"orders_ms": 0.0}
-        bad = httpx.post(f"{venue.clob}/_admin/latency", json={"orders_ms": "soon"}, trust_env=False)
-        assert bad.status_code == 400 and "orders_ms" in bad.json()["error"]
+        for bad_body in ({"orders_ms": "soon"}, {"reads_ms": -1}, {"reads_ms": 60_001}, {}):
+            bad = httpx.post(f"{venue.clob}/_admin/latency", json=bad_body, trust_env=False)
+            assert bad.status_code == 400 and "orders_ms, reads_ms" in bad.json()["error"], bad_body
+        assert httpx.post(f"{venue.clob}/_admin/latency", json={"reads_ms": 0, "orders_ms": 0},
+                          trust_env=False).json() == {"orders_ms": 0.0, "reads_ms": 0.0}
     finally:
         venue.stop()
