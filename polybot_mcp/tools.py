@@ -380,14 +380,16 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
     ) -> SignalTrace:
         """A signal's whole story: its hops with times (book update, signal, verdict, orders, submitted, ack,
         fills), its orders and fills, and where it stands."""
+        # Three reads while analytics keeps writing: the hops come last, so they tell at least what the orders
+        # and fills show (the record only grows), never less.
+        orders = await tools.query("orders", signal=signal_id)
+        fills = await tools.query("fills", signal=signal_id)
         trace = await tools.query("trace", signal_id=signal_id)
         if not trace.rows:
             raise ToolError(f"no signal {signal_id!r} is recorded yet; check the id from propose_signal, or wait a "
                             "moment: analytics records within 100 ms")
         hops = [Hop(at_ms=str(r["t_ms"]), hop=str(r["hop"]), actor=str(r["who"]), detail=str(r["detail"]))
                 for r in (dict(zip(trace.columns, row)) for row in trace.rows)]
-        orders = await tools.query("orders", signal=signal_id)
-        fills = await tools.query("fills", signal=signal_id)
         order_rows = [{k: None if v is None else str(v) for k, v in zip(orders.columns, r)} for r in orders.rows]
         fill_rows = [{k: None if v is None else str(v) for k, v in zip(fills.columns, r)} for r in fills.rows]
         states = sorted({str(o["status"]) for o in order_rows if o.get("status")})
@@ -398,8 +400,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
             status = "pending approval"
         else:
             status = "rejected" if verdicts else "sent"
-        sid = signal_id
-        return SignalTrace(signal_id=sid, status=status, hops=hops, orders=order_rows, fills=fill_rows)
+        return SignalTrace(signal_id=signal_id, status=status, hops=hops, orders=order_rows, fills=fill_rows)
 
     @server.tool(annotations=READ)
     async def list_open_orders(
