@@ -57,10 +57,25 @@ def test_stale_or_resolved_markets_give_no_signal() -> None:
     arb.on_message(market("a"))
     arb.on_message(m.MarketStale(markets=["a"]))
     assert arb.on_message(asks(1, **{"a-y": ("0.40", "30"), "a-n": ("0.40", "30")})) == []
-    arb.on_message(m.MarketStale(markets=["a"], stale=False))
-    assert len(arb.on_message(asks(5_000_000_000, **{"a-y": ("0.40", "30")}))) == 1
+    assert len(arb.on_message(m.MarketStale(ts_ns=2, markets=["a"], stale=False))) == 1  # fresh: the gap shows
+    assert len(arb.on_message(asks(5_000_000_000, **{"a-y": ("0.40", "30")}))) == 1  # after the cooldown
     arb.on_message(m.MarketResolved(market="a", winning_token_id="a-y"))
     assert arb.on_message(asks(9_000_000_000, **{"a-y": ("0.40", "30")})) == []
+    assert arb.on_message(m.MarketStale(ts_ns=9_500_000_000, markets=["a"], stale=False)) == []
+
+
+def test_a_gap_that_came_while_its_market_was_stale_is_signalled_once_the_market_is_fresh() -> None:
+    arb = Arbitrage()
+    arb.on_message(market("a"))
+    arb.on_message(market("b"))
+    arb.on_message(m.MarketStale(markets=["a", "b"]))
+    # The fresh snapshot after a reconnection can reach the strategy before the scanner's "fresh again".
+    assert arb.on_message(asks(1, **{"a-y": ("0.40", "30"), "a-n": ("0.40", "30"),
+                                     "b-y": ("0.50", "30"), "b-n": ("0.50", "30")})) == []
+    fresh = m.MarketStale(ts_ns=2, markets=["a", "b", "unknown"], stale=False)
+    signal, = arb.on_message(fresh)  # b shows no gap; a market it never heard of is skipped
+    assert signal.cause_id == fresh.id and signal.cause_ts_ns == 2
+    assert {leg.token_id for leg in signal.legs} == {"a-y", "a-n"} and all(leg.size == 30 for leg in signal.legs)
 
 
 class Mesh:

@@ -56,19 +56,24 @@ class Arbitrage:
                 return []
             case m.MarketStale():
                 (self.stale.update if msg.stale else self.stale.difference_update)(msg.markets)
-                return []
+                # Fresh again: the books that came while it was stale may already show a gap (books and events
+                # travel on different sockets, so the fresh snapshot can arrive before this).
+                return [] if msg.stale else self._check_markets({c for c in msg.markets if c in self.markets}, msg)
             case m.BookSnapshot() | m.BookDelta():
                 touched = {self.token_market[t] for t in self.books.apply(msg) if t in self.token_market}
-                signals = []
-                for condition_id in sorted(touched):
-                    market = self.markets[condition_id]
-                    if market.neg_risk:
-                        if self.params.events:
-                            signals += self._check_event(market.neg_risk_market_id, msg)
-                    else:
-                        signals += self._check(market.market, [market], msg)
-                return signals
+                return self._check_markets(touched, msg)
         return []
+
+    def _check_markets(self, condition_ids: set[str], cause: m.Message) -> list[m.Signal]:
+        signals = []
+        for condition_id in sorted(condition_ids):
+            market = self.markets[condition_id]
+            if market.neg_risk:
+                if self.params.events:
+                    signals += self._check_event(market.neg_risk_market_id, cause)
+            else:
+                signals += self._check(market.market, [market], cause)
+        return signals
 
     def _check_event(self, event_id: str, cause: m.Message) -> list[m.Signal]:
         members = [self.markets[c] for c in sorted(self.events.get(event_id, ()))]
