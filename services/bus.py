@@ -204,7 +204,8 @@ class Inbound(Counted):
 
 
 class Requester:
-    """REQ to one control address. ``request`` always returns within its timeout or raises ``BusTimeout``."""
+    """REQ to one control address. ``request`` returns within its timeout or raises ``BusTimeout`` (or ``BusError``
+    when the transport fails otherwise)."""
 
     def __init__(self, address: str, timeout_ms: int = 2000) -> None:
         self.address = address
@@ -227,6 +228,8 @@ class Requester:
                 raw = self._socket.recv_msg().bytes
             except pynng.Timeout:
                 raise BusTimeout(f"no reply from {self.address} within {timeout} ms") from None
+            except pynng.NNGException as exc:  # any other transport failure: no answer either
+                raise BusError(f"no reply from {self.address}: {exc}") from None
         try:
             return self._decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:

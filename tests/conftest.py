@@ -69,7 +69,12 @@ class Mesh:
 
     def status(self) -> dict[str, dict]:
         result = self.cli("status", "--json")
-        return {row["name"]: row for row in json.loads(result.stdout)}
+        try:
+            rows = json.loads(result.stdout)
+        except ValueError:
+            raise ValueError(f"`polybot status --json` printed no JSON (exit {result.returncode}): "
+                             f"{result.stdout[-500:]!r} {result.stderr[-1500:]}") from None
+        return {row["name"]: row for row in rows}
 
     def stop(self) -> None:
         if self.up is not None and self.up.poll() is None:
