@@ -28,7 +28,7 @@ OWN = {  # declared (# TYPE) by each service: a labelled series has samples once
                 "polybot_venue_request_seconds", "polybot_venue_errors", "polybot_markets"),
     "strategies": ("polybot_signals_shed", "polybot_throttled"),
     "risk": ("polybot_signals", "polybot_verdicts", "polybot_refusal_reasons", "polybot_exposure_usdc",
-             "polybot_pnl_usdc", "polybot_open_orders"),
+             "polybot_pnl_usdc", "polybot_open_orders", "polybot_executor_connected"),
     "executor": ("polybot_orders", "polybot_orders_submitted", "polybot_fills", "polybot_fill_notional_usdc",
                  "polybot_fees_usdc", "polybot_cancels", "polybot_order_rejects", "polybot_venue_request_seconds",
                  "polybot_venue_errors", "polybot_ws_reconnects", "polybot_backpressure_throttling",
@@ -78,7 +78,8 @@ def test_every_service_serves_its_series_and_they_move_with_a_trade_a_reconnect_
     wait_for(lambda: len(up.client.get_trades(TradeParams(market=market))) >= 2, what="both legs filled", timeout=15)
     after = wait_for(lambda: (s := {n: scrape(u) for n, u in urls.items()})
                      and value(s["executor"], "polybot_fills_total", liquidity="TAKER") >= 2
-                     and value(s["risk"], "polybot_exposure_usdc") > 0 and s, what="the fills in the metrics")
+                     and value(s["risk"], "polybot_exposure_usdc") > 0
+                     and value(s["risk"], "polybot_executor_connected") == 1 and s, what="the fills in the metrics")
     scanner, strategies, risk, executor = (after[n] for n in ("scanner", "strategies", "risk", "executor"))
     was = before
     assert value(scanner, "polybot_messages_sent_total", socket="prices") > \

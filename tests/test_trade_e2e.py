@@ -57,6 +57,7 @@ def ready(mesh: Mesh) -> bool:
     heard = rows.get("analytics", {}).get("sockets", {})  # analytics hears risk and the executor: nothing missed
     return wanted <= set(rows) and all(rows[n]["state"] == "running" for n in wanted) \
         and rows["risk"]["detail"].get("reconciled") == "True" and rows["strategies"]["detail"].get("synced") == "True" \
+        and rows["risk"]["detail"].get("executor_connected") == "True" \
         and all(heard.get(sock, {}).get("received", 0) > 0 for sock in ("decisions", "executions"))
 
 

@@ -78,7 +78,8 @@ class Trading:
             return req.request(request)
 
     def wait_ready(self, *names: str) -> None:
-        checks = {"risk": lambda d: d.get("reconciled") == "True", "strategies": lambda d: d.get("synced") == "True"}
+        checks = {"risk": lambda d: d.get("reconciled") == "True" and d.get("executor_connected") == "True",
+                  "strategies": lambda d: d.get("synced") == "True"}
         for name in names:
             ok = checks.get(name, lambda d: bool(d))
             wait_for(lambda: ok(self.detail(name)), what=f"{name} to be ready", timeout=30)

@@ -218,7 +218,8 @@ class RiskEngine:
             return [m.Reason(code=BAD_SIGNAL, message="a signal needs at least one leg", max_size=ZERO)]
         reasons: list[m.Reason] = []
         if not executor_up:
-            reasons.append(m.Reason(code=EXECUTOR_DOWN, message="no executor is connected to take orders",
+            reasons.append(m.Reason(code=EXECUTOR_DOWN, message="no executor is connected to take orders; "
+                                    "`polybot status` shows whether it runs: send a new signal once it does",
                                     max_size=ZERO))
         agent = is_agent(signal.source)
         rate_limit = self.agent.max_signals_per_minute if agent else self.limits.max_signals_per_minute

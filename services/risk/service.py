@@ -52,6 +52,8 @@ class Risk(Service):
         self.m_exposure = metrics.gauge("exposure_usdc", "gross exposure: shares held at cost plus open BUYs at limit")
         self.m_pnl = metrics.gauge("pnl_usdc", "PnL after fees: realized, and marked to the books' mids", ["kind"])
         self.m_open = metrics.gauge("open_orders", "orders risk counts as open")
+        self.m_executor = metrics.gauge("executor_connected", "1 while an executor takes risk's orders, else 0: "
+                                        "signals are refused as EXECUTOR_DOWN")
         folder = ctx.config.state_path / "risk"
         folder.mkdir(mode=0o700, exist_ok=True)
         self.day_file = folder / "day.json"
@@ -177,7 +179,7 @@ class Risk(Service):
 
     def _check(self, signal: m.Signal, now: int, recheck: bool = False) -> list[m.Reason]:
         return self.engine.check(signal, now, halted=self.ctx.halt_reason if self.ctx.halted else "",
-                                 ready=self.synced and self.reconciled, executor_up=self.ctx.peers("orders") > 0,
+                                 ready=self.synced and self.reconciled, executor_up=self._executor_connected(),
                                  recheck=recheck)
 
     def _refuse_pending(self, signal_id: str, code: str, message: str) -> None:
@@ -262,9 +264,16 @@ class Risk(Service):
         self.m_pnl.labels("realized").set(engine.ledger.realized())
         self.m_pnl.labels("marked").set(engine.ledger.unrealized(engine.mark()))
         self.m_open.set(len(engine.open))
+        self.m_executor.set(self._executor_connected())
+
+    def _executor_connected(self) -> bool:
+        """An executor takes orders now. After either process starts, the connection follows within one redial
+        (at most a second), so a signal that comes sooner is refused as EXECUTOR_DOWN."""
+        return self.ctx.peers("orders") > 0
 
     def detail(self) -> dict[str, str]:
         return {"synced": str(self.synced), "reconciled": str(self.reconciled),
+                "executor_connected": str(self._executor_connected()),
                 "accepted": str(self.verdicts["accepted"]), "rejected": str(self.verdicts["rejected"]),
                 "pending": str(len(self.pending)), "approval": str(self.approval),
                 "open_orders": str(len(self.engine.open)),
