@@ -30,6 +30,11 @@ def wait_for(condition: Callable[[], T], timeout: float = 20.0, what: str = "con
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def risk_takes_signals(detail: dict[str, str]) -> bool:
+    """Risk's status says a signal sent now can trade: it has the executor's account and an executor takes orders."""
+    return detail.get("reconciled") == "True" and detail.get("executor_connected") == "True"
+
+
 def child_env(**extra: str) -> dict[str, str]:
     """The environment for processes the tests start: our packages importable, no proxies, no stray overrides."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLYBOT_")}

@@ -14,7 +14,7 @@ from py_clob_client_v2.clob_types import TradeParams
 from services.venues.local.engine import taker_fee
 from services.venues.local.server import ready_made_account
 
-from .conftest import Mesh, wait_for
+from .conftest import Mesh, risk_takes_signals, wait_for
 from .venue_harness import _free_port
 
 SEED = 53
@@ -56,8 +56,7 @@ def ready(mesh: Mesh) -> bool:
     wanted = {"venue", "analytics", "scanner", "executor", "risk", "strategies"}
     heard = rows.get("analytics", {}).get("sockets", {})  # analytics hears risk and the executor: nothing missed
     return wanted <= set(rows) and all(rows[n]["state"] == "running" for n in wanted) \
-        and rows["risk"]["detail"].get("reconciled") == "True" and rows["strategies"]["detail"].get("synced") == "True" \
-        and rows["risk"]["detail"].get("executor_connected") == "True" \
+        and risk_takes_signals(rows["risk"]["detail"]) and rows["strategies"]["detail"].get("synced") == "True" \
         and all(heard.get(sock, {}).get("received", 0) > 0 for sock in ("decisions", "executions"))
 
 

@@ -15,7 +15,7 @@ from services import messages as m
 from services.bus import Bus, BusError, BusTimeout
 from services.config import ensure_state_dir, load
 
-from .conftest import child_env, wait_for
+from .conftest import child_env, risk_takes_signals, wait_for
 from .venue_harness import Venue, mesh_config
 
 KINDS = {"scanner": "services.scanner:Scanner", "executor": "services.executor:Executor",
@@ -78,8 +78,7 @@ class Trading:
             return req.request(request)
 
     def wait_ready(self, *names: str) -> None:
-        checks = {"risk": lambda d: d.get("reconciled") == "True" and d.get("executor_connected") == "True",
-                  "strategies": lambda d: d.get("synced") == "True"}
+        checks = {"risk": risk_takes_signals, "strategies": lambda d: d.get("synced") == "True"}
         for name in names:
             ok = checks.get(name, lambda d: bool(d))
             wait_for(lambda: ok(self.detail(name)), what=f"{name} to be ready", timeout=30)
