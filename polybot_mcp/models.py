@@ -100,7 +100,7 @@ class Verdict(BaseModel):
     reasons: list[ReasonView] = []
     max_size: str | None = Field(None, description="The largest size (every leg the same) that would pass every "
                                                    "size-bound check, when a size-bound check refused")
-    order_ids: list[str] = Field([], description="One client order id per leg, for get_signal and cancel_order")
+    order_ids: list[str] = Field([], description="One client order id per leg, for get_signal and cancel_orders")
     legs: list[dict[str, str]] = Field([], description="The legs as sent: token, side, size, limit, type")
 
 
@@ -151,6 +151,12 @@ class CancelResult(BaseModel):
     detail: str
 
 
+class CancelResults(BaseModel):
+    canceled: int = Field(description="How many were confirmed canceled")
+    results: list[CancelResult]
+    detail: str
+
+
 class UsageView(BaseModel):
     name: str
     limit: str
@@ -169,6 +175,27 @@ class RiskView(BaseModel):
     open_orders: int
     realized_pnl: str
     marked_pnl: str
+
+
+class FillView(BaseModel):
+    at: str = Field(description="When the venue reported it (UTC)")
+    trade_id: str
+    order_id: str
+    signal_id: str
+    source: str = Field(description="Whose order: strategy:NAME or mcp:CLIENT")
+    market: str
+    outcome: str = Field(description="The outcome bought or sold, e.g. Yes")
+    side: Side
+    price: str
+    size: str = Field(description="Shares")
+    fee: str = Field(description="Fee paid, in USDC")
+    liquidity: str = Field(description="taker or maker")
+    status: str = Field(description="The trade's settlement: MATCHED, MINED, CONFIRMED (or FAILED)")
+
+
+class FillPage(BaseModel):
+    fills: list[FillView] = Field(description="Newest first")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for older fills; null on the last page")
 
 
 class Rows(BaseModel):

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import Any, Literal
 
 from mcp.server.mcpserver import MCPServer
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
@@ -42,8 +44,18 @@ class MeshStatus(BaseModel):
     services: list[ServiceRow]
 
 
+class PolybotServer(MCPServer):
+    async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None, context: Any = None) -> Any:
+        """An unknown prompt name is the client's mistake: say which prompts there are (the SDK answers it as an
+        internal error)."""
+        if self._prompt_manager.get_prompt(name) is None:
+            names = ", ".join(sorted(p.name for p in self._prompt_manager.list_prompts())) or "none"
+            raise MCPError(INVALID_PARAMS, f"no prompt named {name!r}; the prompts are: {names}")
+        return await super().get_prompt(name, arguments, context)
+
+
 def build(config: Config) -> MCPServer:
-    server = MCPServer(
+    server = PolybotServer(
         "polybot",
         instructions="Trade prediction markets through the polybot mesh. Start with mesh_status to see what runs, "
                      "search_markets and get_market to find a trade, preview_signal to size it against risk, "

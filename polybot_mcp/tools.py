@@ -27,8 +27,8 @@ from services.config import service_of_kind
 from services.periods import since_ns
 
 from .mesh import MeshDown, MeshLink
-from .models import (Approval, CancelResult, Hop, LegIn, Level, MarketDetail, MarketList, MarketSummary, OpenOrders,
-                     OpenOrderView, OrderBook, OutcomeView, ReasonView, RiskView, Rows, SignalTrace, UsageView,
+from .models import (Approval, CancelResult, CancelResults, Hop, LegIn, Level, MarketDetail, MarketList, MarketSummary, OpenOrders,
+                     OpenOrderView, FillPage, FillView, OrderBook, OutcomeView, ReasonView, RiskView, Rows, SignalTrace, UsageView,
                      Verdict)
 
 READ = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
@@ -38,6 +38,8 @@ SHARES = Decimal("0.01")
 SCANNER, RISK, EXECUTOR, ANALYTICS = ("services.scanner:Scanner", "services.risk:Risk",
                                       "services.executor:Executor", "services.analytics:Analytics")
 CLIENT_NAME = re.compile(r"[^a-z0-9_.-]+")
+CURSOR_HELP = ("cursor is not one this server gave out for this list; pass the next_cursor of the previous page, "
+               "or none for the first page")
 
 
 def source_of(ctx: Context | None) -> str:
@@ -66,6 +68,28 @@ def since_param(since: str) -> str:
         raise ToolError(f"since {exc}") from None
 
 
+def iso_ns(ts_ns: int) -> str:
+    """An epoch-ns time as UTC ISO 8601 to the millisecond."""
+    return datetime.fromtimestamp(ts_ns / 1e9, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def encode_key(key: str) -> str:
+    """A cursor that continues after a row (its key), opaque to the client."""
+    return base64.urlsafe_b64encode(json.dumps({"k": key}).encode()).decode()
+
+
+def decode_key(cursor: str | None) -> str:
+    if not cursor:
+        return ""
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))["k"]
+        if isinstance(key, str) and key:
+            return key
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise ToolError(CURSOR_HELP)
+
+
 def encode_cursor(offset: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode()
 
@@ -79,8 +103,49 @@ def decode_cursor(cursor: str | None) -> int:
             return offset
     except (ValueError, KeyError, TypeError):
         pass
-    raise ToolError("cursor is not one this server gave out; pass the next_cursor of the previous page, or none "
-                    "for the first page")
+    raise ToolError(CURSOR_HELP)
+
+
+def find_market(reply: m.SnapshotReply, ident: str) -> m.MarketNew:
+    """The market a condition id or slug names, or a ToolError saying how to find one."""
+    found = next((mk for mk in reply.markets if ident in (mk.market, mk.slug)), None)
+    if found is not None:
+        return found
+    if any(o.token_id == ident for mk in reply.markets for o in mk.outcomes):
+        raise ToolError(f"{short(ident)} is an outcome's token id, not a market: pass it as `token_id`, or give the "
+                        "market's condition id (0x...) or slug")
+    raise ToolError(f"no market {ident!r} is followed by the scanner; find one with search_markets and pass its "
+                    "`market` (condition id) or slug")
+
+
+def resolve_token(reply: m.SnapshotReply, token_id: str | None, market: str | None,
+                  outcome: str | None) -> tuple[str, str]:
+    """(token id, market) from a token id, or from a market (condition id or slug) and an outcome name; a
+    ToolError that says what to pass instead when they name nothing tradeable."""
+    if token_id:
+        mk = next((x for x in reply.markets if any(o.token_id == token_id for o in x.outcomes)), None)
+        if mk is not None:
+            return token_id, mk.market
+        named = next((x for x in reply.markets if token_id in (x.market, x.slug)), None)
+        if named is not None:
+            names = ", ".join(o.name for o in named.outcomes)
+            raise ToolError(f"{token_id} is a market, not a token: give `market` with `outcome` (one of {names}) "
+                            "instead of `token_id`")
+        raise ToolError(f"no market the scanner follows has a token {short(token_id)!r}; get_market lists each "
+                        "outcome's token_id, or give `market` (condition id or slug) and `outcome`")
+    if not (market and outcome):
+        raise ToolError("name the outcome: give `token_id`, or both `market` (condition id or slug) and `outcome` "
+                        "(e.g. Yes); get_market lists a market's outcomes and tokens")
+    mk = find_market(reply, market)
+    for o in mk.outcomes:
+        if o.name.lower() == outcome.strip().lower():
+            return o.token_id, mk.market
+    names = ", ".join(o.name for o in mk.outcomes)
+    raise ToolError(f"market {market} has no outcome {outcome!r}; its outcomes are {names}")
+
+
+def short(ident: str) -> str:
+    return ident if len(ident) <= 24 else f"{ident[:12]}…{ident[-6:]}"
 
 
 class Tools:
@@ -139,25 +204,11 @@ class Tools:
 
     async def market_of(self, ident: str) -> tuple[m.MarketNew, m.SnapshotReply]:
         reply = await self.snapshot([ident]) if ident.startswith("0x") else await self.snapshot()
-        found = [mk for mk in reply.markets if ident in (mk.market, mk.slug)]
-        if not found:
-            raise ToolError(f"no market {ident!r} is followed by the scanner; find one with search_markets and pass "
-                            "its `market` (condition id) or slug")
-        return found[0], reply
+        return find_market(reply, ident), reply
 
     async def token_of(self, token_id: str | None, market: str | None, outcome: str | None) -> tuple[str, str]:
         """(token id, market) for a leg or a book, from a token id or a market and an outcome name."""
-        if token_id:
-            return token_id, market or ""
-        if not (market and outcome):
-            raise ToolError("name the outcome: give `token_id`, or both `market` (condition id) and `outcome` "
-                            "(e.g. Yes); get_market lists a market's outcomes and tokens")
-        mk, _ = await self.market_of(market)
-        for o in mk.outcomes:
-            if o.name.lower() == outcome.lower():
-                return o.token_id, mk.market
-        names = ", ".join(o.name for o in mk.outcomes)
-        raise ToolError(f"market {market} has no outcome {outcome!r}; its outcomes are {names}")
+        return resolve_token(await self.snapshot(), token_id, market, outcome)
 
     async def market_detail(self, ident: str) -> MarketDetail:
         mk, reply = await self.market_of(ident)
@@ -185,6 +236,23 @@ class Tools:
                         open_orders=reply.open_orders, realized_pnl=text(reply.realized_pnl),
                         marked_pnl=text(reply.marked_pnl))
 
+    @staticmethod
+    def check_order_ids(order_ids: list[str], open_orders: list[m.OpenOrder], source: str) -> None:
+        """Each id an open order of ``source``, or a ToolError saying what the id is and what to pass."""
+        by_id = {o.order_id: o for o in open_orders}
+        for order_id in order_ids:
+            order = by_id.get(order_id)
+            if order is not None and order.source != source:
+                raise ToolError(f"order {order_id} belongs to {order.source}, not to this client ({source}); only "
+                                "its owner (or an operator halting risk) can cancel it")
+            if order is None:
+                of_signal = [o.order_id for o in open_orders if o.signal_id == order_id and o.source == source]
+                if of_signal:
+                    raise ToolError(f"{order_id} is a signal id, not an order id: pass signal_id={order_id!r} to "
+                                    f"cancel its open orders ({', '.join(of_signal)})")
+                raise ToolError(f"order {order_id} is not open (it filled, was canceled, or never rested); "
+                                "list_open_orders shows what is")
+
     # ---------------------------------------------------------------- signals
 
     async def legs(self, legs: list[LegIn]) -> list[m.Leg]:
@@ -192,8 +260,9 @@ class Tools:
             raise ToolError("a signal needs at least one leg: token (or market and outcome), side, size or "
                             "notional, and limit_price")
         out = []
+        reply = await self.snapshot()
         for i, leg in enumerate(legs):
-            token, market = await self.token_of(leg.token_id, leg.market, leg.outcome)
+            token, market = resolve_token(reply, leg.token_id, leg.market, leg.outcome)
             if (leg.size is None) == (leg.notional is None):
                 raise ToolError(f"leg {i}: give exactly one of `size` (shares) or `notional` (USDC)")
             size = leg.size if leg.size is not None else (leg.notional / leg.limit_price).quantize(
@@ -388,8 +457,11 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         if not trace.rows:
             raise ToolError(f"no signal {signal_id!r} is recorded yet; check the id from propose_signal, or wait a "
                             "moment: analytics records within 100 ms")
+        steps = [dict(zip(trace.columns, row)) for row in trace.rows]
         hops = [Hop(at_ms=str(r["t_ms"]), hop=str(r["hop"]), actor=str(r["who"]), detail=str(r["detail"]))
-                for r in (dict(zip(trace.columns, row)) for row in trace.rows)]
+                for r in steps]
+        # The id in full: what was given may be its start.
+        signal_id = next((str(r["ref"]) for r in steps if r["hop"] == "signal"), signal_id)
         order_rows = [{k: None if v is None else str(v) for k, v in zip(orders.columns, r)} for r in orders.rows]
         fill_rows = [{k: None if v is None else str(v) for k, v in zip(fills.columns, r)} for r in fills.rows]
         states = sorted({str(o["status"]) for o in order_rows if o.get("status")})
@@ -404,7 +476,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
 
     @server.tool(annotations=READ)
     async def list_open_orders(
-        mine_only: Annotated[bool, Field(description="Only this client's orders (the ones cancel_order can "
+        mine_only: Annotated[bool, Field(description="Only this client's orders (the ones cancel_orders can "
                                                      "cancel)")] = True,
         ctx: Context = None,  # type: ignore[assignment]
     ) -> OpenOrders:
@@ -418,30 +490,62 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
             for o in account.orders if not mine_only or o.source == source])
 
     @server.tool(annotations=CANCEL)
-    async def cancel_order(
-        order_id: Annotated[str, Field(description="A client order id from propose_signal or list_open_orders")],
-        wait_s: Annotated[float, Field(ge=0, le=30, description="How long to wait for the venue's answer")] = 5.0,
+    async def cancel_orders(
+        order_ids: Annotated[list[str], Field(description="Client order ids (from propose_signal or "
+                                                          "list_open_orders)")] = [],  # noqa: B006
+        signal_id: Annotated[str, Field(description="Every open order of this signal (its id or its start)")] = "",
+        market: Annotated[str, Field(description="Every open order in this market (condition id or slug)")] = "",
+        everything: Annotated[bool, Field(description="Every open order of this client")] = False,
+        wait_s: Annotated[float, Field(ge=0, le=30, description="How long to wait for the venue's answers")] = 5.0,
         ctx: Context = None,  # type: ignore[assignment]
-    ) -> CancelResult:
-        """Cancel one of this client's resting orders (it goes through risk to the executor)."""
+    ) -> CancelResults:
+        """Cancel this client's resting orders in one call: by ids, by signal, by market, or all of them. It goes
+        through risk to the executor, like a strategy's cancel. Other sources' orders are never touched."""
         source = source_of(ctx)
+        chosen = [bool(order_ids), bool(signal_id), bool(market), everything]
+        if sum(chosen) != 1:
+            raise ToolError("say which orders with exactly one of: `order_ids` (a list), `signal_id`, `market`, or "
+                            "`everything: true`")
         account = await tools.ask(tools.executor, m.AccountRequest())
-        order = next((o for o in account.orders if o.order_id == order_id), None)
-        if order is None:
-            raise ToolError(f"order {order_id} is not open (it filled, was canceled, or never rested); "
-                            "list_open_orders shows what is")
-        if order.source != source:
-            raise ToolError(f"order {order_id} belongs to {order.source}, not to this client ({source}); only its "
-                            "owner (or an operator halting risk) can cancel it")
+        mine = [o for o in account.orders if o.source == source]
+        if order_ids:
+            tools.check_order_ids(order_ids, account.orders, source)
+            targets = [o for o in mine if o.order_id in order_ids]
+        elif signal_id:
+            named = {o.signal_id for o in mine if o.signal_id.startswith(signal_id)}
+            if signal_id not in named and len(named) > 1:
+                raise ToolError(f"{signal_id!r} is the start of several signals' ids ({', '.join(sorted(named))}); "
+                                "give the whole id")
+            targets = [o for o in mine if o.signal_id in named]
+            if not targets:
+                raise ToolError(f"this client ({source}) has no open order of a signal {signal_id!r}: its orders "
+                                "filled, were canceled, never rested, or the id is another's; list_open_orders "
+                                "shows what is open")
+        elif market:
+            market_id = (await tools.market_of(market))[0].market
+            targets = [o for o in mine if o.market == market_id]
+        else:
+            targets = mine
+        if not targets:
+            return CancelResults(canceled=0, results=[], detail=f"no open orders of {source} to cancel")
+        ids = [o.order_id for o in targets]
         try:
-            await link.send(m.Cancel(source=source, order_ids=[order_id], reason="canceled by the agent"))
+            await link.send(m.Cancel(source=source, order_ids=ids, reason="canceled by the agent"))
         except MeshDown as exc:
             raise ToolError(str(exc)) from None
-        done = await link.wait_for(lambda x: isinstance(x, m.OrderCanceled) and x.order_id == order_id, wait_s)
-        if done is None:
-            return CancelResult(order_id=order_id, canceled=False,
-                                detail="sent; no confirmation yet — check list_open_orders")
-        return CancelResult(order_id=order_id, canceled=True, remaining=text(done.remaining), detail=done.reason)
+        deadline = time.monotonic() + wait_s
+        done: dict[str, m.OrderCanceled] = {}
+        for i in ids:
+            got = await link.wait_for(lambda x, i=i: isinstance(x, m.OrderCanceled) and x.order_id == i,
+                                      max(deadline - time.monotonic(), 0))
+            if got is not None:
+                done[i] = got
+        results = [CancelResult(order_id=i, canceled=i in done, remaining=text(done[i].remaining) if i in done
+                                else None, detail=done[i].reason if i in done else
+                                "sent; no confirmation yet: check list_open_orders") for i in ids]
+        return CancelResults(canceled=len(done), results=results,
+                             detail=f"{len(done)} of {len(ids)} canceled" + ("" if len(done) == len(ids) else
+                                                                           "; the rest may have filled first"))
 
     @server.tool(annotations=READ)
     async def get_risk(ctx: Context = None) -> RiskView:  # type: ignore[assignment]
@@ -467,16 +571,28 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
 
     @server.tool(annotations=READ)
     async def get_fills(
-        market: Annotated[str, Field(description="Only this market (condition id); empty: all")] = "",
-        since: Annotated[str, Field(description="Only fills after this: a duration (30m, 2h, 1d) or an ISO time")
-                         ] = "",
-        limit: Annotated[int, Field(ge=1, le=500, description="Fills per page")] = 50,
+        market: Annotated[str, Field(description="Only this market (condition id or slug); empty: all")] = "",
+        source: Annotated[str, Field(description="Only this source's fills: `mine` (this client), strategy:NAME or "
+                                                 "mcp:CLIENT; empty: all")] = "",
+        signal_id: Annotated[str, Field(description="Only this signal's fills (its id or the start of it)")] = "",
+        since: Annotated[str, Field(description="Only fills after this: a duration (30m, 2h, 1d), an ISO time or "
+                                                "`today`")] = "",
+        limit: Annotated[int, Field(ge=1, le=200, description="Fills per page")] = 20,
         cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
-    ) -> Rows:
-        """Fills, newest first: price, size, fee, maker or taker, and the signal and order they belong to."""
-        offset = decode_cursor(cursor)
-        return rows(await tools.query("fills", market=market, since=since_param(since),
-                                      limit=str(offset + limit + 1)), offset, limit)
+        ctx: Context = None,  # type: ignore[assignment]
+    ) -> FillPage:
+        """Fills, newest first: price, size, fee, maker or taker, and the signal and order they belong to. Page
+        back in time with next_cursor."""
+        market_id = (await tools.market_of(market))[0].market if market else ""
+        who = source_of(ctx) if source == "mine" else source
+        reply = await tools.query("fills", market=market_id, source=who, signal=signal_id, since=since_param(since),
+                                  before=decode_key(cursor), newest_first="true", limit=str(limit + 1))
+        found = [dict(zip(reply.columns, r)) for r in reply.rows]
+        page = found[:limit]
+        return FillPage(fills=[FillView(at=iso_ns(int(f["ts_ns"])), outcome=f["outcome"] or "",
+                                        **{k: str(f[k]) for k in FillView.model_fields if k not in ("at", "outcome")})
+                               for f in page],
+                        next_cursor=encode_key(page[-1]["key"]) if len(found) > limit else None)
 
     @server.tool(annotations=READ)
     async def get_pnl(

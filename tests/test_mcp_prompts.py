@@ -18,7 +18,7 @@ from services.config import load as load_config
 MODES = pytest.mark.parametrize("mode", ["legacy", "auto"])  # the initialize handshake, and the 2026 discover era
 SHIPPED = {"find_mispriced_markets", "review_positions", "explain_rejection", "daily_report", "draft_strategy"}
 TOOLS = {"search_markets", "get_market", "get_order_book", "preview_signal", "propose_signal", "get_signal",
-         "list_open_orders", "cancel_order", "get_risk", "get_positions", "get_fills", "get_pnl", "mesh_status"}
+         "list_open_orders", "cancel_orders", "get_risk", "get_positions", "get_fills", "get_pnl", "mesh_status"}
 
 GREETING = """+++
 name = "greet"

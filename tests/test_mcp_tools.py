@@ -24,7 +24,7 @@ from .venue_harness import tokens
 AGENT = {"MAX_ORDER_NOTIONAL": "20", "MAX_DAILY_NOTIONAL": "60", "MAX_SIGNALS_PER_MINUTE": "30"}
 READ_TOOLS = {"mesh_status", "search_markets", "get_market", "get_order_book", "preview_signal", "get_signal",
               "list_open_orders", "get_risk", "get_positions", "get_fills", "get_pnl", "list_recordings"}
-WRITE_TOOLS = {"propose_signal", "cancel_order"}
+WRITE_TOOLS = {"propose_signal", "cancel_orders"}
 LOCAL_TOOLS = {"run_backtest"}  # writes its report files; touches no market
 
 
@@ -165,7 +165,7 @@ def test_an_agent_signal_goes_through_risk_to_fills_it_can_follow(mesh: Trading,
     assert {f["token_id"] for f in trace["fills"]} == {yes, no}
     held = ok(agent("get_positions", {"market": market["conditionId"]}))["rows"]
     assert {r["token_id"]: D(r["size"]) for r in held} == {yes: 5, no: 5}
-    fills = ok(agent("get_fills", {"market": market["conditionId"], "since": "10m"}))["rows"]
+    fills = ok(agent("get_fills", {"market": market["conditionId"], "since": "10m"}))["fills"]
     assert len(fills) == 2 and ok(agent("get_pnl", {"by": "market"}))["rows"]
     fees = sum(D(f["fee"]) for f in {(f["trade_id"], f["order_id"]): f for f in fills}.values())
     period = {r["market"]: r for r in ok(agent("get_pnl", {"by": "market", "since": started}))["rows"]}
@@ -201,11 +201,11 @@ def test_an_agent_lists_and_cancels_its_own_resting_order_but_not_anothers(mesh:
                                if o["order_id"] == order_id], what="the order resting")
     assert listed[0]["source"] == agent.source
     assert ok(agent("list_open_orders", {}, client="Other Agent"))["orders"] == []
-    assert f"belongs to {agent.source}" in error(agent("cancel_order", {"order_id": order_id},
+    assert f"belongs to {agent.source}" in error(agent("cancel_orders", {"order_ids": [order_id]},
                                                       client="Other Agent"))
-    done = ok(agent("cancel_order", {"order_id": order_id}))
-    assert done["canceled"] is True and D(done["remaining"]) == 5
-    assert "is not open" in error(agent("cancel_order", {"order_id": order_id}))
+    done = ok(agent("cancel_orders", {"order_ids": [order_id]}))["results"]
+    assert [(r["order_id"], r["canceled"], D(r["remaining"])) for r in done] == [(order_id, True, 5)]
+    assert "is not open" in error(agent("cancel_orders", {"order_ids": [order_id]}))
 
 
 def test_with_the_mesh_down_tools_say_how_to_start_it(mesh: Trading, tmp_path) -> None:

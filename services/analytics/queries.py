@@ -190,7 +190,8 @@ def pnl(db: Reader, p: Params) -> Table:
 
 
 def orders(db: Reader, p: Params) -> Table:
-    where, args = _filters([("signal_id = ?", p.text("signal")), ("source = ?", p.text("source")),
+    signal = find_signal(db, p.text("signal"), "orders") if p.text("signal") else ""
+    where, args = _filters([("signal_id = ?", signal), ("source = ?", p.text("source")),
                             ("market = ?", p.text("market")), ("token_id = ?", p.text("token"))])
     status = p.text("status")
     having = ""
@@ -225,14 +226,38 @@ def orders(db: Reader, p: Params) -> Table:
 
 
 def fills(db: Reader, p: Params) -> Table:
+    """Fills, oldest first (for reading down a terminal), or ``newest_first``; ``before`` (a row's ``key``, as
+    ``ts_ns:trade_id:order_id``) continues a newest-first listing after that row, so pages neither repeat nor skip
+    rows while new fills arrive."""
+    signal = find_signal(db, p.text("signal"), "fills") if p.text("signal") else ""
     where, args = _filters([("market = ?", p.text("market")), ("token_id = ?", p.text("token")),
-                            ("source = ?", p.text("source")), ("signal_id = ?", p.text("signal")),
+                            ("source = ?", p.text("source")), ("signal_id = ?", signal),
                             ("order_id = ?", p.text("order")), ("ts_ns >= ?", p.integer("since", 0) or None)])
+    before = p.text("before")
+    if before:
+        ts, trade, order = _fill_key(p, before)
+        where += (" AND " if where else " WHERE ") + \
+            "(ts_ns < ? OR (ts_ns = ? AND (trade_id < ? OR (trade_id = ? AND order_id < ?))))"
+        args += [ts, ts, trade, trade, order]
     table = db.select(f"""
-        SELECT ts_ns, trade_id, order_id, signal_id, source, market, token_id, side, price, size, fee, liquidity,
-               status FROM fills{where} ORDER BY ts_ns DESC LIMIT ?""", [*args, p.integer("limit", 100, 1)])
-    rows = [[*r[:8], exact(r[8]), exact(r[9]), exact(r[10]), *r[11:]] for r in reversed(table.rows)]
-    return Table(table.columns, rows)
+        SELECT f.*, t.outcome FROM (
+            SELECT ts_ns, trade_id, order_id, signal_id, source, market, token_id, side, price, size, fee, liquidity,
+                   status FROM fills{where} ORDER BY ts_ns DESC, trade_id DESC, order_id DESC LIMIT ?) f
+        LEFT JOIN market_tokens t USING (token_id) ORDER BY ts_ns DESC, trade_id DESC, order_id DESC""",
+                      [*args, p.integer("limit", 100, 1)])
+    rows = [[*r[:8], exact(r[8]), exact(r[9]), exact(r[10]), *r[11:13], r[13] or ""] for r in table.rows]
+    if not p.flag("newest_first"):
+        return Table(table.columns, rows[::-1])
+    # Each row's key: the `before` that continues the listing after it.
+    return Table([*table.columns, "key"], [[*r, f"{r[0]}:{r[1]}:{r[2]}"] for r in rows])
+
+
+def _fill_key(p: Params, given: str) -> tuple[int, str, str]:
+    ts, _, rest = given.partition(":")
+    trade, _, order = rest.partition(":")
+    if not ts.isdigit() or not trade or not order:
+        raise QueryError(f"{p.query}: before is a fill's key (ts_ns:trade_id:order_id), not {given!r}")
+    return int(ts), trade, order
 
 
 def _legs(db: Reader, signal_ids: list[str]) -> dict[str, list[tuple]]:
@@ -282,19 +307,26 @@ def decisions(db: Reader, p: Params) -> Table:
 # ---------------------------------------------------------------- trace
 
 
-def find_signal(db: Reader, given: str) -> str:
-    """The signal id ``given`` names: itself, or the one recorded id it is the start of."""
+def find_signal(db: Reader, given: str, query: str = "trace") -> str:
+    """The signal id ``given`` names: itself, or the one recorded id it is the start of. An order id (or its
+    start) is refused with its signal's id, so the caller can ask again with the right one."""
     if not given:
-        raise QueryError("trace: give the signal's id (param signal_id)")
+        raise QueryError(f"{query}: give the signal's id (param signal_id)")
     found = db.select("SELECT DISTINCT signal_id FROM verdicts WHERE starts_with(signal_id, ?) LIMIT 3", [given]).rows
     ids = [r[0] for r in found]
     if given in ids:
         return given
     if len(ids) == 1:
         return ids[0]
-    if not ids:
-        raise QueryError(f"trace: no signal {given!r} recorded (risk records its verdict on every signal it decides)")
-    raise QueryError(f"trace: {given!r} is the start of several signal ids ({', '.join(ids)}...); give more of it")
+    if ids:
+        raise QueryError(f"{query}: {given!r} is the start of several signal ids ({', '.join(ids)}...); give more "
+                         "of it")
+    orders = db.select("SELECT order_id, signal_id FROM orders WHERE starts_with(order_id, ?) LIMIT 2", [given]).rows
+    if len(orders) == 1:
+        order, signal = orders[0]
+        raise QueryError(f"{query}: {given!r} is not a signal id but the order {order} of signal {signal}; ask for "
+                         f"signal {signal}")
+    raise QueryError(f"{query}: no signal {given!r} recorded (risk records its verdict on every signal it decides)")
 
 
 HOP_ORDER = {"book update": 0, "signal": 1, "verdict": 2, "order": 3, "submitted": 4, "ack": 5, "rejected": 5,
@@ -363,7 +395,7 @@ NAMED: dict[str, tuple[Callable[[Reader, Params], Table], tuple[str, ...]]] = {
     "positions": (positions, ("market", "all")),
     "pnl": (pnl, ("by", "since")),
     "orders": (orders, ("signal", "source", "market", "token", "status", "limit")),
-    "fills": (fills, ("market", "token", "source", "signal", "order", "since", "limit")),
+    "fills": (fills, ("market", "token", "source", "signal", "order", "since", "limit", "before", "newest_first")),
     "signals": (signals, ("source", "since", "limit")),
     "decisions": (decisions, ("source", "verdict", "since", "limit")),
     "trace": (trace, ("signal_id",)),
