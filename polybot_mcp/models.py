@@ -8,7 +8,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 Side = Literal["BUY", "SELL"]
 OrderType = Literal["GTC", "GTD", "FOK", "FAK"]
@@ -67,18 +67,114 @@ class OrderBook(BaseModel):
     stale: bool
 
 
+def _money_text(value: object) -> object:
+    """'$10', ' 10 USDC' -> '10': the unit written out is no reason to refuse a number."""
+    if isinstance(value, str):
+        return value.strip().removeprefix("$").removesuffix("USDC").removesuffix("usdc").strip().replace(",", "")
+    return value
+
+
 class LegIn(BaseModel):
-    token_id: str | None = Field(None, description="The outcome's token id (from get_market); or give market and "
-                                                   "outcome instead")
-    market: str | None = Field(None, description="Condition id of the market, with `outcome`")
+    token_id: str | None = Field(None, description="The outcome's token id (from get_market or scan_opportunities); "
+                                                   "or give market and outcome instead")
+    market: str | None = Field(None, description="The market's condition id or slug, with `outcome`")
     outcome: str | None = Field(None, description="Outcome name within `market`, e.g. Yes")
-    side: Side
-    size: Decimal | None = Field(None, gt=0, description="Shares; or give `notional` instead")
-    notional: Decimal | None = Field(None, gt=0, description="USDC to spend at the limit price; converted to "
-                                                             "shares (rounded down to 0.01)")
-    limit_price: Decimal = Field(gt=0, lt=1, description="Worst price accepted, on the market's tick")
+    side: Side = Field(description="BUY or SELL (any case)")
+    size: Decimal | None = Field(None, description="Shares; or give `notional` (USDC) instead")
+    notional: Decimal | None = Field(None, description="USDC to spend at the limit price; converted to shares "
+                                                       "(rounded down to what the venue fills exactly)")
+    limit_price: Decimal = Field(description="Worst price accepted, in USDC per share between 0 and 1 (0.45, not "
+                                             "45), on the market's tick")
     order_type: OrderType = Field("GTC", description="GTC rests; FOK fills whole now or not at all; FAK fills what "
-                                                     "it can now; GTD rests until it expires")
+                                                     "it can now; GTD rests until `expires`")
+    post_only: bool = Field(False, description="GTC/GTD only: rest without taking; refused if it would cross")
+    expires: str | None = Field(None, description="GTD only: when it expires, an ISO time or a duration from now "
+                                                  "(at least 2m: the venue needs 60 s of lead)")
+
+    @field_validator("side", mode="before")
+    @classmethod
+    def _side(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("order_type", mode="before")
+    @classmethod
+    def _order_type(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> object:
+        if isinstance(value, str) and "$" in value:
+            raise ValueError(f"size is in shares, not dollars: to spend {value.strip()} give `notional` "
+                             f"{_money_text(value)} instead of `size`")
+        return value
+
+    @field_validator("notional", mode="before")
+    @classmethod
+    def _notional(cls, value: object) -> object:
+        return _money_text(value)
+
+    @field_validator("limit_price", mode="before")
+    @classmethod
+    def _price(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().endswith(("c", "¢")):
+            raise ValueError(f"limit_price is in USDC per share: {value.strip()} is "
+                             f"{Decimal(value.strip().rstrip('c¢').strip()) / 100}")
+        return _money_text(value)
+
+    @field_validator("size", "notional")
+    @classmethod
+    def _positive(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None and not (value.is_finite() and value > 0):
+            raise ValueError(f"must be a positive number, not {value}")
+        return value
+
+    @field_validator("limit_price")
+    @classmethod
+    def _in_range(cls, value: Decimal) -> Decimal:
+        if not value.is_finite():
+            raise ValueError(f"must be a number between 0 and 1, not {value}")
+        if 1 <= value < 100:
+            raise ValueError(f"prices run between 0 and 1 (USDC per share): a price of {value} is written "
+                             f"{(value / 100).normalize():f}")
+        if not 0 < value < 1:
+            raise ValueError(f"prices run between 0 and 1 (USDC per share), exclusive; {value} is outside")
+        return value
+
+
+class LegOut(BaseModel):
+    """A leg ready to pass to propose_signal as it is (outcome is for reading)."""
+
+    token_id: str
+    outcome: str
+    side: Side
+    size: str
+    limit_price: str
+    order_type: OrderType
+
+
+class OpportunityView(BaseModel):
+    key: str = Field(description="The market's condition id (binary) or the neg-risk event's id")
+    kind: Literal["binary", "neg_risk"]
+    question: str = Field(description="The market's question; for an event, its members' questions joined")
+    side: Side = Field(description="BUY: the set costs less than the 1 it pays; SELL: its bids pay more than 1")
+    edge: str = Field(description="USDC per set at the best prices, after taker fees")
+    depth: str = Field(description="Sets available while each further set keeps its edge")
+    sets: str = Field(description="Sets the legs trade: the depth, cut to your limits and to exact fills")
+    cost: str = Field(description="USDC the legs pay (BUY) or receive (SELL) before fees")
+    fees: str = Field(description="Taker fees on those sets, as the venue charges them")
+    profit: str = Field(description="Locked-in USDC for those sets: sets - cost - fees (BUY)")
+    legs: list[LegOut] = Field(description="Pass as propose_signal's legs (FOK: all fill or none); empty when "
+                                           "`why` says it cannot be sized")
+    why: str = Field("", description="Why no legs: below the minimum size, budget too small...")
+    note: str = ""
+
+
+class Opportunities(BaseModel):
+    opportunities: list[OpportunityView] = Field(description="Most profit first")
+    scanned: int = Field(description="Markets looked at")
+    max_cost: str = Field(description="The most one opportunity's legs may cost: your agent budget left")
+    next_step: str
 
 
 class ReasonView(BaseModel):
@@ -102,6 +198,28 @@ class Verdict(BaseModel):
                                                    "size-bound check, when a size-bound check refused")
     order_ids: list[str] = Field([], description="One client order id per leg, for get_signal and cancel_orders")
     legs: list[dict[str, str]] = Field([], description="The legs as sent: token, side, size, limit, type")
+    outcome: Outcome | None = Field(None, description="With wait='fills': what the orders did")
+
+
+class LegResult(BaseModel):
+    order_id: str
+    outcome: str = Field(description="The outcome traded, e.g. Yes")
+    side: Side
+    asked: str = Field(description="Shares the order asked for")
+    filled: str = Field(description="Shares filled")
+    avg_price: str | None = Field(None, description="Average fill price, when it filled")
+    fees: str = Field(description="Fees paid on its fills, in USDC")
+    state: str = Field(description="filled, partial, rest canceled, canceled, rejected: why, resting, or open "
+                                   "(no final answer within the wait)")
+
+
+class Outcome(BaseModel):
+    done: bool = Field(description="Every order has its final answer (filled, killed, rejected) or rests")
+    legs: list[LegResult]
+    paid: str = Field(description="USDC paid for buys less USDC received for sells, before fees")
+    fees: str = Field(description="Total fees, in USDC")
+    residual: str | None = Field(None, description="A multi-leg signal that did not complete: what is held "
+                                                   "unhedged, as the executor reported it")
 
 
 class Approval(BaseModel):

@@ -23,12 +23,13 @@ from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from services import messages as m
+from services import opportunities
 from services.config import service_of_kind
 from services.periods import since_ns
 
 from .mesh import MeshDown, MeshLink
 from .models import (Approval, CancelResult, CancelResults, Hop, LegIn, Level, MarketDetail, MarketList, MarketSummary, OpenOrders,
-                     OpenOrderView, FillPage, FillView, OrderBook, OutcomeView, ReasonView, RiskView, Rows, SignalTrace, UsageView,
+                     OpenOrderView, Outcome, LegResult, Opportunities, OpportunityView, LegOut, FillPage, FillView, OrderBook, OutcomeView, ReasonView, RiskView, Rows, SignalTrace, UsageView,
                      Verdict)
 
 READ = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
@@ -310,6 +311,26 @@ class Tools:
             code="DECLINED", message="the human declined it in the client's confirmation dialog; nothing was sent")],
             next_step="do not propose it again unless the human asks for it")
 
+    async def outcome(self, accepted: m.SignalAccepted, deadline: float) -> Outcome:
+        """What the accepted signal's orders did, once each has its final answer or rests (or at ``deadline``)."""
+        ids = {o.id for o in accepted.orders}
+        multi = len(accepted.orders) > 1
+
+        def ours(x: m.Message) -> bool:
+            return getattr(x, "order_id", None) in ids or (isinstance(x, m.ResidualExposure)
+                                                            and x.signal_id == accepted.signal_id)
+        while True:
+            seen = self.link.seen(ours)
+            result = settle(accepted.orders, seen)
+            # A multi-leg signal that did not complete is done once the executor has said what it left held.
+            partial = multi and any(Decimal(leg.filled) > 0 for leg in result.legs) and \
+                any(leg.state != "filled" for leg in result.legs)
+            left = deadline - time.monotonic()
+            if (result.done and (not partial or result.residual is not None)) or left <= 0:
+                return result
+            known = {x.id for x in seen}
+            await self.link.wait_for(lambda x: ours(x) and x.id not in known, left)
+
     @staticmethod
     def verdict(signal: m.Signal, decided: m.Message | None) -> Verdict:
         legs = [{"token_id": lg.token_id, "side": lg.side, "size": text(lg.size), "limit_price": text(lg.limit_price),
@@ -329,6 +350,46 @@ class Tools:
         sizes = [r.max_size for r in decided.reasons if r.max_size is not None]
         return Verdict(signal_id=signal.id, status="rejected", reasons=reasons, legs=legs,
                        max_size=text(min(sizes)) if sizes else None)
+
+
+def settle(orders: list[m.Order], seen: list[m.Message]) -> Outcome:
+    """The orders' outcome from the executions seen: fills (each trade once), kills, rejections, acks."""
+    fills: dict[str, dict[str, m.Fill]] = {}
+    ended: dict[str, str] = {}
+    resting: set[str] = set()
+    residual = None
+    for x in seen:
+        match x:
+            case m.Fill():
+                fills.setdefault(x.order_id, {}).setdefault(x.trade_id or x.id, x)
+            case m.OrderRejected():
+                ended[x.order_id] = f"rejected: {x.code} {x.message}".strip()
+            case m.OrderCanceled():
+                ended.setdefault(x.order_id, "canceled")
+            case m.OrderAck() if x.status == "live":
+                resting.add(x.order_id)
+            case m.ResidualExposure():
+                residual = x.reason + ": " + ", ".join(f"{e.side} {text(e.size)} of {short(e.token_id)} at "
+                                                       f"{text(e.avg_price)}" for e in x.exposure)
+    legs, paid, fees, done = [], Decimal(0), Decimal(0), True
+    for o in orders:
+        got = list(fills.get(o.id, {}).values())
+        filled = sum((f.size for f in got), Decimal(0))
+        cost = sum((f.size * f.price for f in got), Decimal(0))
+        fee = sum((f.fee for f in got), Decimal(0))
+        paid += cost if o.side == "BUY" else -cost
+        fees += fee
+        if filled >= o.size:
+            state = "filled"
+        elif o.id in ended:
+            state = ended[o.id] if filled == 0 or ended[o.id] != "canceled" else "partial, rest canceled"
+        elif o.id in resting:
+            state = "resting" if filled == 0 else "partial, rest resting"
+        else:
+            state, done = "open", False
+        legs.append(LegResult(order_id=o.id, outcome="", side=o.side, asked=text(o.size), filled=text(filled),
+                              avg_price=text(cost / filled) if filled else None, fees=text(fee), state=state))
+    return Outcome(done=done, legs=legs, paid=text(paid), fees=text(fees), residual=residual)
 
 
 SERVED: weakref.WeakKeyDictionary[MCPServer, Tools] = weakref.WeakKeyDictionary()  # each server's tools
@@ -399,6 +460,41 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
                          asks=[Level(price=text(lv.price), size=text(lv.size)) for lv in book.asks[:depth]])
 
     @server.tool(annotations=READ)
+    async def scan_opportunities(
+        side: Annotated[Literal["buy", "sell", "both"], Field(
+            description="buy: sets whose asks cost less than their payout; sell: sets whose bids pay more (you "
+                        "must hold the set)")] = "buy",
+        min_edge: Annotated[Decimal, Field(ge=0, lt=1, description="Least USDC per set after fees")] = Decimal(0),
+        max_cost: Annotated[Decimal | None, Field(gt=0, description="The most to spend on one set of legs, in "
+                                                                    "USDC; default: your agent budget left")] = None,
+        limit: Annotated[int, Field(ge=1, le=50, description="Opportunities to return")] = 5,
+        ctx: Context = None,  # type: ignore[assignment]
+    ) -> Opportunities:
+        """Find mispriced complete sets in one call: binary markets whose YES + NO asks, and neg-risk events whose
+        YES asks, cost less than the 1 a set pays after each market's taker fees (or bids that pay more). Each
+        comes with its edge, depth and ready-to-send FOK legs sized to the depth and your limits, so that
+        propose_signal(legs, wait="fills") trades it in one more call."""
+        reply = await tools.snapshot()
+        risk = await tools.risk_view(source_of(ctx))
+        budget = Decimal(risk.agent_budget_left)
+        cap = min(max_cost, budget) if max_cost is not None else budget
+        per_order = Decimal(risk.limits["agent.max_order_notional"]) if "agent.max_order_notional" in risk.limits \
+            else None
+        found = [o for o in opportunities.scan(reply.markets, reply.books.books, max_cost=cap, min_edge=min_edge,
+                                               stale=set(reply.stale), max_leg_cost=per_order)
+                 if side == "both" or o.side == side.upper()]
+        names = {mk.market: mk for mk in reply.markets}
+        views = [OpportunityView(
+            key=o.key, kind=o.kind, question=" | ".join(o.questions)[:300], side=o.side, edge=text(o.edge),
+            depth=text(o.depth), sets=text(o.sets), cost=text(o.notional), fees=text(o.fees), profit=text(o.profit),
+            legs=[LegOut(token_id=lg.token_id, outcome=lg.outcome, side=lg.side, size=text(lg.size),
+                         limit_price=text(lg.limit_price), order_type=lg.order_type) for lg in o.legs],
+            why=o.why, note=o.note) for o in found[:limit] if all(mk in names for mk in o.markets)]
+        step = ("propose_signal with an opportunity's legs and wait='fills' trades it and returns the fills"
+                if any(v.legs for v in views) else "nothing to trade now; scan again later or lower min_edge")
+        return Opportunities(opportunities=views, scanned=len(reply.markets), max_cost=text(cap), next_step=step)
+
+    @server.tool(annotations=READ)
     async def preview_signal(
         legs: Annotated[list[LegIn], Field(description="One or more legs; all pass risk or none does")],
         rationale: Annotated[str, Field(description="Why: recorded with the signal")] = "",
@@ -415,13 +511,18 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         legs: Annotated[list[LegIn], Field(description="One or more legs; all pass risk or none does")],
         rationale: Annotated[str, Field(description="Why this trade: recorded with the signal and its verdict")],
         approval: Annotated[ElicitationResult[Approval], Resolve(human_approval)],
-        wait_s: Annotated[float, Field(ge=0, le=30, description="How long to wait for risk's verdict")] = 5.0,
+        wait: Annotated[Literal["verdict", "fills"], Field(
+            description="verdict: answer once risk decides; fills: also wait until every order has filled, been "
+                        "killed or rests, and answer with the fills, fees and any residual")] = "verdict",
+        wait_s: Annotated[float, Field(ge=0, le=30, description="The longest to wait, in seconds")] = 10.0,
         ctx: Context = None,  # type: ignore[assignment]
     ) -> Verdict:
         """Send a signal to risk, the same way a strategy does; accepted signals become orders at the venue.
         Returns the verdict: accepted with order ids, or rejected with every reason and the largest size that
-        would pass. With live money a human approves it first: in the client's confirmation dialog where it has
-        one, else it stays pending_approval until they run `polybot approve`. Follow it with get_signal."""
+        would pass. With wait='fills' an accepted signal's outcome comes in the same answer (FOK/FAK: filled or
+        killed at once). With live money a human approves it first: in the client's confirmation dialog where it
+        has one, else it stays pending_approval until they run `polybot approve`. Follow it with get_signal."""
+        deadline = time.monotonic() + wait_s
         signal = m.Signal(source=source_of(ctx), legs=await tools.legs(legs), rationale=rationale)
         asked = not (isinstance(approval, AcceptedElicitation) and approval.data is None)
         approved = isinstance(approval, AcceptedElicitation) and approval.data is not None and approval.data.approve
@@ -432,7 +533,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         except MeshDown as exc:
             raise ToolError(str(exc)) from None
         decided = await link.wait_for(lambda x: isinstance(x, m.SignalAccepted | m.SignalRejected | m.SignalPending)
-                                      and x.signal_id == signal.id, wait_s)
+                                      and x.signal_id == signal.id, max(deadline - time.monotonic(), 0))
         if approved and isinstance(decided, m.SignalPending):  # the human's answer, given in the dialog
             try:
                 await link.ask(tools.risk, m.ApproveRequest(signal_id=signal.id, via="client",
@@ -440,8 +541,12 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
             except MeshDown:
                 pass  # refused on the check at approval, or expired: risk publishes that verdict as well
             decided = await link.wait_for(lambda x: isinstance(x, m.SignalAccepted | m.SignalRejected)
-                                          and x.signal_id == signal.id, wait_s) or decided
-        return tools.verdict(signal, decided)
+                                          and x.signal_id == signal.id, max(deadline - time.monotonic(), 0)) \
+                or decided
+        verdict = tools.verdict(signal, decided)
+        if wait == "fills" and isinstance(decided, m.SignalAccepted):
+            verdict.outcome = await tools.outcome(decided, deadline)
+        return verdict
 
     @server.tool(annotations=READ)
     async def get_signal(

@@ -96,11 +96,12 @@ def set_edge(side: m.Side, quotes: Iterable[tuple[Decimal, Decimal]]) -> Decimal
 
 
 def quote_set(legs: Sequence[LegBook], side: m.Side, *, max_cost: Decimal, max_sets: Decimal | None = None,
-              min_edge: Decimal = ZERO) -> SetQuote | None:
+              min_edge: Decimal = ZERO, max_leg_cost: Decimal | None = None) -> SetQuote | None:
     """Walk the legs' books together while the marginal set keeps its edge; None if the best prices show none.
 
     Legs get one size: the depth, capped by ``max_sets`` and by ``max_cost`` (which bounds what risk counts,
-    size x limit price summed over the legs, plus the fees on a BUY), cut to whole-cent amounts on a BUY
+    size x limit price summed over the legs, plus the fees on a BUY) and by ``max_leg_cost`` (one leg's size x
+    limit price, risk's per-order notional), cut to whole-cent amounts on a BUY
     (the venue signs a market BUY as a collateral amount), and at least every market's ``min_size``.
     """
     if not legs or any(not leg.levels for leg in legs):
@@ -110,12 +111,12 @@ def quote_set(legs: Sequence[LegBook], side: m.Side, *, max_cost: Decimal, max_s
         return None
     depth = _depth(legs, side, min_edge)
     cap = _floor(depth if max_sets is None else min(depth, max_sets))
-    affordable = _affordable(legs, side, cap, max_cost)
+    affordable = _affordable(legs, side, cap, max_cost, max_leg_cost)
     size = _exact(legs, affordable) if side == "BUY" else affordable
     note = SELL_NOTE if side == "SELL" else ""
     min_size = max(leg.min_size for leg in legs)
     if size <= 0 or size < min_size:
-        why = _why(legs, side, depth, max_sets, max_cost, min_edge, min_size, affordable)
+        why = _why(legs, side, depth, max_sets, max_cost, min_edge, min_size, affordable, max_leg_cost)
         return SetQuote(side=side, edge=edge, depth=depth, sets=ZERO, notional=ZERO, fees=ZERO, profit=ZERO,
                         why=why, note=note)
     fills = _fills(legs, size)
@@ -130,7 +131,7 @@ def quote_set(legs: Sequence[LegBook], side: m.Side, *, max_cost: Decimal, max_s
 
 def scan(markets: Iterable[m.MarketNew], books: Books | Iterable[m.Book], *, max_cost: Decimal,
          max_sets: Decimal | None = None, min_edge: Decimal = ZERO, stale: Collection[str] = (),
-         closed: Collection[str] = ()) -> list[Opportunity]:
+         closed: Collection[str] = (), max_leg_cost: Decimal | None = None) -> list[Opportunity]:
     """Every binary market and neg-risk event whose set buys below or sells above its payout, most profit first.
 
     Stale, ``closed`` (halted or resolved) and not-accepting markets are skipped; an event is priced only when
@@ -149,7 +150,8 @@ def scan(markets: Iterable[m.MarketNew], books: Books | Iterable[m.Book], *, max
         for side in ("BUY", "SELL"):
             legs = [LegBook(token_id=o.token_id, market=mk.market, outcome=o.name, fee_rate=mk.fee_rate,
                             min_size=mk.min_size, levels=levels(o.token_id, side)) for mk, o in outcomes]
-            quote = quote_set(legs, side, max_cost=max_cost, max_sets=max_sets, min_edge=min_edge)
+            quote = quote_set(legs, side, max_cost=max_cost, max_sets=max_sets, min_edge=min_edge,
+                              max_leg_cost=max_leg_cost)
             if quote is not None:
                 out.append(Opportunity(**structs.asdict(quote), key=key, kind=kind,
                                        markets=tuple(mk.market for mk in members),
@@ -237,12 +239,20 @@ def _charged(legs: Sequence[LegBook], side: m.Side, sets: Decimal) -> Decimal:
     return notional + _fees(legs, fills) if side == "BUY" else notional
 
 
-def _affordable(legs: Sequence[LegBook], side: m.Side, cap: Decimal, max_cost: Decimal) -> Decimal:
-    """The most sets (2 dp, at most ``cap``) that ``max_cost`` pays for; what is charged never falls as sets grow."""
+def _affordable(legs: Sequence[LegBook], side: m.Side, cap: Decimal, max_cost: Decimal,
+                max_leg_cost: Decimal | None = None) -> Decimal:
+    """The most sets (2 dp, at most ``cap``) that ``max_cost`` pays for, each leg within ``max_leg_cost``; what
+    is charged never falls as sets grow."""
+    def within(sets: Decimal) -> bool:
+        if _charged(legs, side, sets) > max_cost:
+            return False
+        return max_leg_cost is None or all(sets * leg_fills[-1][0] <= max_leg_cost
+                                           for leg_fills in _fills(legs, sets) if leg_fills)
+
     lo, hi = 0, int(cap / SHARES)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if _charged(legs, side, mid * SHARES) <= max_cost:
+        if within(mid * SHARES):
             lo = mid
         else:
             hi = mid - 1
@@ -270,11 +280,15 @@ def _floor(shares: Decimal) -> Decimal:
 
 
 def _why(legs: Sequence[LegBook], side: m.Side, depth: Decimal, max_sets: Decimal | None, max_cost: Decimal,
-         min_edge: Decimal, min_size: Decimal, affordable: Decimal) -> str:
+         min_edge: Decimal, min_size: Decimal, affordable: Decimal, max_leg_cost: Decimal | None = None) -> str:
     if depth < min_size:
         return f"below minimum size: only {depth} sets keep an edge of at least {min_edge}; the minimum is {min_size}"
     if max_sets is not None and max_sets < min_size:
         return f"below minimum size: max_sets {max_sets} is under the minimum {min_size}"
+    if affordable < min_size and max_leg_cost is not None and _charged(legs, side, min_size) <= max_cost:
+        dearest = max(leg_fills[-1][0] for leg_fills in _fills(legs, min_size) if leg_fills)
+        return (f"over the per-order limit: a leg of the minimum {min_size} shares at {dearest} costs "
+                f"{(min_size * dearest).normalize():f}, above {max_leg_cost}")
     if affordable < min_size:
         return (f"budget too small: max_cost {max_cost} pays for {affordable} sets; the minimum {min_size} "
                 f"needs {_charged(legs, side, min_size)}")

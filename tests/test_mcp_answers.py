@@ -9,6 +9,7 @@ from decimal import Decimal as D
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 from mcp.client.client import Client
 from mcp.shared.exceptions import MCPError
@@ -163,3 +164,35 @@ def test_an_unknown_prompt_name_is_refused_naming_the_prompts(mesh: Trading) -> 
     refused = anyio.run(session)
     assert refused.code == INVALID_PARAMS
     assert "no prompt named 'daily_reprot'" in refused.message and "daily_report" in refused.message
+
+
+def test_from_a_gap_to_a_filled_equal_pair_in_two_calls_with_fills_and_fees_to_the_cent(mesh: Trading,
+                                                                                        agent: Agent) -> None:
+    market = mesh.venue.market()
+    gap = httpx.post(f"{mesh.venue.clob}/_admin/gap", json={"market": market["conditionId"], "gap": "0.08",
+                                                             "size": "30"}).json()
+    assert D(gap["sum"]) == D("0.92"), gap
+
+    def scanned():
+        found = ok(agent("scan_opportunities", {}))["opportunities"]
+        return found and found[0]["key"] == market["conditionId"] and found[0]
+    best = wait_for(scanned, what="the scan to find the gap", timeout=10)
+    assert best["kind"] == "binary" and best["side"] == "BUY" and D(best["edge"]) > D("0.07")
+    legs = best["legs"]
+    assert {leg["size"] for leg in legs} == {best["sets"]} and D(best["sets"]) >= 5
+    assert all(D(leg["size"]) * D(leg["limit_price"]) <= 20 for leg in legs)  # the agent's per-order limit
+
+    verdict = ok(agent("propose_signal", {"legs": legs, "rationale": "test: the gap", "wait": "fills"}))
+    outcome = verdict["outcome"]
+    assert verdict["status"] == "accepted" and outcome["done"] is True, verdict
+    assert [(leg["state"], D(leg["filled"])) for leg in outcome["legs"]] == [("filled", D(best["sets"]))] * 2
+    rate = D(ok(agent("get_market", {"market": market["conditionId"]}))["fee_rate"])
+    fees = sum(fee(D(best["sets"]), D(leg["limit_price"]), rate) for leg in legs)
+    assert D(outcome["fees"]) == fees == D(best["fees"])
+    assert D(outcome["paid"]) == D(best["cost"]) and outcome["residual"] is None
+    assert D(best["sets"]) - D(outcome["paid"]) - D(outcome["fees"]) == D(best["profit"]) > 0
+
+
+def fee(shares: D, price: D, rate: D) -> D:
+    """The venue's taker fee: shares x rate x p x (1 - p), floored to 5 decimals."""
+    return (shares * rate * price * (1 - price)).quantize(D("0.00001"), rounding="ROUND_FLOOR")

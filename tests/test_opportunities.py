@@ -156,3 +156,12 @@ def test_exact_buy_size_is_the_largest_two_decimal_size_whole_in_cents_at_every_
     assert exact_buy_size(D("7.199"), []) == D("7.19")
     assert exact_buy_size(D("9.99"), [D("0.001")]) == 0
     assert exact_buy_size(D("-1"), [D("0.5")]) == 0
+
+
+def test_risks_per_order_notional_caps_every_legs_size_and_says_so_when_no_size_fits() -> None:
+    books = [book("a-y", asks=[("0.45", "100")]), book("a-n", asks=[("0.50", "100")])]
+    opp, = scan([market("a")], books, max_cost=BIG, max_leg_cost=D(10))
+    assert opp.sets == 20 and all(leg.size * leg.limit_price <= 10 for leg in opp.legs)  # 20 x 0.50 = 10
+    tight, = scan([market("a")], books, max_cost=BIG, max_leg_cost=D(2))
+    assert tight.legs == () and tight.why == ("over the per-order limit: a leg of the minimum 5 shares at 0.50 costs "
+                                              "2.5, above 2")
