@@ -157,3 +157,15 @@ def test_a_neg_risk_set_across_markets_pays_1_shared_exactly_and_a_lone_outcome_
     assert marked(led.holdings.values(), mark, [["y0"], ["y1", "y1"]]) == marked(led.holdings.values(), mark)
     assert led.unrealized(mark) == D(-3)
 
+
+def test_a_complete_set_is_no_loss_for_risk_however_low_the_bids() -> None:
+    eng = engine(max_daily_loss=D("1"))
+    eng.roll(NOW)
+    for token, price in (("y", "0.40"), ("n", "0.55")):
+        eng.observe(m.Fill(order_id="o" + token, venue_order_id="v", trade_id="t" + token, token_id=token,
+                           market="mk", side="BUY", price=D(price), size=D("100"), fee=D("0.1")))
+    eng.observe(m.BookSnapshot(books=[  # mids 0.31 and 0.44: the pair marked at 0.75 would be a loss of 20
+        m.Book(token_id="y", market="mk", bids=[m.Level(D("0.20"), D("100"))], asks=[m.Level(D("0.42"), D("100"))]),
+        m.Book(token_id="n", market="mk", bids=[m.Level(D("0.30"), D("100"))], asks=[m.Level(D("0.58"), D("100"))])]))
+    assert eng.marked_pnl() == 100 - 95 and eng.daily_pnl(NOW) == D("4.8")
+    assert eng.check(signal(("y", "BUY", "10", "0.42")), NOW) == []
