@@ -671,7 +671,8 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         market: Annotated[str, Field(description="Only this market (condition id); empty: all")] = "",
         include_closed: Annotated[bool, Field(description="Also positions already closed (realized PnL)")] = False,
     ) -> Rows:
-        """Positions from the recorded fills: size, average price, mark, unrealized and realized PnL, fees."""
+        """Positions from the recorded fills: size, average price, mark, unrealized and realized PnL, fees, and
+        in_sets: the shares held with every other outcome of the market, worth the 1 per set they merge into."""
         return rows(await tools.query("positions", market=market, all=str(include_closed).lower()))
 
     @server.tool(annotations=READ)

@@ -3,10 +3,16 @@
 A BUY of q at p adds q shares at cost q*p; its fee (taker only, in collateral) is realized as a loss at once.
 A SELL of q at p realizes (p - average cost) * q less its fee. A resolved market pays 1 per winning share and
 0 per losing one, which realizes what is left. A fill is counted once, however often it is reported.
+
+Marking (``marked``): a complete set (one share of every outcome of a market, or of every YES of a neg-risk
+event) merges back into 1 collateral whatever the books say, so it is worth exactly 1; only what is left over
+is marked to the books.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
+from typing import NamedTuple
 
 from . import messages as m
 
@@ -87,10 +93,67 @@ class Ledger:
     def realized(self) -> Decimal:
         return sum((h.realized for h in self.holdings.values()), ZERO)
 
-    def unrealized(self, mark: dict[str, Decimal]) -> Decimal:
-        """Marked to the given prices; a token with no mark is held at cost."""
-        return sum((h.size * mark[h.token_id] - h.cost for h in self.holdings.values()
-                    if h.size and h.token_id in mark), ZERO)
+    def unrealized(self, mark: Mapping[str, Decimal], sets: Iterable[Sequence[str]] = ()) -> Decimal:
+        """Complete sets at 1, the rest marked to the given prices; a token with no mark is held at cost."""
+        return sum((x.unrealized for x in marked(self.holdings.values(), mark, sets).values()), ZERO)
+
+    def market_sets(self, outcomes: Mapping[str, Sequence[str]]) -> list[Sequence[str]]:
+        """The complete sets the holdings may hold: every outcome of each market held (``outcomes``: market -> its
+        tokens, every one of them)."""
+        held = {h.market for h in self.holdings.values() if h.size > 0}
+        return [outcomes[k] for k in sorted(held) if k in outcomes]
 
     def positions(self) -> list[m.Position]:
         return [h.position() for h in self.holdings.values() if h.size or h.realized]
+
+
+class Marked(NamedTuple):
+    unrealized: Decimal  # what the shares are worth less what they cost
+    exposed: Decimal  # the cost of the shares in no complete set: what a resolution can still take
+    in_sets: Decimal  # shares in complete sets
+
+
+def marked(holdings: Iterable[Holding], mark: Mapping[str, Decimal],
+           sets: Iterable[Sequence[str]] = ()) -> dict[str, Marked]:
+    """Each open holding marked, by token: shares in a complete set at the set's payout, the rest to ``mark``.
+
+    ``sets``: groups of tokens one share of each of which pays exactly 1 (every outcome of a market; every YES of a
+    neg-risk event, when every market of it is known). A set is matched as many times as its smallest holding
+    allows; sets sharing a token are matched in the order given. A set's 1 is shared over its tokens as the books
+    price them (the mark, else the average cost) plus an equal part of what the set is worth beyond that sum, so
+    a market whose books already price the set at 1 shows each token as marked, and per-token and per-market
+    figures add up to the total exactly. What is left over is marked to ``mark``, or held at cost without one.
+    """
+    held = {h.token_id: h for h in holdings if h.size}
+    free = {t: h.size for t, h in held.items() if h.size > 0}  # shares not in a set yet
+    in_sets: dict[str, Decimal] = {}  # token -> shares matched in sets
+    value: dict[str, Decimal] = {}  # token -> what its matched shares are worth
+    for group in sets:
+        tokens = list(dict.fromkeys(group))
+        if len(tokens) < 2:  # one outcome alone is a bet, not a set
+            continue
+        matched = min(free.get(t, ZERO) for t in tokens)
+        if matched <= 0:
+            continue
+        at_prices = [matched * mark[t] if t in mark else held[t].cost * matched / held[t].size for t in tokens]
+        beyond = matched - sum(at_prices, ZERO)
+        part = beyond / len(tokens)
+        parts = [part] * (len(tokens) - 1) + [beyond - part * (len(tokens) - 1)]  # the last takes any rounding
+        for token, priced, extra in zip(tokens, at_prices, parts):
+            free[token] -= matched
+            in_sets[token] = in_sets.get(token, ZERO) + matched
+            value[token] = value.get(token, ZERO) + priced + extra
+    out = {}
+    for token, h in held.items():
+        matched = in_sets.get(token, ZERO)
+        rest = h.size - matched
+        if not matched:
+            out[token] = Marked(h.size * mark[token] - h.cost if token in mark else ZERO,
+                                h.cost if h.size > 0 else ZERO, ZERO)
+        elif not rest:
+            out[token] = Marked(value[token] - h.cost, ZERO, matched)
+        else:
+            rest_cost = h.cost * rest / h.size  # at the average cost, as a sell would release it
+            rest_value = rest * mark[token] if token in mark else rest_cost
+            out[token] = Marked(value[token] + rest_value - h.cost, rest_cost, matched)
+    return out

@@ -247,6 +247,22 @@ def test_positions_and_pnl_for_buys_a_partial_sell_fees_and_a_resolution_are_exa
     assert closed == {"Yes": ("0", "57.4365"), "No": ("0", "-10.5")}
 
 
+def test_a_complete_set_held_is_worth_its_payout_and_only_the_excess_is_marked(an: Harness) -> None:
+    mk, yes, no = "0xset", "set-yes", "set-no"
+    an.send(m.MarketNew(market=mk, question="Set?", outcomes=[m.Outcome(token_id=yes, name="Yes"),
+                                                               m.Outcome(token_id=no, name="No")]),
+            fill(mk, yes, "BUY", "10", "0.45", order="s-1"), fill(mk, no, "BUY", "10", "0.50", order="s-2"),
+            fill(mk, yes, "BUY", "5", "0.40", order="s-3"),
+            m.BookSnapshot(books=[book(yes, mk, "0.10", "0.60"), book(no, mk, "0.10", "0.60")]))
+    wait_for(lambda: an.sql(f"SELECT count(*) FROM fills WHERE market = '{mk}'") == [[3]], timeout=5, what="the fills")
+    wait_for(lambda: an.sql(f"SELECT count(*) FROM book_tops WHERE market = '{mk}'") == [[2]], timeout=5)
+    # 10 pairs pay 10 (the 3 the 0.35 mids miss shared equally); the 5 YES beyond them at 0.35; cost 6.5 + 5.
+    got = {p["outcome"]: p for p in an.named("positions", market=mk)}
+    assert {k: (got[k]["mark"], got[k]["unrealized"], got[k]["in_sets"]) for k in got} == {
+        "Yes": ("0.35", "0.25", "10"), "No": ("0.35", "0", "10")}
+    assert {r["market"]: r for r in an.named("pnl")}[mk]["unrealized"] == "0.25"  # marked to the mids: -2.75
+
+
 def test_a_malformed_frame_is_counted_and_skipped_and_an_unstorable_row_only_loses_itself(an: Harness) -> None:
     before = an.status()
     an.out["executions"].send_raw(b"\x04Fill\xc1\xc1 not msgpack" + bytes(12))

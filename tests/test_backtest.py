@@ -13,6 +13,7 @@ import pytest
 
 from services import messages as m
 from services.backtest.engine import BacktestError, backtest, signal_key
+from services.backtest.report import summarize
 from services.backtest.mesh import replay_mesh
 from services.backtest.result import encode
 from services.recording import RecordingWriter, Tap, count, read, segments
@@ -70,7 +71,8 @@ def test_a_known_edge_gives_exactly_the_expected_trades_and_pnl(tmp_path: Path) 
     assert result.equity[-1].equity == result.equity[-1].realized == D(30) - D("28.4") - fees == D("1.30172")
     assert result.equity[-1].fees == fees and result.equity[-1].exposure == 0
     assert result.signal_pnl == {"s0000001": D("0.801"), "s0000002": D("0.50072")}
-    assert max(p.exposure for p in result.equity) == D("28.4")  # both sets held until the resolution
+    # Both legs of a set fill together, and a complete set risks nothing: it pays 1 whichever way A resolves.
+    assert max(p.exposure for p in result.equity) == 0
     assert all(p.size == 0 for p in result.positions) and result.refusals == []
 
 
@@ -84,6 +86,63 @@ def test_a_fok_leg_the_book_cannot_fill_is_refused_and_the_other_leg_is_exposed(
     result = backtest(folder, "arbitrage")
     assert [(r.signal_id, r.token_id, r.code) for r in result.refusals] == [("s0000002", "A-n", "FOK_UNFILLED")]
     assert {p.token_id: p.size for p in result.positions} == {"A-y": 45, "A-n": 20}
+
+
+def low_bids(folder: Path, resolves: bool = False) -> Path:
+    """Market A opens with a gap (YES 0.45 x 20 + NO 0.50 x 30) over bids of 0.10, which then fall to 0.01 (mids
+    0.305 each: the pair marked at 0.61); A resolves YES at the end when ``resolves``."""
+    with RecordingWriter(folder) as w:
+        w.write_all([binary("A"), m.BookSnapshot(ts_ns=T0 + 1, id="snap", books=[
+            book("A-y", "A", "0.10", "0.45", "20"), book("A-n", "A", "0.10", "0.50", "30")]),
+            m.BookSnapshot(ts_ns=T0 + 3 * S, id="fall", books=[
+                book("A-y", "A", "0.01", "0.60", "20"), book("A-n", "A", "0.01", "0.60", "30")]),
+            m.LastTrade(ts_ns=T0 + 6 * S, id="t1", token_id="A-y", market="A", price=D("0.02"), size=D(5),
+                        side="SELL"),
+            *([m.MarketResolved(ts_ns=T0 + 9 * S, id="res", market="A", winning_token_id="A-y",
+                                winning_outcome="Yes")] if resolves else []),
+            m.MarketHalted(ts_ns=T0 + 10 * S, id="end", market="B")])
+    return folder
+
+
+@pytest.mark.parametrize("resolves", [False, True], ids=["held", "resolved"])
+def test_a_filled_arbitrage_shows_its_edge_less_fees_as_pnl_from_the_fill_on_however_low_the_bids(
+        tmp_path: Path, resolves: bool) -> None:
+    result = backtest(low_bids(tmp_path / "rec", resolves), "arbitrage")
+    assert [(f.token_id, f.price, f.size) for f in result.fills] == [("A-y", D("0.45"), 20), ("A-n", D("0.50"), 20)]
+    fees = taker_fee(D(20), D("0.45"), D("0.02")) + taker_fee(D(20), D("0.50"), D("0.02"))
+    locked = (1 - (D("0.45") + D("0.50"))) * 20 - fees
+    assert locked == D("0.801")
+    summary = summarize(result)
+    assert (summary.pnl, summary.fees, summary.realized) == (locked, fees, locked if resolves else -fees)
+    assert result.signal_pnl == {"s0000001": locked} and (summary.winners, summary.losers) == (1, 0)
+    assert [(r.market, r.pnl) for r in summary.per_market] == [("A", locked)]
+    # From the moment both legs fill, the pair is worth the 1 it merges into, not its bids or mids.
+    filled_ns = result.fills[-1].ts_ns
+    after = [p for p in result.equity if p.ts_ns >= filled_ns]
+    assert len(after) >= 4 and {p.equity for p in after} == {locked}
+    assert summary.max_drawdown == 0
+    assert {p.exposure for p in after} == {0}  # nothing left that a resolution could take
+
+
+def test_shares_beyond_a_complete_set_are_still_marked_to_the_book(tmp_path: Path) -> None:
+    folder = tmp_path / "rec"
+    with RecordingWriter(folder) as w:  # 20 pairs, then 30 more YES whose NO leg the book cannot fill
+        w.write_all([binary("A"), m.BookSnapshot(ts_ns=T0 + 1, id="snap", books=[
+            book("A-y", "A", "0.40", "0.45", "20"), book("A-n", "A", "0.48", "0.50", "30")]),
+            m.BookDelta(ts_ns=T0 + 5 * S, id="gap2", changes=[
+                m.LevelChange(token_id="A-y", market="A", side="SELL", price=D("0.44"), size=D(30))]),
+            m.BookSnapshot(ts_ns=T0 + 8 * S, id="after", books=[
+                book("A-y", "A", "0.34", "0.50", "20"), book("A-n", "A", "0.30", "0.70", "30")])])
+    result = backtest(folder, "arbitrage")
+    assert {p.token_id: p.size for p in result.positions} == {"A-y": 50, "A-n": 20}
+    assert result.marks == {"A-y": D("0.42"), "A-n": D("0.50")}
+    # YES cost 9 + 13.20, NO 10: 20 sets at 1, and the 30 YES beyond them at the 0.42 mid.
+    last = result.equity[-1]
+    assert last.unrealized == 20 + 30 * D("0.42") - (D("22.2") + 10) == D("0.4")
+    assert last.exposure == D("13.32")  # the 30 unmatched YES at their average cost, 0.444
+    summary = summarize(result)
+    assert (summary.unrealized, summary.per_market[0].unrealized) == (D("0.4"), D("0.4"))
+    assert summary.pnl == D("0.4") - summary.fees
 
 
 def test_the_same_data_and_parameters_give_byte_identical_results(tmp_path: Path) -> None:

@@ -111,6 +111,16 @@ def test_per_market_unrealized_is_exact_when_the_average_cost_is_not() -> None:
     assert s.unrealized == D("0.20") and s.pnl == D("0.20")  # with no equity points, the rows' sums
 
 
+def test_per_market_values_a_complete_set_at_its_payout_and_marks_only_the_excess() -> None:
+    # 10 YES at 0.40 and 15 NO at 0.50 in market B, marked 0.30 and 0.45: 10 pairs pay 10, 5 NO at 0.45 = 2.25,
+    # against a cost of 4 + 7.50
+    fills = [fill(1, "s1", "b-yes", "BUY", "0.40", "10"), fill(2, "s1", "b-no", "BUY", "0.50", "15")]
+    s = summarize(result(fills=fills, positions=positions(fills), marks={"b-yes": D("0.30"), "b-no": D("0.45")},
+                         equity=[]))
+    assert [(r.market, r.unrealized) for r in s.per_market] == [("0xb", D("0.75"))]
+    assert s.unrealized == s.pnl == D("0.75")
+
+
 def test_a_resolved_position_counts_what_it_realized_and_holds_nothing() -> None:
     ledger = Ledger()
     ledger.apply(fill(1, "s1", "a-yes", "BUY", "0.40", "10", "0.05"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 from services import messages as m
-from services.ledger import Ledger
+from services.ledger import Ledger, Marked, marked
 from services.risk.engine import RiskEngine
 from services.risk.limits import AgentLimits, Limits
 
@@ -122,3 +122,50 @@ def test_the_ledger_realizes_sells_fees_and_settlement_and_counts_a_fill_once() 
     assert (held.size, held.avg_price, held.realized) == (D(15), D("0.45"), D("0.75") - D("0.03"))
     led.settle("mk", winning_token_id="y")
     assert (held.size, held.realized) == (D(0), D("0.72") + D("15") - D("6.75"))
+
+
+def buy(led: Ledger, token: str, market: str, size: str, price: str, fee: str = "0") -> None:
+    led.apply(m.Fill(order_id=f"o{len(led.seen)}", venue_order_id="v", trade_id=f"t{len(led.seen)}", token_id=token,
+                     market=market, side="BUY", price=D(price), size=D(size), fee=D(fee)))
+
+
+def test_a_complete_set_is_worth_what_it_pays_and_only_the_excess_is_marked() -> None:
+    led = Ledger()
+    buy(led, "y", "mk", "30", "0.45")  # 13.50
+    buy(led, "n", "mk", "20", "0.50")  # 10.00
+    mark = {"y": D("0.30"), "n": D("0.40")}  # the pair marked at 0.70
+    assert led.unrealized(mark) == 30 * D("0.30") - D("13.5") + 20 * D("0.40") - 10 == D("-6.5")
+    # 20 pairs pay 20; the 10 YES beyond them at 0.30. The 20 - 6 - 8 = 6 the books miss is shared equally.
+    assert led.unrealized(mark, [["y", "n"]]) == 20 + 10 * D("0.30") - D("23.5") == D("-0.5")
+    assert marked(led.holdings.values(), mark, [["y", "n"]]) == {
+        "y": Marked(unrealized=D("6") + D("3") + D("3") - D("13.5"), exposed=D("4.5"), in_sets=D(20)),
+        "n": Marked(unrealized=D("8") + D("3") - D("10"), exposed=D(0), in_sets=D(20))}
+    # No marks: each at its average cost, so the pairs' 20 x (1 - 0.95) is shared; the 10 YES beyond are at cost.
+    assert {t: x.unrealized for t, x in marked(led.holdings.values(), {}, [["y", "n"]]).items()} == {
+        "y": D("0.5"), "n": D("0.5")}
+
+
+def test_a_neg_risk_set_across_markets_pays_1_shared_exactly_and_a_lone_outcome_is_no_set() -> None:
+    led = Ledger()
+    for i, price in enumerate(["0.30", "0.30", "0.30"]):  # one YES of each of three markets of one event
+        buy(led, f"y{i}", f"mk{i}", "10", price)
+    mark = {"y0": D("0.20"), "y1": D("0.20"), "y2": D("0.20")}
+    figures = marked(led.holdings.values(), mark, [["y0", "y1", "y2"]])
+    assert sum(x.unrealized for x in figures.values()) == 10 - 9 == D(1)  # exactly, though 4 / 3 is not
+    assert figures["y0"].unrealized == figures["y1"].unrealized == 2 + D(4) / 3 - 3
+    assert {x.exposed for x in figures.values()} == {0} and {x.in_sets for x in figures.values()} == {10}
+    assert marked(led.holdings.values(), mark, [["y0"], ["y1", "y1"]]) == marked(led.holdings.values(), mark)
+    assert led.unrealized(mark) == D(-3)
+
+
+def test_a_complete_set_is_no_loss_for_risk_however_low_the_bids() -> None:
+    eng = engine(max_daily_loss=D("1"))
+    eng.roll(NOW)
+    for token, price in (("y", "0.40"), ("n", "0.55")):
+        eng.observe(m.Fill(order_id="o" + token, venue_order_id="v", trade_id="t" + token, token_id=token,
+                           market="mk", side="BUY", price=D(price), size=D("100"), fee=D("0.1")))
+    eng.observe(m.BookSnapshot(books=[  # mids 0.31 and 0.44: the pair marked at 0.75 would be a loss of 20
+        m.Book(token_id="y", market="mk", bids=[m.Level(D("0.20"), D("100"))], asks=[m.Level(D("0.42"), D("100"))]),
+        m.Book(token_id="n", market="mk", bids=[m.Level(D("0.30"), D("100"))], asks=[m.Level(D("0.58"), D("100"))])]))
+    assert eng.marked_pnl() == 100 - 95 and eng.daily_pnl(NOW) == D("4.8")
+    assert eng.check(signal(("y", "BUY", "10", "0.42")), NOW) == []

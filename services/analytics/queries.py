@@ -3,8 +3,9 @@
 Each takes a reader (one read-only transaction) and string parameters, and returns a ``Table``. Positions
 and PnL come from ``services.ledger`` (the venue's way: average cost, taker fees in collateral, settlement at
 1 or 0), replayed over every fill and resolution in time order, so they agree with risk's book-keeping.
-An open position is marked at its latest mid (book tops with both sides), else its last trade; with neither
-its unrealized PnL is 0 (held at cost). Quotients (average prices) are rounded to 10 decimal places.
+Shares held in complete sets (every outcome of a market) are worth the 1 a set pays (``services.ledger.marked``);
+the rest of an open position is marked at its latest mid (book tops with both sides), else its last trade; with
+neither its unrealized PnL is 0 (held at cost). Quotients (average prices) are rounded to 10 decimal places.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from .. import messages as m
-from ..ledger import Ledger
+from ..ledger import Ledger, marked
 from .store import QueryError, Reader, Table
 
 ZERO = Decimal(0)
@@ -126,6 +127,17 @@ def marks(db: Reader, tokens: list[str], until: int = END) -> dict[str, Decimal]
     return out
 
 
+def market_sets(db: Reader, ledger: Ledger) -> list[list[str]]:
+    """Every outcome of each market the ledger holds shares of: the complete sets it may hold. A neg-risk event's
+    YES tokens are not counted as one, as nothing recorded says when every market of an event is known."""
+    held = sorted({h.market for h in ledger.holdings.values() if h.size > 0})
+    if not held:
+        return []
+    tokens = dict(db.select("SELECT market, list(token_id ORDER BY token_id) FROM market_tokens "
+                            "WHERE market = ANY(?) GROUP BY market", [held]).rows)
+    return ledger.market_sets(tokens)
+
+
 def outcomes(db: Reader, tokens: list[str]) -> dict[str, str]:
     """Each token's outcome name (Yes, No, a candidate...), from the markets recorded."""
     if not tokens:
@@ -140,15 +152,17 @@ def positions(db: Reader, p: Params) -> Table:
             if (h.size or include_closed) and (not market or h.market == market)]
     tokens = [h.token_id for h in held]
     mark, names = marks(db, tokens), outcomes(db, tokens)
+    figures = marked(ledger.holdings.values(), mark, market_sets(db, ledger))
     rows = []
     for h in sorted(held, key=lambda h: (h.market, h.token_id)):
         price = mark.get(h.token_id) if h.size else None
-        unrealized = h.size * price - h.cost if price is not None else None
+        x = figures.get(h.token_id)
+        unrealized = x.unrealized if x is not None and (price is not None or x.in_sets) else None
         rows.append([h.token_id, h.market, names.get(h.token_id) or "", exact(h.size), exact(h.avg_price),
                      exact(h.cost), exact(price), exact(unrealized), exact(h.realized), exact(h.fees),
-                     exact(h.realized + (unrealized or ZERO))])
+                     exact(h.realized + (unrealized or ZERO)), exact(x.in_sets if x is not None else ZERO)])
     return Table(["token_id", "market", "outcome", "size", "avg_price", "cost", "mark", "unrealized", "realized",
-                  "fees", "pnl"], rows)
+                  "fees", "pnl", "in_sets"], rows)
 
 
 def totals(db: Reader, by: str, until: int = END) -> dict[str, list[Decimal]]:
@@ -156,10 +170,12 @@ def totals(db: Reader, by: str, until: int = END) -> dict[str, list[Decimal]]:
     books = ledgers(db, by_source=by == "source", until=until)
     holdings = [(key, h) for key, ledger in books.items() for h in ledger.holdings.values()]
     mark = marks(db, sorted({h.token_id for _, h in holdings if h.size}), until)
+    figures = {key: marked(ledger.holdings.values(), mark, market_sets(db, ledger)) for key, ledger in books.items()}
     sums: dict[str, list[Decimal]] = {}
     for key, h in holdings:
         group = {"market": h.market, "source": key, "token": h.token_id, "total": "total"}[by]
-        unrealized = h.size * mark[h.token_id] - h.cost if h.size and h.token_id in mark else ZERO
+        x = figures[key].get(h.token_id)
+        unrealized = x.unrealized if x is not None else ZERO
         acc = sums.setdefault(group, [ZERO, ZERO, ZERO, ZERO])
         for i, value in enumerate((h.realized, unrealized, h.fees, h.cost if h.size else ZERO)):
             acc[i] += value

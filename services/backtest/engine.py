@@ -17,7 +17,7 @@ import msgspec
 
 from .. import messages as m
 from ..executor import matches
-from ..ledger import Ledger
+from ..ledger import Ledger, marked
 from ..recording import read
 from ..strategies import REGISTRY
 from ..venues import base
@@ -55,6 +55,11 @@ class Replay:
         self.orders: dict[str, m.Order] = {}  # venue order id -> the order (ours)
         self.last_trade: dict[str, Decimal] = {}
         self.markets: dict[str, MarketInfo] = {}
+        # market -> its tokens: each market's complete set. A neg-risk event's YES tokens are one too, but nothing in
+        # a recording says how many markets an event has (a member that closed early, or that the scanner skipped,
+        # is simply absent), so the backtest never knows it has every market of one: those sets are not counted,
+        # and their YES shares are marked to the books as any others.
+        self.outcomes: dict[str, list[str]] = {}
         self.signals: list[m.Signal] = []
         self.fills: list[m.Fill] = []
         self.refusals: list[Refusal] = []
@@ -84,6 +89,7 @@ class Replay:
             case m.MarketNew():
                 self.markets[msg.market] = MarketInfo(market=msg.market, question=msg.question,
                                                       outcomes={o.token_id: o.name for o in msg.outcomes})
+                self.outcomes[msg.market] = [o.token_id for o in msg.outcomes]
             case m.LastTrade():
                 self.last_trade[msg.token_id] = msg.price
             case m.MarketResolved():
@@ -181,13 +187,13 @@ class Replay:
 
     def _sample(self) -> None:
         held = [h for h in self.ledger.holdings.values() if h.size]
-        mark = self.marks(h.token_id for h in held)
+        figures = marked(held, self.marks(h.token_id for h in held), self.ledger.market_sets(self.outcomes)).values()
         realized = self.ledger.realized()
-        unrealized = self.ledger.unrealized(mark)
+        unrealized = sum((x.unrealized for x in figures), ZERO)
         resting = sum((r.remaining * r.order.price for r in self.paper.resting.values()
                        if r.order.side == "BUY"), ZERO)
         point = Point(ts_ns=self.clock_ns, equity=realized + unrealized, realized=realized, unrealized=unrealized,
-                      exposure=sum((h.cost for h in held if h.size > 0), ZERO) + resting,
+                      exposure=sum((x.exposed for x in figures), ZERO) + resting,
                       fees=sum((h.fees for h in self.ledger.holdings.values()), ZERO))
         if self.equity and self.equity[-1].ts_ns == point.ts_ns:
             self.equity[-1] = point
@@ -200,7 +206,8 @@ class Replay:
         tokens = {h.token_id for ledger in (self.ledger, *self.by_signal.values())
                   for h in ledger.holdings.values() if h.size}
         mark = self.marks(sorted(tokens))
-        signal_pnl = {sid: ledger.realized() + ledger.unrealized(mark) for sid, ledger in self.by_signal.items()}
+        signal_pnl = {sid: ledger.realized() + ledger.unrealized(mark, ledger.market_sets(self.outcomes))
+                      for sid, ledger in self.by_signal.items()}
         return BacktestResult(
             strategy=self.name, params=self.params, data=data, started_ns=self.first_ns, ended_ns=self.clock_ns,
             messages=self.messages, signals=self.signals, cancels=self.cancels, refusals=self.refusals,

@@ -20,7 +20,7 @@ from typing import NamedTuple, TextIO
 
 import msgspec
 
-from ..ledger import Ledger
+from ..ledger import Ledger, marked
 from .result import BacktestResult, encode
 
 ZERO = Decimal(0)
@@ -138,7 +138,7 @@ def _time_weighted_exposure(result: BacktestResult) -> Decimal:
 
 
 def per_market(result: BacktestResult) -> list[MarketRow]:
-    """One row per market traded or held, by market id."""
+    """One row per market traded or held, by market id; a complete set held is worth the 1 it pays."""
     # A position's avg_price is cost / size, rounded; the cost replayed from the fills is exact. Only a
     # resolution moves a position away from the replay, and a resolved position holds no shares.
     replay = Ledger()
@@ -148,13 +148,17 @@ def per_market(result: BacktestResult) -> list[MarketRow]:
         replay.apply(fill)
         volume[fill.market] += fill.size * fill.price
         fees[fill.market] += fill.fee
-    for pos in result.positions:
-        realized[pos.market] += pos.realized
-        mark = result.marks.get(pos.token_id)
-        if pos.size and mark is not None:
-            held = replay.holdings.get(pos.token_id)
-            cost = held.cost if held is not None and held.size == pos.size else pos.size * pos.avg_price
-            unrealized[pos.market] += pos.size * mark - cost
+    final = Ledger()
+    final.load(result.positions)
+    for held in final.holdings.values():
+        realized[held.market] += held.realized
+        replayed = replay.holdings.get(held.token_id)
+        if held.size and replayed is not None and replayed.size == held.size:
+            held.cost = replayed.cost
+    # Marked as the replay marked them: complete sets at 1, the rest to the final marks.
+    sets = final.market_sets({k: list(info.outcomes) for k, info in result.markets.items()})
+    for token, figures in marked(final.holdings.values(), result.marks, sets).items():
+        unrealized[final.holdings[token].market] += figures.unrealized
     return [MarketRow(market=k, question=result.markets[k].question if k in result.markets else "",
                       trades=trades[k], volume=volume[k], fees=fees[k], realized=realized[k],
                       unrealized=unrealized[k], pnl=realized[k] + unrealized[k])
@@ -236,7 +240,7 @@ def equity_png(result: BacktestResult) -> bytes:
     middle.fill_between(times, drawdown, 0, color="tab:red", alpha=0.4, linewidth=0)
     middle.set(title="Drawdown from peak", ylabel="USDC")
     bottom.plot(times, [float(p.exposure) for p in result.equity], color="tab:orange", drawstyle="steps-post")
-    bottom.set(title="Exposure (shares at cost + resting buys)", ylabel="USDC", xlabel="time (UTC)")
+    bottom.set(title="Exposure (shares in no complete set at cost + resting buys)", ylabel="USDC", xlabel="time (UTC)")
     if times:
         locator = AutoDateLocator()
         bottom.xaxis.set_major_locator(locator)

@@ -15,8 +15,9 @@ class Point(msgspec.Struct, frozen=True, kw_only=True):
     ts_ns: int
     equity: Decimal  # realized + unrealized: the PnL so far, fees included
     realized: Decimal  # after fees
-    unrealized: Decimal  # shares held marked to the mid (else the last trade), less their cost
-    exposure: Decimal  # what BUYs cost: shares held at cost plus resting BUY orders at their limit
+    unrealized: Decimal  # shares held, less their cost: complete sets (YES and NO) at the 1 they pay, the rest
+    # marked to the mid (else the last trade)
+    exposure: Decimal  # what BUYs risk: shares held in no complete set at cost, plus resting BUY orders at their limit
     fees: Decimal
 
 

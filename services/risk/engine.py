@@ -83,6 +83,9 @@ class RiskEngine:
         self.agent = agent
         self.markets: dict[str, m.MarketNew] = {}
         self.token_market: dict[str, str] = {}
+        # market -> its tokens, a complete set worth 1. Not a neg-risk event's YES tokens: nothing says when every
+        # market of an event is known, so those are marked to the books one by one.
+        self.outcomes: dict[str, list[str]] = {}
         self.tick: dict[str, Decimal] = {}  # token -> tick size (changes come per token)
         self.closed: dict[str, str] = {}  # market -> why it takes no orders
         self.stale: set[str] = set()
@@ -103,6 +106,7 @@ class RiskEngine:
                 self.books.apply(msg)
             case m.MarketNew():
                 self.markets[msg.market] = msg
+                self.outcomes[msg.market] = [o.token_id for o in msg.outcomes]
                 for outcome in msg.outcomes:
                     self.token_market[outcome.token_id] = msg.market
                     self.tick[outcome.token_id] = msg.tick_size
@@ -162,6 +166,10 @@ class RiskEngine:
         """Mid prices where both sides show; elsewhere a holding stays at cost."""
         return {token: mid for token in self.ledger.holdings if (mid := self.books.mid(token)) is not None}
 
+    def marked_pnl(self) -> Decimal:
+        """What the shares held are worth beyond their cost: complete sets at the 1 they pay, the rest at the mids."""
+        return self.ledger.unrealized(self.mark(), self.ledger.market_sets(self.outcomes))
+
     def token_exposure(self, token: str) -> Decimal:
         held = self.ledger.holdings.get(token)
         cost = held.cost if held is not None and held.size > 0 else ZERO
@@ -179,7 +187,7 @@ class RiskEngine:
 
     def daily_pnl(self, now_ns: int) -> Decimal:
         self.roll(now_ns)
-        return self.ledger.realized() - self.day.realized_start + self.ledger.unrealized(self.mark())
+        return self.ledger.realized() - self.day.realized_start + self.marked_pnl()
 
     def rate(self, source: str, now_ns: int) -> int:
         window = self.rates.get(source)

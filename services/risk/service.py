@@ -252,8 +252,7 @@ class Risk(Service):
                 return m.RiskReply(halted=self.ctx.halted, halt_reason=self.ctx.halt_reason,
                                    limits=flat(engine.limits, engine.agent), usage=engine.usage(now),
                                    positions=engine.ledger.positions(), open_orders=len(engine.open),
-                                   realized_pnl=engine.ledger.realized(),
-                                   marked_pnl=engine.ledger.unrealized(engine.mark()),
+                                   realized_pnl=engine.ledger.realized(), marked_pnl=engine.marked_pnl(),
                                    pending=list(self.pending.values()),
                                    client_approval=self.approval and self.ctx.options.client_approval)
         return None
@@ -262,7 +261,7 @@ class Risk(Service):
         engine = self.engine
         self.m_exposure.set(engine.gross_exposure())
         self.m_pnl.labels("realized").set(engine.ledger.realized())
-        self.m_pnl.labels("marked").set(engine.ledger.unrealized(engine.mark()))
+        self.m_pnl.labels("marked").set(engine.marked_pnl())
         self.m_open.set(len(engine.open))
         self.m_executor.set(self._executor_connected())
 
