@@ -24,6 +24,7 @@ from pydantic import Field
 
 from services import messages as m
 from services import opportunities
+from services.sizing import exact_buy_size
 from services.config import service_of_kind
 from services.periods import since_ns
 
@@ -143,6 +144,14 @@ def resolve_token(reply: m.SnapshotReply, token_id: str | None, market: str | No
             return o.token_id, mk.market
     names = ", ".join(o.name for o in mk.outcomes)
     raise ToolError(f"market {market} has no outcome {outcome!r}; its outcomes are {names}")
+
+
+def notional_size(leg: LegIn) -> Decimal:
+    """The shares a leg's notional buys at its limit: 2 decimals, and for a market BUY (FOK/FAK, signed as a
+    whole-cent amount) the most whose cost is whole cents, so that it fills exactly that many."""
+    size = (leg.notional / leg.limit_price).quantize(SHARES, rounding=ROUND_DOWN)
+    return exact_buy_size(size, [leg.limit_price]) if leg.side == "BUY" and leg.order_type in ("FOK", "FAK") \
+        else size
 
 
 def short(ident: str) -> str:
@@ -266,12 +275,11 @@ class Tools:
             token, market = resolve_token(reply, leg.token_id, leg.market, leg.outcome)
             if (leg.size is None) == (leg.notional is None):
                 raise ToolError(f"leg {i}: give exactly one of `size` (shares) or `notional` (USDC)")
-            size = leg.size if leg.size is not None else (leg.notional / leg.limit_price).quantize(
-                SHARES, rounding=ROUND_DOWN)
+            size = leg.size if leg.size is not None else notional_size(leg)
             if size <= 0:
                 raise ToolError(f"leg {i}: notional {leg.notional} buys no shares at {leg.limit_price}; give more")
             out.append(m.Leg(token_id=token, market=market, side=leg.side, size=size, limit_price=leg.limit_price,
-                             order_type=leg.order_type))
+                             order_type=leg.order_type, post_only=leg.post_only))
         return out
 
     async def question(self, legs: list[LegIn], rationale: str, ctx: Context | None) -> Elicit[Approval] | None:
