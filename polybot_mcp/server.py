@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any, Literal
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS
-from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field
+from mcp_types import INVALID_PARAMS, CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError
 
 from services.cli import collect_status
 from services.config import Config
@@ -44,7 +45,39 @@ class MeshStatus(BaseModel):
     services: list[ServiceRow]
 
 
+def compact(value: Any) -> Any:
+    """The value without its empty fields (None, "", []), for the text an agent reads."""
+    if isinstance(value, dict):
+        return {k: compact(v) for k, v in value.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [compact(v) for v in value]
+    return value
+
+
+def argument_errors(exc: ValidationError) -> str:
+    """pydantic's report cut to what a model acts on: each bad argument and what is wrong with it."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"])
+        lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+    return "invalid arguments: " + "; ".join(lines)
+
+
 class PolybotServer(MCPServer):
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        """The SDK's call, with its answers made short: compact JSON text without empty fields (the structured
+        content keeps every field), and argument errors without pydantic's boilerplate."""
+        try:
+            result = await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(argument_errors(exc.__cause__)) from exc.__cause__
+            raise
+        if isinstance(result, CallToolResult) and result.structured_content is not None and not result.is_error:
+            text = json.dumps(compact(result.structured_content), separators=(",", ":"), ensure_ascii=False)
+            result = result.model_copy(update={"content": [TextContent(type="text", text=text)]})
+        return result
+
     async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None, context: Any = None) -> Any:
         """An unknown prompt name is the client's mistake: say which prompts there are (the SDK answers it as an
         internal error)."""
