@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
                              "carry 'Authorization: Bearer <token>' with the token from $POLYBOT_MCP_TOKEN")
     parser.add_argument("--host", help="address to bind with --http (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, help=f"port with --http (default: {DEFAULT_PORT})")
+    parser.add_argument("--tools", choices=("trading", "no_trading", "read_only"),
+                        help="which tools to serve (default: [mcp] tools in the config, else trading): no_trading "
+                             "leaves out those that send orders or cancels, read_only also those that write files")
     parser.add_argument("--allow-remote", action="store_true",
                         help="with --http, allow a --host that is not loopback (the token is still required)")
     args = parser.parse_args(argv)
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from .server import build
 
     try:
-        server = build(config)
+        server = build(config, args.tools or "")
     except PromptFileError as exc:
         print(f"polybot-mcp: prompts: {exc}", file=sys.stderr)
         return 2

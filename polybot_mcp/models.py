@@ -316,6 +316,64 @@ class FillPage(BaseModel):
     next_cursor: str | None = Field(None, description="Pass as `cursor` for older fills; null on the last page")
 
 
+class SignalSummary(BaseModel):
+    signal_id: str
+    at: str = Field(description="When it was sent (UTC)")
+    source: str
+    verdict: str = Field(description="accepted, rejected, pending approval, or none yet")
+    orders: int = Field(description="Orders risk sent for it")
+    legs: str
+    reasons: str = Field("", description="Why risk refused it")
+    rationale: str = ""
+
+
+class SignalPage(BaseModel):
+    signals: list[SignalSummary] = Field(description="Newest first")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for older signals; null on the last page")
+
+
+class PositionView(BaseModel):
+    token_id: str = Field(description="Pass as a leg's token_id to trade it (e.g. SELL to close)")
+    market: str
+    question: str
+    outcome: str
+    size: str = Field(description="Shares held")
+    avg_price: str = Field(description="Average cost per share")
+    cost: str = Field(description="USDC paid for the shares held")
+    mark: str | None = Field(None, description="The mid (or last trade) it is valued at; null with neither")
+    unrealized: str | None = Field(None, description="Value at the mark (a complete set at its payout) minus cost")
+    realized: str
+    fees: str
+    pnl: str = Field(description="realized + unrealized")
+    in_sets: str = Field(description="Shares held with every other outcome of the market: worth 1 per set")
+
+
+class Positions(BaseModel):
+    source: str = Field(description="Whose positions: a source, or `all` for the account as a whole")
+    positions: list[PositionView]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last")
+
+
+class PnlRow(BaseModel):
+    group: str = Field(description="The market, source or token; `total` for the whole")
+    question: str = Field("", description="The market's question, grouped by market or token")
+    realized: str
+    unrealized: str
+    fees: str
+    open_cost: str
+    total: str
+    total_at_since: str | None = Field(None, description="With since: the total as it stood then")
+    period_realized: str | None = None
+    period_fees: str | None = None
+    period_pnl: str | None = Field(None, description="With since: the change over the period")
+
+
+class Pnl(BaseModel):
+    by: str
+    rows: list[PnlRow]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last")
+
+
 class Rows(BaseModel):
     columns: list[str]
     rows: list[dict[str, str | int | float | bool | None]]

@@ -87,21 +87,41 @@ class PolybotServer(MCPServer):
         return await super().get_prompt(name, arguments, context)
 
 
-def build(config: Config) -> MCPServer:
+# The tools each set leaves out: those that send orders or cancels, and those that write anything.
+TRADING_TOOLS = frozenset({"propose_signal", "cancel_orders"})
+WRITING_TOOLS = TRADING_TOOLS | {"run_backtest"}
+LEFT_OUT = {"trading": frozenset(), "no_trading": TRADING_TOOLS, "read_only": WRITING_TOOLS}
+TOOL_SETS = {"trading": "every tool, trading included", "no_trading": "no tool that sends orders or cancels",
+             "read_only": "read-only tools: none sends orders or writes anything"}
+
+
+def instructions(tool_set: str) -> str:
+    trading = ("scan_opportunities finds mispriced complete sets with ready legs, and propose_signal(legs, "
+               "wait='fills') trades them through risk and answers with the fills and fees. ")
+    return ("Trade prediction markets through the polybot mesh. "
+            + (trading if tool_set == "trading" else "")
+            + "search_markets, get_market and get_order_book read markets; preview_signal checks a trade against "
+              "risk without sending it; get_signal, list_signals, get_fills, get_positions and get_pnl tell what "
+              "happened; get_risk shows limits and what this client may still spend and sell; mesh_status shows "
+              "what runs. "
+            + ("Try a strategy on recorded markets first with list_recordings and run_backtest. "
+               if tool_set != "read_only" else "")
+            + f"Tool set served: {tool_set} ({TOOL_SETS[tool_set]}).")
+
+
+def build(config: Config, tool_set: str = "") -> MCPServer:
+    """The server for ``config``, serving the tool set given (else the config's ``[mcp] tools``)."""
+    tool_set = tool_set or config.mcp.tools
     server = PolybotServer(
         "polybot",
-        instructions="Trade prediction markets through the polybot mesh. Start with mesh_status to see what runs, "
-                     "search_markets and get_market to find a trade, preview_signal to size it against risk, "
-                     "propose_signal to send it, and get_signal to follow it to its fills. Try a strategy on "
-                     "recorded markets first with list_recordings and run_backtest.",
+        instructions=instructions(tool_set),
     )
 
-    @server.tool(annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False))
+    @server.tool(annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False),
+                 description="Each polybot service's state, pid, uptime, restarts and per-socket counters. A "
+                             "service shown as down is not running: start the mesh with `polybot up`. This server "
+                             f"serves the tool set {tool_set!r}: {TOOL_SETS[tool_set]}.")
     async def mesh_status() -> MeshStatus:
-        """Each polybot service's state, pid, uptime, restarts and per-socket counters.
-
-        A service shown as down is not running: start the mesh with `polybot up`.
-        """
         rows = await asyncio.to_thread(collect_status, config)
         services = [
             ServiceRow(
@@ -117,4 +137,6 @@ def build(config: Config) -> MCPServer:
     register_resources(server, register_tools(server, MeshLink(config)))
     register_backtest_tools(server, config)
     register_prompts(server, PROMPTS)
+    for name in sorted(LEFT_OUT[tool_set]):
+        server.remove_tool(name)
     return server

@@ -29,9 +29,10 @@ from services.config import service_of_kind
 from services.periods import since_ns
 
 from .mesh import MeshDown, MeshLink
-from .models import (Approval, CancelResult, CancelResults, Hop, LegIn, Level, MarketDetail, MarketList, MarketSummary, OpenOrders,
-                     OpenOrderView, Outcome, LegResult, Opportunities, OpportunityView, LegOut, FillPage, FillView, OrderBook, OutcomeView, ReasonView, RiskView, Rows, SignalTrace, UsageView,
-                     Verdict)
+from .models import (Approval, CancelResult, CancelResults, FillPage, FillView, Hop, LegIn, LegOut, LegResult, Level,
+                     MarketDetail, MarketList, MarketSummary, OpenOrderView, OpenOrders, Opportunities,
+                     OpportunityView, OrderBook, Outcome, OutcomeView, Pnl, PnlRow, PositionView, Positions,
+                     ReasonView, RiskView, SignalPage, SignalSummary, SignalTrace, UsageView, Verdict)
 
 READ = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 TRADE = ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=False, openWorldHint=True)
@@ -197,6 +198,18 @@ class Tools:
         return dict(market=mk.market, question=mk.question, slug=mk.slug, outcomes=outcomes, volume=text(mk.volume),
                     liquidity=text(mk.liquidity), spread=text(spread), end=end, accepting_orders=mk.accepting_orders,
                     stale=mk.market in stale)
+
+    async def questions(self, ids: list[str]) -> dict[str, str]:
+        """The question of each market (condition id) or token id given, from the scanner (empty if it is down)."""
+        try:
+            reply = await self.snapshot()
+        except ToolError:
+            return {}
+        out = {}
+        for mk in reply.markets:
+            out[mk.market] = mk.question
+            out.update({o.token_id: mk.question for o in mk.outcomes})
+        return {i: out[i] for i in ids if i in out}
 
     async def last_trades(self, tokens: list[str]) -> dict[str, str]:
         """The latest trade price per token, from analytics (empty when analytics is not running)."""
@@ -588,6 +601,31 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         return SignalTrace(signal_id=signal_id, status=status, hops=hops, orders=order_rows, fills=fill_rows)
 
     @server.tool(annotations=READ)
+    async def list_signals(
+        source: Annotated[str, Field(description="`mine` (this client), `all`, strategy:NAME or mcp:CLIENT")
+                          ] = "mine",
+        verdict: Annotated[Literal["any", "accepted", "rejected", "pending approval"], Field(
+            description="Only signals with this verdict")] = "any",
+        since: Annotated[str, Field(description="Only signals after this: a duration (30m, 2h, 1d), an ISO time "
+                                                "or `today`")] = "",
+        limit: Annotated[int, Field(ge=1, le=100, description="Signals per page")] = 10,
+        cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
+        ctx: Context = None,  # type: ignore[assignment]
+    ) -> SignalPage:
+        """Signals sent and risk's verdict on each, newest first: legs by outcome and market, the number of orders,
+        and for a refusal every reason. get_signal tells one signal's whole story."""
+        who = source_of(ctx) if source == "mine" else "" if source == "all" else source
+        reply = await tools.query("signals", source=who, verdict=verdict, since=since_param(since),
+                                  before=decode_key(cursor), newest_first="true", limit=str(limit + 1))
+        found = [dict(zip(reply.columns, r)) for r in reply.rows]
+        page = found[:limit]
+        return SignalPage(signals=[SignalSummary(
+            signal_id=r["signal_id"], at=iso_ns(int(r["ts_ns"])), source=r["source"], verdict=r["verdict"] or "none yet",
+            orders=int(r["orders"] or 0), legs=r["legs_named"], reasons=r["reasons"],
+            rationale=str(r["rationale"] or "")[:160]) for r in page],
+            next_cursor=encode_key(page[-1]["key"]) if len(found) > limit else None)
+
+    @server.tool(annotations=READ)
     async def list_open_orders(
         mine_only: Annotated[bool, Field(description="Only this client's orders (the ones cancel_orders can "
                                                      "cancel)")] = True,
@@ -666,22 +704,28 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         halted."""
         return await tools.risk_view(source_of(ctx))
 
-    def rows(reply: m.QueryReply, offset: int = 0, limit: int | None = None) -> Rows:
-        data = [dict(zip(reply.columns, r)) for r in reply.rows]
-        if limit is None:
-            return Rows(columns=reply.columns, rows=data)
-        more = offset + limit < len(data)
-        return Rows(columns=reply.columns, rows=data[offset:offset + limit],
-                    next_cursor=encode_cursor(offset + limit) if more else None)
-
     @server.tool(annotations=READ)
     async def get_positions(
-        market: Annotated[str, Field(description="Only this market (condition id); empty: all")] = "",
+        market: Annotated[str, Field(description="Only this market (condition id or slug); empty: all")] = "",
+        source: Annotated[str, Field(description="`all` (the account), `mine` (what this client's own fills "
+                                                 "hold, the most it may sell), strategy:NAME or mcp:CLIENT")] = "all",
         include_closed: Annotated[bool, Field(description="Also positions already closed (realized PnL)")] = False,
-    ) -> Rows:
-        """Positions from the recorded fills: size, average price, mark, unrealized and realized PnL, fees, and
-        in_sets: the shares held with every other outcome of the market, worth the 1 per set they merge into."""
-        return rows(await tools.query("positions", market=market, all=str(include_closed).lower()))
+        limit: Annotated[int, Field(ge=1, le=200, description="Positions per page")] = 25,
+        cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
+        ctx: Context = None,  # type: ignore[assignment]
+    ) -> Positions:
+        """Positions from the recorded fills, by market and outcome: size, average price, mark, unrealized and
+        realized PnL, fees, and in_sets: the shares held with every other outcome of the market, worth the 1 per
+        set they merge into."""
+        offset = decode_cursor(cursor)
+        market_id = (await tools.market_of(market))[0].market if market else ""
+        who = source_of(ctx) if source == "mine" else "" if source == "all" else source
+        reply = await tools.query("positions", market=market_id, source=who, all=str(include_closed).lower())
+        found = [dict(zip(reply.columns, r)) for r in reply.rows]
+        page = found[offset:offset + limit]
+        return Positions(source=who or "all", positions=[PositionView(**{
+            k: (None if r[k] is None else str(r[k])) for k in PositionView.model_fields}) for r in page],
+            next_cursor=encode_cursor(offset + limit) if offset + limit < len(found) else None)
 
     @server.tool(annotations=READ)
     async def get_fills(
@@ -711,12 +755,23 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
     @server.tool(annotations=READ)
     async def get_pnl(
         by: Annotated[Literal["total", "market", "source", "token"], Field(description="How to group")] = "total",
-        since: Annotated[str, Field(description="Also the PnL over a period starting then: a duration (1d, 2h) or "
-                                                "an ISO time; empty: only the PnL to date")] = "",
-    ) -> Rows:
-        """Realized and unrealized PnL, fees and open cost to date, grouped. With `since`, also the total as it
-        stood then (marked to that time's prices) and the change over the period: period_pnl, period_realized,
-        period_fees."""
-        return rows(await tools.query("pnl", by=by, since=since_param(since)))
+        since: Annotated[str, Field(description="Also the PnL over a period starting then: a duration (1d, 2h), "
+                                                "`today` or an ISO time; empty: only the PnL to date")] = "",
+        limit: Annotated[int, Field(ge=1, le=200, description="Groups per page, largest total first")] = 25,
+        cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
+    ) -> Pnl:
+        """Realized and unrealized PnL, fees and open cost to date, grouped (a complete set valued at its payout).
+        With `since`, also the total as it stood then (marked to that time's prices) and the change over the
+        period: period_pnl, period_realized, period_fees."""
+        offset = decode_cursor(cursor)
+        reply = await tools.query("pnl", by=by, since=since_param(since))
+        found = [dict(zip(reply.columns, r)) for r in reply.rows]
+        found.sort(key=lambda r: -abs(Decimal(str(r["total"]))))
+        page = found[offset:offset + limit]
+        questions = await tools.questions([str(r[by]) for r in page]) if by in ("market", "token") else {}
+        return Pnl(by=by, next_cursor=encode_cursor(offset + limit) if offset + limit < len(found) else None,
+                   rows=[PnlRow(group=str(r[by]), question=questions.get(str(r[by]), ""), **{
+                       k: (None if r.get(k) is None else str(r[k])) for k in PnlRow.model_fields
+                       if k not in ("group", "question")}) for r in page])
 
     return tools

@@ -79,6 +79,14 @@ class TracingConfig(_Section):
     sample_ratio: float = 1.0  # of traces, decided by the trace id so every hop of one trade agrees
 
 
+class McpConfig(_Section):
+    """The MCP server (polybot-mcp)."""
+
+    # Which tools it serves: "trading" all of them; "no_trading" all but those that send orders or cancels;
+    # "read_only" only those that change nothing (no backtest reports written either).
+    tools: Literal["trading", "no_trading", "read_only"] = "trading"
+
+
 class ServiceConfig(_Section):
     kind: str  # "package.module:Class"
     enabled: bool = True
@@ -136,6 +144,7 @@ class Config(_Section):
     log: LogConfig = LogConfig()
     metrics: MetricsConfig = MetricsConfig()
     tracing: TracingConfig = TracingConfig()
+    mcp: McpConfig = McpConfig()
     # Started by `polybot up` in this order (after the local venue); a [services.*] table replaces the whole set.
     services: dict[str, ServiceConfig] = msgspec.field(default_factory=lambda: dict(DEFAULT_SERVICES))
 

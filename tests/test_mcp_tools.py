@@ -23,7 +23,7 @@ from .venue_harness import tokens
 
 AGENT = {"MAX_ORDER_NOTIONAL": "20", "MAX_DAILY_NOTIONAL": "60", "MAX_SIGNALS_PER_MINUTE": "30"}
 READ_TOOLS = {"mesh_status", "search_markets", "get_market", "get_order_book", "preview_signal", "get_signal",
-              "list_open_orders", "get_risk", "get_positions", "get_fills", "get_pnl", "list_recordings",
+              "list_open_orders", "get_risk", "get_positions", "get_fills", "get_pnl", "list_recordings", "list_signals",
               "scan_opportunities"}
 WRITE_TOOLS = {"propose_signal", "cancel_orders"}
 LOCAL_TOOLS = {"run_backtest"}  # writes its report files; touches no market
@@ -164,12 +164,13 @@ def test_an_agent_signal_goes_through_risk_to_fills_it_can_follow(mesh: Trading,
     hops = [h["hop"] for h in trace["hops"]]
     assert {"signal", "verdict", "submitted", "ack", "fill"} <= set(hops)
     assert {f["token_id"] for f in trace["fills"]} == {yes, no}
-    held = ok(agent("get_positions", {"market": market["conditionId"]}))["rows"]
+    held = ok(agent("get_positions", {"market": market["conditionId"]}))["positions"]
     assert {r["token_id"]: D(r["size"]) for r in held} == {yes: 5, no: 5}
     fills = ok(agent("get_fills", {"market": market["conditionId"], "since": "10m"}))["fills"]
     assert len(fills) == 2 and ok(agent("get_pnl", {"by": "market"}))["rows"]
+    assert {f["outcome"] for f in fills} == {"Yes", "No"} and held[0]["question"] == market["question"]
     fees = sum(D(f["fee"]) for f in {(f["trade_id"], f["order_id"]): f for f in fills}.values())
-    period = {r["market"]: r for r in ok(agent("get_pnl", {"by": "market", "since": started}))["rows"]}
+    period = {r["group"]: r for r in ok(agent("get_pnl", {"by": "market", "since": started}))["rows"]}
     row = period[market["conditionId"]]  # two buys since then: their fees are all that is realized
     assert D(row["period_fees"]) == fees and D(row["period_realized"]) == -fees
     assert D(row["period_pnl"]) == D(row["total"]) - D(row["total_at_since"])

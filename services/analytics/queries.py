@@ -138,15 +138,18 @@ def market_sets(db: Reader, ledger: Ledger) -> list[list[str]]:
     return ledger.market_sets(tokens)
 
 
-def outcomes(db: Reader, tokens: list[str]) -> dict[str, str]:
-    """Each token's outcome name (Yes, No, a candidate...), from the markets recorded."""
+def outcomes(db: Reader, tokens: list[str]) -> dict[str, tuple[str, str]]:
+    """Each token's outcome name (Yes, No, a candidate...) and its market's question, from the markets recorded."""
     if not tokens:
         return {}
-    return dict(db.select("SELECT token_id, outcome FROM market_tokens WHERE token_id = ANY(?)", [tokens]).rows)
+    return {token: (outcome or "", question or "") for token, outcome, question in db.select(
+        "SELECT token_id, outcome, question FROM market_tokens WHERE token_id = ANY(?)", [tokens]).rows}
 
 
 def positions(db: Reader, p: Params) -> Table:
-    ledger = ledgers(db).get("", Ledger())
+    """Holdings now (one source's with ``source``), marked; with ``all`` also those closed."""
+    source = p.text("source")
+    ledger = ledgers(db, by_source=bool(source)).get(source, Ledger())
     market, include_closed = p.text("market"), p.flag("all")
     held = [h for h in ledger.holdings.values()
             if (h.size or include_closed) and (not market or h.market == market)]
@@ -158,11 +161,12 @@ def positions(db: Reader, p: Params) -> Table:
         price = mark.get(h.token_id) if h.size else None
         x = figures.get(h.token_id)
         unrealized = x.unrealized if x is not None and (price is not None or x.in_sets) else None
-        rows.append([h.token_id, h.market, names.get(h.token_id) or "", exact(h.size), exact(h.avg_price),
+        outcome, question = names.get(h.token_id, ("", ""))
+        rows.append([h.token_id, h.market, outcome, exact(h.size), exact(h.avg_price),
                      exact(h.cost), exact(price), exact(unrealized), exact(h.realized), exact(h.fees),
-                     exact(h.realized + (unrealized or ZERO)), exact(x.in_sets if x is not None else ZERO)])
+                     exact(h.realized + (unrealized or ZERO)), exact(x.in_sets if x is not None else ZERO), question])
     return Table(["token_id", "market", "outcome", "size", "avg_price", "cost", "mark", "unrealized", "realized",
-                  "fees", "pnl", "in_sets"], rows)
+                  "fees", "pnl", "in_sets", "question"], rows)
 
 
 def totals(db: Reader, by: str, until: int = END) -> dict[str, list[Decimal]]:
@@ -292,17 +296,49 @@ def legs_text(legs: list[tuple]) -> str:
 
 
 def signals(db: Reader, p: Params) -> Table:
-    where, args = _filters([("s.source = ?", p.text("source")), ("s.ts_ns >= ?", p.integer("since", 0) or None)])
+    """Signals with their verdict, legs and reasons, oldest first; or ``newest_first``, continued ``before`` a row's
+    ``key`` (``ts_ns:signal_id``) as fills are."""
+    verdict = p.choice("verdict", ("any", "accepted", "rejected", "pending approval"))
+    where, args = _filters([("s.source = ?", p.text("source")), ("s.ts_ns >= ?", p.integer("since", 0) or None),
+                            ("v.verdict = ?", None if verdict == "any" else verdict)])
+    before = p.text("before")
+    if before:
+        ts, _, sid = before.partition(":")
+        if not ts.isdigit() or not sid:
+            raise QueryError(f"{p.query}: before is a signal's key (ts_ns:signal_id), not {before!r}")
+        where += (" AND " if where else " WHERE ") + "(s.ts_ns < ? OR (s.ts_ns = ? AND s.signal_id < ?))"
+        args += [int(ts), int(ts), sid]
     table = db.select(f"""
-        SELECT s.ts_ns, s.signal_id, s.source, v.verdict, v.orders, s.cause_ts_ns, s.rationale
+        SELECT s.ts_ns, s.signal_id, s.source, v.verdict, v.orders, s.cause_ts_ns, s.rationale, v.reasons
         FROM signals s LEFT JOIN (
-            SELECT signal_id, CASE WHEN bool_or(accepted) THEN 'accepted' WHEN bool_and(accepted IS NULL)
-                                   THEN 'pending approval' ELSE 'rejected' END AS verdict,
-                   max(orders) AS orders FROM verdicts GROUP BY signal_id) v USING (signal_id){where}
-        ORDER BY s.ts_ns DESC LIMIT ?""", [*args, p.integer("limit", 50, 1)])
+            SELECT v.signal_id, CASE WHEN bool_or(v.accepted) THEN 'accepted' WHEN bool_and(v.accepted IS NULL)
+                                     THEN 'pending approval' ELSE 'rejected' END AS verdict,
+                   max(v.orders) AS orders,
+                   string_agg(r.code || ': ' || r.message, '; ' ORDER BY r.idx) AS reasons
+            FROM verdicts v LEFT JOIN verdict_reasons r ON r.verdict_id = v.id GROUP BY v.signal_id
+            ) v USING (signal_id){where}
+        ORDER BY s.ts_ns DESC, s.signal_id DESC LIMIT ?""", [*args, p.integer("limit", 50, 1)])
     legs = _legs(db, [r[1] for r in table.rows])
-    rows = [[*r[:5], legs_text(legs.get(r[1], [])), *r[5:]] for r in reversed(table.rows)]
-    return Table([*table.columns[:5], "legs", *table.columns[5:]], rows)
+    rows = [[*r[:5], legs_text(legs.get(r[1], [])), *r[5:7]] for r in table.rows]
+    columns = [*table.columns[:5], "legs", *table.columns[5:7]]
+    if not p.flag("newest_first"):
+        return Table(columns, rows[::-1])
+    named = _named_legs(db, [r[1] for r in table.rows])
+    return Table([*columns, "reasons", "legs_named", "key"],
+                 [[*row, r[7] or "", named.get(r[1], ""), f"{r[0]}:{r[1]}"] for row, r in zip(rows, table.rows)])
+
+
+def _named_legs(db: Reader, signal_ids: list[str]) -> dict[str, str]:
+    """Each signal's legs for reading, by outcome and question rather than token id."""
+    out: dict[str, list[str]] = {}
+    if signal_ids:
+        for sid, side, size, price, kind, outcome, question in db.select("""
+                SELECT l.signal_id, l.side, l.size, l.limit_price, l.order_type, t.outcome, t.question
+                FROM signal_legs l LEFT JOIN market_tokens t USING (token_id)
+                WHERE l.signal_id = ANY(?) ORDER BY l.signal_id, l.leg""", [signal_ids]).rows:
+            what = f"{outcome} of \"{question}\"" if outcome else "an unknown token"
+            out.setdefault(sid, []).append(f"{side} {num(size)} {what} @ {num(price)} {kind}")
+    return {sid: "; ".join(legs) for sid, legs in out.items()}
 
 
 def decisions(db: Reader, p: Params) -> Table:
@@ -408,11 +444,11 @@ def _execution_hops(kind: str, ts: int, order: str, venue_order: str, status: st
 
 
 NAMED: dict[str, tuple[Callable[[Reader, Params], Table], tuple[str, ...]]] = {
-    "positions": (positions, ("market", "all")),
+    "positions": (positions, ("market", "all", "source")),
     "pnl": (pnl, ("by", "since")),
     "orders": (orders, ("signal", "source", "market", "token", "status", "limit")),
     "fills": (fills, ("market", "token", "source", "signal", "order", "since", "limit", "before", "newest_first")),
-    "signals": (signals, ("source", "since", "limit")),
+    "signals": (signals, ("source", "verdict", "since", "limit", "before", "newest_first")),
     "decisions": (decisions, ("source", "verdict", "since", "limit")),
     "trace": (trace, ("signal_id",)),
 }
