@@ -88,7 +88,7 @@ class PolybotServer(MCPServer):
 
 
 # The tools each set leaves out: those that send orders or cancels, and those that write anything.
-TRADING_TOOLS = frozenset({"propose_signal", "cancel_orders"})
+TRADING_TOOLS = frozenset({"propose_signal", "cancel_orders", "close_position"})
 WRITING_TOOLS = TRADING_TOOLS | {"run_backtest"}
 LEFT_OUT = {"trading": frozenset(), "no_trading": TRADING_TOOLS, "read_only": WRITING_TOOLS}
 TOOL_SETS = {"trading": "every tool, trading included", "no_trading": "no tool that sends orders or cancels",

@@ -325,6 +325,57 @@ class Tools:
                       "Tick approve and accept to send it now (risk checks it again); decline to refuse it.",
                       Approval)
 
+    async def send(self, signal: m.Signal, approval: ElicitationResult[Approval], wait: str,
+                   deadline: float) -> Verdict:
+        """Send an agent's signal unless the human declined it in the dialog; the verdict (and with wait='fills'
+        the outcome) by ``deadline``. An approval given in the dialog is forwarded to risk, which checks again."""
+        link = self.link
+        asked = not (isinstance(approval, AcceptedElicitation) and approval.data is None)
+        approved = isinstance(approval, AcceptedElicitation) and approval.data is not None and approval.data.approve
+        if asked and not approved and approval.action != "cancel":
+            return self.declined(signal)
+        try:
+            await link.send(signal)
+        except MeshDown as exc:
+            raise ToolError(str(exc)) from None
+        decided = await link.wait_for(lambda x: isinstance(x, m.SignalAccepted | m.SignalRejected | m.SignalPending)
+                                      and x.signal_id == signal.id, max(deadline - time.monotonic(), 0))
+        if approved and isinstance(decided, m.SignalPending):  # the human's answer, given in the dialog
+            try:
+                await link.ask(self.risk, m.ApproveRequest(signal_id=signal.id, via="client",
+                                                           by=f"the user of {signal.source}, in the client"))
+            except MeshDown:
+                pass  # refused on the check at approval, or expired: risk publishes that verdict as well
+            decided = await link.wait_for(lambda x: isinstance(x, m.SignalAccepted | m.SignalRejected)
+                                          and x.signal_id == signal.id, max(deadline - time.monotonic(), 0)) \
+                or decided
+        verdict = self.verdict(signal, decided)
+        if wait == "fills" and isinstance(decided, m.SignalAccepted):
+            verdict.outcome = await self.outcome(decided, deadline)
+        return verdict
+
+    async def closing(self, token_id: str | None, market: str | None, outcome: str | None, size: Decimal | None,
+                      limit_price: Decimal | None, order_type: str, source: str) -> list[LegIn]:
+        """The SELL leg that closes ``source``'s holding of an outcome (all of it by default, at the best bid)."""
+        reply = await self.snapshot()
+        token, market_id = resolve_token(reply, token_id, market, outcome)
+        held = await self.query("positions", market=market_id, source=source)
+        rows = [dict(zip(held.columns, r)) for r in held.rows]
+        have = next((Decimal(str(r["size"])) for r in rows if r["token_id"] == token), Decimal(0))
+        if have <= 0:
+            raise ToolError(f"this client ({source}) holds no shares of that outcome; get_positions with "
+                            "source=mine lists what it holds")
+        if size is not None and size > have:
+            raise ToolError(f"this client ({source}) holds {text(have)} shares of it; give a size up to that, or "
+                            "none to sell them all")
+        if limit_price is None:
+            book = next((b for b in reply.books.books if b.token_id == token), None)
+            if book is None or not book.bids:
+                raise ToolError("nobody bids for it now; give a limit_price (and order_type GTC to rest it)")
+            limit_price = book.bids[0].price
+        return [LegIn(token_id=token, side="SELL", size=size or have, limit_price=limit_price,
+                      order_type=order_type)]
+
     @staticmethod
     def declined(signal: m.Signal) -> Verdict:
         legs = Tools.verdict(signal, None).legs
@@ -419,6 +470,19 @@ SERVED: weakref.WeakKeyDictionary[MCPServer, Tools] = weakref.WeakKeyDictionary(
 async def human_approval(legs: list[LegIn], rationale: str, ctx: Context) -> Elicit[Approval] | None:
     """propose_signal's resolver: the confirmation dialog due before it sends, if any."""
     return await SERVED[ctx.mcp_server].question(legs, rationale, ctx)
+
+
+async def closing_legs(token_id: str | None, market: str | None, outcome: str | None, size: Decimal | None,
+                       limit_price: Decimal | None, order_type: str, ctx: Context) -> list[LegIn]:
+    """close_position's leg, computed once per round so that the dialog shows exactly what is sent."""
+    return await SERVED[ctx.mcp_server].closing(token_id, market, outcome, size, limit_price, order_type,
+                                                source_of(ctx))
+
+
+async def closing_approval(legs: Annotated[list[LegIn], Resolve(closing_legs)],
+                           ctx: Context) -> Elicit[Approval] | None:
+    """close_position's confirmation dialog, if one is due."""
+    return await SERVED[ctx.mcp_server].question(legs, "close the position", ctx)
 
 
 def register_tools(server: MCPServer, link: MeshLink) -> Tools:
@@ -545,29 +609,30 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         has one, else it stays pending_approval until they run `polybot approve`. Follow it with get_signal."""
         deadline = time.monotonic() + wait_s
         signal = m.Signal(source=source_of(ctx), legs=await tools.legs(legs), rationale=rationale)
-        asked = not (isinstance(approval, AcceptedElicitation) and approval.data is None)
-        approved = isinstance(approval, AcceptedElicitation) and approval.data is not None and approval.data.approve
-        if asked and not approved and approval.action != "cancel":
-            return tools.declined(signal)
-        try:
-            await link.send(signal)
-        except MeshDown as exc:
-            raise ToolError(str(exc)) from None
-        decided = await link.wait_for(lambda x: isinstance(x, m.SignalAccepted | m.SignalRejected | m.SignalPending)
-                                      and x.signal_id == signal.id, max(deadline - time.monotonic(), 0))
-        if approved and isinstance(decided, m.SignalPending):  # the human's answer, given in the dialog
-            try:
-                await link.ask(tools.risk, m.ApproveRequest(signal_id=signal.id, via="client",
-                                                            by=f"the user of {signal.source}, in the client"))
-            except MeshDown:
-                pass  # refused on the check at approval, or expired: risk publishes that verdict as well
-            decided = await link.wait_for(lambda x: isinstance(x, m.SignalAccepted | m.SignalRejected)
-                                          and x.signal_id == signal.id, max(deadline - time.monotonic(), 0)) \
-                or decided
-        verdict = tools.verdict(signal, decided)
-        if wait == "fills" and isinstance(decided, m.SignalAccepted):
-            verdict.outcome = await tools.outcome(decided, deadline)
-        return verdict
+        return await tools.send(signal, approval, wait, deadline)
+
+    @server.tool(annotations=TRADE)
+    async def close_position(
+        legs: Annotated[list[LegIn], Resolve(closing_legs)],
+        approval: Annotated[ElicitationResult[Approval], Resolve(closing_approval)],
+        token_id: Annotated[str | None, Field(description="The outcome's token id; or market and outcome")] = None,
+        market: Annotated[str | None, Field(description="Condition id or slug, with outcome")] = None,
+        outcome: Annotated[str | None, Field(description="Outcome name, e.g. Yes")] = None,
+        size: Annotated[Decimal | None, Field(gt=0, description="Shares to sell; default: all this client holds")
+                        ] = None,
+        limit_price: Annotated[Decimal | None, Field(gt=0, lt=1, description="Lowest price accepted; default: "
+                                                                              "the best bid now")] = None,
+        order_type: Annotated[Literal["FAK", "FOK", "GTC"], Field(
+            description="FAK sells what the bids take now and keeps the rest; FOK all or nothing; GTC rests the "
+                        "rest at limit_price")] = "FAK",
+        wait_s: Annotated[float, Field(ge=0, le=30, description="The longest to wait for the fills")] = 10.0,
+        ctx: Context = None,  # type: ignore[assignment]
+    ) -> Verdict:
+        """Sell what this client holds of an outcome, through risk like any signal, and answer with the fills.
+        It sells only this client's own shares (get_positions with source=mine), at the best bid by default."""
+        deadline = time.monotonic() + wait_s
+        signal = m.Signal(source=source_of(ctx), legs=await tools.legs(legs), rationale="close the position")
+        return await tools.send(signal, approval, "fills", deadline)
 
     @server.tool(annotations=READ)
     async def get_signal(

@@ -196,3 +196,26 @@ def test_from_a_gap_to_a_filled_equal_pair_in_two_calls_with_fills_and_fees_to_t
 def fee(shares: D, price: D, rate: D) -> D:
     """The venue's taker fee: shares x rate x p x (1 - p), floored to 5 decimals."""
     return (shares * rate * price * (1 - price)).quantize(D("0.00001"), rounding="ROUND_FLOOR")
+
+
+def test_close_position_sells_what_this_client_holds_at_the_bid_through_risk(mesh: Trading, agent: Agent) -> None:
+    market = mesh.venue.market()
+    yes, _ = tokens(market)
+    buy_at_ask(mesh, agent, yes, size=6)
+    mine = wait_for(lambda: [p for p in ok(agent("get_positions", {"source": "mine", "market": market["slug"]}))[
+        "positions"] if p["token_id"] == yes], what="the position recorded")
+    assert D(mine[0]["size"]) == 6 and mine[0]["outcome"] == "Yes"
+    assert "holds no shares" in error(agent("close_position", {"market": market["slug"], "outcome": "Yes"},
+                                            client="Other"))
+    assert "holds 6 shares" in error(agent("close_position", {"token_id": yes, "size": 7}))
+    bid, _ = book(mesh, yes)
+    accepted_before = int(mesh.detail("risk")["accepted"])
+    closed = ok(agent("close_position", {"market": market["conditionId"], "outcome": "yes"}))
+    assert closed["status"] == "accepted" and int(mesh.detail("risk")["accepted"]) == accepted_before + 1
+    assert closed["legs"] == [{"token_id": yes, "side": "SELL", "size": "6", "limit_price": str(bid),
+                               "order_type": "FAK"}]
+    leg, = closed["outcome"]["legs"]
+    assert (leg["state"], D(leg["filled"]), D(leg["avg_price"])) == ("filled", 6, bid)
+    assert D(closed["outcome"]["paid"]) == -6 * bid  # received
+    wait_for(lambda: not [p for p in ok(agent("get_positions", {"source": "mine", "market": market["slug"]}))[
+        "positions"] if p["token_id"] == yes], what="the position closed")

@@ -25,7 +25,7 @@ AGENT = {"MAX_ORDER_NOTIONAL": "20", "MAX_DAILY_NOTIONAL": "60", "MAX_SIGNALS_PE
 READ_TOOLS = {"mesh_status", "search_markets", "get_market", "get_order_book", "preview_signal", "get_signal",
               "list_open_orders", "get_risk", "get_positions", "get_fills", "get_pnl", "list_recordings", "list_signals",
               "scan_opportunities"}
-WRITE_TOOLS = {"propose_signal", "cancel_orders"}
+WRITE_TOOLS = {"propose_signal", "cancel_orders", "close_position"}
 LOCAL_TOOLS = {"run_backtest"}  # writes its report files; touches no market
 
 
