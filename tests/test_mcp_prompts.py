@@ -18,7 +18,8 @@ from services.config import load as load_config
 MODES = pytest.mark.parametrize("mode", ["legacy", "auto"])  # the initialize handshake, and the 2026 discover era
 SHIPPED = {"find_mispriced_markets", "review_positions", "explain_rejection", "daily_report", "draft_strategy"}
 TOOLS = {"search_markets", "get_market", "get_order_book", "preview_signal", "propose_signal", "get_signal",
-         "list_open_orders", "cancel_orders", "get_risk", "get_positions", "get_fills", "get_pnl", "mesh_status"}
+         "list_open_orders", "cancel_orders", "get_risk", "get_positions", "get_fills", "get_pnl", "mesh_status",
+         "scan_opportunities", "close_position", "list_signals", "list_recordings", "run_backtest"}
 
 GREETING = """+++
 name = "greet"
@@ -87,17 +88,34 @@ def test_every_shipped_prompt_is_listed_with_its_arguments_and_their_defaults(mo
     assert ("idea", True) in [(a.name, a.required) for a in prompts["draft_strategy"].arguments]
 
 
-def test_every_tool_the_prompts_name_is_a_tool_of_the_server(tmp_path: Path) -> None:
+TOOLISH = re.compile(r"`((?:get|list|search|scan|preview|propose|cancel|close|run|mesh)_[a-z_]+)`")
+DENIAL = re.compile(r"there is no [\w -]*tool|no [\w-]+ tool (?:in|on) this server|not (?:yet )?a tool", re.I)
+
+
+def served_tools(tmp_path: Path) -> set[str]:
     # tcp: ipc socket paths under a pytest tmp_path can be too long; the tools connect only when called anyway.
     server = build(load_config(None, {"HOME": str(tmp_path), "POLYBOT_BUS__TRANSPORT": "tcp"}))
 
     async def session():
         async with Client(server, mode="auto") as client:
             return {t.name for t in (await client.list_tools()).tools}
+    return anyio.run(session)
 
-    tools = anyio.run(session)
-    named = {tool for tool in TOOLS for t in load(PROMPTS) if f"`{tool}`" in t.body}
-    assert named == TOOLS <= tools, (TOOLS - named, TOOLS - tools)
+
+def test_every_tool_the_prompts_name_is_a_tool_of_the_server_and_none_is_denied(tmp_path: Path) -> None:
+    tools = served_tools(tmp_path)
+    for template in load(PROMPTS):
+        named = set(TOOLISH.findall(template.body))
+        assert named <= tools, (template.path, named - tools)
+        assert not DENIAL.search(template.body), (template.path, DENIAL.search(template.body)[0])
+    everywhere = {tool for t in load(PROMPTS) for tool in TOOLISH.findall(t.body)}
+    assert TOOLS <= everywhere, TOOLS - everywhere  # the prompts drive the path an agent trades by
+
+
+def test_the_prompt_check_catches_a_removed_tool_and_a_denied_one(tmp_path: Path) -> None:
+    tools = served_tools(tmp_path)
+    assert set(TOOLISH.findall("then `cancel_order` each one")) - tools == {"cancel_order"}
+    assert DENIAL.search("There is no backtest tool in this server yet")
 
 
 @MODES
