@@ -16,16 +16,19 @@ OrderType = Literal["GTC", "GTD", "FOK", "FAK"]
 
 class OutcomeView(BaseModel):
     name: str = Field(description="The outcome, e.g. Yes or No, or a candidate in a multi-outcome event")
-    token_id: str = Field(description="The token to trade this outcome with (a leg's token_id)")
+    token_id: str | None = Field(None, description="The token to trade this outcome with (get_market gives it; "
+                                                   "a leg may name the market and outcome instead)")
     best_bid: str | None = Field(None, description="Highest bid, or null with no bids")
+    bid_size: str | None = Field(None, description="Shares bid at best_bid")
     best_ask: str | None = Field(None, description="Lowest ask, or null with no asks")
+    ask_size: str | None = Field(None, description="Shares offered at best_ask")
     last_trade: str | None = Field(None, description="Price of the latest trade seen, if any")
 
 
 class MarketSummary(BaseModel):
     market: str = Field(description="The market's condition id")
     question: str
-    slug: str
+    slug: str = Field(description="Also names the market wherever a tool takes one")
     outcomes: list[OutcomeView]
     volume: str = Field(description="Volume in USDC, as the venue reported it when the market was loaded")
     liquidity: str
@@ -33,6 +36,11 @@ class MarketSummary(BaseModel):
     end: str | None = Field(None, description="End date (UTC, ISO 8601), if any")
     accepting_orders: bool
     stale: bool = Field(description="True while the feed for this market reconnects: risk refuses orders on it")
+    tick_size: str = Field(description="Prices must be multiples of this")
+    min_size: str = Field(description="Smallest order, in shares")
+    fee_rate: str = Field(description="Taker fee rate: fee = shares x rate x p x (1 - p); makers pay none")
+    event: str = Field("", description="The neg-risk event's id (its markets share it; exactly one resolves YES), "
+                                       "or empty")
 
 
 class MarketList(BaseModel):
@@ -46,11 +54,7 @@ class MarketIndex(BaseModel):
 
 
 class MarketDetail(MarketSummary):
-    tick_size: str = Field(description="Prices must be multiples of this")
-    min_size: str = Field(description="Smallest order, in shares")
-    fee_rate: str = Field(description="Taker fee rate: fee = shares x rate x p x (1 - p); makers pay none")
     neg_risk: bool = Field(description="Part of a multi-outcome event where exactly one outcome resolves YES")
-    event: str = Field(description="The neg-risk event's id, or empty")
 
 
 class Level(BaseModel):
@@ -333,8 +337,8 @@ class SignalPage(BaseModel):
 
 
 class PositionView(BaseModel):
-    token_id: str = Field(description="Pass as a leg's token_id to trade it (e.g. SELL to close)")
-    market: str
+    market: str = Field(description="With outcome, names the position wherever a tool takes a market and an "
+                                    "outcome (close_position, a leg)")
     question: str
     outcome: str
     size: str = Field(description="Shares held")

@@ -183,21 +183,28 @@ class Tools:
 
     # ---------------------------------------------------------------- markets
 
-    def summary(self, mk: m.MarketNew, books: dict[str, m.Book], stale: set[str], last: dict[str, str]) -> dict:
+    def summary(self, mk: m.MarketNew, books: dict[str, m.Book], stale: set[str], last: dict[str, str],
+                tokens: bool = True) -> dict:
+        """A market's fields for MarketSummary (and MarketDetail); without ``tokens`` the outcomes leave out
+        their long token ids, which a leg can do without (market and outcome name it)."""
         outcomes = []
         for o in mk.outcomes:
             book = books.get(o.token_id)
-            bid = book.bids[0].price if book and book.bids else None
-            ask = book.asks[0].price if book and book.asks else None
-            outcomes.append(OutcomeView(name=o.name, token_id=o.token_id, best_bid=text(bid), best_ask=text(ask),
-                                        last_trade=last.get(o.token_id)))
+            bid = book.bids[0] if book and book.bids else None
+            ask = book.asks[0] if book and book.asks else None
+            outcomes.append(OutcomeView(name=o.name, token_id=o.token_id if tokens else None,
+                                        best_bid=text(bid.price) if bid else None,
+                                        bid_size=text(bid.size) if bid else None,
+                                        best_ask=text(ask.price) if ask else None,
+                                        ask_size=text(ask.size) if ask else None, last_trade=last.get(o.token_id)))
         first = outcomes[0] if outcomes else None
         spread = (Decimal(first.best_ask) - Decimal(first.best_bid)) if first and first.best_bid and first.best_ask \
             else None
         end = datetime.fromtimestamp(mk.end_ts_ms / 1000, timezone.utc).isoformat() if mk.end_ts_ms else None
         return dict(market=mk.market, question=mk.question, slug=mk.slug, outcomes=outcomes, volume=text(mk.volume),
                     liquidity=text(mk.liquidity), spread=text(spread), end=end, accepting_orders=mk.accepting_orders,
-                    stale=mk.market in stale)
+                    stale=mk.market in stale, tick_size=text(mk.tick_size), min_size=text(mk.min_size),
+                    fee_rate=text(mk.fee_rate), event=mk.neg_risk_market_id)
 
     async def questions(self, ids: list[str]) -> dict[str, str]:
         """The question of each market (condition id) or token id given, from the scanner (empty if it is down)."""
@@ -237,9 +244,7 @@ class Tools:
         mk, reply = await self.market_of(ident)
         books = {b.token_id: b for b in reply.books.books}
         last = await self.last_trades([o.token_id for o in mk.outcomes])
-        return MarketDetail(**self.summary(mk, books, set(reply.stale), last), tick_size=text(mk.tick_size),
-                            min_size=text(mk.min_size), fee_rate=text(mk.fee_rate), neg_risk=mk.neg_risk,
-                            event=mk.neg_risk_market_id)
+        return MarketDetail(**self.summary(mk, books, set(reply.stale), last), neg_risk=mk.neg_risk)
 
     async def risk_view(self, source: str) -> RiskView:
         reply = await self.ask(self.risk, m.RiskRequest())
@@ -496,10 +501,12 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         sort: Annotated[Literal["volume", "liquidity", "end_date", "spread"], Field(
             description="volume and liquidity: largest first; end_date: soonest first; spread: tightest first")
         ] = "volume",
-        limit: Annotated[int, Field(ge=1, le=100, description="Markets per page")] = 20,
+        limit: Annotated[int, Field(ge=1, le=100, description="Markets per page")] = 10,
         cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
     ) -> MarketList:
-        """Find markets the scanner follows, with the top of each outcome's book. Page with next_cursor."""
+        """Find markets the scanner follows, with the top of each outcome's book (prices and sizes), tick, minimum
+        size, fee rate and neg-risk event. Page with next_cursor. Name a market by its condition id or slug and
+        an outcome by its name in a leg; get_market gives the token ids."""
         offset = decode_cursor(cursor)
         reply = await tools.snapshot()
         books = {b.token_id: b for b in reply.books.books}
@@ -508,7 +515,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         found = [mk for mk in reply.markets
                  if all(w in f"{mk.question} {mk.slug}".lower() for w in words)
                  and (status == "all" or (status == "open") == mk.accepting_orders)]
-        rows = [MarketSummary(**tools.summary(mk, books, stale, {})) for mk in found]
+        rows = [MarketSummary(**tools.summary(mk, books, stale, {}, tokens=False)) for mk in found]
         key = {"volume": lambda r: -Decimal(r.volume), "liquidity": lambda r: -Decimal(r.liquidity),
                "end_date": lambda r: r.end or "9999",
                "spread": lambda r: Decimal(r.spread) if r.spread is not None else Decimal(2)}[sort]
@@ -775,7 +782,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         source: Annotated[str, Field(description="`all` (the account), `mine` (what this client's own fills "
                                                  "hold, the most it may sell), strategy:NAME or mcp:CLIENT")] = "all",
         include_closed: Annotated[bool, Field(description="Also positions already closed (realized PnL)")] = False,
-        limit: Annotated[int, Field(ge=1, le=200, description="Positions per page")] = 25,
+        limit: Annotated[int, Field(ge=1, le=200, description="Positions per page")] = 20,
         cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
         ctx: Context = None,  # type: ignore[assignment]
     ) -> Positions:
@@ -800,7 +807,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         signal_id: Annotated[str, Field(description="Only this signal's fills (its id or the start of it)")] = "",
         since: Annotated[str, Field(description="Only fills after this: a duration (30m, 2h, 1d), an ISO time or "
                                                 "`today`")] = "",
-        limit: Annotated[int, Field(ge=1, le=200, description="Fills per page")] = 20,
+        limit: Annotated[int, Field(ge=1, le=200, description="Fills per page")] = 15,
         cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
         ctx: Context = None,  # type: ignore[assignment]
     ) -> FillPage:

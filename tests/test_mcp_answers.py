@@ -203,7 +203,7 @@ def test_close_position_sells_what_this_client_holds_at_the_bid_through_risk(mes
     yes, _ = tokens(market)
     buy_at_ask(mesh, agent, yes, size=6)
     mine = wait_for(lambda: [p for p in ok(agent("get_positions", {"source": "mine", "market": market["slug"]}))[
-        "positions"] if p["token_id"] == yes], what="the position recorded")
+        "positions"] if p["outcome"] == "Yes"], what="the position recorded")
     assert D(mine[0]["size"]) == 6 and mine[0]["outcome"] == "Yes"
     assert "holds no shares" in error(agent("close_position", {"market": market["slug"], "outcome": "Yes"},
                                             client="Other"))
@@ -218,4 +218,4 @@ def test_close_position_sells_what_this_client_holds_at_the_bid_through_risk(mes
     assert (leg["state"], D(leg["filled"]), D(leg["avg_price"])) == ("filled", 6, bid)
     assert D(closed["outcome"]["paid"]) == -6 * bid  # received
     wait_for(lambda: not [p for p in ok(agent("get_positions", {"source": "mine", "market": market["slug"]}))[
-        "positions"] if p["token_id"] == yes], what="the position closed")
+        "positions"] if p["outcome"] == "Yes"], what="the position closed")

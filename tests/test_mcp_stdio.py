@@ -114,7 +114,9 @@ def test_the_mcp_inspector_cli_lists_strictly_and_calls_a_read_tool_and_propose_
     assert len(markets) == 3
     outcome = markets[0]["outcomes"][0]
     low = D(outcome["best_bid"]) - D("0.05")
-    leg = {"token_id": outcome["token_id"], "side": "BUY", "size": 5, "limit_price": str(low)}
+    assert outcome.get("token_id") is None  # a search answer is short: the market's slug and the outcome name a leg
+    leg = {"market": markets[0]["slug"], "outcome": outcome["name"], "side": "buy", "size": 5,
+           "limit_price": str(low)}
     proposed = inspector(mesh, "--method", "tools/call", "--tool-name", "propose_signal",
                          "--tool-arg", f"legs={json.dumps([leg])}", "rationale=inspector test")
     assert proposed.returncode == 0, proposed.stderr

@@ -165,7 +165,7 @@ def test_an_agent_signal_goes_through_risk_to_fills_it_can_follow(mesh: Trading,
     assert {"signal", "verdict", "submitted", "ack", "fill"} <= set(hops)
     assert {f["token_id"] for f in trace["fills"]} == {yes, no}
     held = ok(agent("get_positions", {"market": market["conditionId"]}))["positions"]
-    assert {r["token_id"]: D(r["size"]) for r in held} == {yes: 5, no: 5}
+    assert {r["outcome"]: D(r["size"]) for r in held} == {"Yes": 5, "No": 5}
     fills = ok(agent("get_fills", {"market": market["conditionId"], "since": "10m"}))["fills"]
     assert len(fills) == 2 and ok(agent("get_pnl", {"by": "market"}))["rows"]
     assert {f["outcome"] for f in fills} == {"Yes", "No"} and held[0]["question"] == market["question"]
