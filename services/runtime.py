@@ -25,7 +25,7 @@ import msgspec
 from . import logs
 from . import messages as m
 from .bus import READER_POLL_MS, TAXONOMY, Bus, BusError, Inbound, Outbound
-from .config import SUPERVISOR_ENV, Config, ConfigError, Secrets, _Invalid, convert_section, ensure_state_dir, metrics_port
+from .config import SUPERVISOR_ENV, Config, ConfigError, Secrets, ensure_state_dir, metrics_port, service_options
 from .metrics import Flow, Metrics, MetricsError, RuntimeCollector
 
 CONTROL_TIMEOUT_S = 5.0  # the longest a control request may wait for the event loop
@@ -140,13 +140,8 @@ def resolve(config: Config, name: str) -> tuple[type[Service], Any]:
     if name not in config.services:
         known = ", ".join(config.services) or "none"
         raise ConfigError(f"no service {name!r} in the config (configured: {known})")
-    svc = config.services[name]
-    cls = load_service_class(svc.kind)
-    try:
-        options = convert_section(svc.options, cls.Options, f"services.{name}.options")
-    except _Invalid as bad:
-        raise ConfigError(str(bad)) from None
-    return cls, options
+    cls = load_service_class(config.services[name].kind)
+    return cls, service_options(config, name, cls.Options)
 
 
 class Runner:
