@@ -135,6 +135,22 @@ def load_service_class(kind: str) -> type[Service]:
     return cls
 
 
+def bound_sockets(cls: type[Service]) -> list[str]:
+    """The sockets a service of this class binds, the stable side: PUB of a fan-out socket, PULL of the others."""
+    return [s for s in cls.publishes if TAXONOMY[s].fanout] + [s for s in cls.consumes if not TAXONOMY[s].fanout]
+
+
+def check_services(config: Config) -> None:
+    """Every enabled service loads, with valid options, and binds no socket another binds; else ConfigError."""
+    binder: dict[str, str] = {}
+    for name in config.enabled_services:
+        for socket in bound_sockets(resolve(config, name)[0]):
+            if socket in binder:  # e.g. a second risk added beside the default one: it could never bind
+                raise ConfigError(f"services.{name}: binds {socket} as services.{binder[socket]} does, and only one "
+                                  f"can; set [services.{binder[socket]}] enabled = false to run {name} in its place")
+            binder[socket] = name
+
+
 def resolve(config: Config, name: str) -> tuple[type[Service], Any]:
     """The service class and its validated options, or ConfigError naming the bad key."""
     if name not in config.services:

@@ -8,7 +8,7 @@ import pytest
 
 from services import config as c
 from services.risk.limits import RiskOptions
-from services.runtime import resolve
+from services.runtime import check_services, resolve
 
 DEFAULTS = list(c.DEFAULT_SERVICES)
 SUFFIX = "/sock/control-supervisor.ipc"  # the longest ipc address when no service is configured
@@ -232,6 +232,14 @@ def test_the_local_venues_knobs_under_its_service_table_are_refused_pointing_at_
     path = write(tmp_path, '[services.venue]\ncontrol = "tcp://venue:7710"\n[local_venue.options]\nseed = 3\n')
     venue = c.load(path, env).services["venue"]
     assert venue == c.ServiceConfig(kind=c.LOCAL_VENUE_KIND, control="tcp://venue:7710", options={"seed": 3})
+
+
+def test_up_refuses_an_added_service_that_binds_what_an_enabled_default_binds(tmp_path, env):
+    added = '[services.guard]\nkind = "services.risk:Risk"\n'
+    with pytest.raises(c.ConfigError, match=r"services\.guard: binds decisions as services\.risk does, and only one "
+                                            r"can; set \[services\.risk\] enabled = false to run guard in its place"):
+        check_services(c.load(write(tmp_path, added), env))
+    check_services(c.load(write(tmp_path, added + "[services.risk]\nenabled = false\n"), env))
 
 
 def test_service_of_kind_is_the_default_until_it_is_turned_off_and_then_the_one_the_config_adds(tmp_path, env):

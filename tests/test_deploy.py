@@ -24,8 +24,8 @@ import yaml
 from services import config as c
 from services import healthcheck
 from services import messages as m
-from services.bus import TAXONOMY, BusError, BusTimeout, Requester
-from services.runtime import resolve
+from services.bus import BusError, BusTimeout, Requester
+from services.runtime import bound_sockets, resolve
 from services.venues.local.server import VenueOptions
 
 from .conftest import ROOT, child_env, wait_for
@@ -100,8 +100,7 @@ def host_of(address: str) -> str:
 
 def binds(config: c.Config, name: str) -> list[str]:
     """The sockets a service binds: the stable side of each (PUB of a fan-out socket, PULL of the others)."""
-    cls, _ = resolve(config, name)
-    return [s for s in cls.publishes if TAXONOMY[s].fanout] + [s for s in cls.consumes if not TAXONOMY[s].fanout]
+    return bound_sockets(resolve(config, name)[0])
 
 
 # ---------------------------------------------------------------- the compose file
