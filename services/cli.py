@@ -117,12 +117,11 @@ def _audit(config: Config, args: argparse.Namespace) -> int:
 
 
 def _up(config: Config, args: argparse.Namespace) -> int:
-    from .runtime import Runner, resolve
+    from .runtime import Runner, check_services
     from .supervisor import Supervisor, SupervisorOptions
 
     ensure_state_dir(config)
-    for name in config.enabled_services:  # fail before starting anything if a service is misconfigured
-        resolve(config, name)
+    check_services(config)  # fail before starting anything if a service is misconfigured
     options = SupervisorOptions(config_path=str(args.config or ""))
     return Runner(config, "supervisor", load_secrets(), cls=Supervisor, options=options).run()
 

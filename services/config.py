@@ -4,14 +4,19 @@ Environment overrides name a key path with ``__`` between levels:
 ``POLYBOT_STATE_DIR=/srv/polybot``, ``POLYBOT_BUS__TRANSPORT=tcp``,
 ``POLYBOT_SERVICES__SCANNER__ENABLED=false``. Values are read as TOML values
 when they parse as one (numbers, booleans, arrays), else as plain strings.
+
+A ``[services.NAME]`` table adjusts the default service of that name (its options merge key by key) or, for
+any other name, adds a service, which then needs ``kind``; ``enabled = false`` turns a service off.
 """
 from __future__ import annotations
 
+import difflib
+import importlib
 import os
 import re
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -118,10 +123,11 @@ class LocalVenueConfig(_Section):
 
 
 LOCAL_VENUE_KIND = "services.venues.local.server:Venue"
+LOCAL_VENUE_NAME = "venue"
 
 
-# Started in this order, stopped in reverse: analytics records before anything is produced and after it ends;
-# the executor takes orders before risk sends any; strategies come last, once risk decides.
+# Started in this order (after the local venue), stopped in reverse: analytics records before anything is produced
+# and after it ends; the executor takes orders before risk sends any; strategies come last, once risk decides.
 DEFAULT_SERVICES = {
     "analytics": ServiceConfig(kind="services.analytics:Analytics"),
     "scanner": ServiceConfig(kind="services.scanner:Scanner"),
@@ -145,7 +151,8 @@ class Config(_Section):
     metrics: MetricsConfig = MetricsConfig()
     tracing: TracingConfig = TracingConfig()
     mcp: McpConfig = McpConfig()
-    # Started by `polybot up` in this order (after the local venue); a [services.*] table replaces the whole set.
+    # Started by `polybot up` in this order: the local venue, DEFAULT_SERVICES, then the services the config adds.
+    # A [services.NAME] table adjusts a default or adds a service (see _convert); enabled = false turns one off.
     services: dict[str, ServiceConfig] = msgspec.field(default_factory=lambda: dict(DEFAULT_SERVICES))
 
     @property
@@ -266,30 +273,140 @@ class _Invalid(Exception):
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<key>[^`]+)`(?: - at `\$(?P<at>[^`]*)`)?$")
 _AT = re.compile(r"(?P<msg>.*?)(?: - at `\$(?P<at>[^`]*)`)?$")
 
+Sections = Callable[[], Iterable[tuple[str, Any]]]  # (dotted path, the Struct type there), asked for on an error
 
-def convert_section(raw: Any, kind: type, prefix: str) -> Any:
-    """msgspec.convert, with errors naming the dotted key path below ``prefix``."""
+
+def convert_section(raw: Any, kind: type, prefix: str, elsewhere: Sections = lambda: ()) -> Any:
+    """msgspec.convert, with errors naming the dotted key path below ``prefix``.
+
+    An unknown key that one of the ``elsewhere`` sections knows is reported with where it belongs."""
     try:
         return msgspec.convert(raw, kind)
     except msgspec.ValidationError as exc:
         text = str(exc)
         if m := _UNKNOWN.match(text):
             path = ".".join(p for p in (prefix, (m["at"] or "").lstrip("."), m["key"]) if p)
-            raise _Invalid(path, "unknown key") from None
+            raise _Invalid(path, "unknown key" + _belongs(path, elsewhere())) from None
         m = _AT.match(text)
         path = ".".join(p for p in (prefix, (m["at"] or "").lstrip(".")) if p)
         raise _Invalid(path, m["msg"]) from None
 
 
+def _belongs(path: str, sections: Iterable[tuple[str, Any]]) -> str:
+    """"; KEY belongs under [SECTION]" for the sections that have the key, nearest to where it was found; else ""."""
+    *where, key = path.split(".")
+    homes = {home for prefix, kind in sections for home in _homes(kind, prefix, key)}
+    if not homes:
+        return ""
+
+    def shared(home: str) -> int:  # leading path segments in common with where the key was found
+        same = 0
+        for a, b in zip(home.split("."), where):
+            if a != b:
+                break
+            same += 1
+        return same
+
+    nearest = max(map(shared, homes))
+    named = [f"[{h}]" if h else "the top level" for h in sorted(homes) if shared(h) == nearest]
+    return f"; {key} belongs under {' or '.join(named)}"
+
+
+def _homes(kind: Any, prefix: str, key: str) -> list[str]:
+    """The dotted paths of the sections, in ``kind`` and the Structs below it, that have the field ``key``."""
+    if not (isinstance(kind, type) and issubclass(kind, Struct)):
+        return []
+    found = [prefix] if key in kind.__struct_fields__ else []
+    for field in msgspec.structs.fields(kind):
+        found += _homes(field.type, f"{prefix}.{field.name}" if prefix else field.name, key)
+    return found
+
+
+def _options_type(kind: str) -> Any:
+    """The Options of a service kind, only to say where a misplaced key belongs: None when it cannot be imported."""
+    try:
+        module, _, attr = kind.partition(":")
+        return getattr(importlib.import_module(module), attr).Options
+    except Exception:  # a broken or absent kind is reported where the service is loaded, not in a hint
+        return None
+
+
+def _elsewhere(config_kinds: Mapping[str, str]) -> Sections:
+    """Every section a key may belong to: the config's own, the local venue's knobs, the given services' options."""
+    def sections() -> Iterable[tuple[str, Any]]:
+        yield "", Config
+        yield "services.NAME", ServiceConfig
+        yield "local_venue.options", _options_type(LOCAL_VENUE_KIND)
+        for name, kind in config_kinds.items():
+            yield f"services.{name}", ServiceConfig
+            yield f"services.{name}.options", _options_type(kind)
+    return sections
+
+
+def embeds_local_venue(config: Config) -> bool:
+    """Whether the local venue is one of the default services (the first), its knobs in [local_venue.options]."""
+    return config.venue == "local" and config.local_venue.start
+
+
+def _defaults(config: Config) -> dict[str, ServiceConfig]:
+    venue = ServiceConfig(kind=LOCAL_VENUE_KIND, options=config.local_venue.options)
+    return {LOCAL_VENUE_NAME: venue, **DEFAULT_SERVICES} if embeds_local_venue(config) else dict(DEFAULT_SERVICES)
+
+
 def _convert(raw: dict[str, Any]) -> Config:
-    services = raw.pop("services", None)
-    config = convert_section(raw, Config, "")
-    if services is None:  # no [services.*] at all: the default set
-        return config
-    if not isinstance(services, dict):
+    """The config: the default services, each adjusted by its [services.NAME] table, then the services it adds."""
+    tables = raw.pop("services", {})
+    config = convert_section(raw, Config, "", _elsewhere({}))
+    if not isinstance(tables, dict):
         raise _Invalid("services", "must be a table of [services.NAME] tables")
-    parsed = {name: convert_section(table, ServiceConfig, f"services.{name}") for name, table in services.items()}
-    return msgspec.structs.replace(config, services=parsed)
+    services = _defaults(config)
+    for name, table in tables.items():
+        services[name] = _service(config, name, table, services)
+    return msgspec.structs.replace(config, services=services)
+
+
+def _service(config: Config, name: str, table: Any, services: dict[str, ServiceConfig]) -> ServiceConfig:
+    path = f"services.{name}"
+    if not isinstance(table, dict):
+        raise _Invalid(path, f"must be a table: [{path}]")
+    default = services.get(name)
+    if default is None:
+        if "kind" not in table:
+            raise _Invalid(path, _needs_kind(config, name))
+        return convert_section(table, ServiceConfig, path, _elsewhere({name: table["kind"]}))
+    if name == LOCAL_VENUE_NAME and embeds_local_venue(config) and "options" in table:
+        raise _Invalid(f"{path}.options", "the local venue's knobs go under [local_venue.options], where the other "
+                                          "services read its ports and seed too")
+    adjusted = {**msgspec.structs.asdict(default), **table, "options": _merged(default.options, table.get("options", {}))}
+    return convert_section(adjusted, ServiceConfig, path, _elsewhere({name: adjusted.get("kind", default.kind)}))
+
+
+def _merged(base: Any, over: Any) -> Any:
+    """``over`` on top of ``base``, tables merged key by key; any other value replaces."""
+    if not (isinstance(base, dict) and isinstance(over, dict)):
+        return over
+    return {**base, **{k: _merged(base[k], v) if k in base else v for k, v in over.items()}}
+
+
+def _needs_kind(config: Config, name: str) -> str:
+    defaults = list(_defaults(config))
+    close = difflib.get_close_matches(name, defaults, n=1)
+    hint = f"did you mean [services.{close[0]}]? " if close else ""
+    venue = ("; the local venue is a default service only with venue = \"local\" and [local_venue] start = true"
+             if name == LOCAL_VENUE_NAME else "")
+    return (f"missing kind; {hint}{name} is not a default service ({', '.join(defaults)}), so its table adds a "
+            f"service and needs kind = \"package.module:Class\", as \"services.audit:Audit\"{venue}")
+
+
+def service_options(config: Config, name: str, options_type: type) -> Any:
+    """A service's options as its ``options_type``, or ConfigError naming the key where the config sets it."""
+    where = "local_venue.options" if name == LOCAL_VENUE_NAME and embeds_local_venue(config) else f"services.{name}.options"
+    elsewhere = _elsewhere({name: config.services[name].kind})
+    try:
+        return convert_section(config.services[name].options, options_type, where,
+                               lambda: [(where, options_type), *elsewhere()])
+    except _Invalid as bad:
+        raise ConfigError(str(bad)) from None
 
 
 def _finish(config: Config, environ: Mapping[str, str]) -> Config:
@@ -308,9 +425,6 @@ def _finish(config: Config, environ: Mapping[str, str]) -> Config:
     if not state.is_absolute():
         raise ConfigError(f"state_dir: {state_dir!r} must be an absolute path (nothing is kept relative to the working directory)")
     config = msgspec.structs.replace(config, state_dir=str(state))
-    if config.venue == "local" and config.local_venue.start and "venue" not in config.services:
-        venue = ServiceConfig(kind=LOCAL_VENUE_KIND, options=config.local_venue.options)
-        config = msgspec.structs.replace(config, services={"venue": venue, **config.services})
     if config.bus.transport == "ipc":
         longest = max([socket_address(config, s) for s in SOCKET_NAMES]
                       + [control_address(config, n) for n in ("supervisor", *config.services)], key=len)
@@ -335,7 +449,8 @@ def trading_mode(config: Config) -> Literal["paper", "live"]:
 
 
 def service_of_kind(config: Config, kind: str, default: str) -> str:
-    """The name the config gives the enabled service of this kind (a config may rename services)."""
+    """The first enabled service of this kind in the config's order, so a default before one the config adds
+    (a config may turn a default off and add its own under another name); else ``default``."""
     return next((n for n in config.enabled_services if config.services[n].kind == kind), default)
 
 

@@ -25,7 +25,7 @@ import msgspec
 from . import logs
 from . import messages as m
 from .bus import READER_POLL_MS, TAXONOMY, Bus, BusError, Inbound, Outbound
-from .config import SUPERVISOR_ENV, Config, ConfigError, Secrets, _Invalid, convert_section, ensure_state_dir, metrics_port
+from .config import SUPERVISOR_ENV, Config, ConfigError, Secrets, ensure_state_dir, metrics_port, service_options
 from .metrics import Flow, Metrics, MetricsError, RuntimeCollector
 
 CONTROL_TIMEOUT_S = 5.0  # the longest a control request may wait for the event loop
@@ -135,18 +135,29 @@ def load_service_class(kind: str) -> type[Service]:
     return cls
 
 
+def bound_sockets(cls: type[Service]) -> list[str]:
+    """The sockets a service of this class binds, the stable side: PUB of a fan-out socket, PULL of the others."""
+    return [s for s in cls.publishes if TAXONOMY[s].fanout] + [s for s in cls.consumes if not TAXONOMY[s].fanout]
+
+
+def check_services(config: Config) -> None:
+    """Every enabled service loads, with valid options, and binds no socket another binds; else ConfigError."""
+    binder: dict[str, str] = {}
+    for name in config.enabled_services:
+        for socket in bound_sockets(resolve(config, name)[0]):
+            if socket in binder:  # e.g. a second risk added beside the default one: it could never bind
+                raise ConfigError(f"services.{name}: binds {socket} as services.{binder[socket]} does, and only one "
+                                  f"can; set [services.{binder[socket]}] enabled = false to run {name} in its place")
+            binder[socket] = name
+
+
 def resolve(config: Config, name: str) -> tuple[type[Service], Any]:
     """The service class and its validated options, or ConfigError naming the bad key."""
     if name not in config.services:
         known = ", ".join(config.services) or "none"
         raise ConfigError(f"no service {name!r} in the config (configured: {known})")
-    svc = config.services[name]
-    cls = load_service_class(svc.kind)
-    try:
-        options = convert_section(svc.options, cls.Options, f"services.{name}.options")
-    except _Invalid as bad:
-        raise ConfigError(str(bad)) from None
-    return cls, options
+    cls = load_service_class(config.services[name].kind)
+    return cls, service_options(config, name, cls.Options)
 
 
 class Runner:

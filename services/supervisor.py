@@ -72,7 +72,7 @@ class Supervisor(Service):
 
     async def run(self) -> None:
         if not self.children_:
-            self.ctx.log.warning("no services configured; add [services.NAME] tables to the config")
+            self.ctx.log.warning("no service is enabled: every one in the config has enabled = false")
         for child in self.children_.values():
             self._spawn(child)
         while True:

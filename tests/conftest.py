@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from services.config import DEFAULT_SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -33,6 +36,14 @@ def wait_for(condition: Callable[[], T], timeout: float = 20.0, what: str = "con
 def risk_takes_signals(detail: dict[str, str]) -> bool:
     """Risk's status says a signal sent now can trade: it has the executor's account and an executor takes orders."""
     return detail.get("reconciled") == "True" and detail.get("executor_connected") == "True"
+
+
+def only(services: str) -> str:
+    """These ``[services.NAME]`` tables, and every default service they do not name turned off: a mesh of just these.
+
+    (A config's service tables add to the defaults; the local venue is left to ``[local_venue] start``.)"""
+    named = set(re.findall(r"^\[services\.([a-z0-9_]+)", services, re.M))
+    return services + "".join(f"[services.{n}]\nenabled = false\n" for n in DEFAULT_SERVICES if n not in named)
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from services import messages as m
 from services.bus import TAXONOMY, TRAILER, Bus, encode_frame, topic
 from services.config import ensure_state_dir, load
 
-from .conftest import Mesh, child_env, wait_for
+from .conftest import Mesh, child_env, only, wait_for
 from .samples import samples
 
 SAMPLES = samples()
@@ -111,7 +111,7 @@ def _garbage(kind: type[m.Message]) -> tuple[list[bytes], list[bytes]]:
 
 def test_malformed_frames_on_every_socket_are_counted_and_skipped_while_the_service_keeps_working(
         mesh_factory) -> None:
-    mesh: Mesh = mesh_factory('[services.tally]\nkind = "tests.mesh_services:Tally"\n')
+    mesh: Mesh = mesh_factory(only('[services.tally]\nkind = "tests.mesh_services:Tally"\n'))
     config = load(mesh.config, {"HOME": str(mesh.state)})
     ensure_state_dir(config)
     bus = Bus(config)

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from services import config as c
-from services.runtime import resolve
+from services.risk.limits import RiskOptions
+from services.runtime import check_services, resolve
 
+DEFAULTS = list(c.DEFAULT_SERVICES)
 SUFFIX = "/sock/control-supervisor.ipc"  # the longest ipc address when no service is configured
 
 
@@ -58,7 +60,7 @@ def test_environment_overrides_win_over_the_file_and_are_typed(tmp_path, env, st
     assert config.bus.heartbeat_s == 0.5
     assert config.state_dir == str(state_dir)
     assert config.bus.base_port == 9000 and type(config.bus.base_port) is int
-    assert config.services["ticker"].enabled is False and config.enabled_services == []
+    assert config.services["ticker"].enabled is False and "ticker" not in config.enabled_services
 
 
 def test_ensure_state_dir_creates_the_state_sock_and_logs_folders_private(env, state_dir):
@@ -152,7 +154,97 @@ def test_home_in_the_given_environ_locates_the_default_config(tmp_path):
 def test_the_local_venue_is_the_first_service_by_default_and_can_be_left_out(tmp_path, env):
     path = write(tmp_path, '[services.ticker]\nkind = "a:B"\n[local_venue.options]\nseed = 3\n')
     config = c.load(path, env)
-    assert list(config.services) == ["venue", "ticker"]
+    assert list(config.services) == ["venue", *DEFAULTS, "ticker"]
     assert config.services["venue"].kind == c.LOCAL_VENUE_KIND and config.services["venue"].options == {"seed": 3}
-    assert list(c.load(path, {**env, "POLYBOT_LOCAL_VENUE__START": "false"}).services) == ["ticker"]
-    assert list(c.load(path, {**env, "POLYBOT_VENUE": "polymarket"}).services) == ["ticker"]
+    assert list(c.load(path, {**env, "POLYBOT_LOCAL_VENUE__START": "false"}).services) == [*DEFAULTS, "ticker"]
+    assert list(c.load(path, {**env, "POLYBOT_VENUE": "polymarket"}).services) == [*DEFAULTS, "ticker"]
+
+
+# ---------------------------------------------------------------- service tables add to and adjust the defaults
+
+def test_risk_options_alone_adjust_the_default_risk_service_and_keep_every_default(tmp_path, env):
+    config = c.load(write(tmp_path, "[services.risk.options]\nclient_approval = false\n"), env)
+    assert list(config.services) == ["venue", *DEFAULTS] and config.enabled_services == list(config.services)
+    assert config.services["risk"].kind == c.DEFAULT_SERVICES["risk"].kind
+    assert resolve(config, "risk")[1].client_approval is False
+
+
+def test_setting_one_option_leaves_the_other_options_at_their_defaults(tmp_path, env):
+    path = write(tmp_path, "[services.risk.options.limits]\nmax_order_notional = 10\n")
+    options = resolve(c.load(path, env), "risk")[1]
+    assert options.limits.max_order_notional == 10
+    assert options.limits.max_open_orders == RiskOptions().limits.max_open_orders
+    assert (options.agent, options.client_approval) == (RiskOptions().agent, RiskOptions().client_approval)
+    # An environment override of another option in the same table merges in beside the file's, key by key.
+    both = resolve(c.load(path, {**env, "POLYBOT_SERVICES__RISK__OPTIONS__LIMITS__MAX_OPEN_ORDERS": "5"}), "risk")[1]
+    assert (both.limits.max_order_notional, both.limits.max_open_orders) == (10, 5)
+    assert both.limits.max_gross_exposure == RiskOptions().limits.max_gross_exposure
+
+
+def test_an_audit_table_with_its_kind_adds_audit_after_the_defaults_and_keeps_them(tmp_path, env):
+    path = write(tmp_path, '[services.audit]\nkind = "services.audit:Audit"\n[services.scanner.options]\nping_s = 3\n')
+    config = c.load(path, env)
+    assert list(config.services) == ["venue", *DEFAULTS, "audit"]  # the defaults' order, then what the file adds
+    assert config.enabled_services == list(config.services)
+    assert config.services["audit"] == c.ServiceConfig(kind="services.audit:Audit")
+
+
+def test_enabled_false_turns_one_default_service_off_and_keeps_the_rest(tmp_path, env):
+    config = c.load(write(tmp_path, "[services.strategies]\nenabled = false\n"), env)
+    assert config.enabled_services == ["venue", "analytics", "scanner", "executor", "risk"]
+    assert list(config.services)[-1] == "strategies"  # still listed, so no other service's ports move
+    by_env = c.load(None, {**env, "POLYBOT_SERVICES__SCANNER__ENABLED": "false"})
+    assert "scanner" not in by_env.enabled_services and len(by_env.enabled_services) == len(DEFAULTS)
+
+
+def test_a_new_service_without_kind_is_refused_saying_it_needs_one(tmp_path, env):
+    path = write(tmp_path, "[services.rsik.options]\nclient_approval = false\n")
+    message = fails(path, env)
+    assert f"{path}: services.rsik: missing kind; did you mean [services.risk]?" in message
+    assert "not a default service (venue, analytics, scanner, executor, risk, strategies)" in message
+    assert 'needs kind = "package.module:Class"' in message
+    message = fails(None, {**env, "POLYBOT_SERVICES__AUDIT__ENABLED": "true"})
+    assert message.startswith("environment POLYBOT_SERVICES__AUDIT__ENABLED: services.audit: missing kind")
+
+
+@pytest.mark.parametrize("text, error", [
+    ("[local_venue.options]\ngaps_per_s = 1.0\n",
+     "local_venue.options.gaps_per_s: unknown key; gaps_per_s belongs under [local_venue.options.life]"),
+    ('[local_venue]\nhost = "0.0.0.0"\n', "local_venue.host: unknown key; host belongs under [local_venue.options]"),
+    ("[services.risk]\nclient_approval = false\n",
+     "services.risk.client_approval: unknown key; client_approval belongs under [services.risk.options]"),
+    ("[services.risk.options]\nenabled = false\n",
+     "services.risk.options.enabled: unknown key; enabled belongs under [services.risk]"),
+    ('[bus]\nlevel = "DEBUG"\n', "bus.level: unknown key; level belongs under [log]"),
+])
+def test_a_misplaced_known_key_is_refused_naming_where_it_belongs(tmp_path, env, text, error):
+    with pytest.raises(c.ConfigError) as err:  # as the file is read, or as `polybot up` checks each service's options
+        config = c.load(write(tmp_path, text), env)
+        for name in config.enabled_services:
+            resolve(config, name)
+    assert error in str(err.value)
+
+
+def test_the_local_venues_knobs_under_its_service_table_are_refused_pointing_at_local_venue_options(tmp_path, env):
+    message = fails(write(tmp_path, "[services.venue.options]\nseed = 3\n"), env)
+    assert "services.venue.options: the local venue's knobs go under [local_venue.options]" in message
+    # The rest of its table adjusts it like any default: here its control address, beside its kind and knobs.
+    path = write(tmp_path, '[services.venue]\ncontrol = "tcp://venue:7710"\n[local_venue.options]\nseed = 3\n')
+    venue = c.load(path, env).services["venue"]
+    assert venue == c.ServiceConfig(kind=c.LOCAL_VENUE_KIND, control="tcp://venue:7710", options={"seed": 3})
+
+
+def test_up_refuses_an_added_service_that_binds_what_an_enabled_default_binds(tmp_path, env):
+    added = '[services.guard]\nkind = "services.risk:Risk"\n'
+    with pytest.raises(c.ConfigError, match=r"services\.guard: binds decisions as services\.risk does, and only one "
+                                            r"can; set \[services\.risk\] enabled = false to run guard in its place"):
+        check_services(c.load(write(tmp_path, added), env))
+    check_services(c.load(write(tmp_path, added + "[services.risk]\nenabled = false\n"), env))
+
+
+def test_service_of_kind_is_the_default_until_it_is_turned_off_and_then_the_one_the_config_adds(tmp_path, env):
+    risk = c.DEFAULT_SERVICES["risk"].kind
+    added = f'[services.guard]\nkind = "{risk}"\n'
+    assert c.service_of_kind(c.load(write(tmp_path, added), env), risk, "risk") == "risk"
+    off = c.load(write(tmp_path, added + "[services.risk]\nenabled = false\n"), env)
+    assert c.service_of_kind(off, risk, "risk") == "guard"

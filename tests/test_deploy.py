@@ -24,8 +24,8 @@ import yaml
 from services import config as c
 from services import healthcheck
 from services import messages as m
-from services.bus import TAXONOMY, BusError, BusTimeout, Requester
-from services.runtime import resolve
+from services.bus import BusError, BusTimeout, Requester
+from services.runtime import bound_sockets, resolve
 from services.venues.local.server import VenueOptions
 
 from .conftest import ROOT, child_env, wait_for
@@ -100,8 +100,7 @@ def host_of(address: str) -> str:
 
 def binds(config: c.Config, name: str) -> list[str]:
     """The sockets a service binds: the stable side of each (PUB of a fan-out socket, PULL of the others)."""
-    cls, _ = resolve(config, name)
-    return [s for s in cls.publishes if TAXONOMY[s].fanout] + [s for s in cls.consumes if not TAXONOMY[s].fanout]
+    return bound_sockets(resolve(config, name)[0])
 
 
 # ---------------------------------------------------------------- the compose file
@@ -391,16 +390,14 @@ def on_this_host(config: c.Config, state: Path) -> dict[str, str]:
     names = list(config.services)
     ports = iter(free_ports(len(c.SOCKET_NAMES) + 2 * len(names) + 3))
     env = {"POLYBOT_STATE_DIR": str(state), "POLYBOT_METRICS__HOST": "127.0.0.1",
-           "POLYBOT_LOCAL_VENUE__ADDRESS": "127.0.0.1", "POLYBOT_SERVICES__VENUE__OPTIONS__HOST": "127.0.0.1"}
+           "POLYBOT_LOCAL_VENUE__ADDRESS": "127.0.0.1", "POLYBOT_LOCAL_VENUE__OPTIONS__HOST": "127.0.0.1"}
     for sock in c.SOCKET_NAMES:
         env[f"POLYBOT_BUS__ADDRESSES__{sock.upper()}"] = f"tcp://127.0.0.1:{next(ports)}"
     for name in names:
         env[f"POLYBOT_SERVICES__{name.upper()}__CONTROL"] = f"tcp://127.0.0.1:{next(ports)}"
         env[f"POLYBOT_SERVICES__{name.upper()}__METRICS_PORT"] = str(next(ports))
-    for key in c.LOCAL_VENUE_PORTS:  # the venue binds them, the others read them: the same in both places
-        port = str(next(ports))
-        env[f"POLYBOT_SERVICES__VENUE__OPTIONS__{key.upper()}"] = port
-        env[f"POLYBOT_LOCAL_VENUE__OPTIONS__{key.upper()}"] = port
+    for key in c.LOCAL_VENUE_PORTS:  # the venue binds them and the others read them, all from [local_venue.options]
+        env[f"POLYBOT_LOCAL_VENUE__OPTIONS__{key.upper()}"] = str(next(ports))
     return env
 
 

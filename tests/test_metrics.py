@@ -126,11 +126,11 @@ def test_every_service_serves_its_series_and_they_move_with_a_trade_a_reconnect_
 
 def test_the_default_ports_follow_the_config_order_and_an_override_wins(tmp_path) -> None:
     path = tmp_path / "polybot.toml"
-    path.write_text('[services.scanner]\nkind = "services.scanner:Scanner"\n'
-                    '[services.risk]\nkind = "services.risk:Risk"\nmetrics_port = 9999\n')
+    path.write_text('[services.risk]\nmetrics_port = 9999\n[services.ticker]\nkind = "tests.mesh_services:Ticker"\n')
     config = load(path, {"HOME": str(tmp_path), "POLYBOT_STATE_DIR": str(tmp_path / "s")})
-    assert list(config.services) == ["venue", "scanner", "risk"]
-    assert [c.metrics_port(config, n) for n in ("supervisor", "venue", "scanner", "risk")] == [9400, 9401, 9402, 9999]
+    assert list(config.services) == ["venue", "analytics", "scanner", "executor", "risk", "strategies", "ticker"]
+    assert [c.metrics_port(config, n) for n in ("supervisor", "venue", "scanner", "risk", "ticker")] == \
+        [9400, 9401, 9403, 9999, 9407]
     assert c.metrics_port(config, "recorder") == 0  # not in the config: any free port
     zero = load(path, {"HOME": str(tmp_path), "POLYBOT_STATE_DIR": str(tmp_path / "s"),
                        "POLYBOT_METRICS__BASE_PORT": "0"})

@@ -210,15 +210,9 @@ def test_the_quoter_rests_bids_at_the_venue_and_replaces_them_when_the_market_mo
     cancel-and-replace at the venue when the mid moves."""
     market = mesh.venue.market()
     yes, no = tokens(market)
-    extra = mesh.root / "quoter.toml"
-    extra.write_text(mesh.config_file.read_text() + '[services.strategies]\nkind = "services.strategies.host:Strategies"\n'
-                     f'options = {{ strategies = {{ quoter = {{ markets = ["{market["conditionId"]}"], size = 5, '
-                     'spread_ticks = 2, min_requote_ms = 0 } } }\n')
-    mesh.config_file, saved = extra, mesh.config_file
-    try:
-        mesh.start("strategies")
-    finally:
-        mesh.config_file = saved
+    # A strategies host with the quoter alone (the mesh's config leaves strategies off; `run` starts it anyway).
+    quoter = f'{{ quoter = {{ markets = ["{market["conditionId"]}"], size = 5, spread_ticks = 2, min_requote_ms = 0 }} }}'
+    mesh.start("strategies", POLYBOT_SERVICES__STRATEGIES__OPTIONS__STRATEGIES=quoter)
     client = mesh.venue.client(ready_made_account(SEED).private_key)
 
     def quotes() -> dict[str, D]:

@@ -6,15 +6,15 @@ import os
 import signal
 from pathlib import Path
 
-from .conftest import Mesh, pid_alive, wait_for
+from .conftest import Mesh, only, pid_alive, wait_for
 
-PAIR = """
+PAIR = only("""
 [services.tally]
 kind = "tests.mesh_services:Tally"
 [services.ticker]
 kind = "tests.mesh_services:Ticker"
 options = { interval_ms = 10 }
-"""
+""")
 
 
 def _running(mesh: Mesh, *names: str) -> dict[str, dict] | None:

@@ -11,7 +11,7 @@ import httpx
 from eth_account import Account
 from py_clob_client_v2 import ClobClient
 
-from .conftest import child_env, wait_for
+from .conftest import child_env, only, wait_for
 
 
 def _free_port() -> int:
@@ -71,10 +71,11 @@ def tokens(market: dict) -> tuple[str, str]:
 
 
 def mesh_config(root: Path, venue: Venue, services: str) -> Path:
-    """A config file for a mesh under ``root`` that talks to ``venue`` (and does not start one of its own)."""
+    """A config file for a mesh under ``root`` that talks to ``venue`` (and does not start one of its own), of the
+    services given (their ``[services.NAME]`` tables) and no other."""
     path = root / "polybot.toml"
     path.write_text(
         f'state_dir = "{root / "mesh"}"\n[bus]\nheartbeat_s = 0.2\n'
         f"[local_venue]\nstart = false\noptions = {{ gamma_port = {venue.gamma_port}, "
-        f"clob_port = {venue.clob_port}, ws_port = {venue.ws_port}, seed = {venue.seed} }}\n{services}")
+        f"clob_port = {venue.clob_port}, ws_port = {venue.ws_port}, seed = {venue.seed} }}\n{only(services)}")
     return path

@@ -144,7 +144,7 @@ class Analytics(Service):
     async def run(self) -> None:
         """Record the markets and books from before we started, from the scanner's snapshot."""
         scanner = self.ctx.options.scanner
-        if not scanner or scanner not in self.ctx.config.services:
+        if not scanner or scanner not in self.ctx.config.enabled_services:  # none runs: nothing to start from
             if self.tap is not None:
                 self.tap.start([], 0)
             return
