@@ -177,7 +177,10 @@ def test_from_a_gap_to_a_filled_equal_pair_in_two_calls_with_fills_and_fees_to_t
         found = ok(agent("scan_opportunities", {}))["opportunities"]
         return found and found[0]["key"] == market["conditionId"] and found[0]
     best = wait_for(scanned, what="the scan to find the gap", timeout=10)
-    assert best["kind"] == "binary" and best["side"] == "BUY" and D(best["edge"]) > D("0.07")
+    rate = D(ok(agent("get_market", {"market": market["conditionId"]}))["fee_rate"])
+    asks = [D(a) for a in gap["asks"].values()]
+    assert best["kind"] == "binary" and best["side"] == "BUY"
+    assert D(best["edge"]) == 1 - sum(a + rate * a * (1 - a) for a in asks)  # at the best asks, after fees
     legs = best["legs"]
     assert {leg["size"] for leg in legs} == {best["sets"]} and D(best["sets"]) >= 5
     assert all(D(leg["size"]) * D(leg["limit_price"]) <= 20 for leg in legs)  # the agent's per-order limit
@@ -186,7 +189,6 @@ def test_from_a_gap_to_a_filled_equal_pair_in_two_calls_with_fills_and_fees_to_t
     outcome = verdict["outcome"]
     assert verdict["status"] == "accepted" and outcome["done"] is True, verdict
     assert [(leg["state"], D(leg["filled"])) for leg in outcome["legs"]] == [("filled", D(best["sets"]))] * 2
-    rate = D(ok(agent("get_market", {"market": market["conditionId"]}))["fee_rate"])
     fees = sum(fee(D(best["sets"]), D(leg["limit_price"]), rate) for leg in legs)
     assert D(outcome["fees"]) == fees == D(best["fees"])
     assert D(outcome["paid"]) == D(best["cost"]) and outcome["residual"] is None
