@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from services.venues.base import GTD_MIN_LEAD_S
+
 Side = Literal["BUY", "SELL"]
 OrderType = Literal["GTC", "GTD", "FOK", "FAK"]
 
@@ -78,7 +80,11 @@ class LegIn(BaseModel):
                                                              "shares (rounded down to 0.01)")
     limit_price: Decimal = Field(gt=0, lt=1, description="Worst price accepted, on the market's tick")
     order_type: OrderType = Field("GTC", description="GTC rests; FOK fills whole now or not at all; FAK fills what "
-                                                     "it can now; GTD rests until it expires")
+                                                     "it can now; GTD rests until it expires (give expires_s)")
+    expires_s: int | None = Field(None, gt=0, description="GTD only, and required there: when the order expires, "
+                                                          f"in epoch seconds, at least {GTD_MIN_LEAD_S} s from now")
+    post_only: bool = Field(False, description="Rest only (GTC or GTD): the venue refuses it rather than let it "
+                                               "take liquidity")
 
 
 class ReasonView(BaseModel):
@@ -158,6 +164,14 @@ class UsageView(BaseModel):
     scope: str = ""
 
 
+class HoldingView(BaseModel):
+    token_id: str
+    market: str
+    size: str = Field(description="Shares this client's own fills bought and still hold")
+    selling: str = Field(description="How many of them this client's open SELL orders already offer")
+    sellable: str = Field(description="The most a new SELL of this token may be (size less selling)")
+
+
 class RiskView(BaseModel):
     halted: bool
     halt_reason: str
@@ -169,6 +183,9 @@ class RiskView(BaseModel):
     open_orders: int
     realized_pnl: str
     marked_pnl: str
+    holdings: list[HoldingView] = Field(
+        [], description="The shares this client bought itself: an agent sells only these (SOURCE_POSITION), unless "
+                        "the operator allows more (limit agent.sell_any_source = 1)")
 
 
 class Rows(BaseModel):

@@ -27,9 +27,9 @@ from services.config import service_of_kind
 from services.periods import since_ns
 
 from .mesh import MeshDown, MeshLink
-from .models import (Approval, CancelResult, Hop, LegIn, Level, MarketDetail, MarketList, MarketSummary, OpenOrders,
-                     OpenOrderView, OrderBook, OutcomeView, ReasonView, RiskView, Rows, SignalTrace, UsageView,
-                     Verdict)
+from .models import (Approval, CancelResult, HoldingView, Hop, LegIn, Level, MarketDetail, MarketList,
+                     MarketSummary, OpenOrders, OpenOrderView, OrderBook, OutcomeView, ReasonView, RiskView, Rows,
+                     SignalTrace, UsageView, Verdict)
 
 READ = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 TRADE = ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=False, openWorldHint=True)
@@ -183,7 +183,11 @@ class Tools:
                         agent_signals_left_this_minute=max(int(limits.get("agent.max_signals_per_minute", 0) - rate),
                                                            0),
                         open_orders=reply.open_orders, realized_pnl=text(reply.realized_pnl),
-                        marked_pnl=text(reply.marked_pnl))
+                        marked_pnl=text(reply.marked_pnl),
+                        holdings=[HoldingView(token_id=h.token_id, market=h.market, size=text(h.size),
+                                              selling=text(h.selling),
+                                              sellable=text(max(h.size - h.selling, Decimal(0))))
+                                  for h in reply.holdings if h.source == source])
 
     # ---------------------------------------------------------------- signals
 
@@ -201,7 +205,7 @@ class Tools:
             if size <= 0:
                 raise ToolError(f"leg {i}: notional {leg.notional} buys no shares at {leg.limit_price}; give more")
             out.append(m.Leg(token_id=token, market=market, side=leg.side, size=size, limit_price=leg.limit_price,
-                             order_type=leg.order_type))
+                             order_type=leg.order_type, post_only=leg.post_only, expires_s=leg.expires_s or 0))
         return out
 
     async def question(self, legs: list[LegIn], rationale: str, ctx: Context | None) -> Elicit[Approval] | None:
@@ -445,8 +449,8 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
 
     @server.tool(annotations=READ)
     async def get_risk(ctx: Context = None) -> RiskView:  # type: ignore[assignment]
-        """Risk's limits and how much of each is used, this client's agent budget left, and whether trading is
-        halted."""
+        """Risk's limits and how much of each is used, this client's agent budget left, the shares it bought
+        itself (what it may sell), and whether trading is halted."""
         return await tools.risk_view(source_of(ctx))
 
     def rows(reply: m.QueryReply, offset: int = 0, limit: int | None = None) -> Rows:
