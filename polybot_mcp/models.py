@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from services.venues.base import GTD_MIN_LEAD_S
+
 Side = Literal["BUY", "SELL"]
 OrderType = Literal["GTC", "GTD", "FOK", "FAK"]
 
@@ -92,8 +94,9 @@ class LegIn(BaseModel):
     order_type: OrderType = Field("GTC", description="GTC rests; FOK fills whole now or not at all; FAK fills what "
                                                      "it can now; GTD rests until `expires`")
     post_only: bool = Field(False, description="GTC/GTD only: rest without taking; refused if it would cross")
-    expires: str | None = Field(None, description="GTD only: when it expires, an ISO time or a duration from now "
-                                                  "(at least 2m: the venue needs 60 s of lead)")
+    expires: str | None = Field(None, description="GTD only, and required there: when it expires, a duration "
+                                                  "from now (30m, 2h, 1d) or an ISO time; at least "
+                                                  f"{GTD_MIN_LEAD_S} s ahead")
 
     @field_validator("side", mode="before")
     @classmethod
@@ -286,6 +289,14 @@ class UsageView(BaseModel):
     scope: str = ""
 
 
+class HoldingView(BaseModel):
+    token_id: str
+    market: str
+    size: str = Field(description="Shares this client's own fills bought and still hold")
+    selling: str = Field(description="How many of them this client's open SELL orders already offer")
+    sellable: str = Field(description="The most a new SELL of this token may be (size less selling)")
+
+
 class RiskView(BaseModel):
     halted: bool
     halt_reason: str
@@ -297,6 +308,9 @@ class RiskView(BaseModel):
     open_orders: int
     realized_pnl: str
     marked_pnl: str
+    holdings: list[HoldingView] = Field(
+        [], description="The shares this client bought itself: an agent sells only these (SOURCE_POSITION), unless "
+                        "the operator allows more (limit agent.sell_any_source = 1)")
 
 
 class FillView(BaseModel):

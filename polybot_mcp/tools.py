@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import time
 import weakref
@@ -26,13 +27,13 @@ from services import messages as m
 from services import opportunities
 from services.sizing import exact_buy_size
 from services.config import service_of_kind
-from services.periods import since_ns
+from services.periods import duration_s, since_ns
 
 from .mesh import MeshDown, MeshLink
-from .models import (Approval, CancelResult, CancelResults, FillPage, FillView, Hop, LegIn, LegOut, LegResult, Level,
-                     MarketDetail, MarketList, MarketSummary, OpenOrderView, OpenOrders, Opportunities,
-                     OpportunityView, OrderBook, Outcome, OutcomeView, Pnl, PnlRow, PositionView, Positions,
-                     ReasonView, RiskView, SignalPage, SignalSummary, SignalTrace, UsageView, Verdict)
+from .models import (Approval, CancelResult, CancelResults, FillPage, FillView, HoldingView, Hop, LegIn, LegOut,
+                     LegResult, Level, MarketDetail, MarketList, MarketSummary, OpenOrderView, OpenOrders,
+                     Opportunities, OpportunityView, OrderBook, Outcome, OutcomeView, Pnl, PnlRow, PositionView,
+                     Positions, ReasonView, RiskView, SignalPage, SignalSummary, SignalTrace, UsageView, Verdict)
 
 READ = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 TRADE = ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=False, openWorldHint=True)
@@ -145,6 +146,19 @@ def resolve_token(reply: m.SnapshotReply, token_id: str | None, market: str | No
             return o.token_id, mk.market
     names = ", ".join(o.name for o in mk.outcomes)
     raise ToolError(f"market {market} has no outcome {outcome!r}; its outcomes are {names}")
+
+
+def expiry_s(expires: str, leg: int) -> int:
+    """A leg's ``expires`` (a duration from now or an ISO time, UTC unless it says) as epoch seconds."""
+    now = time.time_ns()
+    if (seconds := duration_s(expires)) is not None:
+        return (now // 10**9) + math.ceil(seconds)
+    try:
+        at = since_ns(expires, now)
+    except ValueError:
+        raise ToolError(f"leg {leg}: expires is a duration from now (30m, 2h, 1d) or an ISO time "
+                        f"(2026-12-31T18:00:00Z), not {expires!r}") from None
+    return math.ceil(at / 10**9)
 
 
 def notional_size(leg: LegIn) -> Decimal:
@@ -262,7 +276,11 @@ class Tools:
                         agent_signals_left_this_minute=max(int(limits.get("agent.max_signals_per_minute", 0) - rate),
                                                            0),
                         open_orders=reply.open_orders, realized_pnl=text(reply.realized_pnl),
-                        marked_pnl=text(reply.marked_pnl))
+                        marked_pnl=text(reply.marked_pnl),
+                        holdings=[HoldingView(token_id=h.token_id, market=h.market, size=text(h.size),
+                                              selling=text(h.selling),
+                                              sellable=text(max(h.size - h.selling, Decimal(0))))
+                                  for h in reply.holdings if h.source == source])
 
     @staticmethod
     def check_order_ids(order_ids: list[str], open_orders: list[m.OpenOrder], source: str) -> None:
@@ -297,7 +315,8 @@ class Tools:
             if size <= 0:
                 raise ToolError(f"leg {i}: notional {leg.notional} buys no shares at {leg.limit_price}; give more")
             out.append(m.Leg(token_id=token, market=market, side=leg.side, size=size, limit_price=leg.limit_price,
-                             order_type=leg.order_type, post_only=leg.post_only))
+                             order_type=leg.order_type, post_only=leg.post_only,
+                             expires_s=expiry_s(leg.expires, i) if leg.expires else 0))
         return out
 
     async def question(self, legs: list[LegIn], rationale: str, ctx: Context | None) -> Elicit[Approval] | None:
@@ -772,8 +791,8 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
 
     @server.tool(annotations=READ)
     async def get_risk(ctx: Context = None) -> RiskView:  # type: ignore[assignment]
-        """Risk's limits and how much of each is used, this client's agent budget left, and whether trading is
-        halted."""
+        """Risk's limits and how much of each is used, this client's agent budget left, the shares it bought
+        itself (what it may sell), and whether trading is halted."""
         return await tools.risk_view(source_of(ctx))
 
     @server.tool(annotations=READ)

@@ -352,7 +352,7 @@ def _add_views(commands: argparse._SubParsersAction) -> None:
     positions.add_argument("--market", default="", help="only this market (condition id)")
     orders = view("orders", "the orders risk sent, newest last, with their state and fills")
     orders.add_argument("--status", default="", help="open, or one state: sent, live, matched, partial, filled, "
-                                                     "canceled, rejected")
+                                                     "'partial (rest canceled)', canceled, rejected")
     orders.add_argument("--market", default="")
     orders.add_argument("--signal", default="", help="only the orders of this signal")
     orders.add_argument("--limit", type=int, default=50)

@@ -6,7 +6,8 @@ derived from the client id, so the venue would also refuse a second copy). Order
 within ``leg_wait_ms`` of each other go out together, in one batch. When a leg of a multi-leg signal fails
 (refused, or an FOK/FAK leg not filled whole), the signal's resting legs are canceled and what was filled
 is reported as ``ResidualExposure``. Fills come from the venue's user stream and from REST reconciliation
-(after every reconnection, on a timer, and at start), each counted once. Positions are kept from the fills.
+(after every reconnection, on a timer, and at start), each counted once. Positions are kept from the fills, and
+by the source whose order each fill was (so risk can keep an agent to selling its own shares).
 
 Live mode trades through ``venues.polymarket.client`` (the local venue's ready-made account when no key
 is set and ``venue = "local"``); paper mode fills against the scanner's books (``venues.paper``).
@@ -364,8 +365,9 @@ class Desk:
                                token_id=v.token_id, market=v.market, side=v.side, price=v.price, size=v.size,
                                filled=v.matched, status="live", order_type=v.order_type, ts_ns=v.created_ms * 10**6)
                    for v in self.foreign.values()]
+        # Whose fills bought what is held comes from the journal's fills (they carry their order's source).
         return m.AccountReply(mode=mode, positions=self.ledger.positions(), orders=orders,
-                              reconciled_ts_ns=reconciled_ns)
+                              reconciled_ts_ns=reconciled_ns, holdings=self.ledger.source_holdings())
 
 
 def matches(cancel: m.Cancel, order: m.Order) -> bool:

@@ -4,6 +4,9 @@ A BUY of q at p adds q shares at cost q*p; its fee (taker only, in collateral) i
 A SELL of q at p realizes (p - average cost) * q less its fee. A resolved market pays 1 per winning share and
 0 per losing one, which realizes what is left. A fill is counted once, however often it is reported.
 
+The ledger also says whose fills the shares came from: per source (``strategy:NAME``, ``mcp:CLIENT``), the
+shares its fills bought less those they sold, so an agent can be kept to selling what it bought itself.
+
 Marking (``marked``): a complete set (one share of every outcome of a market, or of every YES of a neg-risk
 event) merges back into 1 collateral whatever the books say, so it is worth exactly 1; only what is left over
 is marked to the books.
@@ -43,6 +46,7 @@ class Holding:
 class Ledger:
     def __init__(self) -> None:
         self.holdings: dict[str, Holding] = {}
+        self.by_source: dict[tuple[str, str], Decimal] = {}  # (source, token) -> net shares its fills bought
         self.seen: set[tuple[str, str]] = set()  # (trade id, order id): a fill reported twice counts once
 
     def holding(self, token_id: str, market: str = "") -> Holding:
@@ -60,6 +64,8 @@ class Ledger:
             return False
         self.seen.add(key)
         held = self.holding(fill.token_id, fill.market)
+        whose = (fill.source, fill.token_id)
+        self.by_source[whose] = self.by_source.get(whose, ZERO) + (fill.size if fill.side == "BUY" else -fill.size)
         held.fees += fill.fee
         held.realized -= fill.fee
         if fill.side == "BUY":
@@ -81,14 +87,33 @@ class Ledger:
                 payout = ONE if held.token_id == winning_token_id else ZERO
                 held.realized += held.size * payout - held.cost
                 held.size, held.cost = ZERO, ZERO
+        for source, token in [k for k in self.by_source if self.holdings[k[1]].market == market]:
+            del self.by_source[(source, token)]
 
-    def load(self, positions: list[m.Position]) -> None:
+    def load(self, positions: Iterable[m.Position], by_source: Iterable[m.SourceHolding] = ()) -> None:
         """Replace every holding with a reconciled view (the executor's, which it reconciled with the venue)."""
         self.holdings = {}
         for pos in positions:
             held = self.holding(pos.token_id, pos.market)
             held.size, held.cost = pos.size, pos.size * pos.avg_price
             held.realized, held.fees = pos.realized, pos.fees
+        self.by_source = {}
+        for h in by_source:
+            self.holding(h.token_id, h.market)
+            self.by_source[(h.source, h.token_id)] = h.size
+
+    def held_by(self, source: str, token_id: str) -> Decimal:
+        """The shares of ``token_id`` that ``source``'s own fills bought and still hold: never more than the
+        account holds (another source may have sold them), never less than 0."""
+        held = self.holdings.get(token_id)
+        account = held.size if held is not None else ZERO
+        return max(min(self.by_source.get((source, token_id), ZERO), account), ZERO)
+
+    def source_holdings(self) -> list[m.SourceHolding]:
+        """Every source's net shares per token, as its fills left them (a source that sold more than it bought,
+        out of another's shares, shows a negative size)."""
+        return [m.SourceHolding(source=source, token_id=token, market=self.holdings[token].market, size=size)
+                for (source, token), size in sorted(self.by_source.items()) if size]
 
     def realized(self) -> Decimal:
         return sum((h.realized for h in self.holdings.values()), ZERO)

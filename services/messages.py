@@ -162,6 +162,7 @@ class Leg(Struct, frozen=True, kw_only=True):
     order_type: OrderType = "GTC"
     market: str = ""
     post_only: bool = False  # rest only: refused by the venue rather than take liquidity
+    expires_s: int = 0  # GTD only: when the order expires, epoch seconds (at least a minute ahead)
 
 
 class Signal(Message, frozen=True, kw_only=True):
@@ -422,6 +423,19 @@ class Position(Struct, frozen=True, kw_only=True):
     fees: Decimal = Decimal("0")
 
 
+class SourceHolding(Struct, frozen=True, kw_only=True):
+    """The shares of a token one source's own fills bought, less those they sold (an agent sells only these).
+
+    ``selling``: how many of them the source's open SELL orders already offer (risk fills it in; the executor,
+    which only counts fills, leaves it 0)."""
+
+    source: str
+    token_id: str
+    market: str
+    size: Decimal
+    selling: Decimal = Decimal("0")
+
+
 class OpenOrder(Struct, frozen=True, kw_only=True):
     order_id: str
     venue_order_id: str
@@ -458,6 +472,7 @@ class RiskReply(Message, frozen=True, kw_only=True):
     marked_pnl: Decimal = Decimal("0")
     pending: list[SignalPending] = []  # agent signals waiting for a human's approval
     client_approval: bool = False  # agent signals wait for a human, who may answer in the MCP client's dialog
+    holdings: list[SourceHolding] = []  # the positions by whose fills bought them: what each agent may sell
 
 
 class AccountRequest(Message, frozen=True, kw_only=True):
@@ -469,6 +484,7 @@ class AccountReply(Message, frozen=True, kw_only=True):
     positions: list[Position] = []
     orders: list[OpenOrder] = []
     reconciled_ts_ns: int = 0
+    holdings: list[SourceHolding] = []  # the positions by the source whose fills bought them, from the journal
 
 
 class QueryRequest(Message, frozen=True, kw_only=True):

@@ -424,6 +424,27 @@ def test_the_cli_views_show_orders_fills_positions_pnl_and_sql_from_a_running_an
     assert refused.returncode == 1 and "only read-only SELECT" in refused.stderr
 
 
+def test_an_order_that_filled_in_part_and_had_the_rest_canceled_reads_partial_rest_canceled(an: Harness) -> None:
+    sid = "p" + m.new_id()
+    orders = [m.Order(id=f"{sid}-{kind}", signal_id=sid, leg=i, source="strategy:fak", token_id="fak-yes",
+                      market="0xfak", side="BUY", size=D(10), limit_price=D("0.45"), order_type="FAK")
+              for i, kind in enumerate(("part", "whole", "none"))]
+    part, whole, none = orders
+    an.send(m.SignalAccepted(signal_id=sid, source="strategy:fak", orders=orders),
+            *(m.OrderAck(order_id=o.id, venue_order_id="0x" + o.id, status="matched", signal_id=sid,
+                         source=o.source) for o in orders),
+            fill("0xfak", "fak-yes", "BUY", "4", "0.45", order=part.id, signal_id=sid, source=part.source),
+            m.OrderCanceled(order_id=part.id, remaining=D(6), reason="FAK remainder", signal_id=sid),
+            fill("0xfak", "fak-yes", "BUY", "10", "0.45", order=whole.id, signal_id=sid, source=whole.source),
+            m.OrderCanceled(order_id=none.id, remaining=D(10), reason="FAK remainder", signal_id=sid))
+    wait_for(lambda: an.sql(f"SELECT count(*) FROM executions WHERE signal_id = '{sid}'") == [[7]], timeout=5)
+    status = {o["order_id"]: (o["status"], o["filled"]) for o in an.named("orders", signal=sid)}
+    assert status == {part.id: ("partial (rest canceled)", "4"), whole.id: ("filled", "10"),
+                      none.id: ("canceled", "0")}
+    assert an.named("orders", signal=sid, status="open") == []
+    assert [o["order_id"] for o in an.named("orders", signal=sid, status="partial (rest canceled)")] == [part.id]
+
+
 def test_the_cli_says_so_and_fails_when_analytics_is_not_running(mesh_factory) -> None:
     mesh = mesh_factory(services='[services.analytics]\nkind = "services.analytics:Analytics"\n')
     result = mesh.cli("positions")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -139,6 +139,14 @@ def test_preview_checks_through_risk_sends_nothing_and_gives_the_largest_size_th
     reason = next(r for r in big["reasons"] if r["code"] == "ORDER_NOTIONAL")
     assert big["status"] == "rejected" and D(reason["limit"]) == 20
     assert D(big["max_size"]) == (20 / bid).quantize(D("0.01"), rounding="ROUND_DOWN")
+    gtd = {"token_id": yes, "side": "BUY", "size": 5, "limit_price": str(bid), "order_type": "GTD"}
+    no_expiry = ok(agent("preview_signal", {"legs": [gtd]}))
+    assert [r["code"] for r in no_expiry["reasons"]] == ["BAD_EXPIRY"]
+    expiring = {**gtd, "expires": "10m", "post_only": True}
+    assert ok(agent("preview_signal", {"legs": [expiring]}))["status"] == "accepted"
+    at = (datetime.now(timezone.utc) + timedelta(minutes=30)).isoformat()
+    assert ok(agent("preview_signal", {"legs": [{**gtd, "expires": at}]}))["status"] == "accepted"
+    assert "expires is a duration from now" in error(agent("preview_signal", {"legs": [{**gtd, "expires": "soon"}]}))
     after = mesh.detail("risk")
     assert (after["accepted"], after["rejected"]) == (before["accepted"], before["rejected"])  # nothing decided
     both = {"token_id": yes, "side": "BUY", "size": 5, "notional": 5, "limit_price": str(bid)}
@@ -179,6 +187,11 @@ def test_an_agent_signal_goes_through_risk_to_fills_it_can_follow(mesh: Trading,
     risk = ok(agent("get_risk", {}))
     spent = D(5) * (yes_ask + no_ask)
     assert D(risk["agent_budget_left"]) == 60 - spent and risk["halted"] is False
+
+    def mine() -> dict:  # what this client bought itself, so what it may sell
+        held = {h["token_id"]: (D(h["size"]), D(h["sellable"])) for h in ok(agent("get_risk", {}))["holdings"]}
+        return held if yes in held and no in held else {}
+    assert wait_for(mine, what="risk to count the agent's fills as its own")[yes] == mine()[no] == (5, 5)
 
 
 def test_an_over_limit_proposal_is_rejected_with_its_reason_and_nothing_is_sent(mesh: Trading, agent) -> None:

@@ -33,13 +33,14 @@ _sources = itertools.count(1)
 class Desk:
     """The test's seat on the mesh: pushes signals, reads verdicts and executions."""
 
-    def __init__(self, root: Path) -> None:
-        self.venue = Venue(root / "venue", 43, 100, "--still", "--markets", "80")
+    def __init__(self, root: Path, risk_env: dict[str, str] = RISK_ENV, seed: int = 43) -> None:
+        self.venue = Venue(root / "venue", seed, 100, "--still", "--markets", "80")
+        self.risk_env = risk_env
         self.mesh = Trading(root, self.venue, {"scanner": "ping_s = 0.3, stale_after_s = 1.5", "executor": "",
                                                "risk": ""})
         self.mesh.start("scanner", "executor")
         self.mesh.wait_ready("scanner", "executor")
-        self.mesh.start("risk", **RISK_ENV)
+        self.mesh.start("risk", **risk_env)
         self.mesh.wait_ready("risk")
         bus = self.mesh.bus
         self.signals = bus.outbound("signals")
@@ -50,13 +51,27 @@ class Desk:
         self.seen: dict[str, m.Message] = {}
         self.events: list[m.Message] = []
 
-    def market(self) -> tuple[dict, str, str]:
-        """A fresh market priced between 0.3 and 0.7, so the sizes below mean the same money in every test."""
+    def market(self, low: str = "0.3", high: str = "0.7") -> tuple[dict, str, str]:
+        """A fresh market with its best bid between ``low`` and ``high`` (0.3 and 0.7: the sizes below mean the
+        same money in every test)."""
         while True:
             market = self.venue.market()
             yes, no = tokens(market)
-            if D("0.3") <= self.book(yes)[0] <= D("0.7"):
+            if D(low) <= self.book(yes)[0] <= D(high):
                 return market, yes, no
+
+    def restart_risk(self, **env: str) -> None:
+        """Risk stopped and started again (with ``env`` on top of its limits); it takes the executor's account."""
+        self.mesh.stop("risk")
+        self.mesh.start("risk", **self.risk_env, **env)
+        self.mesh.wait_ready("risk")
+        pid = self.mesh.procs["risk"].pid
+
+        def heard() -> bool:  # a verdict published before the desk hears the new risk would be lost
+            msgs = self.decisions.drain()
+            self.seen.update((x.signal_id, x) for x in msgs if not isinstance(x, m.Heartbeat))
+            return any(isinstance(x, m.Heartbeat) and x.pid == pid for x in msgs) and bool(self.signals.socket.pipes)
+        wait_for(heard, what="the desk to hear the new risk")
 
     def book(self, token: str) -> tuple[D, D]:
         book = httpx.get(f"{self.venue.clob}/book", params={"token_id": token}).json()

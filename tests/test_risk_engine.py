@@ -169,3 +169,121 @@ def test_a_complete_set_is_no_loss_for_risk_however_low_the_bids() -> None:
         m.Book(token_id="n", market="mk", bids=[m.Level(D("0.30"), D("100"))], asks=[m.Level(D("0.58"), D("100"))])]))
     assert eng.marked_pnl() == 100 - 95 and eng.daily_pnl(NOW) == D("4.8")
     assert eng.check(signal(("y", "BUY", "10", "0.42")), NOW) == []
+
+
+# ---------------------------------------------------------------- whose shares an agent sells
+
+
+def bought(eng: RiskEngine, source: str, size: str, token: str = "y", side: str = "BUY") -> None:
+    eng.observe(m.Fill(order_id=m.new_id(), venue_order_id="v", trade_id=m.new_id(), token_id=token, market="mk",
+                       side=side, price=D("0.42"), size=D(size), source=source))  # type: ignore[arg-type]
+
+
+def test_an_agent_may_sell_its_own_shares_but_not_a_strategys() -> None:
+    eng = engine()
+    bought(eng, "strategy:arb", "30")
+    bought(eng, "mcp:claude", "8")
+    assert eng.check(signal(("y", "SELL", "8", "0.40"), source="mcp:claude"), NOW) == []
+    reason, = eng.check(signal(("y", "SELL", "20", "0.40"), source="mcp:claude"), NOW)
+    assert (reason.code, reason.limit, reason.value, reason.max_size) == ("SOURCE_POSITION", D(8), D(20), D(8))
+    assert "30 bought by strategy:arb" in reason.message and "sell_any_source = true" in reason.message
+    other, = eng.check(signal(("y", "SELL", "5", "0.40"), source="mcp:other"), NOW)
+    assert (other.code, other.limit, other.max_size) == ("SOURCE_POSITION", D(0), D(0))
+    assert eng.check(signal(("y", "SELL", "20", "0.40"), source="strategy:exit"), NOW) == []  # strategies: not kept
+
+
+def test_an_agents_open_sells_and_other_legs_count_against_what_it_may_still_sell() -> None:
+    eng = engine()
+    bought(eng, "mcp:claude", "10")
+    order, = eng.accept(signal(("y", "SELL", "6", "0.45"), source="mcp:claude"), NOW)
+    reason, = eng.check(signal(("y", "SELL", "5", "0.45"), source="mcp:claude"), NOW)
+    assert (reason.code, reason.limit, reason.max_size) == ("SOURCE_POSITION", D(10), D(4))
+    assert "6 of them offered by its open SELL orders already" in reason.message
+    assert [(h.source, h.size, h.selling) for h in eng.holdings()] == [("mcp:claude", D(10), D(6))]
+    eng.observe(m.OrderCanceled(order_id=order.id, remaining=D(6)))
+    two = eng.check(signal(("y", "SELL", "6", "0.45"), ("y", "SELL", "6", "0.46"), source="mcp:claude"), NOW)
+    assert [(r.code, r.max_size) for r in two] == [("SOURCE_POSITION", D(4))] * 2
+    assert eng.check(signal(("y", "SELL", "10", "0.45"), source="mcp:claude"), NOW) == []
+
+
+def test_an_agent_cannot_sell_shares_another_source_sold_out_of_its_holding() -> None:
+    eng = engine()
+    bought(eng, "mcp:claude", "10")
+    bought(eng, "strategy:exit", "7", side="SELL")  # the account holds 3 now
+    reason, = eng.check(signal(("y", "SELL", "5", "0.40"), source="mcp:claude"), NOW)
+    assert (reason.code, reason.limit, reason.max_size) == ("SOURCE_POSITION", D(3), D(3))
+
+
+def test_the_operator_option_lets_an_agent_sell_what_strategies_bought() -> None:
+    eng = engine(agent_sell_any_source=True)
+    bought(eng, "strategy:arb", "30")
+    assert eng.check(signal(("y", "SELL", "20", "0.40"), source="mcp:claude"), NOW) == []
+
+
+def test_whose_shares_they_are_survives_a_reconcile_from_the_executors_account() -> None:
+    eng = engine()
+    account = m.AccountReply(mode="live", ts_ns=NOW, positions=[
+        m.Position(token_id="y", market="mk", size=D(38), avg_price=D("0.42"))], holdings=[
+        m.SourceHolding(source="strategy:arb", token_id="y", market="mk", size=D(30)),
+        m.SourceHolding(source="mcp:claude", token_id="y", market="mk", size=D(8))])
+    eng.reconcile(account, NOW, [])
+    reason, = eng.check(signal(("y", "SELL", "9", "0.40"), source="mcp:claude"), NOW)
+    assert (reason.code, reason.limit, reason.max_size) == ("SOURCE_POSITION", D(8), D(8))
+    assert eng.check(signal(("y", "SELL", "8", "0.40"), source="mcp:claude"), NOW) == []
+    eng.observe(m.MarketResolved(market="mk", winning_token_id="y"))  # redeemed: nobody holds any
+    assert eng.holdings() == []
+
+
+# ---------------------------------------------------------------- order types: expiry, post-only, exact market buys
+
+
+def leg(token: str, side: str, size: str, price: str, order_type: str = "GTC", **kw) -> m.Leg:
+    return m.Leg(token_id=token, side=side, size=D(size), limit_price=D(price), order_type=order_type,  # type: ignore
+                 **kw)
+
+
+def test_a_gtd_leg_needs_an_expiry_a_minute_ahead_and_no_other_leg_may_carry_one() -> None:
+    eng = engine()
+    now_s = NOW // 10**9
+    missing, = eng.check(m.Signal(source="strategy:t", legs=[leg("y", "BUY", "10", "0.40", "GTD")]), NOW)
+    assert (missing.code, missing.limit, missing.value, missing.max_size) == ("BAD_EXPIRY", D(now_s + 60), D(0), D(0))
+    assert "expires_s" in missing.message and str(now_s + 60) in missing.message
+    early = eng.check(m.Signal(source="strategy:t", legs=[leg("y", "BUY", "10", "0.40", "GTD",
+                                                              expires_s=now_s + 59)]), NOW)
+    assert [r.code for r in early] == ["BAD_EXPIRY"]
+    ok = m.Signal(source="strategy:t", legs=[leg("y", "BUY", "10", "0.40", "GTD", expires_s=now_s + 60)])
+    assert eng.check(ok, NOW) == []
+    order, = eng.accept(ok, NOW)
+    assert (order.order_type, order.expires_s) == ("GTD", now_s + 60)
+    gtc, = eng.check(m.Signal(source="strategy:t", legs=[leg("y", "BUY", "10", "0.40", expires_s=now_s + 600)]),
+                     NOW)
+    assert (gtc.code, gtc.limit, gtc.value) == ("BAD_EXPIRY", D(0), D(now_s + 600)) and "GTD" in gtc.message
+
+
+def test_post_only_is_refused_on_a_fok_or_fak_leg_and_passes_on_a_resting_one() -> None:
+    eng = engine()
+    for order_type in ("FOK", "FAK"):
+        reason, = eng.check(m.Signal(source="strategy:t", legs=[
+            leg("y", "BUY", "10", "0.42", order_type, post_only=True)]), NOW)
+        assert (reason.code, reason.max_size) == ("POST_ONLY", D(0)) and "GTC" in reason.message
+    assert eng.check(m.Signal(source="strategy:t", legs=[leg("y", "BUY", "10", "0.40", post_only=True)]), NOW) == []
+
+
+def test_a_market_buy_whose_cost_is_not_whole_cents_is_refused_with_the_largest_exact_size() -> None:
+    eng = engine()
+    eng.observe(m.MarketNew(market="fine", question="?", tick_size=D("0.001"), outcomes=[
+        m.Outcome(token_id="fy", name="Yes"), m.Outcome(token_id="fn", name="No")]))
+    eng.observe(m.BookSnapshot(books=[
+        m.Book(token_id="fy", market="fine", bids=[m.Level(D("0.525"), D(100))], asks=[m.Level(D("0.527"), D(100))]),
+        m.Book(token_id="fn", market="fine", bids=[m.Level(D("0.473"), D(100))], asks=[m.Level(D("0.475"), D(100))])]))
+    one, = eng.check(m.Signal(source="strategy:t", legs=[leg("fy", "BUY", "15", "0.527", "FOK")]), NOW)
+    assert (one.code, one.limit, one.value, one.max_size) == ("INEXACT_BUY", D("0.01"), D("7.905"), D(10))
+    assert "multiples of 10, the nearest 10" in one.message
+    above, = eng.check(m.Signal(source="strategy:t", legs=[leg("fy", "BUY", "17", "0.527", "FOK")]), NOW)
+    assert "the nearest 20" in above.message and above.max_size == D(10)
+    pair = eng.check(m.Signal(source="strategy:t", legs=[leg("fy", "BUY", "15", "0.527", "FAK"),
+                                                         leg("fn", "BUY", "15", "0.475", "FAK")]), NOW)
+    assert [(r.code, r.leg, r.max_size) for r in pair] == [("INEXACT_BUY", 0, D(10)), ("INEXACT_BUY", 1, D(10))]
+    assert eng.check(m.Signal(source="strategy:t", legs=[leg("fy", "BUY", "10", "0.527", "FOK"),
+                                                         leg("fn", "BUY", "10", "0.475", "FOK")]), NOW) == []
+    assert eng.check(m.Signal(source="strategy:t", legs=[leg("fy", "BUY", "15", "0.527")]), NOW) == []  # GTC: shares

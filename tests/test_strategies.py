@@ -44,6 +44,15 @@ def test_a_binary_gap_after_fees_gives_one_two_leg_fok_signal_and_a_gap_fees_eat
     assert arb.on_message(asks(3, **{"a-y": ("0.45", "30")})) == []  # within the cooldown
 
 
+def test_fok_legs_at_fine_tick_asks_are_sized_so_every_leg_buys_exactly_that_many_shares() -> None:
+    arb = Arbitrage(ArbitrageParams(max_size=D(50)))
+    arb.on_message(market("f", fee="0"))
+    signal, = arb.on_message(asks(1, **{"f-y": ("0.471", "37"), "f-n": ("0.519", "100")}))
+    assert [leg.size for leg in signal.legs] == [D(30), D(30)]  # 37 x 0.471 is not whole cents; 30 x each is
+    assert all(leg.size * leg.limit_price % D("0.01") == 0 for leg in signal.legs)
+    assert arb.on_message(asks(5_000_000_000, **{"f-y": ("0.471", "9.99")})) == []  # no exact size of 5 or more
+
+
 def test_an_event_whose_yes_asks_sum_below_one_after_fees_gives_one_leg_per_outcome() -> None:
     arb = Arbitrage()
     for cid in ("e1", "e2", "e3"):

@@ -20,6 +20,7 @@ from .store import QueryError, Reader, Table
 ZERO = Decimal(0)
 END = 2 ** 63 - 1  # "until" for the present: every row
 PLACES = Decimal("1e-10")
+REST_CANCELED = "partial (rest canceled)"  # an order's status: some of it filled, the rest was canceled (a FAK's)
 
 
 class Params:
@@ -216,7 +217,7 @@ def orders(db: Reader, p: Params) -> Table:
     status = p.text("status")
     having = ""
     if status == "open":
-        having = " WHERE status NOT IN ('filled', 'canceled', 'rejected')"
+        having = f" WHERE status NOT IN ('filled', '{REST_CANCELED}', 'canceled', 'rejected')"
     elif status:
         having, args = " WHERE status = ?", [*args, status]
     table = db.select(f"""
@@ -232,6 +233,7 @@ def orders(db: Reader, p: Params) -> Table:
             SELECT o.ts_ns, o.order_id, o.signal_id, o.source, o.market, o.token_id, o.side, o.size, o.limit_price,
                    o.order_type, CASE WHEN ex.rejected THEN 'rejected'
                                       WHEN coalesce(f.filled, 0) >= o.size THEN 'filled'
+                                      WHEN ex.canceled AND f.filled > 0 THEN '{REST_CANCELED}'
                                       WHEN ex.canceled THEN 'canceled'
                                       WHEN f.filled > 0 THEN 'partial'
                                       ELSE coalesce(ex.ack, 'sent') END AS status,

@@ -115,7 +115,7 @@ class Replay:
             order = m.Order(id=f"{signal.id}-{i}", ts_ns=self.clock_ns, trace_id=signal.trace_id,
                             signal_id=signal.id, leg=i, source=signal.source, token_id=leg.token_id,
                             market=leg.market, side=leg.side, size=leg.size, limit_price=leg.limit_price,
-                            order_type=leg.order_type, post_only=leg.post_only)
+                            order_type=leg.order_type, post_only=leg.post_only, expires_s=leg.expires_s)
             self._place(order)
 
     def _place(self, order: m.Order) -> None:

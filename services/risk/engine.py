@@ -8,6 +8,7 @@ checked against them before the executor has even seen them.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
@@ -15,10 +16,13 @@ from decimal import ROUND_DOWN, Decimal
 from .. import messages as m
 from ..books import Books
 from ..ledger import ZERO, Ledger
+from ..sizing import CENTS, exact_buy_size, exact_step, is_exact
+from ..venues.base import GTD_MIN_LEAD_S
 from .limits import AgentLimits, Limits, is_agent
 
 SHARES = Decimal("0.01")  # the venue's size step
 RATE_WINDOW_NS = 60 * 1_000_000_000
+IOC = ("FOK", "FAK")  # market orders: they take what they can now and never rest
 
 # Reason codes.
 HALTED = "HALTED"
@@ -39,6 +43,10 @@ DAILY_LOSS = "DAILY_LOSS"
 OPEN_ORDERS = "OPEN_ORDERS"
 SIGNAL_RATE = "SIGNAL_RATE"
 AGENT_BUDGET = "AGENT_BUDGET"
+SOURCE_POSITION = "SOURCE_POSITION"
+BAD_EXPIRY = "BAD_EXPIRY"
+POST_ONLY = "POST_ONLY"
+INEXACT_BUY = "INEXACT_BUY"
 APPROVAL_EXPIRED = "APPROVAL_EXPIRED"
 DECLINED = "DECLINED"
 
@@ -142,7 +150,7 @@ class RiskEngine:
 
         ``meanwhile``: the executions seen while the answer was on its way; those newer than it apply on top.
         """
-        self.ledger.load(account.positions)
+        self.ledger.load(account.positions, account.holdings)
         self.fills_after_ns = account.ts_ns
         ours = {oid: rest for oid, rest in self.open.items() if rest.order.ts_ns >= asked_ns}
         self.open = {}
@@ -180,6 +188,21 @@ class RiskEngine:
         tokens |= {t for t, h in self.ledger.holdings.items() if h.market == market}
         tokens |= {r.order.token_id for r in self.open.values() if r.order.market == market}
         return sum((self.token_exposure(t) for t in tokens), ZERO)
+
+    def selling(self, source: str, token: str) -> Decimal:
+        """The shares of ``token`` that ``source``'s open SELL orders still offer."""
+        return sum((r.remaining for r in self.open.values() if r.order.source == source
+                    and r.order.token_id == token and r.order.side == "SELL"), ZERO)
+
+    def holdings(self) -> list[m.SourceHolding]:
+        """Each source's shares per token (capped at what the account holds) and what its open SELLs offer."""
+        out = []
+        for h in self.ledger.source_holdings():
+            held = self.ledger.held_by(h.source, h.token_id)
+            if h.source and held > 0:
+                out.append(m.SourceHolding(source=h.source, token_id=h.token_id, market=h.market, size=held,
+                                           selling=self.selling(h.source, h.token_id)))
+        return out
 
     def gross_exposure(self) -> Decimal:
         tokens = set(self.ledger.holdings) | {r.order.token_id for r in self.open.values()}
@@ -287,9 +310,87 @@ class RiskEngine:
         elif leg.size % SHARES:
             out.append(reason(MIN_SIZE, f"size {leg.size} is finer than the venue's step {SHARES}", limit=SHARES,
                               value=leg.size, max_size=leg.size.quantize(SHARES, rounding=ROUND_DOWN)))
+        if not leg.size % SHARES:
+            out += self._inexact_buy(signal, leg, reason)
+        out += self._order_type(leg, now_ns, reason)
         out += self._price_distance(leg, reason)
         out += self._money(signal, i, leg, market_id, now_ns, reason)
+        out += self._own_shares(signal, i, leg, reason)
         return out
+
+    def _order_type(self, leg: m.Leg, now_ns: int, reason) -> list[m.Reason]:
+        """An expiry on GTD only and always, far enough ahead for the venue; post-only only on orders that rest."""
+        out = []
+        if leg.order_type == "GTD":
+            earliest = math.ceil(now_ns / 1_000_000_000) + GTD_MIN_LEAD_S
+            if leg.expires_s < earliest:
+                given = f"expires_s {leg.expires_s} is {earliest - leg.expires_s} s too early" if leg.expires_s \
+                    else "it has no expires_s"
+                out.append(reason(BAD_EXPIRY, f"a GTD order needs expires_s, the epoch second it expires, at least "
+                                  f"{GTD_MIN_LEAD_S} s ahead (the venue's minimum): {earliest} or later; {given}",
+                                  limit=Decimal(earliest), value=Decimal(leg.expires_s)))
+        elif leg.expires_s:
+            out.append(reason(BAD_EXPIRY, f"expires_s is for GTD orders only and this one is {leg.order_type}: "
+                              "use order type GTD to have it expire, or leave expires_s out", limit=ZERO,
+                              value=Decimal(leg.expires_s)))
+        if leg.post_only and leg.order_type in IOC:
+            out.append(reason(POST_ONLY, f"post_only is for orders that rest (GTC or GTD); a {leg.order_type} order "
+                              "takes now or not at all: leave post_only out, or rest it as GTC", max_size=ZERO))
+        return out
+
+    def _inexact_buy(self, signal: m.Signal, leg: m.Leg, reason) -> list[m.Reason]:
+        """A market BUY goes out as whole cents of USDC: a size whose cost is not whole cents fills fewer shares."""
+        if leg.side != "BUY" or leg.order_type not in IOC or is_exact(leg.size, leg.limit_price):
+            return []
+        # Legs of one size (the sides of a pair) are offered one size that is exact for all of them.
+        prices = [lg.limit_price for lg in signal.legs
+                  if lg.side == "BUY" and lg.order_type in IOC and lg.size == leg.size]
+        largest = exact_buy_size(leg.size, prices)
+        step = exact_step([leg.limit_price])
+        below = exact_buy_size(leg.size, [leg.limit_price])
+        nearest = below + step if not below or below + step - leg.size < leg.size - below else below
+        cost = leg.size * leg.limit_price
+        together = f"; {largest.normalize():f} is the largest size exact for every leg of size {leg.size}" \
+            if len(prices) > 1 else ""
+        return [reason(INEXACT_BUY, f"a {leg.order_type} BUY is sent as whole cents of USDC, and {leg.size} x "
+                       f"{leg.limit_price} = {cost} is not, so it would buy fewer shares than {leg.size}; sizes exact "
+                       f"at {leg.limit_price} are multiples of {step.normalize():f}, the nearest "
+                       f"{nearest.normalize():f}{together}",
+                       limit=CENTS, value=cost, max_size=largest)]
+
+    def _own_shares(self, signal: m.Signal, i: int, leg: m.Leg, reason) -> list[m.Reason]:
+        """An agent SELLs only what its own fills bought, less what its open SELL orders already offer."""
+        if leg.side != "SELL" or not is_agent(signal.source) or self.agent.sell_any_source:
+            return []
+        source, token = signal.source, leg.token_id
+        own = self.ledger.held_by(source, token)
+        selling = self.selling(source, token)
+        others = sum((lg.size for j, lg in enumerate(signal.legs) if j != i and lg.side == "SELL"
+                      and lg.token_id == token), ZERO)
+        free = max(own - selling - others, ZERO)
+        if leg.size <= free:
+            return []
+        held = self.ledger.holdings.get(token)
+        account = held.size if held is not None and held.size > 0 else ZERO
+        offered = f", {selling} of them offered by its open SELL orders already" if selling else ""
+        offered += f", {others} by this signal's other legs" if others else ""
+        whose = self._whose(source, token, account - own)
+        return [reason(SOURCE_POSITION, f"{source} may sell only shares its own fills bought: it holds {own} of "
+                       f"{token}{offered}, so {free} more at most; {whose}",
+                       limit=own, value=leg.size, max_size=free)]
+
+    def _whose(self, source: str, token: str, rest: Decimal) -> str:
+        """Whose the account's other shares of ``token`` are, and how an operator lets agents sell them."""
+        if rest <= 0:
+            return "the account holds no other shares of it"
+        bought = sorted(((s, q) for (s, t), q in self.ledger.by_source.items()
+                         if t == token and s != source and s and q > 0), key=lambda sq: (-sq[1], sq[0]))
+        named = [f"{q} bought by {s}" for s, q in bought]
+        unknown = rest - sum((q for _, q in bought), ZERO)
+        if unknown > 0:
+            named.append(f"{unknown} by no source the executor's journal knows")
+        return (f"the account's other {rest} shares are not its to sell ({', '.join(named)}); an operator can let "
+                "agents sell them with [services.risk.options.agent] sell_any_source = true")
 
     def _price_distance(self, leg: m.Leg, reason) -> list[m.Reason]:
         bid, ask = self.books.best_bid(leg.token_id), self.books.best_ask(leg.token_id)
@@ -365,7 +466,7 @@ class RiskEngine:
             order = m.Order(ts_ns=now_ns, trace_id=signal.trace_id, signal_id=signal.id, leg=i, source=signal.source,
                             token_id=leg.token_id, market=leg.market or self.token_market[leg.token_id],
                             side=leg.side, size=leg.size, limit_price=leg.limit_price, order_type=leg.order_type,
-                            post_only=leg.post_only)
+                            post_only=leg.post_only, expires_s=leg.expires_s)
             self.open[order.id] = Resting(order)
             orders.append(order)
         if is_agent(signal.source):

@@ -29,6 +29,9 @@ class AgentLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_order_notional: Decimal = Decimal("50")
     max_daily_notional: Decimal = Decimal("200")  # per agent source, per UTC day, of every order accepted
     max_signals_per_minute: int = 20
+    # An agent SELLs only shares its own fills bought (SOURCE_POSITION); true lets it sell what strategies and
+    # other agents bought too, up to what the account holds.
+    sell_any_source: bool = False
 
 
 class RiskOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -51,7 +54,7 @@ def is_agent(source: str) -> bool:
 
 
 def flat(limits: Limits, agent: AgentLimits) -> dict[str, Decimal]:
-    """Every limit by name, for ``RiskReply``."""
+    """Every limit by name, for ``RiskReply`` (a switch as 1 when on, 0 when off)."""
     out = {k: Decimal(v) for k, v in msgspec.structs.asdict(limits).items()}
     out.update({f"agent.{k}": Decimal(v) for k, v in msgspec.structs.asdict(agent).items()})
     return out

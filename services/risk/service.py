@@ -1,7 +1,8 @@
 """The risk service: the only way to an order. Signals in; verdicts on ``decisions``, orders on ``orders``.
 
-It starts from the scanner's snapshot (markets, books, stale set) and the executor's account (positions and
-open orders, reconciled with the venue), and refuses every signal until it has both. It follows fills and
+It starts from the scanner's snapshot (markets, books, stale set) and the executor's account (positions, the
+sources whose fills bought them, and open orders, reconciled with the venue), and refuses every signal until it
+has both. It follows fills and
 order ends on ``executions``, and takes the executor's account again when the executor restarts.
 """
 from __future__ import annotations
@@ -254,7 +255,8 @@ class Risk(Service):
                                    positions=engine.ledger.positions(), open_orders=len(engine.open),
                                    realized_pnl=engine.ledger.realized(), marked_pnl=engine.marked_pnl(),
                                    pending=list(self.pending.values()),
-                                   client_approval=self.approval and self.ctx.options.client_approval)
+                                   client_approval=self.approval and self.ctx.options.client_approval,
+                                   holdings=engine.holdings())
         return None
 
     def sample(self) -> None:

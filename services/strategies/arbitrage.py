@@ -2,19 +2,20 @@
 
 Binary market: YES ask + NO ask + taker fees < 1, one pair of legs. Neg-risk event (exactly one outcome
 resolves YES): the sum of every outcome's YES ask + fees < 1, one leg per outcome. Legs are FOK at the
-ask, sized to what every leg's best level shows, so all fill or none does.
+ask, sized to what every leg's best level shows, so all fill or none does; and to a size whose cost is whole
+cents at every leg's ask (``sizing.exact_buy_size``), so every leg buys exactly that many shares.
 """
 from __future__ import annotations
 
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 
 import msgspec
 
 from .. import messages as m
 from ..books import Books
+from ..sizing import exact_buy_size
 
 ONE = Decimal(1)
-SHARES = Decimal("0.01")
 
 
 class ArbitrageParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -97,8 +98,8 @@ class Arbitrage:
         last = self.last_signal_ns.get(key)
         if last is not None and cause.ts_ns - last < self.params.cooldown_ms * 1_000_000:
             return []
-        size = min([self.params.max_size] + [s for *_, s in legs]).quantize(SHARES, rounding=ROUND_DOWN)
-        if any(size < mk.min_size for mk, *_ in legs):
+        size = exact_buy_size(min([self.params.max_size] + [s for *_, s in legs]), [ask for _, _, ask, _ in legs])
+        if not size or any(size < mk.min_size for mk, *_ in legs):
             return []
         self.last_signal_ns[key] = cause.ts_ns
         asks = " + ".join(f"{ask}" for _, _, ask, _ in legs)

@@ -16,6 +16,7 @@ ZERO = Decimal(0)
 ONE = Decimal(1)
 FEE_QUANTUM = Decimal("0.00001")
 SIZE_QUANTUM = Decimal("0.01")  # order sizes carry at most 2 decimals at every tick size
+GTD_MIN_LEAD_S = 60  # a GTD order's expiration must be at least this many seconds ahead when it arrives
 
 # Why an order was refused: OrderRejected.code. Venue texts map onto these (see polymarket.client).
 TICK_SIZE = "TICK_SIZE"

@@ -29,9 +29,9 @@ import msgspec
 from .. import messages as m
 from ..books import Books
 from . import base
-from .base import ONE, ZERO, MarketRules, OnEvents, OrderRequest, Placed, VenueError, VenueFill, VenueOrder
+from .base import (GTD_MIN_LEAD_S, ONE, ZERO, MarketRules, OnEvents, OrderRequest, Placed, VenueError, VenueFill,
+                   VenueOrder)
 
-GTD_MIN_LEAD_S = 60
 Key = tuple[str, str, Decimal]  # (token, book side BUY=bids/SELL=asks, price), in the canonical token's terms
 
 

@@ -17,11 +17,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 
+from ..base import GTD_MIN_LEAD_S
+
 ZERO = Decimal(0)
 ONE = Decimal(1)
 FEE_QUANTUM = Decimal("0.00001")
 HEARTBEAT_TIMEOUT_MS = 10_000
-GTD_MIN_LEAD_S = 60
 
 
 class VenueError(Exception):
