@@ -298,6 +298,12 @@ class HoldingView(BaseModel):
 
 
 class RiskView(BaseModel):
+    source: str = Field(description="This client's source name: its signals, orders and fills carry it")
+    collateral: str | None = Field(None, description="USDC the account holds at the venue, as last read; null in "
+                                                     "paper mode or before the executor has read it")
+    allowance: str | None = Field(None, description="USDC the exchanges may spend of it (`unlimited` when approved "
+                                                    "without bound); orders beyond it are refused by the venue")
+    balance_at: str | None = Field(None, description="When collateral and allowance were read (UTC)")
     halted: bool
     halt_reason: str
     limits: dict[str, str]

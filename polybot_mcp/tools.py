@@ -39,6 +39,7 @@ READ = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 TRADE = ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=False, openWorldHint=True)
 CANCEL = ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True, openWorldHint=True)
 SHARES = Decimal("0.01")
+UNLIMITED = Decimal(2) ** 128  # USDC: no approval a person sets by hand comes near; the usual "max" is 2^256 - 1
 SCANNER, RISK, EXECUTOR, ANALYTICS = ("services.scanner:Scanner", "services.risk:Risk",
                                       "services.executor:Executor", "services.analytics:Analytics")
 CLIENT_NAME = re.compile(r"[^a-z0-9_.-]+")
@@ -161,6 +162,13 @@ def expiry_s(expires: str, leg: int) -> int:
     return math.ceil(at / 10**9)
 
 
+def allowance_text(allowance: Decimal | None) -> str | None:
+    """An allowance for reading: a maximal approval (2^256 - 1 units) is `unlimited`."""
+    if allowance is None:
+        return None
+    return "unlimited" if allowance >= UNLIMITED else text(allowance)
+
+
 def notional_size(leg: LegIn) -> Decimal:
     """The shares a leg's notional buys at its limit: 2 decimals, and for a market BUY (FOK/FAK, signed as a
     whole-cent amount) the most whose cost is whole cents, so that it fills exactly that many."""
@@ -267,7 +275,15 @@ class Tools:
         rate = next((u.used for u in reply.usage if u.name == "max_signals_per_minute" and u.scope == source),
                     Decimal(0))
         limits = reply.limits
-        return RiskView(halted=reply.halted, halt_reason=reply.halt_reason,
+        try:
+            account = await self.link.ask(self.executor, m.AccountRequest())
+        except MeshDown:
+            account = None  # the risk figures stand on their own; the balance is then unknown
+        balance = account if isinstance(account, m.AccountReply) and account.collateral is not None else None
+        return RiskView(source=source, halted=reply.halted, halt_reason=reply.halt_reason,
+                        collateral=text(balance.collateral) if balance else None,
+                        allowance=allowance_text(balance.allowance) if balance else None,
+                        balance_at=iso_ns(balance.balance_ts_ns) if balance else None,
                         limits={k: text(v) for k, v in limits.items()},
                         usage=[UsageView(name=u.name, limit=text(u.limit), used=text(u.used), scope=u.scope)
                                for u in reply.usage],

@@ -33,7 +33,7 @@ from .ledger import Ledger
 from .runtime import Service, StartupError
 from .sync import start_from_scanner
 from .venues import base
-from .venues.base import ONE, ZERO, MarketRules, OrderRequest, Placed, VenueError, VenueFill, VenueOrder
+from .venues.base import ONE, ZERO, Balance, MarketRules, OrderRequest, Placed, VenueError, VenueFill, VenueOrder
 
 OPEN = ("pending", "submitting", "unknown", "live")
 IOC = ("FOK", "FAK")
@@ -463,6 +463,9 @@ class Executor(Service):
         self.reconcile_again = False  # asked for while one ran: run another after it
         self.reconciled_ns = 0
         self.reconciles = 0
+        self.balance: Balance | None = None  # the venue's word on collateral and allowance, at balance_ns
+        self.balance_ns = 0
+        self.balance_due = asyncio.Event()
 
     def _venue(self) -> Any:
         opts: ExecutorOptions = self.ctx.options
@@ -494,7 +497,8 @@ class Executor(Service):
         tasks = [asyncio.create_task(self.venue.start(self._on_events, self._on_connected), name="venue"),
                  asyncio.create_task(self._start(), name="start"),
                  asyncio.create_task(self._reconcile_every(), name="reconcile"),
-                 asyncio.create_task(self._backpressure(), name="backpressure")]
+                 asyncio.create_task(self._backpressure(), name="backpressure"),
+                 asyncio.create_task(self._balances(), name="balances")]
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -565,6 +569,7 @@ class Executor(Service):
         self.journal.write(msg)
         match msg:
             case m.Fill():
+                self.balance_due.set()
                 self.m_fills.labels(msg.liquidity).inc()
                 self.m_notional.inc(float(msg.price * msg.size))  # Prometheus values are floats
                 self.m_fees.inc(float(msg.fee))
@@ -855,6 +860,20 @@ class Executor(Service):
             await self._check_order(t)
         self.reconciled_ns = self.ctx.clock()
         self.reconciles += 1
+        self.balance_due.set()
+
+    async def _balances(self) -> None:
+        """The collateral and allowance, read after each reconciliation and soon after fills (at most once a
+        second); a failure keeps the last reading, whose time says how old it is."""
+        while True:
+            await self.balance_due.wait()
+            self.balance_due.clear()
+            try:
+                self.balance = await self.venue.balance()
+                self.balance_ns = self.ctx.clock() if self.balance is not None else 0
+            except VenueError as exc:
+                self.ctx.log.warning("could not read the collateral balance (%s); keeping the last reading", exc)
+            await asyncio.sleep(1.0)  # pacing the venue's rate limit, not waiting for anything
 
     async def _check_order(self, t: Tracked) -> None:
         state = await self.venue.order(t.venue_order_id)
@@ -945,7 +964,11 @@ class Executor(Service):
             if not self.ready:
                 return m.Error(request_id=request.id, message="the executor has not reconciled with the venue yet; "
                                                               "ask again shortly")
-            return self.desk.account(self.mode, self.reconciled_ns)
+            reply = self.desk.account(self.mode, self.reconciled_ns)
+            if self.balance is None:
+                return reply
+            return msgspec.structs.replace(reply, collateral=self.balance.collateral,
+                                           allowance=self.balance.allowance, balance_ts_ns=self.balance_ns)
         return None
 
     def sample(self) -> None:

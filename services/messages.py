@@ -485,6 +485,11 @@ class AccountReply(Message, frozen=True, kw_only=True):
     orders: list[OpenOrder] = []
     reconciled_ts_ns: int = 0
     holdings: list[SourceHolding] = []  # the positions by the source whose fills bought them, from the journal
+    # The venue's collateral (USDC) and the least exchange allowance, as last read (balance_ts_ns); None: not
+    # read yet, or paper trading, which spends none.
+    collateral: Decimal | None = None
+    allowance: Decimal | None = None
+    balance_ts_ns: int = 0
 
 
 class QueryRequest(Message, frozen=True, kw_only=True):

@@ -221,3 +221,20 @@ def test_close_position_sells_what_this_client_holds_at_the_bid_through_risk(mes
     assert D(closed["outcome"]["paid"]) == -6 * bid  # received
     wait_for(lambda: not [p for p in ok(agent("get_positions", {"source": "mine", "market": market["slug"]}))[
         "positions"] if p["outcome"] == "Yes"], what="the position closed")
+
+
+def test_get_risk_names_this_clients_source_and_the_venues_collateral_and_allowance(mesh: Trading,
+                                                                                   agent: Agent) -> None:
+    from py_clob_client_v2 import ClobClient
+    from py_clob_client_v2.clob_types import AssetType, BalanceAllowanceParams
+
+    from services.venues.local.server import ready_made_account
+
+    venue = ClobClient(mesh.venue.clob, chain_id=137, key=ready_made_account(mesh.venue.seed).private_key)
+    venue.set_api_creds(venue.create_or_derive_api_key())  # the venue's own word on the executor's account
+    said = D(venue.get_balance_allowance(BalanceAllowanceParams(asset_type=AssetType.COLLATERAL))["balance"])
+    # The executor reads it soon after each fill (the earlier tests traded): wait until it has.
+    risk = wait_for(lambda: (r := ok(agent("get_risk", {}))) and D(r["collateral"] or -1) == said / 10**6 and r,
+                    what="the executor's reading of the collateral")
+    assert risk["source"] == agent.source and risk["allowance"] == "unlimited"
+    assert risk["balance_at"].endswith("+00:00")

@@ -118,6 +118,13 @@ class VenueFill(Struct, frozen=True, kw_only=True):
     fee: Decimal | None = None  # set by a venue that charges it itself (paper); else the executor computes it
 
 
+class Balance(Struct, frozen=True, kw_only=True):
+    """The account's collateral (USDC) and what the exchanges may spend of it; None: not reported."""
+
+    collateral: Decimal
+    allowance: Decimal | None = None
+
+
 VenueEvent = VenueFill | VenueOrder
 OnEvents = Callable[[list[VenueEvent]], None]
 
@@ -151,6 +158,9 @@ class Venue(Protocol):
 
     async def rules(self, token_id: str, market: str) -> MarketRules:
         """A market's rules from the venue itself, for a token the scanner has not described."""
+
+    async def balance(self) -> Balance | None:
+        """The account's collateral and allowance; None where there is no account to ask (paper)."""
 
     def observe(self, msg: m.Message) -> None:
         """Market data from the bus (the paper venue fills against it; the live venue ignores it)."""

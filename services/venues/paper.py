@@ -345,6 +345,9 @@ class PaperVenue:
     async def rules(self, token_id: str, market: str) -> MarketRules:
         raise VenueError(base.UNKNOWN_MARKET, f"token {token_id}: no market description from the scanner")
 
+    async def balance(self) -> base.Balance | None:
+        return None  # paper trading spends no collateral
+
     def restore(self, order: OrderRequest, venue_order_id: str, matched: Decimal, fills: int) -> None:
         self.book.restore(order, venue_order_id, matched, fills)
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from py_clob_client_v2 import ClobClient
-from py_clob_client_v2.clob_types import ApiCreds, RequestArgs, TradeParams
+from py_clob_client_v2.clob_types import ApiCreds, AssetType, BalanceAllowanceParams, RequestArgs, TradeParams
 from py_clob_client_v2.config import get_contract_config
 from py_clob_client_v2.constants import BYTES32_ZERO
 from py_clob_client_v2.exceptions import PolyApiException, PolyException
@@ -34,7 +34,7 @@ from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 
 from ...config import PolymarketConfig
 from .. import base
-from ..base import MarketRules, OnEvents, OrderRequest, Placed, VenueError, VenueFill, VenueOrder
+from ..base import Balance, MarketRules, OnEvents, OrderRequest, Placed, VenueError, VenueFill, VenueOrder
 from . import schema
 from .user import UserFeed, fills_of, order_of
 
@@ -230,6 +230,14 @@ class Clob:
             fills += fills_of(trade, self.api_key, self.address)
         return fills
 
+    def balance(self) -> Balance:
+        answer = self._call(self._client.get_balance_allowance, BalanceAllowanceParams(asset_type=AssetType.COLLATERAL))
+        found = self._call(msgspec.convert, answer, schema.BalanceAllowance)
+        # Each exchange the account trades through has its own allowance: what may be spent is the least of them.
+        allowances = [Decimal(v) for v in found.allowances.values()]
+        return Balance(collateral=Decimal(found.balance) / UNITS,
+                       allowance=min(allowances) / UNITS if allowances else None)
+
     def heartbeat(self, heartbeat_id: str) -> str:
         answer = self._call(self._client.post_heartbeat, heartbeat_id)
         return str(answer.get("heartbeat_id", "")) if isinstance(answer, dict) else ""
@@ -335,6 +343,9 @@ class PolymarketVenue:
 
     async def rules(self, token_id: str, market: str) -> MarketRules:
         return await self._run(self.clob.rules, token_id, market)
+
+    async def balance(self) -> Balance | None:
+        return await self._run(self.clob.balance)
 
     def observe(self, msg: Any) -> None:
         pass

@@ -274,6 +274,13 @@ class ClobMarket(_Wire, frozen=True, kw_only=True):
     tags: list[str] | None = None
 
 
+class BalanceAllowance(_Wire, frozen=True, kw_only=True):
+    """``GET /balance-allowance``: the balance and each exchange's allowance, as 6-decimal integer strings."""
+
+    balance: str
+    allowances: dict[str, str] = {}
+
+
 class ClobMarketInfoToken(_Wire, frozen=True, kw_only=True):
     token_id: str = field(name="t")
     outcome: str = field(name="o")
