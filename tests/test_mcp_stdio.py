@@ -1,5 +1,6 @@
 """An agent's session over stdio against the running mesh and local venue: it finds a mispriced market, previews,
-proposes a two-leg signal through risk and follows it to its fills; then the same through the MCP Inspector CLI."""
+proposes a two-leg signal through risk and follows it to its fills; the same in two calls (scan, then propose and
+wait for the fills); then through the MCP Inspector CLI."""
 from __future__ import annotations
 
 import json
@@ -95,6 +96,39 @@ def test_an_agent_over_stdio_finds_a_gap_previews_proposes_through_risk_and_foll
     assert too_big["status"] == "rejected" and D(reason["limit"]) == 25
     assert D(too_big["max_size"]) == (25 / D(verdict["legs"][0]["limit_price"])).quantize(D("0.01"),
                                                                                              rounding="ROUND_DOWN")
+
+
+def test_over_stdio_a_gap_becomes_a_filled_equal_pair_in_two_calls_told_in_short_text(mesh: Trading) -> None:
+    target = mesh.venue.market()
+    gap = httpx.post(f"{mesh.venue.clob}/_admin/gap", json={"market": target["conditionId"], "gap": "0.08",
+                                                             "size": "20"}).json()
+    asks = {D(a) for a in gap["asks"].values()}
+
+    async def session():
+        async with Client(stdio(mesh), client_info=Implementation(name="pair-agent", version="1")) as agent:
+            texts = []
+
+            async def tool(name: str, **args) -> dict:
+                result = await agent.call_tool(name, args)
+                texts.append(result.content[0].text)
+                return data(result)
+            with anyio.fail_after(20):
+                while True:  # the scanner has the gap once the venue's book update reached it
+                    found = (await tool("scan_opportunities"))["opportunities"]
+                    if found and found[0]["key"] == target["conditionId"]:
+                        break
+            done = await tool("propose_signal", legs=found[0]["legs"], rationale="a set below 1", wait="fills")
+            return found[0], done, texts[-2:]
+
+    best, done, texts = anyio.run(session)
+    assert {D(leg["limit_price"]) for leg in best["legs"]} == asks
+    outcome = done["outcome"]
+    assert done["status"] == "accepted" and outcome["done"] is True
+    assert [(leg["state"], leg["filled"]) for leg in outcome["legs"]] == [("filled", best["sets"])] * 2
+    assert D(outcome["fees"]) == D(best["fees"]) and D(outcome["paid"]) == D(best["cost"])
+    for text in texts:  # what the model reads: compact JSON, no empty fields, well under the budget
+        assert text == json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False)
+        assert ":null" not in text and len(text) < 4000
 
 
 def inspector(mesh: Trading, *args: str) -> subprocess.CompletedProcess:
