@@ -95,6 +95,19 @@ def decode_key(cursor: str | None) -> str:
     raise ToolError(CURSOR_HELP)
 
 
+def keyset_page(reply: m.QueryReply, limit: int) -> tuple[list[dict], str | None]:
+    """A page of a newest-first listing asked for with ``limit + 1`` rows, and the cursor after it (None on the
+    last page): the next page continues ``before`` its last row's key."""
+    found = [dict(zip(reply.columns, r)) for r in reply.rows]
+    page = found[:limit]
+    return page, encode_key(page[-1]["key"]) if len(found) > limit else None
+
+
+def source_filter(source: str, ctx: Context | None) -> str:
+    """A tool's ``source`` as analytics filters on it: `mine` is this client's, `all` (or empty) every one."""
+    return source_of(ctx) if source == "mine" else "" if source in ("all", "") else source
+
+
 def encode_cursor(offset: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode()
 
@@ -721,16 +734,15 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
     ) -> SignalPage:
         """Signals sent and risk's verdict on each, newest first: legs by outcome and market, the number of orders,
         and for a refusal every reason. get_signal tells one signal's whole story."""
-        who = source_of(ctx) if source == "mine" else "" if source == "all" else source
+        who = source_filter(source, ctx)
         reply = await tools.query("signals", source=who, verdict=verdict, since=since_param(since),
                                   before=decode_key(cursor), newest_first="true", limit=str(limit + 1))
-        found = [dict(zip(reply.columns, r)) for r in reply.rows]
-        page = found[:limit]
+        page, next_cursor = keyset_page(reply, limit)
         return SignalPage(signals=[SignalSummary(
             signal_id=r["signal_id"], at=iso_ns(int(r["ts_ns"])), source=r["source"], verdict=r["verdict"] or "none yet",
             orders=int(r["orders"] or 0), legs=r["legs_named"], reasons=r["reasons"],
             rationale=str(r["rationale"] or "")[:160]) for r in page],
-            next_cursor=encode_key(page[-1]["key"]) if len(found) > limit else None)
+            next_cursor=next_cursor)
 
     @server.tool(annotations=READ)
     async def list_open_orders(
@@ -826,7 +838,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         set they merge into."""
         offset = decode_cursor(cursor)
         market_id = (await tools.market_of(market))[0].market if market else ""
-        who = source_of(ctx) if source == "mine" else "" if source == "all" else source
+        who = source_filter(source, ctx)
         reply = await tools.query("positions", market=market_id, source=who, all=str(include_closed).lower())
         found = [dict(zip(reply.columns, r)) for r in reply.rows]
         page = found[offset:offset + limit]
@@ -849,15 +861,14 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         """Fills, newest first: price, size, fee, maker or taker, and the signal and order they belong to. Page
         back in time with next_cursor."""
         market_id = (await tools.market_of(market))[0].market if market else ""
-        who = source_of(ctx) if source == "mine" else source
+        who = source_filter(source, ctx)
         reply = await tools.query("fills", market=market_id, source=who, signal=signal_id, since=since_param(since),
                                   before=decode_key(cursor), newest_first="true", limit=str(limit + 1))
-        found = [dict(zip(reply.columns, r)) for r in reply.rows]
-        page = found[:limit]
+        page, next_cursor = keyset_page(reply, limit)
         return FillPage(fills=[FillView(at=iso_ns(int(f["ts_ns"])), outcome=f["outcome"] or "",
                                         **{k: str(f[k]) for k in FillView.model_fields if k not in ("at", "outcome")})
                                for f in page],
-                        next_cursor=encode_key(page[-1]["key"]) if len(found) > limit else None)
+                        next_cursor=next_cursor)
 
     @server.tool(annotations=READ)
     async def get_pnl(
