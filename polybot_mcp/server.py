@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from typing import Any, Literal
 
@@ -64,6 +65,14 @@ def argument_errors(exc: ValidationError) -> str:
 
 
 class PolybotServer(MCPServer):
+    def tool(self, *args: Any, description: str | None = None, **kwargs: Any) -> Any:
+        """The SDK's decorator, with a docstring's indentation taken out of the description (every client sends
+        the tool list to its model: spaces are tokens)."""
+        def register(fn: Any) -> Any:
+            text = description if description is not None else inspect.cleandoc(fn.__doc__ or "")
+            return super(PolybotServer, self).tool(*args, description=text, **kwargs)(fn)
+        return register
+
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         """The SDK's call, with its answers made short: compact JSON text without empty fields (the structured
         content keeps every field), and argument errors without pydantic's boilerplate."""

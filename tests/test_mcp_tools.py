@@ -85,7 +85,7 @@ def test_every_tool_has_an_output_schema_and_honest_annotations(mesh: Trading, m
     assert READ_TOOLS | WRITE_TOOLS <= set(tools)
     for name, tool in tools.items():
         assert tool.output_schema is not None, name
-        assert tool.description, name
+        assert tool.description and "\n " not in tool.description, name  # no docstring indentation sent
     assert all(tools[n].annotations.read_only_hint is True for n in READ_TOOLS)
     assert all(tools[n].annotations.destructive_hint is True and not tools[n].annotations.read_only_hint
                for n in WRITE_TOOLS)

@@ -276,7 +276,7 @@ def fills(db: Reader, p: Params) -> Table:
 
 def _fill_key(p: Params, given: str) -> tuple[int, str, str]:
     ts, _, rest = given.partition(":")
-    trade, _, order = rest.partition(":")
+    trade, _, order = rest.rpartition(":")  # a venue trade id may hold a colon; an order id never does
     if not ts.isdigit() or not trade or not order:
         raise QueryError(f"{p.query}: before is a fill's key (ts_ns:trade_id:order_id), not {given!r}")
     return int(ts), trade, order
