@@ -281,7 +281,8 @@ class Tools:
         last = await self.last_trades([o.token_id for o in mk.outcomes])
         return MarketDetail(**self.summary(mk, books, set(reply.stale), last), neg_risk=mk.neg_risk)
 
-    async def risk_view(self, source: str) -> RiskView:
+    async def risk_view(self, source: str, balance: bool = True) -> RiskView:
+        """Risk's figures for ``source``; with ``balance`` also the account's collateral from the executor."""
         reply = await self.ask(self.risk, m.RiskRequest())
         spent = next((u.used for u in reply.usage if u.name == "agent.max_daily_notional" and u.scope == source),
                      Decimal(0))
@@ -289,7 +290,7 @@ class Tools:
                     Decimal(0))
         limits = reply.limits
         try:
-            account = await self.link.ask(self.executor, m.AccountRequest())
+            account = await self.link.ask(self.executor, m.AccountRequest()) if balance else None
         except MeshDown:
             account = None  # the risk figures stand on their own; the balance is then unknown
         balance = account if isinstance(account, m.AccountReply) and account.collateral is not None else None
@@ -440,13 +441,18 @@ class Tools:
         """What the accepted signal's orders did, once each has its final answer or rests (or at ``deadline``)."""
         ids = {o.id for o in accepted.orders}
         multi = len(accepted.orders) > 1
+        try:
+            names = {o.token_id: o.name for mk in (await self.snapshot(sorted({x.market for x in accepted.orders})))
+                     .markets for o in mk.outcomes}
+        except ToolError:
+            names = {}  # the scanner is down: the legs go unnamed, the figures stand
 
         def ours(x: m.Message) -> bool:
             return getattr(x, "order_id", None) in ids or (isinstance(x, m.ResidualExposure)
                                                             and x.signal_id == accepted.signal_id)
         while True:
             seen = self.link.seen(ours)
-            result = settle(accepted.orders, seen)
+            result = settle(accepted.orders, seen, names)
             # A multi-leg signal that did not complete is done once the executor has said what it left held.
             partial = multi and any(Decimal(leg.filled) > 0 for leg in result.legs) and \
                 any(leg.state != "filled" for leg in result.legs)
@@ -477,7 +483,7 @@ class Tools:
                        max_size=text(min(sizes)) if sizes else None)
 
 
-def settle(orders: list[m.Order], seen: list[m.Message]) -> Outcome:
+def settle(orders: list[m.Order], seen: list[m.Message], names: dict[str, str]) -> Outcome:
     """The orders' outcome from the executions seen: fills (each trade once), kills, rejections, acks."""
     fills: dict[str, dict[str, m.Fill]] = {}
     ended: dict[str, str] = {}
@@ -512,7 +518,7 @@ def settle(orders: list[m.Order], seen: list[m.Message]) -> Outcome:
             state = "resting" if filled == 0 else "partial, rest resting"
         else:
             state, done = "open", False
-        legs.append(LegResult(order_id=o.id, outcome="", side=o.side, asked=text(o.size), filled=text(filled),
+        legs.append(LegResult(order_id=o.id, outcome=names.get(o.token_id, ""), side=o.side, asked=text(o.size), filled=text(filled),
                               avg_price=text(cost / filled) if filled else None, fees=text(fee), state=state))
     return Outcome(done=done, legs=legs, paid=text(paid), fees=text(fees), residual=residual)
 
@@ -615,7 +621,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         comes with its edge, depth and ready-to-send FOK legs sized to the depth and your limits, so that
         propose_signal(legs, wait="fills") trades it in one more call."""
         reply = await tools.snapshot()
-        risk = await tools.risk_view(source_of(ctx))
+        risk = await tools.risk_view(source_of(ctx), balance=False)
         budget = Decimal(risk.agent_budget_left)
         cap = min(max_cost, budget) if max_cost is not None else budget
         per_order = Decimal(risk.limits["agent.max_order_notional"]) if "agent.max_order_notional" in risk.limits \

@@ -188,7 +188,8 @@ def test_from_a_gap_to_a_filled_equal_pair_in_two_calls_with_fills_and_fees_to_t
     verdict = ok(agent("propose_signal", {"legs": legs, "rationale": "test: the gap", "wait": "fills"}))
     outcome = verdict["outcome"]
     assert verdict["status"] == "accepted" and outcome["done"] is True, verdict
-    assert [(leg["state"], D(leg["filled"])) for leg in outcome["legs"]] == [("filled", D(best["sets"]))] * 2
+    assert [(leg["outcome"], leg["state"], D(leg["filled"])) for leg in outcome["legs"]] == [
+        ("Yes", "filled", D(best["sets"])), ("No", "filled", D(best["sets"]))]
     fees = sum(fee(D(best["sets"]), D(leg["limit_price"]), rate) for leg in legs)
     assert D(outcome["fees"]) == fees == D(best["fees"])
     assert D(outcome["paid"]) == D(best["cost"]) and outcome["residual"] is None
