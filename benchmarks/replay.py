@@ -79,8 +79,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="polybot-bench-replay-") as tmp:
         path = Path(args.data) if args.data else Path(tmp) / "rec"
         if not args.data:
-            from services.venues.local.life import LifeOptions
-            from services.venues.local.recording import generate
+            from polybot_venue.life import LifeOptions
+            from services.backtest.simulated import generate
 
             started = time.perf_counter()
             generate(path, seed=args.seed, seconds=args.seconds,

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 
-from services.venues.local.life import LifeOptions
-from services.venues.local.server import LocalVenue, VenueOptions
+from polybot_venue.life import LifeOptions
+from polybot_venue.server import LocalVenue, VenueOptions
 
 SIMULATED_S = 2.0
 STEP_MS = 50

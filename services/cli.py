@@ -36,33 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         "venue", help="serve the local Polymarket venue (Gamma and CLOB REST) on 127.0.0.1",
         description="A local venue that speaks Polymarket's CLOB V2 wire protocol, so the system and its tests "
                     "run with no account and no network. It prints its addresses and a funded test account.")
-    venue.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    venue.add_argument("--gamma-port", type=int, default=8790, help="Gamma REST port (default: 8790)")
-    venue.add_argument("--clob-port", type=int, default=8791, help="CLOB REST port (default: 8791)")
-    venue.add_argument("--ws-port", type=int, default=8792,
-                       help="WebSocket port: /ws/market and /ws/user (default: 8792)")
-    venue.add_argument("--seed", type=int, default=7, help="same seed, same markets and prices (default: 7)")
-    venue.add_argument("--markets", type=int, default=20, help="binary markets (default: 20)")
-    venue.add_argument("--events", type=int, default=3, help="multi-outcome neg-risk events (default: 3)")
-    venue.add_argument("--outcomes", type=int, default=4, help="outcomes per event (default: 4)")
-    venue.add_argument("--page-size", type=int, default=100, help="items per page of paginated lists (default: 100)")
-    venue.add_argument("--chain-id", type=int, default=137, choices=(137, 80002),
-                       help="chain whose exchange domain orders are signed under (default: 137)")
-    venue.add_argument("--starting-collateral", type=int, default=10_000,
-                       help="pUSD credited to each new account (default: 10000)")
-    venue.add_argument("--heartbeat-timeout-ms", type=int, default=10_000,
-                       help="once an account heartbeats, this much silence cancels its orders (default: 10000)")
-    venue.add_argument("--still", action="store_true",
-                       help="no living markets: books move only on trades and admin requests")
-    venue.add_argument("--requotes-per-s", type=float, default=4.0,
-                       help="house requotes per second, each moving several levels; raise for load (default: 4)")
-    venue.add_argument("--trades-per-s", type=float, default=0.5, help="background trades per second (default: 0.5)")
-    venue.add_argument("--gaps-per-s", type=float, default=0.05,
-                       help="mispricings per second: YES+NO asks (or an event's YES asks) below 1 (default: 0.05)")
-    venue.add_argument("--gap", type=float, default=0.06, help="how far below 1 a mispricing sums (default: 0.06)")
-    venue.add_argument("--gap-ms", type=int, default=1500, help="how long a mispricing stays (default: 1500)")
-    venue.add_argument("--resolutions-per-s", type=float, default=0.002,
-                       help="markets resolving (each replaced by a new listing) per second (default: 0.002)")
+    from polybot_venue.cli import add_arguments
+    add_arguments(venue)
     for verb, what in (("halt", "stop producing new work"), ("resume", "undo halt")):
         cmd = commands.add_parser(verb, help=f"tell services to {what} (all when none named)")
         cmd.add_argument("names", nargs="*", metavar="NAME")
@@ -127,28 +102,13 @@ def _up(config: Config, args: argparse.Namespace) -> int:
 
 
 def _venue(config: Config, args: argparse.Namespace) -> int:
-    from .runtime import Runner
-    from .venues.local.life import LifeOptions
-    from .venues.local.server import Venue, VenueOptions, addresses, ready_made_account
+    from polybot_venue.cli import banner, options_from
 
-    options = VenueOptions(host=args.host, gamma_port=args.gamma_port, clob_port=args.clob_port,
-                           ws_port=args.ws_port, seed=args.seed,
-                           markets=args.markets, events=args.events, outcomes=args.outcomes,
-                           chain_id=args.chain_id, page_size=args.page_size,
-                           starting_collateral=args.starting_collateral, still=args.still,
-                           heartbeat_timeout_ms=args.heartbeat_timeout_ms,
-                           life=LifeOptions(requotes_per_s=args.requotes_per_s, trades_per_s=args.trades_per_s,
-                                            gaps_per_s=args.gaps_per_s, gap=args.gap, gap_ms=args.gap_ms,
-                                            resolutions_per_s=args.resolutions_per_s))
-    account = ready_made_account(args.seed)
-    urls = addresses(options)
-    print(f"local venue (seed {args.seed}, chain {args.chain_id})\n"
-          f"  gamma  {urls['gamma']}\n  clob   {urls['clob']}\n"
-          f"  market {urls['market_ws']}\n  user   {urls['user_ws']}\n"
-          f"test account (local venue only; funded with {args.starting_collateral} pUSD on first use)\n"
-          f"  address     {account.address}\n  private key {account.private_key}\n"
-          f"  api key     {account.credentials.api_key}\n  api secret  {account.credentials.secret}\n"
-          f"  passphrase  {account.credentials.passphrase}", flush=True)
+    from .runtime import Runner
+    from .venues.local import Venue
+
+    options = options_from(args)
+    print(banner(options), flush=True)
     ensure_state_dir(config)
     return Runner(config, "venue", load_secrets(), cls=Venue, options=options).run()
 

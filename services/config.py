@@ -23,6 +23,8 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Struct
 
+from polybot_venue import ports
+
 CONFIG_ENV = "POLYBOT_CONFIG"
 SUPERVISOR_ENV = "POLYBOT_SUPERVISOR_PID"  # set by the supervisor on its children
 SECRET_NAMES = ("private_key", "api_key", "api_secret", "api_passphrase", "mcp_token")
@@ -100,8 +102,8 @@ class ServiceConfig(_Section):
     options: dict[str, Any] = {}  # validated by the service class's own Options
 
 
-LOCAL_VENUE_HOST = "127.0.0.1"
-LOCAL_VENUE_PORTS = {"gamma_port": 8790, "clob_port": 8791, "ws_port": 8792}
+LOCAL_VENUE_HOST = ports.HOST
+LOCAL_VENUE_PORTS = ports.PORTS
 
 
 class PolymarketConfig(_Section):
@@ -122,7 +124,7 @@ class LocalVenueConfig(_Section):
     options: dict[str, Any] = {}  # its knobs (see `polybot venue --help`), checked by the venue itself
 
 
-LOCAL_VENUE_KIND = "services.venues.local.server:Venue"
+LOCAL_VENUE_KIND = "services.venues.local:Venue"
 LOCAL_VENUE_NAME = "venue"
 
 

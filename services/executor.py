@@ -476,7 +476,7 @@ class Executor(Service):
         secrets, config = self.ctx.secrets, self.ctx.config
         key = secrets.private_key
         if not key and config.venue == "local":
-            from .venues.local.server import VenueOptions, ready_made_account
+            from polybot_venue.server import VenueOptions, ready_made_account
             key = ready_made_account(int(config.local_venue.options.get("seed", VenueOptions().seed))).private_key
         if not key:
             raise StartupError("live trading needs a key: set POLYBOT_PRIVATE_KEY (or choose mode = \"paper\")")

@@ -14,7 +14,7 @@ import httpx
 from services import messages as m
 from services.bus import Bus
 from services.config import ensure_state_dir, load
-from services.venues.local.server import ready_made_account
+from polybot_venue.server import ready_made_account
 
 from .conftest import child_env, log_tail, wait_for
 from .venue_harness import Venue, mesh_config

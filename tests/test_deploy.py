@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tomllib
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from services import healthcheck
 from services import messages as m
 from services.bus import BusError, BusTimeout, Requester
 from services.runtime import bound_sockets, resolve
-from services.venues.local.server import VenueOptions
+from polybot_venue.server import VenueOptions
 
 from .conftest import ROOT, child_env, wait_for
 
@@ -222,6 +223,8 @@ def test_the_image_runs_as_a_user_of_its_own_and_bakes_in_no_config_or_secret() 
     assert "HEALTHCHECK" in dockerfile and "services.healthcheck" in dockerfile
     copied = " ".join(re.findall(r"^COPY (.+) \S+$", dockerfile, re.M)).split()
     assert copied and not [f for f in copied if f.startswith(("deploy", ".")) or f.endswith((".env", "polybot.toml"))]
+    wheel = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    assert set(wheel["packages"]) <= set(copied)  # every package the install builds is in the image
     assert not any(s in dockerfile for s in SECRETS)
     build = mesh_containers()["venue"]["build"]
     assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"

@@ -229,7 +229,7 @@ def test_get_risk_names_this_clients_source_and_the_venues_collateral_and_allowa
     from py_clob_client_v2 import ClobClient
     from py_clob_client_v2.clob_types import AssetType, BalanceAllowanceParams
 
-    from services.venues.local.server import ready_made_account
+    from polybot_venue.server import ready_made_account
 
     venue = ClobClient(mesh.venue.clob, chain_id=137, key=ready_made_account(mesh.venue.seed).private_key)
     venue.set_api_creds(venue.create_or_derive_api_key())  # the venue's own word on the executor's account

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from services import messages as m
-from services.venues.local.server import ready_made_account
+from polybot_venue.server import ready_made_account
 
 from .conftest import wait_for
 from .executor_harness import positions_from_trades

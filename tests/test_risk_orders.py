@@ -15,7 +15,7 @@ from py_clob_client_v2.clob_types import TradeParams
 
 from services import messages as m
 from services.sizing import exact_buy_size
-from services.venues.local.server import ready_made_account
+from polybot_venue.server import ready_made_account
 
 from .conftest import wait_for
 from .test_risk import Desk, codes

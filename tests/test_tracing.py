@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTrac
                                                                       ExportTraceServiceResponse)
 from py_clob_client_v2.clob_types import TradeParams
 
-from services.venues.local.server import ready_made_account
+from polybot_venue.server import ready_made_account
 
 from .conftest import child_env, wait_for
 from .trading_harness import Trading

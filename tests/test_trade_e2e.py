@@ -11,8 +11,8 @@ import httpx
 from py_clob_client_v2 import ClobClient
 from py_clob_client_v2.clob_types import TradeParams
 
-from services.venues.local.engine import taker_fee
-from services.venues.local.server import ready_made_account
+from polybot_venue.engine import taker_fee
+from polybot_venue.server import ready_made_account
 
 from .conftest import Mesh, risk_takes_signals, wait_for
 from .venue_harness import _free_port

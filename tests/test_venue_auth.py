@@ -15,7 +15,7 @@ from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 from py_clob_client_v2.signer import Signer
 from starlette.datastructures import Headers
 
-from services.venues.local import auth
+from polybot_venue import auth
 
 CHAIN = 137
 # Anvil's well-known development keys: never funded anywhere that matters.

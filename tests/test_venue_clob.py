@@ -23,7 +23,7 @@ from py_clob_client_v2.clob_types import (
 from py_clob_client_v2.exceptions import PolyApiException
 from py_clob_client_v2.utilities import generate_orderbook_summary_hash, parse_raw_orderbook_summary
 
-from services.venues.local.server import ready_made_account
+from polybot_venue.server import ready_made_account
 
 from .venue_harness import Venue, tokens
 

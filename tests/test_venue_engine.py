@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.venues.local.engine import Engine, Market, VenueError, taker_fee
+from polybot_venue.engine import Engine, Market, VenueError, taker_fee
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "polymarket"
 FILLS = json.loads((FIXTURES / "chain_order_filled_taker_fees.json").read_text())

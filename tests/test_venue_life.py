@@ -13,8 +13,8 @@ import pytest
 from py_clob_client_v2.clob_types import OrderArgsV2, OrderType
 from websockets.sync.client import connect
 
-from services.venues.local.life import LifeOptions
-from services.venues.local.server import LocalVenue, VenueOptions
+from polybot_venue.life import LifeOptions
+from polybot_venue.server import LocalVenue, VenueOptions
 
 from .venue_harness import Venue, tokens
 

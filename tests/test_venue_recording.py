@@ -13,9 +13,9 @@ import pytest
 from services import messages as m
 from services.books import Books
 from services.recording import describe, read, segments
-from services.venues.local.life import LifeOptions
-from services.venues.local.recording import START_MS, SimClock, generate, simulate
-from services.venues.local.server import LocalVenue, VenueOptions
+from polybot_venue.life import LifeOptions
+from services.backtest.simulated import START_MS, SimClock, generate, simulate
+from polybot_venue.server import LocalVenue, VenueOptions
 
 from .conftest import ROOT, child_env
 
@@ -47,7 +47,7 @@ def test_the_same_seed_gives_byte_identical_segments_in_another_process_and_anot
         recorded: Path, tmp_path: Path) -> None:
     # Another process, with another hash seed: nothing may depend on set order or on the process.
     out = tmp_path / "again"
-    done = subprocess.run([sys.executable, "-m", "services.venues.local.recording", "--seed", str(SEED),
+    done = subprocess.run([sys.executable, "-m", "services.backtest.simulated", "--seed", str(SEED),
                            "--seconds", str(SECONDS), "--out", str(out), *CLI_ARGS],
                           env=child_env(PYTHONHASHSEED="12345"), cwd=ROOT, capture_output=True, text=True,
                           timeout=60)

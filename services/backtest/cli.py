@@ -70,8 +70,8 @@ class _Usage(Exception):
 
 def record(config: Config, args: argparse.Namespace) -> int:
     if args.seed is not None:
-        from ..venues.local.life import LifeOptions
-        from ..venues.local.recording import generate
+        from polybot_venue.life import LifeOptions
+        from .simulated import generate
 
         out = Path(args.out or config.state_path / "recordings" / f"seed{args.seed}-{args.seconds:g}s")
         life = LifeOptions(gaps_per_s=args.gaps_per_s, requotes_per_s=args.requotes_per_s)

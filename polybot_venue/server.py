@@ -1,5 +1,5 @@
-"""The local venue as a service: Gamma and CLOB REST and both WebSocket channels on 127.0.0.1, over one
-engine and seeded, living markets; plus an admin endpoint for tests to script exact situations."""
+"""The local venue served: Gamma and CLOB REST and both WebSocket channels on 127.0.0.1, over one engine and
+seeded, living markets; plus an admin endpoint for tests to script exact situations."""
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -19,14 +19,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from websockets.asyncio.server import serve as ws_serve
 
-from ...config import LOCAL_VENUE_HOST, LOCAL_VENUE_PORTS
-from ...runtime import Service
 from . import auth
 from .app import VenueState, clob_app, gamma_app
 from .channels import Channels
 from .engine import Engine, VenueError
 from .life import Life, LifeOptions, News
 from .markets import generate, seed_liquidity
+from .ports import HOST, PORTS
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 TICK_S = 0.25  # how often GTD expiry, heartbeat silence and trade confirmations are checked
@@ -34,10 +33,10 @@ LIFE_S = 0.05  # how often the living markets step
 
 
 class VenueOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    host: str = LOCAL_VENUE_HOST
-    gamma_port: int = LOCAL_VENUE_PORTS["gamma_port"]
-    clob_port: int = LOCAL_VENUE_PORTS["clob_port"]
-    ws_port: int = LOCAL_VENUE_PORTS["ws_port"]  # market channel at /ws/market, user channel at /ws/user
+    host: str = HOST
+    gamma_port: int = PORTS["gamma_port"]
+    clob_port: int = PORTS["clob_port"]
+    ws_port: int = PORTS["ws_port"]  # market channel at /ws/market, user channel at /ws/user
     seed: int = 7
     markets: int = 20  # binary markets
     events: int = 3  # multi-outcome neg-risk events
@@ -223,46 +222,40 @@ def addresses(options: VenueOptions) -> dict[str, str]:
             "user_ws": f"ws://{options.host}:{options.ws_port}/ws/user"}
 
 
-class Venue(Service):
-    """Serves Polymarket's Gamma and CLOB REST APIs and its WebSocket channels over a local matching engine."""
+async def serve(venue: LocalVenue, halted: Callable[[], bool] = lambda: False) -> None:
+    """Serve ``venue`` until cancelled: Gamma and CLOB (with the admin routes) over HTTP, both channels over
+    WebSocket, the living markets stepping (unless still or ``halted()``), expiries and confirmations ticking."""
+    opts = venue.options
+    engine = venue.state.engine
+    clob = clob_app(venue.state, venue.channels.after_change)
+    clob.router.routes.extend(admin_routes(venue))
+    servers = [_Server(uvicorn.Config(app, host=opts.host, port=port, log_level="warning", lifespan="off",
+                                      access_log=False))
+               for app, port in ((gamma_app(venue.state), opts.gamma_port), (clob, opts.clob_port))]
+    serving = [asyncio.create_task(s.serve()) for s in servers]
+    try:
+        async with ws_serve(venue.channels.serve, opts.host, opts.ws_port, ping_interval=None,
+                            compression=None, max_size=2**20):
+            next_tick = 0.0
+            while True:
+                now = time.monotonic()
+                if not opts.still and not halted():
+                    venue.publish(venue.life.step(engine.clock()))
+                if now >= next_tick:
+                    canceled = engine.tick()
+                    engine.advance_trades(opts.mined_after_ms, opts.confirmed_after_ms)
+                    venue.channels.after_change(o.token_id for o in canceled)
+                    next_tick = now + TICK_S
+                await asyncio.sleep(LIFE_S)
+    finally:
+        for server in servers:
+            server.should_exit = True
+        await asyncio.gather(*serving, return_exceptions=True)
 
-    Options = VenueOptions
 
-    def __init__(self, ctx) -> None:
-        super().__init__(ctx)
-        self.venue = LocalVenue(ctx.options)
-
-    async def run(self) -> None:
-        opts = self.ctx.options
-        venue = self.venue
-        engine = venue.state.engine
-        clob = clob_app(venue.state, venue.channels.after_change)
-        clob.router.routes.extend(admin_routes(venue))
-        servers = [_Server(uvicorn.Config(app, host=opts.host, port=port, log_level="warning", lifespan="off",
-                                          access_log=False))
-                   for app, port in ((gamma_app(venue.state), opts.gamma_port), (clob, opts.clob_port))]
-        serving = [asyncio.create_task(s.serve()) for s in servers]
-        try:
-            async with ws_serve(venue.channels.serve, opts.host, opts.ws_port, ping_interval=None,
-                                compression=None, max_size=2**20):
-                next_tick = 0.0
-                while True:
-                    now = time.monotonic()
-                    if not opts.still and not self.ctx.halted:
-                        venue.publish(venue.life.step(engine.clock()))
-                    if now >= next_tick:
-                        canceled = engine.tick()
-                        engine.advance_trades(opts.mined_after_ms, opts.confirmed_after_ms)
-                        venue.channels.after_change(o.token_id for o in canceled)
-                        next_tick = now + TICK_S
-                    await asyncio.sleep(LIFE_S)
-        finally:
-            for server in servers:
-                server.should_exit = True
-            await asyncio.gather(*serving, return_exceptions=True)
-
-    def detail(self) -> dict[str, str]:
-        engine = self.venue.state.engine
-        return {**addresses(self.ctx.options), "markets": str(len(engine.markets)),
-                "open_orders": str(sum(1 for o in engine.orders.values() if o.status == "LIVE")),
-                "trades": str(len(engine.trade_log)), "living": str(not self.ctx.options.still)}
+def detail(venue: LocalVenue) -> dict[str, str]:
+    """What a status line shows of the venue: its addresses and counts."""
+    engine = venue.state.engine
+    return {**addresses(venue.options), "markets": str(len(engine.markets)),
+            "open_orders": str(sum(1 for o in engine.orders.values() if o.status == "LIVE")),
+            "trades": str(len(engine.trade_log)), "living": str(not venue.options.still)}

@@ -6,7 +6,7 @@ normalising (``polymarket.feed``), in the order the scanner publishes them: ever
 initial dump, then what the living markets do. Message ids are derived from the seed instead of the process,
 so the same arguments give byte-identical segment files.
 
-    python -m services.venues.local.recording --seed 7 --seconds 600 --out DIR
+    python -m services.backtest.simulated --seed 7 --seconds 600 --out DIR
 """
 from __future__ import annotations
 
@@ -22,14 +22,15 @@ from pathlib import Path
 
 import msgspec
 
-from ... import messages as m
-from ...recording import SUFFIX, RecordingInfo, RecordingWriter
-from ...scanner import TEXT_FRAMES, ScannerOptions
-from ..polymarket import feed, schema
-from .channels import Client
-from .life import LifeOptions
-from .markets import gamma_market
-from .server import LocalVenue, VenueOptions
+from polybot_venue.channels import Client
+from polybot_venue.life import LifeOptions
+from polybot_venue.markets import gamma_market
+from polybot_venue.server import LocalVenue, VenueOptions
+
+from .. import messages as m
+from ..recording import SUFFIX, RecordingInfo, RecordingWriter
+from ..scanner import TEXT_FRAMES, ScannerOptions
+from ..venues.polymarket import feed, schema
 
 START_MS = 1_800_000_000_000  # 2027-01-15: a fixed start, so nothing depends on when a recording was made
 ASSETS_PER_CONNECTION = ScannerOptions().assets_per_connection
@@ -216,7 +217,7 @@ def _rate(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.venues.local.recording",
+    parser = argparse.ArgumentParser(prog="python -m services.backtest.simulated",
                                      description="Record what the scanner would publish for the local venue, "
                                                  "on a simulated clock (no network): the same seed and length "
                                                  "give the same files.")

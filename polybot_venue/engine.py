@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 
-from ..base import GTD_MIN_LEAD_S
 
+GTD_MIN_LEAD_S = 60  # Polymarket's rule: a GTD order's expiration is at least this far ahead
 ZERO = Decimal(0)
 ONE = Decimal(1)
 FEE_QUANTUM = Decimal("0.00001")

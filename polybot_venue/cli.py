@@ -1,0 +1,70 @@
+"""The venue's command line, for ``python -m polybot_venue`` and ``polybot venue`` alike.
+
+Light to import: ``polybot`` builds its parser on every run, and the server (uvicorn, eth_account) loads only
+when the venue is served."""
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .server import VenueOptions
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--gamma-port", type=int, default=8790, help="Gamma REST port (default: 8790)")
+    parser.add_argument("--clob-port", type=int, default=8791, help="CLOB REST port (default: 8791)")
+    parser.add_argument("--ws-port", type=int, default=8792,
+                        help="WebSocket port: /ws/market and /ws/user (default: 8792)")
+    parser.add_argument("--seed", type=int, default=7, help="same seed, same markets and prices (default: 7)")
+    parser.add_argument("--markets", type=int, default=20, help="binary markets (default: 20)")
+    parser.add_argument("--events", type=int, default=3, help="multi-outcome neg-risk events (default: 3)")
+    parser.add_argument("--outcomes", type=int, default=4, help="outcomes per event (default: 4)")
+    parser.add_argument("--page-size", type=int, default=100, help="items per page of paginated lists (default: 100)")
+    parser.add_argument("--chain-id", type=int, default=137, choices=(137, 80002),
+                        help="chain whose exchange domain orders are signed under (default: 137)")
+    parser.add_argument("--starting-collateral", type=int, default=10_000,
+                        help="pUSD credited to each new account (default: 10000)")
+    parser.add_argument("--heartbeat-timeout-ms", type=int, default=10_000,
+                        help="once an account heartbeats, this much silence cancels its orders (default: 10000)")
+    parser.add_argument("--still", action="store_true",
+                        help="no living markets: books move only on trades and admin requests")
+    parser.add_argument("--requotes-per-s", type=float, default=4.0,
+                        help="house requotes per second, each moving several levels; raise for load (default: 4)")
+    parser.add_argument("--trades-per-s", type=float, default=0.5, help="background trades per second (default: 0.5)")
+    parser.add_argument("--gaps-per-s", type=float, default=0.05,
+                        help="mispricings per second: YES+NO asks (or an event's YES asks) below 1 (default: 0.05)")
+    parser.add_argument("--gap", type=float, default=0.06, help="how far below 1 a mispricing sums (default: 0.06)")
+    parser.add_argument("--gap-ms", type=int, default=1500, help="how long a mispricing stays (default: 1500)")
+    parser.add_argument("--resolutions-per-s", type=float, default=0.002,
+                        help="markets resolving (each replaced by a new listing) per second (default: 0.002)")
+
+
+def options_from(args: argparse.Namespace) -> VenueOptions:
+    from .life import LifeOptions
+    from .server import VenueOptions
+
+    return VenueOptions(host=args.host, gamma_port=args.gamma_port, clob_port=args.clob_port, ws_port=args.ws_port,
+                        seed=args.seed, markets=args.markets, events=args.events, outcomes=args.outcomes,
+                        chain_id=args.chain_id, page_size=args.page_size,
+                        starting_collateral=args.starting_collateral, still=args.still,
+                        heartbeat_timeout_ms=args.heartbeat_timeout_ms,
+                        life=LifeOptions(requotes_per_s=args.requotes_per_s, trades_per_s=args.trades_per_s,
+                                         gaps_per_s=args.gaps_per_s, gap=args.gap, gap_ms=args.gap_ms,
+                                         resolutions_per_s=args.resolutions_per_s))
+
+
+def banner(options: VenueOptions) -> str:
+    """Where it listens, and the ready-made test account (local venue only) with its keys."""
+    from .server import addresses, ready_made_account
+
+    account = ready_made_account(options.seed)
+    urls = addresses(options)
+    return (f"local venue (seed {options.seed}, chain {options.chain_id})\n"
+            f"  gamma  {urls['gamma']}\n  clob   {urls['clob']}\n"
+            f"  market {urls['market_ws']}\n  user   {urls['user_ws']}\n"
+            f"test account (local venue only; funded with {options.starting_collateral} pUSD on first use)\n"
+            f"  address     {account.address}\n  private key {account.private_key}\n"
+            f"  api key     {account.credentials.api_key}\n  api secret  {account.credentials.secret}\n"
+            f"  passphrase  {account.credentials.passphrase}")

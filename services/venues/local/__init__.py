@@ -1,1 +1,0 @@
-"""The local venue: Polymarket's wire protocol on 127.0.0.1."""
