@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from . import auth
+from . import auth, operations
 from .engine import Engine, Order, Trade, VenueError, fmt
 from .markets import Event, clob_market, clob_market_info, gamma_event, gamma_market
 
@@ -33,6 +33,10 @@ class VenueState:
     funded: set[str] = field(default_factory=set)
     order_delay_s: float = 0.0  # set by the admin endpoint: how long placing an order takes, as on a slow venue
     read_delay_s: float = 0.0  # and how long reading the account's orders and trades takes
+    created: set[tuple[str, int]] = field(default_factory=set)  # (address lower-case, nonce) given a key
+    heartbeat_ids: dict[str, str] = field(default_factory=dict)  # api key -> the id its next heartbeat must send
+    restart: operations.Restart = field(default_factory=operations.Restart)
+    limiter: operations.Limiter = field(default_factory=operations.Limiter)
 
     def register(self, address: str, nonce: int) -> auth.ApiCredentials:
         creds = auth.derive_credentials(self.secret, address, nonce)
@@ -45,6 +49,35 @@ class VenueState:
 
 def _error(message: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+class Refusal(Exception):
+    """A refusal whose body or headers are more than ``{"error": ...}``."""
+
+    def __init__(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+        super().__init__(body)
+        self.status, self.body, self.headers = status, body, headers or {}
+
+
+# What each rate-limited CLOB request draws on: (method, path) -> bucket; the rest draw on "general" per IP.
+_BUCKETS = {("POST", "/order"): "orders", ("POST", "/orders"): "orders", ("DELETE", "/order"): "cancels",
+            ("DELETE", "/orders"): "cancels", ("DELETE", "/cancel-all"): "cancels",
+            ("DELETE", "/cancel-market-orders"): "cancels"}
+
+
+def _cost(raw: bytes, path: str) -> int:
+    """Tokens a request costs: a batch one per item (the docs' rule), anything else one."""
+    if path != "/orders":
+        return 1
+    try:
+        items = json.loads(raw) if raw else []
+    except json.JSONDecodeError:
+        return 1
+    return max(1, len(items)) if isinstance(items, list) else 1
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
 
 
 def _cursor(offset: int) -> str:
@@ -140,15 +173,43 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         engine.market_of(token)
         return token
 
+    def limited(request: Request, raw: bytes) -> tuple[operations.Charge, str, str]:
+        bucket = _BUCKETS.get((request.method, request.url.path), "general")
+        signer = request.headers.get("POLY_ADDRESS")
+        who = signer.lower() if bucket != "general" and signer else (request.client.host if request.client else "")
+        return state.limiter.charge(bucket, who, _cost(raw, request.url.path), engine.clock()), bucket, who
+
     def handler(fn):
         async def wrapped(request: Request) -> Response:
+            charge, _, _ = limited(request, await request.body())
             try:
-                return await fn(request)
+                if not charge.allowed:
+                    raise Refusal(429, {"error": operations.RATE_LIMITED},
+                                  {"Retry-After": str(charge.retry_after_s)})
+                response = await fn(request)
             except auth.AuthError as exc:
-                return _error(exc.message, exc.status)
+                response = _error(exc.message, exc.status)
             except VenueError as exc:
-                return _error(exc.message, exc.status)
+                response = _error(exc.message, exc.status)
+            except Refusal as exc:
+                response = JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
+            # Every answer says where the caller stands (py-sdk rate_limit.py reads these).
+            response.headers["Poly-RateLimit-Remaining"] = _number(charge.remaining)
+            response.headers["Poly-RateLimit-Reset"] = _number(round(charge.reset_s, 3))
+            response.headers["Poly-RateLimit-Tier"] = state.limiter.limits.tier
+            return response
         return wrapped
+
+    def restarting(placing: list[dict] | None = None) -> None:
+        """Refuse what a restart forbids now: everything while the engine is down (425), orders that are not
+        post-only in the window after (503, code post_only_mode); ``placing`` None is a cancel."""
+        now = engine.clock()
+        phase = state.restart.phase(now)
+        retry = {"Retry-After": str(state.restart.seconds_left(now))}
+        if phase == "down":
+            raise Refusal(425, {"error": operations.RESTARTING}, retry)
+        if phase == "post_only" and placing is not None and not all(p.get("postOnly") is True for p in placing):
+            raise Refusal(503, {"error": operations.POST_ONLY, "code": operations.POST_ONLY_CODE}, retry)
 
     # ------------------------------------------------------------ public
 
@@ -252,10 +313,21 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
 
     # ------------------------------------------------------------ auth
 
+    def creds_json(creds: auth.ApiCredentials) -> JSONResponse:
+        return JSONResponse({"apiKey": creds.api_key, "secret": creds.secret, "passphrase": creds.passphrase})
+
     async def create_api_key(request):
         address, nonce = auth.check_l1(request.headers, state.chain_id)
-        creds = state.register(address, nonce)
-        return JSONResponse({"apiKey": creds.api_key, "secret": creds.secret, "passphrase": creds.passphrase})
+        if (address.lower(), nonce) in state.created:  # the real venue's answer; create_or_derive then derives
+            return _error("Could not create api key")
+        state.created.add((address.lower(), nonce))
+        return creds_json(state.register(address, nonce))
+
+    async def derive_api_key(request):
+        address, nonce = auth.check_l1(request.headers, state.chain_id)
+        if (address.lower(), nonce) not in state.created:
+            return _error("Could not derive api key!")
+        return creds_json(state.register(address, nonce))
 
     async def api_keys(request):
         creds = l2(request, b"")
@@ -305,6 +377,7 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
     async def post_order(request):
         raw, payload = await body_json(request)
         creds = l2(request, raw)
+        restarting([payload if isinstance(payload, dict) else {}])
         if state.order_delay_s:
             await asyncio.sleep(state.order_delay_s)
         return JSONResponse(_place(creds, payload or {}))
@@ -312,6 +385,7 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
     async def post_orders(request):
         raw, payloads = await body_json(request)
         creds = l2(request, raw)
+        restarting([p if isinstance(p, dict) else {} for p in payloads or []])
         if state.order_delay_s:
             await asyncio.sleep(state.order_delay_s)
         out = []
@@ -324,6 +398,7 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         return JSONResponse(out)
 
     def _cancel(creds: auth.ApiCredentials, ids: list[str]) -> JSONResponse:
+        restarting()
         tokens = [engine.orders[i].token_id for i in ids if i in engine.orders]
         canceled, not_canceled = engine.cancel(creds.api_key, ids)
         changed(tokens)
@@ -342,14 +417,22 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
     async def cancel_all(request):
         raw, _ = await body_json(request)
         creds = l2(request, raw)
-        return _cancel(creds, [o.id for o in engine.open_orders(creds.api_key)])
+        answer = _cancel(creds, [o.id for o in engine.open_orders(creds.api_key)])
+        charge_canceled(creds, answer)
+        return answer
 
     async def cancel_market_orders(request):
         raw, payload = await body_json(request)
         creds = l2(request, raw)
         payload = payload or {}
         ids = [o.id for o in engine.open_orders(creds.api_key, payload.get("market", ""), payload.get("asset_id", ""))]
-        return _cancel(creds, ids)
+        answer = _cancel(creds, ids)
+        charge_canceled(creds, answer)
+        return answer
+
+    def charge_canceled(creds: auth.ApiCredentials, answer: JSONResponse) -> None:
+        # The docs: cancel-all and cancel-market-orders cost one token, then one more per order canceled.
+        state.limiter.debit("cancels", creds.address.lower(), len(json.loads(answer.body)["canceled"]))
 
     async def get_order(request):
         if state.read_delay_s:
@@ -387,8 +470,17 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
     async def heartbeat(request):
         raw, payload = await body_json(request)
         creds = l2(request, raw)
+        given = (payload or {}).get("heartbeat_id", "") if isinstance(payload, dict) else ""
+        expected = state.heartbeat_ids.get(creds.api_key)
+        if creds.api_key not in engine.heartbeats:
+            expected = None  # never started, or stopped long enough that its orders were canceled: start afresh
+        if expected is not None and given != expected:
+            # py-sdk models/clob/order_heartbeats.py OrderHeartbeatMismatchResponse; the deadline is not refreshed.
+            raise Refusal(400, {"error_msg": "Invalid Heartbeat ID", "heartbeat_id": expected})
         engine.heartbeat(creds.api_key)
-        return JSONResponse({"heartbeat_id": hashlib.sha256(f"{creds.api_key}:{engine.clock()}".encode()).hexdigest()[:32]})
+        new_id = hashlib.sha256(f"{creds.api_key}:{engine.clock()}:{given}".encode()).hexdigest()[:32]
+        state.heartbeat_ids[creds.api_key] = new_id
+        return JSONResponse({"heartbeat_id": new_id})
 
     async def balance_allowance(request):
         creds = l2(request, b"")
@@ -415,7 +507,7 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         Route("/clob-markets/{condition_id}", clob_market_compact),
         Route("/markets", markets), Route("/markets/{condition_id}", one_market),
         Route("/auth/api-key", create_api_key, methods=["POST"]),
-        Route("/auth/derive-api-key", create_api_key),
+        Route("/auth/derive-api-key", derive_api_key),
         Route("/auth/api-keys", api_keys),
         Route("/order", post_order, methods=["POST"]), Route("/order", cancel_order, methods=["DELETE"]),
         Route("/orders", post_orders, methods=["POST"]), Route("/orders", cancel_orders, methods=["DELETE"]),

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from websockets.asyncio.server import serve as ws_serve
 
-from . import auth
+from . import auth, operations
 from .app import VenueState, clob_app, gamma_app
 from .channels import Channels
 from .engine import Engine, VenueError
@@ -49,6 +49,7 @@ class VenueOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     heartbeat_timeout_ms: int = 10_000  # once an account heartbeats, this much silence cancels its orders
     still: bool = False  # no living markets: books move only when someone trades (and on admin requests)
     life: LifeOptions = LifeOptions()
+    rate_limits: operations.RateLimits = operations.RateLimits()  # 429s past these; /_admin/rate-limits changes them
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,12 @@ class LocalVenue:
         self.state = VenueState(engine=engine, events={e.id: e for e in universe.events}, chain_id=options.chain_id,
                                 secret=venue_secret(options.seed), page_size=options.page_size,
                                 starting_collateral=Decimal(options.starting_collateral))
+        self.state.limiter.set(options.rate_limits)
+        # The ready-made account's key (nonce 0) exists from the start, as if created: derive gives it, create
+        # refuses, and the credentials the command line prints work at once.
+        ready = ready_made_account(options.seed)
+        self.state.created.add((ready.address.lower(), 0))
+        self.state.register(ready.address, 0)
         self.life = Life(engine, universe, house_address(options.seed), options.seed, options.life)
         self.channels = Channels(self.state)
         self.channels.remember(engine.token_market)
@@ -165,6 +172,37 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
         market = life.list_market(engine.clock(), news)
         return {"market": market.condition_id, "tokens": list(market.tokens)}
 
+    async def restart(request: Request) -> JSONResponse:
+        """A matching-engine restart from now: ``seconds`` of 425s to orders and cancels, then
+        ``post_only_seconds`` when only post-only orders (and cancels) pass. ``{"seconds": 0, "post_only_seconds": 0}``
+        ends one; ``seconds`` 0 alone starts straight in the post-only window."""
+        try:
+            data = await body(request)
+            seconds, post_only = float(data.get("seconds", 90)), float(data.get("post_only_seconds", 120))
+        except (VenueError, TypeError, ValueError):
+            seconds = post_only = -1.0
+        if not (0 <= seconds <= 3600 and 0 <= post_only <= 3600):
+            return JSONResponse({"error": "seconds and post_only_seconds must be numbers from 0 to 3600"},
+                                status_code=400)
+        now = engine.clock()
+        window = venue.state.restart
+        window.start(now, seconds, post_only)
+        return JSONResponse({"phase": window.phase(now), "down_until_ms": window.down_until_ms,
+                             "post_only_until_ms": window.post_only_until_ms})
+
+    async def rate_limits(request: Request) -> JSONResponse:
+        """Replace the rate limits (buckets start full): a RateLimits as JSON, e.g.
+        ``{"orders": {"rate": 1, "burst": 2}}``; what is not given keeps the venue's option."""
+        try:
+            given = await body(request)
+            limits = msgspec.convert({**msgspec.to_builtins(venue.options.rate_limits), **given},
+                                     operations.RateLimits)
+        except (VenueError, msgspec.ValidationError) as exc:
+            return JSONResponse({"error": f"give RateLimits fields (orders, cancels, general: {{rate, burst}}; "
+                                          f"tier): {exc}"}, status_code=400)
+        venue.state.limiter.set(limits)
+        return JSONResponse(msgspec.to_builtins(limits))
+
     async def drop(request: Request) -> JSONResponse:
         return JSONResponse({"dropped": await venue.channels.drop_all()})
 
@@ -203,7 +241,8 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
         return guarded
 
     endpoints = {"gap": run(gap), "move": run(move), "resolve": run(resolve), "tick": run(tick),
-                 "list": run(list_market), "drop-connections": drop, "stall": stall, "latency": latency}
+                 "list": run(list_market), "drop-connections": drop, "stall": stall, "latency": latency,
+                 "restart": restart, "rate-limits": rate_limits}
     return [Route(f"/_admin/{name}", loopback_only(endpoint), methods=["POST"]) for name, endpoint in endpoints.items()]
 
 

@@ -64,10 +64,18 @@ def _message(error: Any) -> str:
     return str(error)
 
 
+def _post_only_mode(error: Any) -> bool:
+    return isinstance(error, dict) and error.get("code") == "post_only_mode"
+
+
 def venue_error(exc: PolyException) -> VenueError:
     """A client exception as our own error: refusals keep the venue's text, transport trouble is ``unknown``."""
     if isinstance(exc, PolyApiException):
         text, status = _message(exc.error_msg), exc.status_code
+        if status == 425 or _post_only_mode(exc.error_msg):
+            # A matching-engine restart (425), or the post-only window after it (503 post_only_mode): the venue
+            # said it took nothing, so this is a known refusal worth retrying later, not an unknown state.
+            return VenueError(base.UNAVAILABLE, f"{text} (status {status})")
         if status is None or status >= 500:
             return VenueError(base.UNAVAILABLE, f"{text} (status {status})", unknown=True)
         if status == 429:
@@ -239,7 +247,18 @@ class Clob:
                        allowance=min(allowances) / UNITS if allowances else None)
 
     def heartbeat(self, heartbeat_id: str) -> str:
-        answer = self._call(self._client.post_heartbeat, heartbeat_id)
+        """Send one heartbeat with the last id; return the id for the next. A refused id (400 "Invalid Heartbeat ID",
+        e.g. after a lost answer) is retried once with the id the venue says it expects."""
+        try:
+            answer = self._client.post_heartbeat(heartbeat_id)
+        except PolyApiException as exc:
+            error = exc.error_msg
+            mismatch = isinstance(error, dict) and error.get("error_msg") == "Invalid Heartbeat ID"
+            if not (exc.status_code == 400 and mismatch and isinstance(error.get("heartbeat_id"), str)):
+                raise venue_error(exc) from None
+            answer = self._call(self._client.post_heartbeat, error["heartbeat_id"])
+        except PolyException as exc:
+            raise venue_error(exc) from None
         return str(answer.get("heartbeat_id", "")) if isinstance(answer, dict) else ""
 
     def rules(self, token_id: str, market: str) -> MarketRules:
