@@ -165,6 +165,10 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
         market = life.list_market(engine.clock(), news)
         return {"market": market.condition_id, "tokens": list(market.tokens)}
 
+    def pay_rebates(data: dict, news: News) -> dict:
+        """Pay every maker the rebates accrued so far, today's too, with no minimum (the daily payout, now)."""
+        return {"paid": {maker: str(amount) for maker, amount in engine.pay_rebates().items()}}
+
     async def drop(request: Request) -> JSONResponse:
         return JSONResponse({"dropped": await venue.channels.drop_all()})
 
@@ -203,7 +207,7 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
         return guarded
 
     endpoints = {"gap": run(gap), "move": run(move), "resolve": run(resolve), "tick": run(tick),
-                 "list": run(list_market), "drop-connections": drop, "stall": stall, "latency": latency}
+                 "list": run(list_market), "pay-rebates": run(pay_rebates), "drop-connections": drop, "stall": stall, "latency": latency}
     return [Route(f"/_admin/{name}", loopback_only(endpoint), methods=["POST"]) for name, endpoint in endpoints.items()]
 
 
