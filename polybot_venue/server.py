@@ -207,7 +207,8 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
         return guarded
 
     endpoints = {"gap": run(gap), "move": run(move), "resolve": run(resolve), "tick": run(tick),
-                 "list": run(list_market), "pay-rebates": run(pay_rebates), "drop-connections": drop, "stall": stall, "latency": latency}
+                 "list": run(list_market), "pay-rebates": run(pay_rebates),
+                 "drop-connections": drop, "stall": stall, "latency": latency}
     return [Route(f"/_admin/{name}", loopback_only(endpoint), methods=["POST"]) for name, endpoint in endpoints.items()]
 
 
