@@ -5,6 +5,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -145,6 +146,17 @@ def trade_json(trade: Trade, owner: str) -> dict:
             "fee_rate_bps": "0", "asset_id": maker.token_id, "outcome": trade.market.outcome_of(maker.token_id),
             "side": maker.side}],
     }
+
+
+COLLATERAL_ADDRESS = "0xC011a7E12a19f7B1f670d46F03B03f3342E82DFB"  # pUSD on Polygon, as rebates name it
+
+
+def rebates_json(engine: Engine, day: str, maker: str) -> list[dict] | None:
+    """``GET /rebates/current``: one row per market the maker earned rebates in on ``day``; null if none (as live)."""
+    rows = [{"date": f"{day}T00:00:00Z", "condition_id": market, "asset_address": COLLATERAL_ADDRESS,
+             "maker_address": maker, "rebated_fees_usdc": f"{amount:.6f}"}
+            for market, amount in engine.rebated(day, maker)]
+    return rows or None
 
 
 def _amount(units: int) -> Decimal:
@@ -290,6 +302,14 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
     async def fee_rate(request):
         token_param(request)
         return JSONResponse({"base_fee": 0})
+
+    async def rebates(request):
+        day, maker = request.query_params.get("date", ""), request.query_params.get("maker_address", "")
+        if not re.fullmatch(r"0x[0-9a-fA-F]{40}", maker):
+            raise VenueError("Invalid maker_address")
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day[:10]):
+            raise VenueError("Invalid date")
+        return JSONResponse(rebates_json(engine, day[:10], maker))
 
     async def market_by_token(request):
         return JSONResponse({"condition_id": engine.market_of(request.path_params["token_id"]).condition_id})
@@ -503,6 +523,7 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         Route("/last-trade-price", last_trade_price),
         Route("/last-trades-prices", last_trades_prices, methods=["POST"]),
         Route("/tick-size", tick_size), Route("/neg-risk", neg_risk), Route("/fee-rate", fee_rate),
+        Route("/rebates/current", rebates),
         Route("/markets-by-token/{token_id}", market_by_token),
         Route("/clob-markets/{condition_id}", clob_market_compact),
         Route("/markets", markets), Route("/markets/{condition_id}", one_market),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import time
 from bisect import insort
 from collections import deque
 from collections.abc import Iterable
@@ -22,6 +23,8 @@ GTD_MIN_LEAD_S = 60  # Polymarket's rule: a GTD order's expiration is at least t
 ZERO = Decimal(0)
 ONE = Decimal(1)
 FEE_QUANTUM = Decimal("0.00001")
+REBATE_QUANTUM = Decimal("0.000001")  # rebates are paid and reported in micro-units of pUSD
+REBATE_MIN_PAYOUT = ONE  # Polymarket pays a day's rebates once at least $1 has accrued
 HEARTBEAT_TIMEOUT_MS = 10_000
 
 
@@ -43,7 +46,10 @@ class Market:
     outcomes: tuple[str, str] = ("Yes", "No")
     tick: Decimal = Decimal("0.01")
     min_size: Decimal = Decimal("5")
-    fee_rate: Decimal = ZERO
+    fee_rate: Decimal = ZERO  # feeSchedule.rate: takers pay shares x rate x (p(1 - p))^fee_exponent
+    fee_exponent: Decimal = ONE
+    rebate_rate: Decimal = ZERO  # feeSchedule.rebateRate: the share of taker fees paid back to makers
+    category: str = ""
     neg_risk: bool = False
     neg_risk_market_id: str = ""
     event_id: str = ""
@@ -62,6 +68,10 @@ class Market:
 
     def is_yes(self, token_id: str) -> bool:
         return token_id == self.tokens[0]
+
+    def fee_per_share(self, price: Decimal) -> Decimal:
+        """The taker fee on one share at ``price``, unrounded."""
+        return fee_per_share(price, self.fee_rate, self.fee_exponent)
 
 
 @dataclass
@@ -194,9 +204,22 @@ class Book:
         return [(p, sum((o.remaining for o in levels[p]), ZERO)) for p in prices]
 
 
-def taker_fee(shares: Decimal, price: Decimal, rate: Decimal) -> Decimal:
-    """Polymarket's taker fee in collateral: shares x rate x p x (1 - p), floored to 5 decimals."""
-    return (shares * rate * price * (ONE - price)).quantize(FEE_QUANTUM, rounding=ROUND_FLOOR)
+def fee_per_share(price: Decimal, rate: Decimal, exponent: Decimal = ONE) -> Decimal:
+    """rate x (p(1 - p))^exponent: what py-clob-client-v2's fees.py charges per share."""
+    if not rate:
+        return ZERO
+    curve = price * (ONE - price)
+    return rate * (curve if exponent == ONE else curve ** exponent)
+
+
+def taker_fee(shares: Decimal, price: Decimal, rate: Decimal, exponent: Decimal = ONE) -> Decimal:
+    """Polymarket's taker fee in collateral: shares x rate x (p(1 - p))^exponent, floored to 5 decimals
+    (the 21 captured V2 fills in fixtures/polymarket match this to the micro-unit)."""
+    return (shares * fee_per_share(price, rate, exponent)).quantize(FEE_QUANTUM, rounding=ROUND_FLOOR)
+
+
+def utc_day(ms: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ms // 1000))
 
 
 def fmt(value: Decimal) -> str:
@@ -226,6 +249,9 @@ class Engine:
         # What happened, for the user channel: ("order", PLACEMENT|UPDATE|CANCELLATION, Order) or ("trade", Trade).
         self.outbox: list[tuple] = []
         self.unconfirmed: list[Trade] = []
+        # Maker rebates not yet paid: (UTC day, maker address lowercased, condition id) -> accrued collateral.
+        self.rebates: dict[tuple[str, str, str], Decimal] = {}
+        self.rebates_paid: dict[tuple[str, str, str], Decimal] = {}
         self._seq = itertools.count(1)
         self._trade_seq = itertools.count(1)
 
@@ -313,7 +339,7 @@ class Engine:
     def _hold(self, account: Account, order: Order) -> None:
         if order.side == "BUY":
             # Enough for the whole size at the limit, plus the taker fee it might pay.
-            order.reserve_per_share = order.price + order.market.fee_rate * order.price * (ONE - order.price)
+            order.reserve_per_share = order.price + order.market.fee_per_share(order.price)
             need = order.size * order.reserve_per_share
             if account.available_collateral() < need:
                 raise VenueError("not enough balance / allowance")
@@ -342,7 +368,7 @@ class Engine:
             maker_price = maker.price
             yes_price = maker.yes_price
             taker_price = yes_price if taker.market.is_yes(taker.token_id) else ONE - yes_price
-            fee = taker_fee(qty, taker_price, taker.market.fee_rate)
+            fee = taker_fee(qty, taker_price, taker.market.fee_rate, taker.market.fee_exponent)
             self._settle(maker, qty, maker_price, ZERO)
             self._settle(taker, qty, taker_price, fee)
             trade_no = next(self._trade_seq)
@@ -356,6 +382,7 @@ class Engine:
                 maker.status = "MATCHED"
                 book.remove(maker)
             self.trades[trade_id] = trade
+            self._accrue_rebate(trade)
             self.trade_log.append(trade)
             self.unconfirmed.append(trade)
             self.outbox += [("trade", trade), ("order", "UPDATE", maker), ("order", "UPDATE", taker)]
@@ -379,6 +406,45 @@ class Engine:
             account.collateral += qty * price - fee
         if fee:
             self.account(self.fee_account).collateral += fee
+
+    # ---------------------------------------------------------------- rebates
+
+    def _accrue_rebate(self, trade: Trade) -> None:
+        """The maker of ``trade`` earns rebateRate x the taker fee it paid (our rule; see README: Polymarket
+        splits rebateRate x a market's taker fees among its makers by fee-curve-weighted filled size, which is
+        the same sum per trade, since a maker fill's fee-curve weight is that trade's taker fee)."""
+        rebate = trade.fee * trade.market.rebate_rate
+        if rebate:
+            key = (utc_day(trade.match_ms), trade.maker.order.address.lower(), trade.market.condition_id)
+            self.rebates[key] = self.rebates.get(key, ZERO) + rebate
+
+    def rebated(self, day: str, maker: str) -> list[tuple[str, Decimal]]:
+        """(condition id, rebate in collateral to the micro-unit) a maker earned on ``day``, paid or not."""
+        out: dict[str, Decimal] = {}
+        for book in (self.rebates, self.rebates_paid):
+            for (d, address, market), amount in book.items():
+                if d == day and address == maker.lower():
+                    out[market] = out.get(market, ZERO) + amount
+        return sorted((m, a.quantize(REBATE_QUANTUM, rounding=ROUND_FLOOR)) for m, a in out.items())
+
+    def pay_rebates(self, before_day: str | None = None, minimum: Decimal = ZERO) -> dict[str, Decimal]:
+        """Credit makers the rebates accrued on days before ``before_day`` (all of them if None), floored to the
+        micro-unit, from the fee account; a maker owed less than ``minimum`` in all waits. Returns who got what."""
+        owed: dict[str, list[tuple[str, str, str]]] = {}
+        for key in self.rebates:
+            if before_day is None or key[0] < before_day:
+                owed.setdefault(key[1], []).append(key)
+        paid = {}
+        for maker, keys in owed.items():
+            amount = sum((self.rebates[k].quantize(REBATE_QUANTUM, rounding=ROUND_FLOOR) for k in keys), ZERO)
+            if amount < minimum or amount <= 0:
+                continue
+            for k in keys:
+                self.rebates_paid[k] = self.rebates_paid.get(k, ZERO) + self.rebates.pop(k)
+            self.account(maker).collateral += amount
+            self.account(self.fee_account).collateral -= amount
+            paid[maker] = amount
+        return paid
 
     # ---------------------------------------------------------------- cancels
 
@@ -437,6 +503,7 @@ class Engine:
     def tick(self) -> list[Order]:
         """Expire GTD orders and cancel the orders of owners whose heartbeats stopped; return what was canceled."""
         now = self.clock()
+        self.pay_rebates(before_day=utc_day(now), minimum=REBATE_MIN_PAYOUT)
         gone = []
         silent = {owner for owner, last in self.heartbeats.items() if now - last > self.heartbeat_timeout_ms}
         for owner in silent:

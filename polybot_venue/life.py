@@ -12,7 +12,7 @@ from decimal import Decimal
 import msgspec
 
 from .engine import ONE, ZERO, Engine, Market, VenueError
-from .markets import Event, Universe, _hex, _token
+from .markets import Event, Universe, _hex, _token, schedule
 
 HOUSE = "house"
 NOISE = "noise"
@@ -223,12 +223,13 @@ class Life:
     def list_market(self, now_ms: int, news: News) -> Market:
         self.listed += 1
         n = self.listed
-        market = Market(
+        market = schedule(Market(
             condition_id=_hex(self.seed, "listed", n), question=f"Will the listed proposition #{n} hold?",
             slug=f"listed-proposition-{n}", tokens=(_token(self.seed, "listed", n, "yes"),
                                                     _token(self.seed, "listed", n, "no")),
-            fee_rate=Decimal("0.04"), end_ms=now_ms + 30 * 86_400_000, start_ms=now_ms,
-            market_id=str(700_000 + n), description=f"A market listed by the local venue (seed {self.seed}).")
+            end_ms=now_ms + 30 * 86_400_000, start_ms=now_ms,
+            market_id=str(700_000 + n), description=f"A market listed by the local venue (seed {self.seed})."),
+            "politics")
         self.engine.add_market(market)
         self.engine.fund(self.house, shares={t: Decimal(10) ** 7 for t in market.tokens})
         self.fair[market.condition_id] = Decimal(self.rng.randint(20, 80)) / 100

@@ -11,7 +11,20 @@ from decimal import Decimal
 from .engine import ONE, Engine, Market, fmt
 
 TICKS = (Decimal("0.01"), Decimal("0.01"), Decimal("0.01"), Decimal("0.001"))
-FEE_RATES = {"politics": Decimal("0.04"), "sports": Decimal("0.05"), "crypto": Decimal("0.07"), "culture": Decimal(0)}
+# Polymarket's fee schedule per category (feeSchedule in Gamma): taker rate, exponent, maker rebate share.
+# Rates from the venue's docs and captures (crypto 0.07, sports 0.03, ...); every capture has exponent 1.
+# Rebate shares from the Maker Rebates Program page: crypto 20 %, the other fee-charging categories 25 %.
+FEE_SCHEDULES = {
+    "crypto": (Decimal("0.07"), ONE, Decimal("0.2")),
+    "sports": (Decimal("0.03"), ONE, Decimal("0.25")),
+    "politics": (Decimal("0.04"), ONE, Decimal("0.25")),
+    "finance": (Decimal("0.04"), ONE, Decimal("0.25")),
+    "tech": (Decimal("0.04"), ONE, Decimal("0.25")),
+    "economics": (Decimal("0.05"), ONE, Decimal("0.25")),
+    "culture": (Decimal("0.05"), ONE, Decimal("0.25")),
+    "weather": (Decimal("0.05"), ONE, Decimal("0.25")),
+    "geopolitics": (Decimal(0), ONE, Decimal(0)),
+}
 SUBJECTS = {
     "politics": ["the incumbent win re-election", "the bill pass the Senate", "turnout exceed 60%",
                  "the party hold the House", "the treaty be ratified"],
@@ -21,6 +34,11 @@ SUBJECTS = {
                "stablecoin supply pass $400B"],
     "culture": ["the film gross $1B", "the album top the chart", "the show be renewed",
                 "the festival sell out", "the book win the prize"],
+    "finance": ["the S&P 500 close the year higher", "the bank beat earnings", "gold trade above $3k"],
+    "tech": ["the phone launch in September", "the model top the leaderboard", "the merger close"],
+    "economics": ["the Fed cut rates in June", "CPI come in below 3%", "unemployment rise above 5%"],
+    "weather": ["the city see snow in May", "the hurricane make landfall", "July set a heat record"],
+    "geopolitics": ["the ceasefire hold", "the summit take place", "the sanctions be lifted"],
 }
 CANDIDATES = ["Avery", "Blake", "Casey", "Devon", "Emerson", "Finley", "Harper", "Jordan"]
 
@@ -51,6 +69,13 @@ class Universe:
     fair: dict[str, Decimal]  # condition id -> fair YES price the house quotes around
 
 
+def schedule(market: Market, category: str) -> Market:
+    """``market`` with ``category``'s fee schedule."""
+    market.category = category
+    market.fee_rate, market.fee_exponent, market.rebate_rate = FEE_SCHEDULES[category]
+    return market
+
+
 def generate(seed: int, binary: int = 20, events: int = 3, outcomes: int = 4, now_ms: int | None = None) -> Universe:
     """The same seed gives the same markets, ids and prices."""
     rng = random.Random(seed)
@@ -64,11 +89,10 @@ def generate(seed: int, binary: int = 20, events: int = 3, outcomes: int = 4, no
         market = Market(
             condition_id=_hex(seed, "market", i), question=f"Will {subject} (#{i + 1})?",
             slug=f"{subject.lower().replace(' ', '-').replace('$', '').replace('%', 'pct')}-{i + 1}",
-            tokens=(_token(seed, i, "yes"), _token(seed, i, "no")), tick=tick,
-            fee_rate=FEE_RATES[category], end_ms=now_ms + rng.randint(2, 120) * 86_400_000,
+            tokens=(_token(seed, i, "yes"), _token(seed, i, "no")), tick=tick, end_ms=now_ms + rng.randint(2, 120) * 86_400_000,
             market_id=str(500_000 + i), description=f"Resolves Yes if {subject}. Local venue market, seed {seed}.",
             start_ms=now_ms)
-        markets.append(market)
+        markets.append(schedule(market, category))
         fair[market.condition_id] = (Decimal(rng.randint(10, 90)) / 100).quantize(tick)
     for e in range(events):
         neg_id = _hex(seed, "event", e)
@@ -81,11 +105,11 @@ def generate(seed: int, binary: int = 20, events: int = 3, outcomes: int = 4, no
                 condition_id=_hex(seed, "event", e, j), question=f"Will {name} win contest {e + 1}?",
                 slug=f"{name.lower()}-wins-contest-{e + 1}", tokens=(_token(seed, "e", e, j, "yes"),
                                                                      _token(seed, "e", e, j, "no")),
-                tick=Decimal("0.01"), fee_rate=FEE_RATES["politics"], neg_risk=True, neg_risk_market_id=neg_id,
+                tick=Decimal("0.01"), neg_risk=True, neg_risk_market_id=neg_id,
                 event_id=str(90_000 + e), end_ms=now_ms + 60 * 86_400_000, market_id=str(600_000 + e * 10 + j),
                 start_ms=now_ms, group_item_title=name,
                 description=f"Resolves Yes if {name} wins contest {e + 1}; exactly one outcome resolves Yes.")
-            members.append(market)
+            members.append(schedule(market, "politics"))
             price = Decimal(weights[j] / total).quantize(Decimal("0.01"))
             fair[market.condition_id] = min(max(price, Decimal("0.02")), Decimal("0.98"))
         markets.extend(members)
@@ -121,8 +145,17 @@ def _question_id(market: Market) -> str:
 
 
 def _fee_type(market: Market) -> str | None:
-    category = next((c for c, rate in FEE_RATES.items() if rate == market.fee_rate and rate), None)
-    return f"{category}_fees" if category else None
+    return f"{market.category}_fees" if market.category and market.fee_rate else None
+
+
+def _num(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def fee_schedule(market: Market) -> dict:
+    """Gamma's ``feeSchedule``, as the captured markets write it."""
+    return {"exponent": _num(market.fee_exponent), "rate": float(market.fee_rate), "takerOnly": True,
+            "rebateRate": float(market.rebate_rate)}
 
 
 def _event_stub(event: Event) -> dict:
@@ -183,7 +216,7 @@ def gamma_market(engine: Engine, market: Market, events: dict[str, Event]) -> di
         "takerBaseFee": int(market.fee_rate * 10_000),
         "feesEnabled": market.fee_rate > 0,
         "feeType": _fee_type(market),
-        "feeSchedule": {"exponent": 1, "rate": float(market.fee_rate), "takerOnly": True, "rebateRate": 0},
+        "feeSchedule": fee_schedule(market),
     }
     if event is not None:
         out["events"] = [_event_stub(event)]
@@ -217,4 +250,4 @@ def clob_market_info(market: Market) -> dict:
     """The compact /clob-markets/{condition_id} answer the client caches tick, neg risk and fees from."""
     return {"c": market.condition_id, "t": [{"t": t, "o": o} for t, o in zip(market.tokens, market.outcomes)],
             "mts": float(market.tick), "mos": float(market.min_size), "nr": market.neg_risk,
-            "fd": {"r": float(market.fee_rate), "e": 1, "to": True}}
+            "fd": {"r": float(market.fee_rate), "e": _num(market.fee_exponent), "to": True}}

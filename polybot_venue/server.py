@@ -203,6 +203,10 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
         venue.state.limiter.set(limits)
         return JSONResponse(msgspec.to_builtins(limits))
 
+    def pay_rebates(data: dict, news: News) -> dict:
+        """Pay every maker the rebates accrued so far, today's too, with no minimum (the daily payout, now)."""
+        return {"paid": {maker: str(amount) for maker, amount in engine.pay_rebates().items()}}
+
     async def drop(request: Request) -> JSONResponse:
         return JSONResponse({"dropped": await venue.channels.drop_all()})
 
@@ -241,8 +245,8 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
         return guarded
 
     endpoints = {"gap": run(gap), "move": run(move), "resolve": run(resolve), "tick": run(tick),
-                 "list": run(list_market), "drop-connections": drop, "stall": stall, "latency": latency,
-                 "restart": restart, "rate-limits": rate_limits}
+                 "list": run(list_market), "pay-rebates": run(pay_rebates), "drop-connections": drop,
+                 "stall": stall, "latency": latency, "restart": restart, "rate-limits": rate_limits}
     return [Route(f"/_admin/{name}", loopback_only(endpoint), methods=["POST"]) for name, endpoint in endpoints.items()]
 
 

@@ -311,7 +311,8 @@ class Desk:
             fee = f.fee
         elif f.liquidity == "TAKER":  # the rate the trade itself reports, else the market's
             rules = self.rules.get(f.token_id)
-            fee = base.taker_fee(f.size, f.price, f.fee_rate or (rules.fee_rate if rules is not None else ZERO))
+            fee = base.taker_fee(f.size, f.price, f.fee_rate or (rules.fee_rate if rules is not None else ZERO),
+                                 rules.fee_exponent if rules is not None else base.ONE)
         else:
             fee = ZERO
         o = t.order if t is not None else None

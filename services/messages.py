@@ -121,6 +121,7 @@ class MarketNew(Message, frozen=True, kw_only=True):
     end_ts_ms: int = 0
     fee_rate: Decimal = Decimal("0")
     accepting_orders: bool = True
+    fee_exponent: Decimal = Decimal("1")  # feeSchedule.exponent: fee = shares x rate x (p(1 - p))^exponent
     volume: Decimal = Decimal("0")  # as Gamma reported it when the market was loaded (USDC)
     liquidity: Decimal = Decimal("0")
 

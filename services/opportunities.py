@@ -17,7 +17,7 @@ from msgspec import Struct, structs
 from . import messages as m
 from .books import Books
 from .sizing import exact_buy_size
-from .venues.base import taker_fee
+from .venues.base import fee_per_share, taker_fee
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -37,6 +37,7 @@ class LegBook(Struct, frozen=True, kw_only=True):
     fee_rate: Decimal
     min_size: Decimal
     levels: tuple[m.Level, ...]
+    fee_exponent: Decimal = ONE
 
 
 class OrderLeg(Struct, frozen=True, kw_only=True):
@@ -83,16 +84,13 @@ class Opportunity(SetQuote, frozen=True, kw_only=True):
     questions: tuple[str, ...]
 
 
-def fee_per_share(price: Decimal, rate: Decimal) -> Decimal:
-    """The taker fee on one share, unrounded: rate x p x (1 - p)."""
-    return rate * price * (ONE - price)
-
-
-def set_edge(side: m.Side, quotes: Iterable[tuple[Decimal, Decimal]]) -> Decimal:
-    """One set's edge at these (price, fee rate) per leg: 1 - sum(p + fee) to buy, sum(p - fee) - 1 to sell."""
+def set_edge(side: m.Side, quotes: Iterable[tuple[Decimal, ...]]) -> Decimal:
+    """One set's edge at these (price, fee rate[, fee exponent]) per leg: 1 - sum(p + fee) to buy,
+    sum(p - fee) - 1 to sell."""
+    fees = [(p, fee_per_share(p, rate, *exponent)) for p, rate, *exponent in quotes]
     if side == "BUY":
-        return ONE - sum((p + fee_per_share(p, rate) for p, rate in quotes), ZERO)
-    return sum((p - fee_per_share(p, rate) for p, rate in quotes), ZERO) - ONE
+        return ONE - sum((p + fee for p, fee in fees), ZERO)
+    return sum((p - fee for p, fee in fees), ZERO) - ONE
 
 
 def quote_set(legs: Sequence[LegBook], side: m.Side, *, max_cost: Decimal, max_sets: Decimal | None = None,
@@ -106,7 +104,7 @@ def quote_set(legs: Sequence[LegBook], side: m.Side, *, max_cost: Decimal, max_s
     """
     if not legs or any(not leg.levels for leg in legs):
         return None
-    edge = set_edge(side, [(leg.levels[0].price, leg.fee_rate) for leg in legs])
+    edge = set_edge(side, [(leg.levels[0].price, leg.fee_rate, leg.fee_exponent) for leg in legs])
     if edge <= 0 or edge < min_edge:
         return None
     depth = _depth(legs, side, min_edge)
@@ -149,7 +147,7 @@ def scan(markets: Iterable[m.MarketNew], books: Books | Iterable[m.Book], *, max
         out = []
         for side in ("BUY", "SELL"):
             legs = [LegBook(token_id=o.token_id, market=mk.market, outcome=o.name, fee_rate=mk.fee_rate,
-                            min_size=mk.min_size, levels=levels(o.token_id, side)) for mk, o in outcomes]
+                            fee_exponent=mk.fee_exponent, min_size=mk.min_size, levels=levels(o.token_id, side)) for mk, o in outcomes]
             quote = quote_set(legs, side, max_cost=max_cost, max_sets=max_sets, min_edge=min_edge,
                               max_leg_cost=max_leg_cost)
             if quote is not None:
@@ -200,7 +198,7 @@ def _depth(legs: Sequence[LegBook], side: m.Side, min_edge: Decimal) -> Decimal:
     left = [leg.levels[0].size for leg in legs]
     total = ZERO
     while all(i < len(leg.levels) for i, leg in zip(at, legs)):
-        edge = set_edge(side, [(leg.levels[i].price, leg.fee_rate) for i, leg in zip(at, legs)])
+        edge = set_edge(side, [(leg.levels[i].price, leg.fee_rate, leg.fee_exponent) for i, leg in zip(at, legs)])
         if edge <= 0 or edge < min_edge:
             break
         step = min(left)
@@ -229,7 +227,8 @@ def _fills(legs: Sequence[LegBook], sets: Decimal) -> list[list[tuple[Decimal, D
 
 
 def _fees(legs: Sequence[LegBook], fills: list[list[tuple[Decimal, Decimal]]]) -> Decimal:
-    return sum((taker_fee(q, p, leg.fee_rate) for leg, leg_fills in zip(legs, fills) for p, q in leg_fills), ZERO)
+    return sum((taker_fee(q, p, leg.fee_rate, leg.fee_exponent)
+                for leg, leg_fills in zip(legs, fills) for p, q in leg_fills), ZERO)
 
 
 def _charged(legs: Sequence[LegBook], side: m.Side, sets: Decimal) -> Decimal:

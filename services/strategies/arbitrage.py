@@ -14,6 +14,7 @@ import msgspec
 from .. import messages as m
 from ..books import Books
 from ..sizing import exact_buy_size
+from ..venues.base import fee_per_share
 
 ONE = Decimal(1)
 
@@ -23,10 +24,6 @@ class ArbitrageParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_size: Decimal = Decimal("50")  # shares per leg
     cooldown_ms: int = 2000  # one signal per market or event per cooldown, so one gap is not chased twice
     events: bool = True  # also look across neg-risk events
-
-
-def fee_per_share(price: Decimal, rate: Decimal) -> Decimal:
-    return rate * price * (ONE - price)
 
 
 class Arbitrage:
@@ -91,7 +88,7 @@ class Arbitrage:
                 if best is None:
                     return []
                 legs.append((market, outcome.token_id, best[0], best[1]))
-        cost = sum((ask + fee_per_share(ask, mk.fee_rate) for mk, _, ask, _ in legs), Decimal(0))
+        cost = sum((ask + fee_per_share(ask, mk.fee_rate, mk.fee_exponent) for mk, _, ask, _ in legs), Decimal(0))
         edge = ONE - cost
         if edge < self.params.min_edge:
             return []

@@ -52,7 +52,8 @@ class MarketRules(Struct, frozen=True, kw_only=True):
     min_size: Decimal
     neg_risk: bool = False
     fee_rate: Decimal = ZERO
-    complement: str = ""  # the other token of a binary market: its book mirrors this one's
+    complement: str = ""
+    fee_exponent: Decimal = ONE  # the other token of a binary market: its book mirrors this one's
 
 
 class OrderRequest(Struct, frozen=True, kw_only=True):
@@ -170,9 +171,18 @@ class Venue(Protocol):
     def detail(self) -> dict[str, str]: ...
 
 
-def taker_fee(shares: Decimal, price: Decimal, rate: Decimal) -> Decimal:
-    """Polymarket's taker fee in collateral: shares x rate x p x (1 - p), floored to 5 decimals. Makers pay none."""
-    return (shares * rate * price * (ONE - price)).quantize(FEE_QUANTUM, rounding=ROUND_FLOOR)
+def fee_per_share(price: Decimal, rate: Decimal, exponent: Decimal = ONE) -> Decimal:
+    """The taker fee on one share, unrounded: rate x (p(1 - p))^exponent (py-clob-client-v2 ``fees.py``)."""
+    if not rate:
+        return ZERO
+    curve = price * (ONE - price)
+    return rate * (curve if exponent == ONE else curve ** exponent)
+
+
+def taker_fee(shares: Decimal, price: Decimal, rate: Decimal, exponent: Decimal = ONE) -> Decimal:
+    """Polymarket's taker fee in collateral: shares x rate x (p(1 - p))^exponent, floored to 5 decimals.
+    Makers pay none."""
+    return (shares * fee_per_share(price, rate, exponent)).quantize(FEE_QUANTUM, rounding=ROUND_FLOOR)
 
 
 def round_price(side: m.Side, price: Decimal, tick: Decimal) -> Decimal:
@@ -193,5 +203,5 @@ def rules_from(market: m.MarketNew) -> dict[str, MarketRules]:
         other = [t for t in tokens if t != token]
         out[token] = MarketRules(token_id=token, market=market.market, tick=market.tick_size,
                                  min_size=market.min_size, neg_risk=market.neg_risk, fee_rate=market.fee_rate,
-                                 complement=other[0] if len(tokens) == 2 else "")
+                                 fee_exponent=market.fee_exponent, complement=other[0] if len(tokens) == 2 else "")
     return out

@@ -174,7 +174,8 @@ class PaperBook:
         fill = VenueFill(trade_id=f"paper-{resting.venue_order_id[6:22]}-{resting.fills}",
                          venue_order_id=resting.venue_order_id, token_id=order.token_id, market=order.market,
                          side=order.side, price=price, size=qty, liquidity=liquidity, fee_rate=rate,
-                         fee=base.taker_fee(qty, price, rate) if liquidity == "TAKER" else ZERO,
+                         fee=(base.taker_fee(qty, price, rate, order.rules.fee_exponent) if liquidity == "TAKER"
+                              else ZERO),
                          ts_ms=self.clock_ms())
         self.fills.append(fill)
         return fill

@@ -272,6 +272,8 @@ class Clob:
         return MarketRules(token_id=token_id, market=market, tick=Decimal(str(info.min_tick_size)),
                            min_size=Decimal(str(info.min_order_size or 5)), neg_risk=info.neg_risk,
                            fee_rate=Decimal(str(info.fee.rate)) if info.fee else base.ZERO,
+                           # an absent exponent means the curve as every capture has it, 1
+                           fee_exponent=Decimal(str(info.fee.exponent)) if info.fee and info.fee.exponent else base.ONE,
                            complement=next((t for t in tokens if t != token_id), "") if len(tokens) == 2 else "")
 
 

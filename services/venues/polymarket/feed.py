@@ -35,13 +35,15 @@ def market_new(market: schema.GammaMarket, now_ns: int) -> m.MarketNew:
     """A Gamma market as the mesh's MarketNew."""
     tokens = market.parsed_clob_token_ids()
     names = market.parsed_outcomes()
-    fee = market.fee_schedule.rate if market.fee_schedule is not None and market.fees_enabled else 0
+    charged = market.fee_schedule is not None and market.fees_enabled
+    fee = market.fee_schedule.rate if charged else 0
+    exponent = market.fee_schedule.exponent if charged and market.fee_schedule.exponent else 1
     return m.MarketNew(
         ts_ns=now_ns, market=market.condition_id, question=market.question, slug=market.slug,
         outcomes=[m.Outcome(token_id=t, name=n) for t, n in zip(tokens, names)],
         tick_size=_dec(market.order_price_min_tick_size, "0.01"), min_size=_dec(market.order_min_size, "5"),
         neg_risk=bool(market.neg_risk), neg_risk_market_id=market.neg_risk_market_id or "",
-        end_ts_ms=_end_ms(market.end_date), fee_rate=_dec(fee, "0"),
+        end_ts_ms=_end_ms(market.end_date), fee_rate=_dec(fee, "0"), fee_exponent=_dec(exponent, "1"),
         accepting_orders=bool(market.accepting_orders) and not market.closed,
         volume=_dec(market.volume_num, "0"), liquidity=_dec(market.liquidity_num, "0"))
 
