@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from polybot_venue.engine import Engine, Market, VenueError, taker_fee
+from polybot_venue.engine import UNLIMITED, Engine, Market, VenueError, taker_fee
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "polymarket"
 FILLS = json.loads((FIXTURES / "chain_order_filled_taker_fees.json").read_text())
@@ -35,6 +35,7 @@ def world() -> tuple[Engine, Market, Clock]:
     engine = Engine([market], clock)
     for who in ("alice", "bob"):
         engine.fund(who, D(1000), {"yes": D(100), "no": D(100)})
+        engine.approve(who, collateral=UNLIMITED, conditional=True)
     return engine, market, clock
 
 
