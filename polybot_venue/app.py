@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from . import auth, operations
-from .engine import Engine, Order, Trade, VenueError, fmt
+from .engine import MAX_UINT, UNLIMITED, Engine, Order, Trade, VenueError, allowance_units, fmt, units
 from .markets import Event, clob_market, clob_market_info, gamma_event, gamma_market
 
 END_CURSOR = "LTE="  # base64("-1"): the last page
@@ -30,6 +30,7 @@ class VenueState:
     secret: bytes  # derives API credentials
     page_size: int = 100
     starting_collateral: Decimal = Decimal(10_000)
+    fund_new_accounts: bool = False  # a convenience for tests: each new account is funded and approves every exchange
     credentials: dict[str, auth.ApiCredentials] = field(default_factory=dict)  # api key -> creds
     funded: set[str] = field(default_factory=set)
     order_delay_s: float = 0.0  # set by the admin endpoint: how long placing an order takes, as on a slow venue
@@ -42,10 +43,16 @@ class VenueState:
     def register(self, address: str, nonce: int) -> auth.ApiCredentials:
         creds = auth.derive_credentials(self.secret, address, nonce)
         self.credentials[creds.api_key] = creds
-        if address.lower() not in self.funded:  # a new account starts with test collateral
-            self.funded.add(address.lower())
-            self.engine.fund(address, collateral=self.starting_collateral)
+        # Like the real venue, a new account starts with nothing: no pUSD and no approvals (unless told otherwise).
+        if self.fund_new_accounts and address.lower() not in self.funded:
+            self.fund(address)
         return creds
+
+    def fund(self, address: str) -> None:
+        """Credit ``starting_collateral`` once and approve every exchange without limit: a ready test wallet."""
+        self.funded.add(address.lower())
+        self.engine.fund(address, collateral=self.starting_collateral)
+        self.engine.approve(address, collateral=UNLIMITED, conditional=True)
 
 
 def _error(message: str, status: int = 400) -> JSONResponse:
@@ -159,8 +166,8 @@ def rebates_json(engine: Engine, day: str, maker: str) -> list[dict] | None:
     return rows or None
 
 
-def _amount(units: int) -> Decimal:
-    return Decimal(units) / Decimal(10**6)
+def _amount(raw: int) -> Decimal:
+    return Decimal(raw) / Decimal(10**6)
 
 
 def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = None) -> Starlette:
@@ -503,16 +510,29 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         return JSONResponse({"heartbeat_id": new_id})
 
     async def balance_allowance(request):
+        """The funder wallet's balance of one asset and what each exchange may move of it, as 6-decimal integer
+        strings. On the real venue ``/update`` first re-reads the chain; here the state is always current."""
         creds = l2(request, b"")
-        account = engine.account(creds.address)
         q = request.query_params
-        if q.get("asset_type", "COLLATERAL").upper() == "CONDITIONAL":
+        try:
+            int(q.get("signature_type", "0"))
+        except ValueError:
+            raise VenueError("invalid signature_type") from None
+        # Orders must be made by the API key's own address (an EOA wallet), so that is the funder asked about.
+        account = engine.account(creds.address)
+        asset_type = q.get("asset_type", "COLLATERAL").upper()
+        if asset_type == "COLLATERAL":
+            return JSONResponse({"balance": units(account.collateral),
+                                 "allowances": {x: allowance_units(account.allowances.get(x, Decimal(0)))
+                                                for x in engine.exchanges}})
+        if asset_type == "CONDITIONAL":
             token = q.get("token_id", "")
-            balance = account.shares.get(token, Decimal(0))
-        else:
-            balance = account.collateral
-        units = str(int((balance * 10**6).to_integral_value()))
-        return JSONResponse({"balance": units, "allowances": {auth.EXCHANGE_V2[state.chain_id]: str(2**256 - 1)}})
+            if not token:
+                raise VenueError("token_id is required for asset_type CONDITIONAL")
+            return JSONResponse({"balance": units(account.shares.get(token, Decimal(0))),
+                                 "allowances": {x: str(MAX_UINT) if x in account.approved else "0"
+                                                for x in engine.exchanges}})
+        raise VenueError(f"invalid asset_type {asset_type}: COLLATERAL or CONDITIONAL")
 
     routes = [
         Route("/ok", ok), Route("/time", server_time), Route("/version", version),

@@ -25,7 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chain-id", type=int, default=137, choices=(137, 80002),
                         help="chain whose exchange domain orders are signed under (default: 137)")
     parser.add_argument("--starting-collateral", type=int, default=10_000,
-                        help="pUSD credited to each new account (default: 10000)")
+                        help="pUSD credited to a funded account (default: 10000)")
+    parser.add_argument("--no-fund-test-account", dest="fund_test_account", action="store_false",
+                        help="the ready-made test account starts like any other: 0 pUSD, no approvals")
+    parser.add_argument("--fund-new-accounts", action="store_true",
+                        help="fund every new account and approve every exchange for it (the real venue does not: a "
+                             "new account has 0 balance and 0 allowance until funded through /_admin/fund and "
+                             "/_admin/approve)")
     parser.add_argument("--heartbeat-timeout-ms", type=int, default=10_000,
                         help="once an account heartbeats, this much silence cancels its orders (default: 10000)")
     parser.add_argument("--still", action="store_true",
@@ -49,6 +55,7 @@ def options_from(args: argparse.Namespace) -> VenueOptions:
                         seed=args.seed, markets=args.markets, events=args.events, outcomes=args.outcomes,
                         chain_id=args.chain_id, page_size=args.page_size,
                         starting_collateral=args.starting_collateral, still=args.still,
+                        fund_test_account=args.fund_test_account, fund_new_accounts=args.fund_new_accounts,
                         heartbeat_timeout_ms=args.heartbeat_timeout_ms,
                         life=LifeOptions(requotes_per_s=args.requotes_per_s, trades_per_s=args.trades_per_s,
                                          gaps_per_s=args.gaps_per_s, gap=args.gap, gap_ms=args.gap_ms,
@@ -61,10 +68,12 @@ def banner(options: VenueOptions) -> str:
 
     account = ready_made_account(options.seed)
     urls = addresses(options)
+    funding = (f"funded with {options.starting_collateral} pUSD, every exchange approved" if options.fund_test_account
+               else "not funded: see /_admin/fund and /_admin/approve")
     return (f"local venue (seed {options.seed}, chain {options.chain_id})\n"
             f"  gamma  {urls['gamma']}\n  clob   {urls['clob']}\n"
             f"  market {urls['market_ws']}\n  user   {urls['user_ws']}\n"
-            f"test account (local venue only; funded with {options.starting_collateral} pUSD on first use)\n"
+            f"test account (local venue only; {funding})\n"
             f"  address     {account.address}\n  private key {account.private_key}\n"
             f"  api key     {account.credentials.api_key}\n  api secret  {account.credentials.secret}\n"
             f"  passphrase  {account.credentials.passphrase}")

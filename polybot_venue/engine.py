@@ -26,6 +26,12 @@ FEE_QUANTUM = Decimal("0.00001")
 REBATE_QUANTUM = Decimal("0.000001")  # rebates are paid and reported in micro-units of pUSD
 REBATE_MIN_PAYOUT = ONE  # Polymarket pays a day's rebates once at least $1 has accrued
 HEARTBEAT_TIMEOUT_MS = 10_000
+UNITS = Decimal(10**6)  # collateral and shares are 6-decimal tokens
+MAX_UINT = 2**256 - 1
+UNLIMITED = Decimal(MAX_UINT) / UNITS  # an approval of 2^256 - 1 units: ERC-20 tokens never spend it down
+# The exchange contracts (CLOB V2) orders are settled through: regular markets, then neg-risk ones (see auth.py).
+EXCHANGES = ("0xE111180000d2663C0091e4f400237545B87B996B", "0xe2222d279d744050d28e00520010520000310F59")
+NOT_ENOUGH = "not enough balance / allowance"
 
 
 class VenueError(Exception):
@@ -132,14 +138,22 @@ class Trade:
 
 @dataclass
 class Account:
+    """One funder wallet's money, as the chain holds it: pUSD, conditional tokens, and what each exchange may move."""
     address: str
     collateral: Decimal = ZERO
     shares: dict[str, Decimal] = field(default_factory=dict)
     held_collateral: Decimal = ZERO
     held_shares: dict[str, Decimal] = field(default_factory=dict)
+    allowances: dict[str, Decimal] = field(default_factory=dict)  # exchange -> pUSD it may spend (ERC-20 approve)
+    approved: set[str] = field(default_factory=set)  # exchanges that may move its tokens (ERC-1155 setApprovalForAll)
+    held_by_exchange: dict[str, Decimal] = field(default_factory=dict)  # collateral open BUYs hold, per exchange
 
     def available_collateral(self) -> Decimal:
         return self.collateral - self.held_collateral
+
+    def available_allowance(self, exchange: str) -> Decimal:
+        allowance = self.allowances.get(exchange, ZERO)
+        return allowance if allowance >= UNLIMITED else allowance - self.held_by_exchange.get(exchange, ZERO)
 
     def available_shares(self, token: str) -> Decimal:
         return self.shares.get(token, ZERO) - self.held_shares.get(token, ZERO)
@@ -222,6 +236,16 @@ def utc_day(ms: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(ms // 1000))
 
 
+def units(value: Decimal) -> str:
+    """An amount as a 6-decimal integer string, as the venue reports balances and allowances."""
+    return str(int((value * UNITS).to_integral_value(rounding=ROUND_FLOOR)))
+
+
+def allowance_units(value: Decimal) -> str:
+    """An allowance as the venue reports it: a maximal approval is exactly 2^256 - 1."""
+    return str(MAX_UINT) if value >= UNLIMITED else units(value)
+
+
 def fmt(value: Decimal) -> str:
     """A decimal as the venue writes it: no exponent, no trailing zeros."""
     text = f"{value.normalize():f}"
@@ -230,7 +254,8 @@ def fmt(value: Decimal) -> str:
 
 class Engine:
     def __init__(self, markets: Iterable[Market], clock, fee_account: str = "fees",
-                 heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS) -> None:
+                 heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS, exchanges: tuple[str, str] = EXCHANGES) -> None:
+        self.exchanges = exchanges  # (regular, neg-risk): the spenders a wallet approves
         self.markets: dict[str, Market] = {}
         self.token_market: dict[str, Market] = {}
         self.books: dict[str, Book] = {}
@@ -274,6 +299,24 @@ class Engine:
         account.collateral += collateral
         for token, amount in (shares or {}).items():
             account.shares[token] = account.shares.get(token, ZERO) + amount
+
+    def approve(self, address: str, exchanges: Iterable[str] | None = None, collateral: Decimal | None = None,
+                conditional: bool | None = None) -> Account:
+        """What the wallet's on-chain approvals would do: set each exchange's pUSD allowance (ERC-20 approve sets,
+        it does not add) and/or its right to move the wallet's conditional tokens; every exchange by default."""
+        account = self.account(address)
+        for exchange in self.exchanges if exchanges is None else exchanges:
+            if exchange not in self.exchanges:
+                raise VenueError(f"unknown exchange {exchange}: one of {', '.join(self.exchanges)}")
+            if collateral is not None:
+                account.allowances[exchange] = min(collateral, UNLIMITED)
+            if conditional is not None:
+                (account.approved.add if conditional else account.approved.discard)(exchange)
+        return account
+
+    def exchange_of(self, market: Market) -> str:
+        """The exchange contract that settles ``market``'s orders: neg-risk markets have their own."""
+        return self.exchanges[1] if market.neg_risk else self.exchanges[0]
 
     def market_of(self, token_id: str) -> Market:
         market = self.token_market.get(token_id)
@@ -337,17 +380,33 @@ class Engine:
         return Placement(order=order, trades=trades, status=status, making=making, taking=taking)
 
     def _hold(self, account: Account, order: Order) -> None:
+        """Hold what ``order`` may spend, or refuse it with the venue's texts when the wallet's balance or the
+        allowance of the market's exchange does not cover it plus what its open orders already hold."""
+        exchange = self.exchange_of(order.market)
         if order.side == "BUY":
             # Enough for the whole size at the limit, plus the taker fee it might pay.
             order.reserve_per_share = order.price + order.market.fee_per_share(order.price)
             need = order.size * order.reserve_per_share
             if account.available_collateral() < need:
-                raise VenueError("not enough balance / allowance")
+                raise VenueError(f"{NOT_ENOUGH}: the balance is not enough -> balance: {units(account.collateral)}, "
+                                 f"sum of active orders: {units(account.held_collateral)}, order amount: {units(need)}")
+            if account.available_allowance(exchange) < need:
+                raise VenueError(
+                    f"{NOT_ENOUGH}: the allowance is not enough -> spender: {exchange}, allowance: "
+                    f"{units(account.allowances.get(exchange, ZERO))}, sum of active orders: "
+                    f"{units(account.held_by_exchange.get(exchange, ZERO))}, order amount (inc. fees): {units(need)}")
             account.held_collateral += need
+            account.held_by_exchange[exchange] = account.held_by_exchange.get(exchange, ZERO) + need
         else:
             order.reserve_per_share = ONE
             if account.available_shares(order.token_id) < order.size:
-                raise VenueError("not enough balance / allowance")
+                raise VenueError(f"{NOT_ENOUGH}: the balance is not enough -> balance: "
+                                 f"{units(account.shares.get(order.token_id, ZERO))}, sum of active orders: "
+                                 f"{units(account.held_shares.get(order.token_id, ZERO))}, order amount: "
+                                 f"{units(order.size)}")
+            if exchange not in account.approved:
+                raise VenueError(f"{NOT_ENOUGH}: the allowance is not enough -> spender: {exchange}, allowance: 0, "
+                                 f"order amount: {units(order.size)}")
             account.held_shares[order.token_id] = account.held_shares.get(order.token_id, ZERO) + order.size
 
     def _release(self, order: Order, shares: Decimal | None = None) -> None:
@@ -355,7 +414,9 @@ class Engine:
         qty = order.remaining if shares is None else shares
         account = self.account(order.address)
         if order.side == "BUY":
+            exchange = self.exchange_of(order.market)
             account.held_collateral -= qty * order.reserve_per_share
+            account.held_by_exchange[exchange] -= qty * order.reserve_per_share
         else:
             account.held_shares[order.token_id] -= qty
 
@@ -400,6 +461,10 @@ class Engine:
         order.matched += qty
         if order.side == "BUY":
             account.collateral -= qty * price + fee
+            exchange = self.exchange_of(order.market)
+            allowance = account.allowances.get(exchange, ZERO)
+            if allowance < UNLIMITED:  # the exchange's transferFrom spends the approval down
+                account.allowances[exchange] = max(ZERO, allowance - (qty * price + fee))
             account.shares[order.token_id] = account.shares.get(order.token_id, ZERO) + qty
         else:
             account.shares[order.token_id] -= qty

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import msgspec
 
-from .engine import ONE, ZERO, Engine, Market, VenueError
+from .engine import ONE, UNLIMITED, ZERO, Engine, Market, VenueError
 from .markets import Event, Universe, _hex, _token, schedule
 
 HOUSE = "house"
@@ -60,6 +60,7 @@ class Life:
         self.last_ms: int | None = None
         self.fair = dict(universe.fair)
         engine.fund(self.noise, collateral=Decimal(10) ** 9)
+        engine.approve(self.noise, collateral=UNLIMITED, conditional=True)
         self._order_no = 0
 
     # ------------------------------------------------------------ driving

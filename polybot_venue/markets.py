@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .engine import ONE, Engine, Market, fmt
+from .engine import ONE, UNLIMITED, Engine, Market, fmt
 
 TICKS = (Decimal("0.01"), Decimal("0.01"), Decimal("0.01"), Decimal("0.001"))
 # Polymarket's fee schedule per category (feeSchedule in Gamma): taker rate, exponent, maker rebate share.
@@ -123,6 +123,7 @@ def seed_liquidity(engine: Engine, universe: Universe, house: str, seed: int, le
     """The house account quotes both sides of every market around its fair price."""
     rng = random.Random(seed + 1)
     engine.fund(house, collateral=Decimal(10) ** 9)
+    engine.approve(house, collateral=UNLIMITED, conditional=True)
     for market in universe.markets:
         yes, no = market.tokens
         engine.fund(house, shares={yes: Decimal(10) ** 7, no: Decimal(10) ** 7})

@@ -22,7 +22,7 @@ from websockets.asyncio.server import serve as ws_serve
 from . import auth, operations
 from .app import VenueState, clob_app, gamma_app
 from .channels import Channels
-from .engine import Engine, VenueError
+from .engine import UNLIMITED, Engine, VenueError, allowance_units, units
 from .life import Life, LifeOptions, News
 from .markets import generate, seed_liquidity
 from .ports import HOST, PORTS
@@ -43,7 +43,9 @@ class VenueOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     outcomes: int = 4  # markets per event
     chain_id: int = 137
     page_size: int = 100  # items per page of /data/orders, /data/trades, /markets
-    starting_collateral: int = 10_000  # pUSD a new account is credited with
+    starting_collateral: int = 10_000  # pUSD a funded account is credited with
+    fund_test_account: bool = True  # the ready-made account starts funded, every exchange approved without limit
+    fund_new_accounts: bool = False  # so does every new account (the real venue: 0 balance, 0 allowance)
     mined_after_ms: int = 300  # a trade's MATCHED -> MINED -> CONFIRMED, as seen on the user channel
     confirmed_after_ms: int = 800
     heartbeat_timeout_ms: int = 10_000  # once an account heartbeats, this much silence cancels its orders
@@ -81,17 +83,21 @@ class LocalVenue:
         clock = clock or (lambda: time.time_ns() // 1_000_000)
         self.options = options
         universe = generate(options.seed, options.markets, options.events, options.outcomes, now_ms=clock())
-        engine = Engine(universe.markets, clock, heartbeat_timeout_ms=options.heartbeat_timeout_ms)
+        engine = Engine(universe.markets, clock, heartbeat_timeout_ms=options.heartbeat_timeout_ms,
+                        exchanges=(auth.EXCHANGE_V2[options.chain_id], auth.NEG_RISK_EXCHANGE_V2[options.chain_id]))
         seed_liquidity(engine, universe, house_address(options.seed), options.seed)
         self.state = VenueState(engine=engine, events={e.id: e for e in universe.events}, chain_id=options.chain_id,
                                 secret=venue_secret(options.seed), page_size=options.page_size,
-                                starting_collateral=Decimal(options.starting_collateral))
+                                starting_collateral=Decimal(options.starting_collateral),
+                                fund_new_accounts=options.fund_new_accounts)
         self.state.limiter.set(options.rate_limits)
         # The ready-made account's key (nonce 0) exists from the start, as if created: derive gives it, create
         # refuses, and the credentials the command line prints work at once.
         ready = ready_made_account(options.seed)
         self.state.created.add((ready.address.lower(), 0))
         self.state.register(ready.address, 0)
+        if options.fund_test_account:
+            self.state.fund(ready.address)
         self.life = Life(engine, universe, house_address(options.seed), options.seed, options.life)
         self.channels = Channels(self.state)
         self.channels.remember(engine.token_market)
@@ -207,6 +213,51 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
         """Pay every maker the rebates accrued so far, today's too, with no minimum (the daily payout, now)."""
         return {"paid": {maker: str(amount) for maker, amount in engine.pay_rebates().items()}}
 
+    def address_of(data: dict) -> str:
+        address = str(data.get("address", ""))
+        if not (address.startswith("0x") and len(address) == 42):
+            raise VenueError("give the wallet's address as \"address\" (0x and 40 hex digits)")
+        return address
+
+    def fund(data: dict, news: News) -> dict:
+        """A deposit: pUSD (``collateral``) and conditional tokens (``shares``, token id -> amount) arrive in the
+        wallet, as a transfer on chain would bring them."""
+        address = address_of(data)
+        collateral = number(data, "collateral", "0")
+        shares = data.get("shares") or {}
+        if not isinstance(shares, dict):
+            raise VenueError("shares must map token ids to amounts")
+        amounts = {str(token): number(shares, token) for token in shares}
+        for token in amounts:
+            engine.market_of(token)
+        if collateral < 0 or any(amount < 0 for amount in amounts.values()):
+            raise VenueError("a deposit is not negative")
+        engine.fund(address, collateral, amounts)
+        account = engine.account(address)
+        return {"address": address, "collateral": units(account.collateral),
+                "shares": {token: units(account.shares[token]) for token in amounts}}
+
+    def approve(data: dict, news: News) -> dict:
+        """The wallet's approvals, as its own transactions on chain would set them: ``amount`` pUSD (or
+        ``unlimited``) the exchange may spend, and ``conditional`` whether it may move the wallet's tokens;
+        ``exchange`` is an exchange's address or "all"."""
+        address = address_of(data)
+        which = str(data.get("exchange", "all"))
+        exchanges = None if which == "all" else [x for x in engine.exchanges if x.lower() == which.lower()] or [which]
+        unlimited = data.get("unlimited") is True
+        collateral = UNLIMITED if unlimited else number(data, "amount") if "amount" in data else None
+        conditional = data.get("conditional", True if unlimited else None)
+        if collateral is None and conditional is None:
+            raise VenueError("give \"amount\" (pUSD), \"unlimited\": true or \"conditional\": true|false")
+        if collateral is not None and collateral < 0:
+            raise VenueError("amount must not be negative")
+        if conditional is not None and not isinstance(conditional, bool):
+            raise VenueError("conditional must be true or false")
+        account = engine.approve(address, exchanges, collateral, conditional)
+        return {"address": address,
+                "allowances": {x: allowance_units(account.allowances.get(x, Decimal(0))) for x in engine.exchanges},
+                "conditional": {x: x in account.approved for x in engine.exchanges}}
+
     async def drop(request: Request) -> JSONResponse:
         return JSONResponse({"dropped": await venue.channels.drop_all()})
 
@@ -245,8 +296,9 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
         return guarded
 
     endpoints = {"gap": run(gap), "move": run(move), "resolve": run(resolve), "tick": run(tick),
-                 "list": run(list_market), "pay-rebates": run(pay_rebates), "drop-connections": drop,
-                 "stall": stall, "latency": latency, "restart": restart, "rate-limits": rate_limits}
+                 "list": run(list_market), "pay-rebates": run(pay_rebates), "fund": run(fund),
+                 "approve": run(approve), "drop-connections": drop, "stall": stall, "latency": latency,
+                 "restart": restart, "rate-limits": rate_limits}
     return [Route(f"/_admin/{name}", loopback_only(endpoint), methods=["POST"]) for name, endpoint in endpoints.items()]
 
 

@@ -239,3 +239,27 @@ def test_get_risk_names_this_clients_source_and_the_venues_collateral_and_allowa
                     what="the executor's reading of the collateral")
     assert risk["source"] == agent.source and risk["allowance"] == "unlimited"
     assert risk["balance_at"].endswith("+00:00")
+
+
+def test_get_risk_shows_a_finite_allowance_as_a_number_once_the_executor_has_read_it(mesh: Trading,
+                                                                                    agent: Agent) -> None:
+    from py_clob_client_v2 import ClobClient
+    from py_clob_client_v2.clob_types import AssetType, BalanceAllowanceParams
+
+    from polybot_venue.server import ready_made_account
+
+    account = ready_made_account(mesh.venue.seed)
+    mesh.venue.admin("approve", address=account.address, exchange="all", amount=5000)  # as an approval on chain
+    yes, _ = tokens(mesh.venue.market())
+    buy_at_ask(mesh, agent, yes)  # a fill: the executor reads the balance soon after
+    venue = ClobClient(mesh.venue.clob, chain_id=137, key=account.private_key)
+    venue.set_api_creds(venue.create_or_derive_api_key())
+
+    def least() -> D:  # the venue's word: the least of the exchanges' allowances, the one the fill spent from
+        said = venue.get_balance_allowance(BalanceAllowanceParams(asset_type=AssetType.COLLATERAL))
+        return min(D(a) for a in said["allowances"].values()) / 10**6
+
+    allowance = wait_for(lambda: (a := least()) < 5000 and a, what="the fill to spend the allowance")
+    risk = wait_for(lambda: (r := ok(agent("get_risk", {}))) and r["allowance"] != "unlimited"
+                    and D(r["allowance"]) == allowance and r, what="the executor's reading of the allowance")
+    assert risk["allowance"] == f"{allowance.normalize():f}"

@@ -192,7 +192,9 @@ def test_an_order_beyond_the_accounts_collateral_is_refused(venue: Venue) -> Non
     client = venue.client()
     yes, _ = tokens(venue.market())
     order = client.create_order(OrderArgsV2(token_id=yes, price=0.5, size=30_000, side="BUY"))  # 15k > 10k
-    assert rejection(lambda: client.post_order(order)) == (400, "not enough balance / allowance")
+    assert rejection(lambda: client.post_order(order)) == (
+        400, "not enough balance / allowance: the balance is not enough -> balance: 10000000000, "
+             "sum of active orders: 0, order amount: 15525000000")
 
 
 def test_an_order_on_a_neg_risk_market_is_signed_for_and_accepted_under_the_neg_risk_exchange(venue: Venue) -> None:

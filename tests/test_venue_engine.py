@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from polybot_venue.engine import Engine, Market, VenueError, taker_fee
+from polybot_venue.engine import UNLIMITED, Engine, Market, VenueError, taker_fee
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "polymarket"
 FILLS = json.loads((FIXTURES / "chain_order_filled_taker_fees.json").read_text())
@@ -35,6 +35,7 @@ def world() -> tuple[Engine, Market, Clock]:
     engine = Engine([market], clock)
     for who in ("alice", "bob"):
         engine.fund(who, D(1000), {"yes": D(100), "no": D(100)})
+        engine.approve(who, collateral=UNLIMITED, conditional=True)
     return engine, market, clock
 
 
@@ -107,3 +108,19 @@ def test_a_fak_order_takes_what_it_can_and_the_rest_is_killed(world) -> None:
     assert result.status == "matched" and result.order.matched == 7 and result.order.status == "MATCHED"
     assert engine.account("bob").held_collateral == 0
     assert engine.outbox[-1][:2] == ("order", "CANCELLATION")
+
+
+def test_a_finite_allowance_is_held_by_open_orders_spent_by_fills_and_given_back_by_cancels(world) -> None:
+    engine, market, _ = world
+    exchange = engine.exchange_of(market)
+    engine.approve("alice", collateral=D(10))
+    place(engine, "alice", "yes", "BUY", "0.40", "10")  # holds 4 + a fee reserve of 0.12
+    with pytest.raises(VenueError, match="the allowance is not enough"):
+        place(engine, "alice", "yes", "BUY", "0.40", "15")  # another 6.18 would pass 10
+    result = place(engine, "bob", "yes", "SELL", "0.40", "5")  # fills 5 of alice's 10 as maker: she pays 2.00
+    assert result.trades
+    alice = engine.account("alice")
+    assert alice.allowances[exchange] == D("8.00") and alice.held_by_exchange[exchange] == 5 * D("0.412")
+    engine.cancel("alice", [o.id for o in engine.open_orders("alice")])
+    assert alice.held_by_exchange[exchange] == 0 and alice.held_collateral == 0 and alice.available_allowance(
+        exchange) == D("8.00")

@@ -53,10 +53,21 @@ class Venue:
         self._next += 1
         return market
 
-    def client(self, key: str | None = None) -> ClobClient:
+    def client(self, key: str | None = None, funded: bool | None = None) -> ClobClient:
+        """A client for the account of ``key`` (a new one by default). A new account starts with nothing, as on the
+        real venue; unless ``funded`` is False it gets 10000 pUSD and approves every exchange, as its owner would
+        on chain (here through the admin endpoints)."""
         client = ClobClient(self.clob, chain_id=137, key=key or Account.create().key.hex())
         client.set_api_creds(client.create_or_derive_api_key())
+        if funded if funded is not None else key is None:
+            self.admin("fund", address=client.get_address(), collateral=10_000)
+            self.admin("approve", address=client.get_address(), exchange="all", unlimited=True)
         return client
+
+    def admin(self, action: str, **body) -> dict:
+        answer = httpx.post(f"{self.clob}/_admin/{action}", json=body)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
 
     def stop(self) -> None:
         self.proc.terminate()
