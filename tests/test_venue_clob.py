@@ -190,11 +190,14 @@ def test_requests_with_a_bad_hmac_or_no_valid_l1_signature_are_unauthorized(venu
 
 def test_an_order_beyond_the_accounts_collateral_is_refused(venue: Venue) -> None:
     client = venue.client()
-    yes, _ = tokens(venue.market())
+    market = venue.market()
+    yes, _ = tokens(market)
     order = client.create_order(OrderArgsV2(token_id=yes, price=0.5, size=30_000, side="BUY"))  # 15k > 10k
+    # What a BUY holds: its size at the limit plus the most taker fee it could pay, at the market's own rate.
+    held = 30_000 * (Decimal("0.5") + Decimal(str(market["feeSchedule"]["rate"])) * Decimal("0.25"))
     assert rejection(lambda: client.post_order(order)) == (
         400, "not enough balance / allowance: the balance is not enough -> balance: 10000000000, "
-             "sum of active orders: 0, order amount: 15525000000")
+             f"sum of active orders: 0, order amount: {int(held * 10**6)}")
 
 
 def test_an_order_on_a_neg_risk_market_is_signed_for_and_accepted_under_the_neg_risk_exchange(venue: Venue) -> None:

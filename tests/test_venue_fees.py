@@ -15,7 +15,7 @@ import pytest
 from py_clob_client_v2.clob_types import AssetType, BalanceAllowanceParams, OrderArgsV2, TradeParams
 
 from polybot_venue import engine as venue_engine
-from polybot_venue.engine import Engine, Market, taker_fee
+from polybot_venue.engine import UNLIMITED, Engine, Market, taker_fee
 from polybot_venue.markets import FEE_SCHEDULES, clob_market_info, fee_schedule, gamma_market, generate, schedule
 from services.opportunities import set_edge
 from services.venues import base
@@ -61,12 +61,18 @@ def test_seeded_markets_carry_their_categorys_schedule_the_same_for_the_same_see
                for m in universe.markets)
 
 
+def stock(engine: Engine, who: str, collateral: D, shares: dict[str, D] | None = None) -> None:
+    """Deposit into ``who``'s wallet and approve every exchange without limit, as its owner would on chain."""
+    engine.fund(who, collateral, shares)
+    engine.approve(who, collateral=UNLIMITED, conditional=True)
+
+
 def fee_world(rate: str, exponent: str = "1", rebate: str = "0.25") -> tuple[Engine, Market]:
     market = Market(condition_id="0xc", question="q", slug="q", tokens=("yes", "no"), fee_rate=D(rate),
                     fee_exponent=D(exponent), rebate_rate=D(rebate))
     engine = Engine([market], lambda: 1_800_000_000_000)  # 2027-01-15 UTC
     for who in ("maker", "taker"):
-        engine.fund(who, D(1000), {"yes": D(100), "no": D(100)})
+        stock(engine, who, D(1000), {"yes": D(100), "no": D(100)})
     return engine, market
 
 
@@ -90,8 +96,8 @@ def test_rebates_are_paid_to_the_maker_from_the_fees_after_the_day_ends_once_the
     market = Market(condition_id="0xc", question="q", slug="q", tokens=("yes", "no"), fee_rate=D("0.07"),
                     rebate_rate=D("0.2"))
     engine = Engine([market], lambda: clock[0])
-    engine.fund("maker", D(10_000))
-    engine.fund("taker", D(0), {"yes": D(1000)})
+    stock(engine, "maker", D(10_000))
+    stock(engine, "taker", D(0), {"yes": D(1000)})
     engine.place(order_id="m", owner="maker", address="maker", token_id="yes", side="BUY", price=D("0.5"), size=D(400))
     engine.place(order_id="t", owner="taker", address="taker", token_id="yes", side="SELL", price=D("0.5"), size=D(400))
     rebate = taker_fee(D(400), D("0.5"), D("0.07")) * D("0.2")  # 7 x 0.2 = 1.4
@@ -109,8 +115,8 @@ def test_a_geopolitics_market_charges_nothing_and_accrues_no_rebate() -> None:
     market = next(m for m in generate(SEED, now_ms=0).markets if m.category == "geopolitics")
     engine = Engine([market], lambda: 1_800_000_000_000)
     yes = market.tokens[0]
-    engine.fund("maker", D(1000))
-    engine.fund("taker", D(0), {yes: D(100)})
+    stock(engine, "maker", D(1000))
+    stock(engine, "taker", D(0), {yes: D(100)})
     engine.place(order_id="m", owner="maker", address="maker", token_id=yes, side="BUY", price=D("0.5"), size=D(50))
     trade, = engine.place(order_id="t", owner="taker", address="taker", token_id=yes, side="SELL", price=D("0.5"),
                           size=D(50)).trades
