@@ -15,11 +15,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from . import auth, operations
+from . import auth, operations, wallets
 from .engine import MAX_UINT, UNLIMITED, Engine, Order, Trade, VenueError, allowance_units, fmt, units
 from .markets import Event, clob_market, clob_market_info, gamma_event, gamma_market
 
 END_CURSOR = "LTE="  # base64("-1"): the last page
+# The real venue's texts (py-clob-client-v2 issues #49, #58, #53, #76; WALLETS.md §4).
+_NOT_THE_KEYS_SIGNER = "the order signer address has to be the address of the API KEY"
+_USE_DEPOSIT_WALLET = "maker address not allowed, please use the deposit wallet flow"
 
 
 @dataclass
@@ -39,6 +42,9 @@ class VenueState:
     heartbeat_ids: dict[str, str] = field(default_factory=dict)  # api key -> the id its next heartbeat must send
     restart: operations.Restart = field(default_factory=operations.Restart)
     limiter: operations.Limiter = field(default_factory=operations.Limiter)
+    deposit_wallet_flow: bool = False  # new accounts may not make orders from their EOA (type 0), as on the real venue
+    grandfathered: set[str] = field(default_factory=set)  # owners (lower-case) exempt from deposit_wallet_flow
+    deposit_wallets: dict[str, str] = field(default_factory=dict)  # owner lower-case -> the deposit wallet it used
 
     def register(self, address: str, nonce: int) -> auth.ApiCredentials:
         creds = auth.derive_credentials(self.secret, address, nonce)
@@ -363,6 +369,52 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
 
     # ------------------------------------------------------------ orders
 
+    def authorise(creds: auth.ApiCredentials, signed: auth.SignedOrder, order_id: str, neg_risk: bool) -> None:
+        """Refuse an order its API key's owner may not make: the exchange's signature rules for each wallet type
+        (WALLETS.md §4), with the API key's address as the owner EOA."""
+        invalid = f"order {order_id} is invalid. Signature is invalid"
+        kind, owner = signed.signatureType, creds.address
+        if kind == wallets.POLY_1271:
+            # Maker and signer are both the deposit wallet; the key's owner must be the one it belongs to.
+            if signed.signer != signed.maker:
+                raise VenueError(invalid)
+            if not wallets.is_wallet_of(owner, signed.signer, kind, state.chain_id):
+                raise VenueError(_NOT_THE_KEYS_SIGNER)
+            try:
+                signer = auth.recover_deposit_wallet_owner(signed, state.chain_id, neg_risk)
+            except ValueError:
+                signer = ""
+            if signer != owner:
+                raise VenueError(invalid)
+            state.deposit_wallets[owner.lower()] = signed.maker
+        else:
+            if signed.signer != owner:
+                raise VenueError(_NOT_THE_KEYS_SIGNER)
+            try:
+                signer = auth.recover_order_signer(signed, state.chain_id, neg_risk)
+            except ValueError:
+                signer = ""
+            if signer != signed.signer or not wallets.is_wallet_of(signer, signed.maker, kind, state.chain_id):
+                raise VenueError(invalid)
+            if kind == wallets.EOA and state.deposit_wallet_flow and owner.lower() not in state.grandfathered:
+                raise VenueError(_USE_DEPOSIT_WALLET)
+
+    def funder(owner: str, kind: int) -> str:
+        """The wallet of ``kind`` that the owner trades through: for a deposit wallet the one its orders used, else
+        the one that holds anything (an existing owner's UUPS wallet), else the one a new owner gets (beacon)."""
+        if kind == wallets.EOA:
+            return owner
+        if kind == wallets.POLY_PROXY:
+            return wallets.proxy_wallet(owner, state.chain_id)
+        if kind == wallets.POLY_GNOSIS_SAFE:
+            return wallets.safe_wallet(owner, state.chain_id)
+        if kind == wallets.POLY_1271:
+            if owner.lower() in state.deposit_wallets:
+                return state.deposit_wallets[owner.lower()]
+            candidates = wallets.deposit_wallets(owner, state.chain_id)
+            return next((w for w in candidates if w.lower() in engine.accounts), candidates[0])
+        raise VenueError("invalid signature_type")
+
     def _place(creds: auth.ApiCredentials, payload: dict) -> dict:
         try:
             signed = auth.SignedOrder.from_json(payload.get("order") or {})
@@ -372,12 +424,7 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
             raise VenueError("the order owner does not match the API key", 400)
         market = engine.market_of(signed.tokenId)
         order_id = auth.order_hash(signed, state.chain_id, market.neg_risk)
-        try:
-            signer = auth.recover_order_signer(signed, state.chain_id, market.neg_risk)
-        except ValueError:
-            signer = ""
-        if signer.lower() != signed.signer.lower() or signed.maker.lower() != creds.address.lower():
-            raise VenueError(f"order {order_id} is invalid. Signature is invalid")
+        authorise(creds, signed, order_id, market.neg_risk)
         order_type = payload.get("orderType", "GTC")
         if order_type not in ("GTC", "GTD", "FOK", "FAK"):
             raise VenueError(f"invalid order type: {order_type}")
@@ -391,7 +438,7 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         if order_type in ("FOK", "FAK"):
             # Market orders carry a worst price that the amounts express only approximately.
             price = price.quantize(market.tick)
-        placement = engine.place(order_id=order_id, owner=creds.api_key, address=creds.address,
+        placement = engine.place(order_id=order_id, owner=creds.api_key, address=signed.maker,
                                  token_id=signed.tokenId, side=signed.side, price=price, size=size,
                                  order_type=order_type, expiration=signed.expiration,
                                  post_only=bool(payload.get("postOnly")))
@@ -515,11 +562,11 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         creds = l2(request, b"")
         q = request.query_params
         try:
-            int(q.get("signature_type", "0"))
-        except ValueError:
+            kind = int(q.get("signature_type", "0"))
+            wallet = funder(creds.address, kind)
+        except ValueError:  # not a number, or a wallet this chain has no factory for
             raise VenueError("invalid signature_type") from None
-        # Orders must be made by the API key's own address (an EOA wallet), so that is the funder asked about.
-        account = engine.account(creds.address)
+        account = engine.account(wallet)
         asset_type = q.get("asset_type", "COLLATERAL").upper()
         if asset_type == "COLLATERAL":
             return JSONResponse({"balance": units(account.collateral),

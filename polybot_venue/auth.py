@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils import is_hex_address, keccak, to_checksum_address
@@ -57,6 +58,15 @@ _ORDER_TYPE = [
     {"name": "metadata", "type": "bytes32"},
     {"name": "builder", "type": "bytes32"},
 ]
+_ORDER_TYPE_STRING = ("Order(uint256 salt,address maker,address signer,uint256 tokenId,uint256 makerAmount,"
+                      "uint256 takerAmount,uint8 side,uint8 signatureType,uint256 timestamp,bytes32 metadata,"
+                      "bytes32 builder)").encode()
+# ERC-7739 nested typed data, as the clients sign type-3 orders (WALLETS.md §1): the deposit wallet's own domain
+# travels as struct fields, the exchange's domain is the outer one.
+_TYPED_DATA_SIGN_TYPEHASH = keccak(
+    b"TypedDataSign(Order contents,string name,string version,uint256 chainId,address verifyingContract,bytes32 salt)"
+    + _ORDER_TYPE_STRING)
+_SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
 _SIDES = {"BUY": 0, "SELL": 1}
 _SIGNATURE_TYPES = (0, 1, 2, 3)  # EOA, POLY_PROXY, POLY_GNOSIS_SAFE, POLY_1271
 _HEX = re.compile(r"0x[0-9a-fA-F]*")
@@ -231,6 +241,33 @@ def recover_order_signer(order: SignedOrder, chain_id: int, neg_risk: bool) -> s
     """The checksummed address whose key signed the order under this domain; ValueError if none can."""
     try:
         return Account.recover_message(_order_message(order, chain_id, neg_risk), signature=order.signature)
+    except Exception:
+        raise ValueError("invalid signature") from None
+
+
+def recover_deposit_wallet_owner(order: SignedOrder, chain_id: int, neg_risk: bool) -> str:
+    """The checksummed EOA whose key signed a type-3 order's ERC-7739 ``TypedDataSign`` wrapper for the order's
+    wallet; ValueError unless the wrapper is for this very order under this exchange's domain."""
+    try:
+        sig = bytes.fromhex(order.signature[2:])
+    except ValueError:
+        raise ValueError("invalid signature") from None
+    # r ‖ s ‖ v ‖ appDomainSeparator ‖ contentsHash ‖ contents type ‖ uint16 length of the contents type
+    if len(sig) < 131 or len(sig) != 131 + int.from_bytes(sig[-2:], "big"):
+        raise ValueError("invalid signature")
+    inner, app, contents, contents_type = sig[:65], sig[65:97], sig[97:129], sig[129:-2]
+    message = _order_message(order, chain_id, neg_risk)
+    if app != message.header or contents != message.body or contents_type != _ORDER_TYPE_STRING:
+        raise ValueError("invalid signature")
+    wallet = keccak(abi_encode(
+        ["bytes32", "bytes32", "bytes32", "bytes32", "uint256", "address", "bytes32"],
+        [_TYPED_DATA_SIGN_TYPEHASH, contents, keccak(b"DepositWallet"), keccak(b"1"), chain_id, order.maker,
+         bytes(32)]))
+    digest = keccak(b"\x19\x01" + app + wallet)
+    if int.from_bytes(inner[32:64], "big") > _SECP256K1_HALF_N:  # Solady's ECDSA takes low s only
+        raise ValueError("invalid signature")
+    try:
+        return Account._recover_hash(digest, signature=inner)
     except Exception:
         raise ValueError("invalid signature") from None
 

@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fund every new account and approve every exchange for it (the real venue does not: a "
                              "new account has 0 balance and 0 allowance until funded through /_admin/fund and "
                              "/_admin/approve)")
+    parser.add_argument("--deposit-wallet-flow", action="store_true",
+                        help="as the real venue does for new accounts: refuse orders whose maker is the EOA itself "
+                             "(signature type 0) with 'maker address not allowed, please use the deposit wallet "
+                             "flow'; the ready-made test account is exempt")
     parser.add_argument("--heartbeat-timeout-ms", type=int, default=10_000,
                         help="once an account heartbeats, this much silence cancels its orders (default: 10000)")
     parser.add_argument("--still", action="store_true",
@@ -56,6 +60,7 @@ def options_from(args: argparse.Namespace) -> VenueOptions:
                         chain_id=args.chain_id, page_size=args.page_size,
                         starting_collateral=args.starting_collateral, still=args.still,
                         fund_test_account=args.fund_test_account, fund_new_accounts=args.fund_new_accounts,
+                        deposit_wallet_flow=args.deposit_wallet_flow,
                         heartbeat_timeout_ms=args.heartbeat_timeout_ms,
                         life=LifeOptions(requotes_per_s=args.requotes_per_s, trades_per_s=args.trades_per_s,
                                          gaps_per_s=args.gaps_per_s, gap=args.gap, gap_ms=args.gap_ms,

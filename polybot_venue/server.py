@@ -49,6 +49,7 @@ class VenueOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     mined_after_ms: int = 300  # a trade's MATCHED -> MINED -> CONFIRMED, as seen on the user channel
     confirmed_after_ms: int = 800
     heartbeat_timeout_ms: int = 10_000  # once an account heartbeats, this much silence cancels its orders
+    deposit_wallet_flow: bool = False  # refuse EOA-maker (type 0) orders from accounts other than the ready-made one
     still: bool = False  # no living markets: books move only when someone trades (and on admin requests)
     life: LifeOptions = LifeOptions()
     rate_limits: operations.RateLimits = operations.RateLimits()  # 429s past these; /_admin/rate-limits changes them
@@ -89,13 +90,15 @@ class LocalVenue:
         self.state = VenueState(engine=engine, events={e.id: e for e in universe.events}, chain_id=options.chain_id,
                                 secret=venue_secret(options.seed), page_size=options.page_size,
                                 starting_collateral=Decimal(options.starting_collateral),
-                                fund_new_accounts=options.fund_new_accounts)
+                                fund_new_accounts=options.fund_new_accounts,
+                                deposit_wallet_flow=options.deposit_wallet_flow)
         self.state.limiter.set(options.rate_limits)
         # The ready-made account's key (nonce 0) exists from the start, as if created: derive gives it, create
         # refuses, and the credentials the command line prints work at once.
         ready = ready_made_account(options.seed)
         self.state.created.add((ready.address.lower(), 0))
         self.state.register(ready.address, 0)
+        self.state.grandfathered.add(ready.address.lower())  # an old account: it may still trade from its EOA
         if options.fund_test_account:
             self.state.fund(ready.address)
         self.life = Life(engine, universe, house_address(options.seed), options.seed, options.life)
