@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from . import auth, operations, wallets
 from .engine import MAX_UINT, UNLIMITED, Engine, Order, Trade, VenueError, allowance_units, fmt, units
-from .markets import Event, clob_market, clob_market_info, gamma_event, gamma_market
+from .markets import Event, clob_market, clob_market_info, gamma_event, gamma_market, simplified_market
 
 END_CURSOR = "LTE="  # base64("-1"): the last page
 # The real venue's texts (py-clob-client-v2 issues #49, #58, #53, #76; WALLETS.md §4).
@@ -170,6 +170,31 @@ def rebates_json(engine: Engine, day: str, maker: str) -> list[dict] | None:
              "maker_address": maker, "rebated_fees_usdc": f"{amount:.6f}"}
             for market, amount in engine.rebated(day, maker)]
     return rows or None
+
+
+# /prices-history's intervals, in seconds back from now ("1m" is a month, as on the real venue); max is all.
+INTERVALS = {"1h": 3_600, "6h": 21_600, "1d": 86_400, "1w": 604_800, "1m": 2_592_000}
+
+
+def price_history(engine: Engine, token_id: str, start_s: int, end_s: int, fidelity_min: int) -> list[dict]:
+    """``GET /prices-history``: the token's traded price from the venue's own trade log, one point per
+    ``fidelity_min``-minute bucket (its last trade), stamped with the bucket's start in seconds."""
+    width = max(1, fidelity_min) * 60
+    buckets: dict[int, Decimal] = {}
+    for trade in engine.trade_log:
+        t = trade.match_ms // 1000
+        if not start_s <= t <= end_s:
+            continue
+        if trade.taker.token_id == token_id:
+            buckets[t - t % width] = trade.price
+        elif trade.maker.order.token_id == token_id:
+            buckets[t - t % width] = trade.maker.price
+    return [{"t": t, "p": float(p)} for t, p in sorted(buckets.items())]
+
+
+def empty_page(size: int) -> dict:
+    """A CLOB page with nothing on it, the last one: for data the venue does not keep (rewards, V1 orders)."""
+    return {"limit": size, "count": 0, "next_cursor": END_CURSOR, "data": []}
 
 
 def _amount(raw: int) -> Decimal:
@@ -344,6 +369,61 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         chunk, nxt = _page(items, request.query_params.get("next_cursor"), state.page_size)
         return JSONResponse({"limit": state.page_size, "count": len(chunk), "next_cursor": nxt, "data": chunk})
 
+    def market_page(request, render, only_sampling: bool) -> JSONResponse:
+        found = [m for m in engine.markets.values()
+                 if not only_sampling or (m.active and m.accepting_orders and not m.closed)]
+        chunk, nxt = _page([render(m) for m in found], request.query_params.get("next_cursor"), state.page_size)
+        return JSONResponse({"limit": state.page_size, "count": len(chunk), "next_cursor": nxt, "data": chunk})
+
+    # "Sampling" markets are the ones whose books are sampled for liquidity rewards: here, every market open
+    # for orders (the venue runs no reward programs, so no market is singled out).
+    async def sampling_markets(request):
+        return market_page(request, clob_market, True)
+
+    async def simplified_markets(request):
+        return market_page(request, simplified_market, False)
+
+    async def sampling_simplified_markets(request):
+        return market_page(request, simplified_market, True)
+
+    async def prices_history(request):
+        q = request.query_params
+        token = q.get("market", "")
+        if not token:
+            raise VenueError("market is required")
+        engine.market_of(token)
+        now_s = engine.clock() // 1000
+        try:
+            fidelity = int(q.get("fidelity", "1"))
+            if q.get("interval"):
+                interval = q["interval"]
+                if interval not in INTERVALS and interval not in ("max", "all"):
+                    raise VenueError(f"invalid interval {interval}: one of {', '.join(INTERVALS)}, max")
+                start, end = now_s - INTERVALS.get(interval, now_s), now_s
+            elif q.get("startTs") and q.get("endTs"):
+                start, end = int(q["startTs"]), int(q["endTs"])
+            else:
+                raise VenueError("either interval or both startTs and endTs are required")
+        except ValueError:
+            raise VenueError("startTs, endTs and fidelity must be integers") from None
+        return JSONResponse({"history": price_history(engine, token, start, end, fidelity)})
+
+    # Liquidity rewards: the venue runs no reward programs, so every answer is empty, in the paged shape.
+    async def rewards_markets(request):
+        return JSONResponse(empty_page(state.page_size))
+
+    async def rewards_user(request):
+        l2(request, b"")
+        return JSONResponse(empty_page(state.page_size))
+
+    async def rewards_user_total(request):
+        l2(request, b"")
+        return JSONResponse([])
+
+    async def rewards_user_percentages(request):
+        l2(request, b"")
+        return JSONResponse({})
+
     # ------------------------------------------------------------ auth
 
     def creds_json(creds: auth.ApiCredentials) -> JSONResponse:
@@ -361,6 +441,10 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         if (address.lower(), nonce) not in state.created:
             return _error("Could not derive api key!")
         return creds_json(state.register(address, nonce))
+
+    async def closed_only(request):
+        l2(request, b"")
+        return JSONResponse({"closed_only": False})  # no account is ever restricted to closing positions
 
     async def api_keys(request):
         creds = l2(request, b"")
@@ -541,6 +625,32 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         chunk, nxt = _page(items, q.get("next_cursor"), state.page_size)
         return JSONResponse({"data": chunk, "next_cursor": nxt, "limit": state.page_size, "count": len(chunk)})
 
+    async def pre_migration_orders(request):
+        l2(request, b"")
+        return JSONResponse(empty_page(state.page_size))  # the venue was born on V2: no V1 orders to migrate
+
+    # Scoring is for liquidity rewards, which the venue does not run: no order scores. Another owner's order,
+    # or one that does not exist, answers false as well.
+    async def order_scoring(request):
+        l2(request, b"")
+        return JSONResponse({"scored": False})
+
+    async def orders_scoring(request):
+        raw, ids = await body_json(request)
+        l2(request, raw)
+        if not isinstance(ids, list):
+            raise VenueError("the body must be a list of order ids")
+        return JSONResponse({str(i): False for i in ids})
+
+    # The venue sends no notifications (fills and cancels go out on the user channel): the list is empty.
+    async def notifications(request):
+        l2(request, b"")
+        return JSONResponse([])
+
+    async def drop_notifications(request):
+        l2(request, b"")
+        return JSONResponse("OK")
+
     async def heartbeat(request):
         raw, payload = await body_json(request)
         creds = l2(request, raw)
@@ -594,15 +704,24 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         Route("/markets-by-token/{token_id}", market_by_token),
         Route("/clob-markets/{condition_id}", clob_market_compact),
         Route("/markets", markets), Route("/markets/{condition_id}", one_market),
+        Route("/sampling-markets", sampling_markets), Route("/simplified-markets", simplified_markets),
+        Route("/sampling-simplified-markets", sampling_simplified_markets),
+        Route("/prices-history", prices_history),
+        Route("/rewards/markets/current", rewards_markets), Route("/rewards/markets/{condition_id}", rewards_markets),
+        Route("/rewards/user", rewards_user), Route("/rewards/user/markets", rewards_user),
+        Route("/rewards/user/total", rewards_user_total),
+        Route("/rewards/user/percentages", rewards_user_percentages),
         Route("/auth/api-key", create_api_key, methods=["POST"]),
         Route("/auth/derive-api-key", derive_api_key),
-        Route("/auth/api-keys", api_keys),
+        Route("/auth/api-keys", api_keys), Route("/auth/ban-status/closed-only", closed_only),
         Route("/order", post_order, methods=["POST"]), Route("/order", cancel_order, methods=["DELETE"]),
         Route("/orders", post_orders, methods=["POST"]), Route("/orders", cancel_orders, methods=["DELETE"]),
         Route("/cancel-all", cancel_all, methods=["DELETE"]),
         Route("/cancel-market-orders", cancel_market_orders, methods=["DELETE"]),
         Route("/data/order/{order_id}", get_order), Route("/data/orders", open_orders),
-        Route("/data/trades", trades),
+        Route("/data/trades", trades), Route("/data/pre-migration-orders", pre_migration_orders),
+        Route("/order-scoring", order_scoring), Route("/orders-scoring", orders_scoring, methods=["POST"]),
+        Route("/notifications", notifications), Route("/notifications", drop_notifications, methods=["DELETE"]),
         Route("/v1/heartbeats", heartbeat, methods=["POST"]), Route("/heartbeats", heartbeat, methods=["POST"]),
         Route("/balance-allowance", balance_allowance), Route("/balance-allowance/update", balance_allowance),
     ]
@@ -624,7 +743,7 @@ def gamma_app(state: VenueState) -> Starlette:
             raise VenueError("limit and offset must be integers") from None
         return items[offset: offset + limit]
 
-    async def markets(request: Request) -> Response:
+    def matching_markets(request: Request) -> list:
         q = request.query_params
         found = list(engine.markets.values())
         for key, attr in (("active", "active"), ("closed", "closed")):
@@ -637,7 +756,39 @@ def gamma_app(state: VenueState) -> Starlette:
         if q.get("clob_token_ids"):
             wanted = set(q.getlist("clob_token_ids"))
             found = [m for m in found if wanted & set(m.tokens)]
-        rendered = [gamma_market(engine, m, state.events) for m in found]
+        return found
+
+    def matching_events(request: Request) -> list:
+        q = request.query_params
+        found = list(state.events.values())
+        if (want := flag(q.get("closed"))) is not None:
+            found = [e for e in found if all(m.closed for m in e.markets) == want]
+        if q.get("slug"):
+            found = [e for e in found if e.slug in q.getlist("slug")]
+        return found
+
+    def keyset(request: Request, items: list, key: Callable, render: Callable, name: str) -> Response:
+        """A keyset page: the items after ``after_cursor`` in order of their numeric id; the last page has no
+        ``next_cursor`` (the unified SDK stops when it is missing). The cursor is the last id given, encoded."""
+        q = request.query_params
+        try:
+            limit = int(q.get("limit", 100))
+            after = int(base64.b64decode(q["after_cursor"]).decode()) if q.get("after_cursor") else None
+        except (ValueError, UnicodeDecodeError):
+            return _error("invalid limit or after_cursor")
+        if limit < 1:
+            return _error("limit must be positive")
+        ordered = sorted(items, key=lambda item: int(key(item)))
+        rest = [item for item in ordered if after is None or int(key(item)) > after]
+        chunk = rest[:limit]
+        body: dict = {name: [render(item) for item in chunk]}
+        if len(rest) > limit:
+            body["next_cursor"] = base64.b64encode(str(key(chunk[-1])).encode()).decode()
+        return JSONResponse(body)
+
+    async def markets(request: Request) -> Response:
+        q = request.query_params
+        rendered = [gamma_market(engine, m, state.events) for m in matching_markets(request)]
         if order := q.get("order"):
             if rendered and order not in rendered[0]:
                 return _error(f"cannot order by {order}")
@@ -647,17 +798,20 @@ def gamma_app(state: VenueState) -> Starlette:
         except VenueError as exc:
             return _error(exc.message)
 
+    async def markets_keyset(request: Request) -> Response:
+        return keyset(request, matching_markets(request), lambda m: m.market_id,
+                      lambda m: gamma_market(engine, m, state.events), "markets")
+
     async def events(request: Request) -> Response:
-        q = request.query_params
-        found = list(state.events.values())
-        if (want := flag(q.get("closed"))) is not None:
-            found = [e for e in found if all(m.closed for m in e.markets) == want]
-        if q.get("slug"):
-            found = [e for e in found if e.slug in q.getlist("slug")]
+        rendered = [gamma_event(engine, e, state.events) for e in matching_events(request)]
         try:
-            return JSONResponse(paged(request, [gamma_event(engine, e, state.events) for e in found]))
+            return JSONResponse(paged(request, rendered))
         except VenueError as exc:
             return _error(exc.message)
+
+    async def events_keyset(request: Request) -> Response:
+        return keyset(request, matching_events(request), lambda e: e.id,
+                      lambda e: gamma_event(engine, e, state.events), "events")
 
     async def one_market(request: Request) -> Response:
         market = next((m for m in engine.markets.values() if m.market_id == request.path_params["id"]), None)
@@ -665,6 +819,8 @@ def gamma_app(state: VenueState) -> Starlette:
             return _error("market not found", 404)
         return JSONResponse(gamma_market(engine, market, state.events))
 
+    # The keyset routes come before /markets/{id}, which would otherwise take "keyset" for an id.
     return Starlette(routes=[Route("/markets", markets), Route("/events", events),
+                             Route("/markets/keyset", markets_keyset), Route("/events/keyset", events_keyset),
                              Route("/markets/{id}", one_market)])
 

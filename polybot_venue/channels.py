@@ -4,7 +4,8 @@ Market channel (``/ws/market``): a client subscribes with
 ``{"type": "market", "assets_ids": [...], "initial_dump": true}``, gets an
 array of ``book`` snapshots, then ``price_change`` (the new total at each
 changed level, for the token and its complement), ``last_trade_price`` and
-lifecycle messages; ``{"operation": "subscribe"|"unsubscribe", ...}`` changes
+lifecycle messages (with ``custom_feature_enabled`` also ``best_bid_ask`` when a
+top of book moves); ``{"operation": "subscribe"|"unsubscribe", ...}`` changes
 the set later. User channel (``/ws/user``): ``{"type": "user", "auth": {...},
 "markets": [...]}``, then ``order`` and ``trade`` messages for that account's
 own orders. Both answer the text ``PING`` with ``PONG``.
@@ -80,6 +81,7 @@ class Channels:
         self.state = state
         self.clients: set[Client] = set()
         self.published: dict[str, dict[str, dict[Decimal, Decimal]]] = {}  # token -> side -> price -> size
+        self.tops: dict[str, tuple[str, str]] = {}  # token -> (best bid, best ask) as last published
 
     # ------------------------------------------------------------ connections
 
@@ -181,13 +183,18 @@ class Channels:
     def _publish_levels(self, condition_id: str, now: int) -> int:
         engine = self.state.engine
         market = engine.markets[condition_id]
-        changes = []
+        changes, tops = [], []
         for token in market.tokens:
             bids, asks = engine.book_levels(token)
             current = {"BUY": dict(bids), "SELL": dict(asks)}
             before = self.published.get(token, {"BUY": {}, "SELL": {}})
             best_bid = fmt(bids[0][0]) if bids else "0"
             best_ask = fmt(asks[0][0]) if asks else "1"
+            if self.tops.get(token) != (best_bid, best_ask):
+                self.tops[token] = (best_bid, best_ask)
+                tops.append({"event_type": "best_bid_ask", "market": condition_id, "asset_id": token,
+                             "best_bid": best_bid, "best_ask": best_ask,
+                             "spread": fmt(Decimal(best_ask) - Decimal(best_bid)), "timestamp": str(now)})
             for side in ("BUY", "SELL"):
                 for price in sorted(set(current[side]) | set(before[side])):
                     size = current[side].get(price, Decimal(0))
@@ -205,6 +212,11 @@ class Channels:
         for client in self.clients:
             if client.channel == "market" and client.assets & set(market.tokens):
                 client.push({**message, "price_changes": [c for c in changes if c["asset_id"] in client.assets]})
+        # With custom features, a change at the top of a book also goes out on its own (after the levels).
+        for top in tops:
+            for client in self.clients:
+                if client.channel == "market" and client.custom and top["asset_id"] in client.assets:
+                    client.push(top)
         return len(changes)
 
     def publish_news(self, news) -> None:
@@ -239,6 +251,7 @@ class Channels:
         for token in tokens:
             bids, asks = engine.book_levels(token)
             self.published[token] = {"BUY": dict(bids), "SELL": dict(asks)}
+            self.tops[token] = (fmt(bids[0][0]) if bids else "0", fmt(asks[0][0]) if asks else "1")
 
     def _publish_trade(self, trade: Trade, now: int) -> None:
         if trade.status == "MATCHED":

@@ -242,9 +242,18 @@ def clob_market(market: Market) -> dict:
         "accepting_order_timestamp": _iso(market.start_ms), "game_start_time": None, "seconds_delay": 0,
         "neg_risk_request_id": _question_id(market) if market.neg_risk else "", "is_50_50_outcome": False,
         "tags": ["Local venue"],
+        "rewards": {"rates": None, "min_size": 0, "max_spread": 0},  # no liquidity reward program here
         "tokens": [{"token_id": t, "outcome": o, "price": 0.5, "winner": t == market.winner}
                    for t, o in zip(market.tokens, market.outcomes)],
     }
+
+
+def simplified_market(market: Market) -> dict:
+    """A market as the CLOB's /simplified-markets writes it: the tradable essentials only."""
+    full = clob_market(market)
+    return {"condition_id": market.condition_id, "tokens": full["tokens"], "rewards": full["rewards"],
+            "active": market.active, "closed": market.closed, "archived": False,
+            "accepting_orders": market.accepting_orders}
 
 
 def clob_market_info(market: Market) -> dict:

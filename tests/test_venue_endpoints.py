@@ -1,0 +1,207 @@
+"""The endpoints the official clients call in normal flows, and the market channel's custom-feature frames: a
+real venue process, the real py-clob-client-v2 calling its own methods, plain httpx for Gamma's keyset pages."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+from py_clob_client_v2.clob_types import (
+    DropNotificationParams,
+    OrderArgsV2,
+    OrderScoringParams,
+    OrdersScoringParams,
+    PricesHistoryParams,
+)
+from websockets.sync.client import connect
+
+from services.venues.polymarket import schema
+
+from .test_venue_ws import frames, until
+from .venue_harness import Venue, tokens
+
+PAGE = 7  # small, so that every listing takes several pages
+END = "LTE="
+
+
+@pytest.fixture(scope="module")
+def venue(tmp_path_factory) -> Iterator[Venue]:
+    venue = Venue(Path(os.path.realpath(tmp_path_factory.mktemp("venue"))) / "s", 11, PAGE)
+    yield venue
+    venue.stop()
+
+
+def best_ask(venue: Venue, token: str) -> Decimal:
+    return min(Decimal(a["price"]) for a in httpx.get(f"{venue.clob}/book", params={"token_id": token}).json()["asks"])
+
+
+def best_bid(venue: Venue, token: str) -> Decimal:
+    return max(Decimal(b["price"]) for b in httpx.get(f"{venue.clob}/book", params={"token_id": token}).json()["bids"])
+
+
+def walk(fetch) -> list[dict]:
+    """Every item of a CLOB cursor listing, following ``next_cursor`` from ``MA==`` to ``LTE=``."""
+    items, cursor, pages = [], "MA==", 0
+    while cursor != END:
+        page = fetch(cursor)
+        assert set(page) == {"limit", "count", "next_cursor", "data"} and page["count"] == len(page["data"])
+        items += page["data"]
+        cursor, pages = page["next_cursor"], pages + 1
+        assert pages < 1000
+    return items
+
+
+def test_no_account_is_in_closed_only_mode(venue: Venue) -> None:
+    assert venue.client().get_closed_only_mode() == {"closed_only": False}
+
+
+def test_prices_history_reflects_the_trades_made_in_the_test(venue: Venue) -> None:
+    client = venue.client()
+    traded, untouched = venue.market(), venue.market()
+    yes, _ = tokens(traded)
+    before = int(time.time()) - 5
+    first = best_ask(venue, yes)
+    client.create_and_post_order(OrderArgsV2(token_id=yes, price=float(first), size=5, side="BUY"))
+    one_day = client.get_prices_history(PricesHistoryParams(market=yes, interval="1d", fidelity=1))
+    assert set(one_day) == {"history"} and one_day["history"]
+    point = one_day["history"][-1]
+    assert set(point) == {"t", "p"} and Decimal(str(point["p"])) == first and before - 60 <= point["t"] <= time.time()
+    ranged = client.get_prices_history(PricesHistoryParams(market=yes, start_ts=before, end_ts=int(time.time()) + 5))
+    assert ranged["history"][-1]["p"] == point["p"]
+    earlier = client.get_prices_history(PricesHistoryParams(market=yes, start_ts=before - 3600, end_ts=before - 60))
+    assert earlier == {"history": []}
+    assert client.get_prices_history(PricesHistoryParams(market=tokens(untouched)[0], interval="max")) == {
+        "history": []}
+    # The client insists on a window; the venue refuses a request without one, in its own words.
+    answer = httpx.get(f"{venue.clob}/prices-history", params={"market": yes})
+    assert answer.status_code == 400 and "interval" in answer.json()["error"]
+
+
+def test_notifications_are_an_empty_list_and_dropping_them_succeeds(venue: Venue) -> None:
+    client = venue.client()
+    assert client.get_notifications() == []
+    assert client.drop_notifications(DropNotificationParams(ids=["1", "2"])) == "OK"
+    assert client.drop_notifications() == "OK"
+
+
+def test_orders_are_never_scored_because_the_venue_runs_no_reward_programs(venue: Venue) -> None:
+    client = venue.client()
+    yes, _ = tokens(venue.market())
+    placed = client.create_and_post_order(OrderArgsV2(token_id=yes, price=0.02, size=5, side="BUY"))
+    assert client.is_order_scoring(OrderScoringParams(orderId=placed["orderID"])) == {"scored": False}
+    assert client.are_orders_scoring(OrdersScoringParams(orderIds=[placed["orderID"], "0xabc"])) == {
+        placed["orderID"]: False, "0xabc": False}
+
+
+def test_pre_migration_orders_are_one_empty_last_page(venue: Venue) -> None:
+    client = venue.client()
+    assert client.get_pre_migration_orders() == []
+    assert client.get_pre_migration_orders(only_first_page=True) == []
+
+
+def test_the_rewards_endpoints_answer_empty_in_the_shapes_the_client_reads(venue: Venue) -> None:
+    client = venue.client()
+    condition_id = venue.market()["conditionId"]
+    assert client.get_current_rewards() == []
+    assert client.get_raw_rewards_for_market(condition_id) == []
+    assert client.get_earnings_for_user_for_day("2026-01-01") == []
+    assert client.get_total_earnings_for_user_for_day("2026-01-01") == []
+    assert client.get_user_earnings_and_markets_config("2026-01-01") == []
+    assert client.get_reward_percentages() == {}
+
+
+def test_sampling_and_simplified_market_pages_walk_every_market_once_and_end_with_lte(venue: Venue) -> None:
+    client = venue.client()
+    every = walk(client.get_markets)
+    ids = [m["condition_id"] for m in every]
+    assert len(ids) > PAGE and len(set(ids)) == len(ids)
+    simplified = walk(client.get_simplified_markets)
+    assert [m["condition_id"] for m in simplified] == ids
+    for market in simplified:
+        assert set(market) == {"condition_id", "tokens", "rewards", "active", "closed", "archived",
+                               "accepting_orders"}
+        assert len(market["tokens"]) == 2 and market["rewards"] == {"rates": None, "min_size": 0, "max_spread": 0}
+    open_ids = [m["condition_id"] for m in every if m["active"] and m["accepting_orders"] and not m["closed"]]
+    sampling = walk(client.get_sampling_markets)
+    assert [m["condition_id"] for m in sampling] == open_ids
+    msgspec.convert(sampling, list[schema.ClobMarket])  # full CLOB markets, as our adapter reads them
+    assert [m["condition_id"] for m in walk(client.get_sampling_simplified_markets)] == open_ids
+
+
+@pytest.mark.parametrize("kind", ["markets", "events"])
+def test_gamma_keyset_paging_walks_every_item_once(venue: Venue, kind: str) -> None:
+    listed = httpx.get(f"{venue.gamma}/{kind}", params={"limit": 10_000}).json()
+    limit = max(1, len(listed) // 3)  # a few pages
+    walked, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": limit} | ({"after_cursor": cursor} if cursor else {})
+        page = httpx.get(f"{venue.gamma}/{kind}/keyset", params=params).json()
+        assert set(page) <= {kind, "next_cursor"} and len(page[kind]) <= limit
+        walked += page[kind]
+        pages += 1
+        cursor = page.get("next_cursor")
+        if cursor is None:  # the last page has no next_cursor: the unified SDK stops there
+            break
+        assert isinstance(cursor, str) and cursor
+    assert pages > 1
+    ids = [item["id"] for item in walked]
+    assert len(ids) == len(set(ids)) and sorted(ids) == sorted(item["id"] for item in listed)
+    assert walked == sorted(walked, key=lambda item: int(item["id"]))
+    msgspec.convert(walked, list[schema.GammaMarket if kind == "markets" else schema.GammaEvent])
+
+
+def test_gamma_keyset_filters_like_the_plain_listing_and_refuses_a_bad_cursor(venue: Venue) -> None:
+    market = venue.markets[0]
+    page = httpx.get(f"{venue.gamma}/markets/keyset", params={"slug": market["slug"], "limit": 5}).json()
+    assert [m["id"] for m in page["markets"]] == [market["id"]] and "next_cursor" not in page
+    bad = base64.b64encode(b"not a number").decode()
+    assert httpx.get(f"{venue.gamma}/markets/keyset", params={"after_cursor": bad}).status_code == 400
+
+
+def _subscribe(ws, assets: list[str], custom: bool) -> None:
+    ws.send(json.dumps({"type": "market", "assets_ids": assets, "custom_feature_enabled": custom,
+                        "initial_dump": True}))
+    until(ws, lambda m: isinstance(m, dict) and m.get("event_type") == "book")
+
+
+def test_best_bid_ask_follows_a_top_of_book_change_only_for_subscribers_who_asked_for_custom_features(
+        venue: Venue) -> None:
+    client = venue.client()
+    yes, no = tokens(venue.market())
+    with connect(venue.market_ws) as custom, connect(venue.market_ws) as plain:
+        _subscribe(custom, [yes, no], True)
+        _subscribe(plain, [yes, no], False)
+        # Below the top: levels change, the top does not, so no best_bid_ask.
+        client.create_and_post_order(OrderArgsV2(token_id=yes, price=0.01, size=5, side="BUY"))
+        until(custom, lambda m: m.get("event_type") == "price_change")
+        assert all(m.get("event_type") != "best_bid_ask" for m in frames(custom, timeout=0.5) if isinstance(m, dict))
+        top = best_bid(venue, yes) + Decimal("0.01")
+        ask = best_ask(venue, yes)
+        assert top < ask
+        client.create_and_post_order(OrderArgsV2(token_id=yes, price=float(top), size=5, side="BUY"))
+        seen = until(custom, lambda m: m.get("event_type") == "best_bid_ask" and m["asset_id"] == yes)
+        change = next(m for m in seen if m.get("event_type") == "price_change")
+        item = next(c for c in change["price_changes"] if c["asset_id"] == yes)
+        assert (Decimal(item["best_bid"]), Decimal(item["best_ask"])) == (top, ask)
+        raw = json.dumps(seen[-1])
+        [message] = schema.decode_market_frame(raw.encode())
+        assert isinstance(message, schema.WsBestBidAsk)
+        assert (message.market, Decimal(message.best_bid), Decimal(message.best_ask), Decimal(message.spread)) == (
+            change["market"], top, ask, ask - top)
+        # The keys of a captured frame (fixtures/polymarket/ws_market_best_bid_ask_msg.json), no more, no fewer.
+        assert set(seen[-1]) == {"event_type", "market", "asset_id", "best_bid", "best_ask", "spread", "timestamp"}
+        # The complement's top moved too (its ask is 1 - the new bid), and it is told separately.
+        frames_after = [m for m in frames(custom, timeout=0.5) if isinstance(m, dict)]
+        assert any(m.get("event_type") == "best_bid_ask" and m["asset_id"] == no
+                   and Decimal(m["best_ask"]) == 1 - top for m in seen + frames_after)
+        plain_frames = until(plain, lambda m: m.get("event_type") == "price_change"
+                             and any(Decimal(c["best_bid"]) == top for c in m["price_changes"]))
+        plain_frames += [m for m in frames(plain, timeout=0.5) if isinstance(m, dict)]
+        assert all(m.get("event_type") != "best_bid_ask" for m in plain_frames)
