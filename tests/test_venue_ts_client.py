@@ -71,7 +71,7 @@ def _installed() -> Path:
         pytest.skip(f"npm ci did not finish within {INSTALL_TIMEOUT_S} s: the npm registry is too slow or unreachable")
     if done.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
-        output = (done.stdout + done.stderr)[-3000:]
+        output = (done.stdout + done.stderr)[-1500:]
         if NETWORK_FAILURE.search(output):
             pytest.skip(f"the npm registry cannot be reached, so the TypeScript client cannot be installed:\n{output}")
         pytest.fail(f"npm ci failed (exit {done.returncode}):\n{output}")
@@ -83,10 +83,15 @@ def _installed() -> Path:
     return target
 
 
-def _flow(venue: Venue, maker_key: str, taker_key: str) -> dict:
+@pytest.fixture(scope="module")
+def node_and_packages() -> tuple[str, Path]:
+    """Node and the installed packages, or a skip before any venue starts."""
+    return _node(), _installed()
+
+
+def _flow(node_and_packages: tuple[str, Path], venue: Venue, maker_key: str, taker_key: str) -> dict:
     """Run flow.mjs with the installed packages (ESM resolves them beside the script, so it runs from there)."""
-    node = _node()
-    install = _installed()
+    node, install = node_and_packages
     shutil.copy(FLOW / "flow.mjs", install / "flow.mjs")
     env = child_env(FLOW_GAMMA=venue.gamma, FLOW_CLOB=venue.clob, FLOW_MARKET_WS=venue.market_ws,
                     FLOW_USER_WS=venue.user_ws, FLOW_MAKER_KEY=maker_key, FLOW_TAKER_KEY=taker_key)
@@ -105,13 +110,14 @@ def venue(tmp_path_factory):
     venue.stop()
 
 
-def test_the_official_typescript_client_trades_cancels_and_listens_on_the_local_venue(venue: Venue) -> None:
+def test_the_official_typescript_client_trades_cancels_and_listens_on_the_local_venue(
+        node_and_packages: tuple[str, Path], venue: Venue) -> None:
     maker_account = ready_made_account(SEED)  # funded by the venue itself
     taker = Account.create()  # a new account starts empty: fund it and approve the exchanges, as its owner would
     venue.admin("fund", address=taker.address, collateral=10_000)
     venue.admin("approve", address=taker.address, exchange="all", unlimited=True)
 
-    r = _flow(venue, maker_account.private_key, "0x" + taker.key.hex().removeprefix("0x"))
+    r = _flow(node_and_packages, venue, maker_account.private_key, "0x" + taker.key.hex().removeprefix("0x"))
 
     # API keys: the ready-made account's key is derived (it exists), the new account's created.
     assert r["keys"]["maker"] == maker_account.credentials.api_key and r["keys"]["derived_same"]
