@@ -129,6 +129,7 @@ def test_the_official_typescript_client_trades_cancels_and_listens_on_the_local_
     rate, exponent = Decimal(str(market["fee_rate"])), Decimal(str(market["fee_exponent"]))
     assert rate > 0 and r["clob"]["next_cursor"] == "LTE=" and r["clob"]["page_count"] == market["gamma_count"]
     assert r["clob"]["market_tokens"] == r["clob"]["info_tokens"] == [market["yes"], market["no"]]
+    assert r["clob"]["simplified_count"] == r["clob"]["page_count"] and r["clob"]["simplified_next"] == "LTE="
     assert Decimal(str(r["clob"]["fee_details"]["r"])) == rate
 
     book = r["book"]

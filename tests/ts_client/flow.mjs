@@ -101,7 +101,9 @@ async function main() {
   const page = await maker.client.getMarkets();
   const clobMarket = await maker.client.getMarket(market.conditionId);
   const info = await maker.client.getClobMarketInfo(market.conditionId);
+  const simplified = await maker.client.getSimplifiedMarkets();
   result.clob = { page_count: page.data.length, next_cursor: page.next_cursor,
+                  simplified_count: simplified.data.length, simplified_next: simplified.next_cursor,
                   market_tokens: clobMarket.tokens.map((t) => t.token_id), info_tokens: info.t.map((t) => t.t),
                   fee_details: info.fd };
 
