@@ -16,13 +16,16 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from . import auth, operations, wallets
-from .engine import MAX_UINT, UNLIMITED, Engine, Order, Trade, VenueError, allowance_units, fmt, units
+from .engine import MAX_UINT, UNLIMITED, Engine, Market, Order, Trade, VenueError, allowance_units, fmt, units
 from .markets import Event, clob_market, clob_market_info, gamma_event, gamma_market, simplified_market
 
 END_CURSOR = "LTE="  # base64("-1"): the last page
 # The real venue's texts (py-clob-client-v2 issues #49, #58, #53, #76; WALLETS.md §4).
 _NOT_THE_KEYS_SIGNER = "the order signer address has to be the address of the API KEY"
 _USE_DEPOSIT_WALLET = "maker address not allowed, please use the deposit wallet flow"
+# An order signed for the other exchange version (V2 vs V3): the clients look for this text and refetch /version
+# (py-clob-client-v2 constants.py ORDER_VERSION_MISMATCH_ERROR; WALLETS.md §3).
+ORDER_VERSION_MISMATCH = "order_version_mismatch"
 
 
 @dataclass
@@ -453,31 +456,41 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
 
     # ------------------------------------------------------------ orders
 
-    def authorise(creds: auth.ApiCredentials, signed: auth.SignedOrder, order_id: str, neg_risk: bool) -> None:
+    def authorise(creds: auth.ApiCredentials, signed: auth.SignedOrder, order_id: str, market: Market) -> None:
         """Refuse an order its API key's owner may not make: the exchange's signature rules for each wallet type
-        (WALLETS.md §4), with the API key's address as the owner EOA."""
+        (WALLETS.md §4), with the API key's address as the owner EOA, under the domain of the exchange that
+        settles the market (V3 for protocol-v2 positions, else V2 or neg-risk V2)."""
         invalid = f"order {order_id} is invalid. Signature is invalid"
         kind, owner = signed.signatureType, creds.address
+        neg_risk, version = market.neg_risk, market.exchange_version
+        other = 2 if version == 3 else 3  # the exchange a client that guessed the version wrong signed for
         if kind == wallets.POLY_1271:
             # Maker and signer are both the deposit wallet; the key's owner must be the one it belongs to.
             if signed.signer != signed.maker:
                 raise VenueError(invalid)
             if not wallets.is_wallet_of(owner, signed.signer, kind, state.chain_id):
                 raise VenueError(_NOT_THE_KEYS_SIGNER)
-            try:
-                signer = auth.recover_deposit_wallet_owner(signed, state.chain_id, neg_risk)
-            except ValueError:
-                signer = ""
-            if signer != owner:
-                raise VenueError(invalid)
+
+            def recovered(v: int) -> str:
+                try:
+                    return auth.recover_deposit_wallet_owner(signed, state.chain_id, neg_risk, v)
+                except ValueError:
+                    return ""
+            if recovered(version) != owner:
+                raise VenueError(ORDER_VERSION_MISMATCH if recovered(other) == owner else invalid)
             state.deposit_wallets[owner.lower()] = signed.maker
         else:
             if signed.signer != owner:
                 raise VenueError(_NOT_THE_KEYS_SIGNER)
-            try:
-                signer = auth.recover_order_signer(signed, state.chain_id, neg_risk)
-            except ValueError:
-                signer = ""
+
+            def recovered(v: int) -> str:
+                try:
+                    return auth.recover_order_signer(signed, state.chain_id, neg_risk, v)
+                except ValueError:
+                    return ""
+            signer = recovered(version)
+            if signer != signed.signer and recovered(other) == signed.signer:
+                raise VenueError(ORDER_VERSION_MISMATCH)
             if signer != signed.signer or not wallets.is_wallet_of(signer, signed.maker, kind, state.chain_id):
                 raise VenueError(invalid)
             if kind == wallets.EOA and state.deposit_wallet_flow and owner.lower() not in state.grandfathered:
@@ -507,8 +520,8 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         if payload.get("owner") != creds.api_key:
             raise VenueError("the order owner does not match the API key", 400)
         market = engine.market_of(signed.tokenId)
-        order_id = auth.order_hash(signed, state.chain_id, market.neg_risk)
-        authorise(creds, signed, order_id, market.neg_risk)
+        order_id = auth.order_hash(signed, state.chain_id, market.neg_risk, market.exchange_version)
+        authorise(creds, signed, order_id, market)
         order_type = payload.get("orderType", "GTC")
         if order_type not in ("GTC", "GTD", "FOK", "FAK"):
             raise VenueError(f"invalid order type: {order_type}")
@@ -682,14 +695,16 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
             return JSONResponse({"balance": units(account.collateral),
                                  "allowances": {x: allowance_units(account.allowances.get(x, Decimal(0)))
                                                 for x in engine.exchanges}})
-        if asset_type == "CONDITIONAL":
+        if asset_type in ("CONDITIONAL", "CONDITIONAL-V2"):
+            # CONDITIONAL-V2 is how the unified SDK asks about a protocol-v2 position before selling it;
+            # py-clob-client-v2 knows only CONDITIONAL and sends that for every token, so both answer alike.
             token = q.get("token_id", "")
             if not token:
-                raise VenueError("token_id is required for asset_type CONDITIONAL")
+                raise VenueError(f"token_id is required for asset_type {asset_type}")
             return JSONResponse({"balance": units(account.shares.get(token, Decimal(0))),
                                  "allowances": {x: str(MAX_UINT) if x in account.approved else "0"
                                                 for x in engine.exchanges}})
-        raise VenueError(f"invalid asset_type {asset_type}: COLLATERAL or CONDITIONAL")
+        raise VenueError(f"invalid asset_type {asset_type}: COLLATERAL, CONDITIONAL or CONDITIONAL-V2")
 
     routes = [
         Route("/ok", ok), Route("/time", server_time), Route("/version", version),
@@ -756,6 +771,8 @@ def gamma_app(state: VenueState) -> Starlette:
         if q.get("clob_token_ids"):
             wanted = set(q.getlist("clob_token_ids"))
             found = [m for m in found if wanted & set(m.tokens)]
+        if q.get("version"):
+            found = [m for m in found if m.protocol in q.getlist("version")]
         return found
 
     def matching_events(request: Request) -> list:

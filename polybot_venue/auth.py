@@ -33,6 +33,12 @@ NEG_RISK_EXCHANGE_V2: dict[int, str] = {
     137: "0xe2222d279d744050d28e00520010520000310F59",
     80002: "0xe2222d279d744050d28e00520010520000310F59",
 }
+# Exchange V3 (EIP-712 domain version "3") settles protocol-v2 positions; it has no neg-risk twin
+# (py-clob-client-v2 config.py `exchange_v3`, WALLETS.md §3).
+EXCHANGE_V3: dict[int, str] = {
+    137: "0xe3333700cA9d93003F00f0F71f8515005F6c00Aa",
+    80002: "0x9fE6e61422AdB6F610d8597F9684b16912D50C3D",
+}
 
 _DOMAIN_FIELDS = [
     {"name": "name", "type": "string"},
@@ -231,21 +237,29 @@ class SignedOrder:
         )
 
 
-def order_hash(order: SignedOrder, chain_id: int, neg_risk: bool) -> str:
+def exchange_domain(chain_id: int, neg_risk: bool, version: int = 2) -> tuple[str, str]:
+    """(domain version, verifying contract) of the exchange an order is for: version 3 is exchange V3 whatever
+    the market's neg risk, as the clients sign it."""
+    if version == 3:
+        return "3", EXCHANGE_V3[chain_id]
+    return "2", (NEG_RISK_EXCHANGE_V2 if neg_risk else EXCHANGE_V2)[chain_id]
+
+
+def order_hash(order: SignedOrder, chain_id: int, neg_risk: bool, version: int = 2) -> str:
     """The order's EIP-712 hash (0x-prefixed lower-case hex): the order id."""
-    message = _order_message(order, chain_id, neg_risk)
+    message = _order_message(order, chain_id, neg_risk, version)
     return "0x" + keccak(b"\x19" + message.version + message.header + message.body).hex()
 
 
-def recover_order_signer(order: SignedOrder, chain_id: int, neg_risk: bool) -> str:
+def recover_order_signer(order: SignedOrder, chain_id: int, neg_risk: bool, version: int = 2) -> str:
     """The checksummed address whose key signed the order under this domain; ValueError if none can."""
     try:
-        return Account.recover_message(_order_message(order, chain_id, neg_risk), signature=order.signature)
+        return Account.recover_message(_order_message(order, chain_id, neg_risk, version), signature=order.signature)
     except Exception:
         raise ValueError("invalid signature") from None
 
 
-def recover_deposit_wallet_owner(order: SignedOrder, chain_id: int, neg_risk: bool) -> str:
+def recover_deposit_wallet_owner(order: SignedOrder, chain_id: int, neg_risk: bool, version: int = 2) -> str:
     """The checksummed EOA whose key signed a type-3 order's ERC-7739 ``TypedDataSign`` wrapper for the order's
     wallet; ValueError unless the wrapper is for this very order under this exchange's domain."""
     try:
@@ -256,7 +270,7 @@ def recover_deposit_wallet_owner(order: SignedOrder, chain_id: int, neg_risk: bo
     if len(sig) < 131 or len(sig) != 131 + int.from_bytes(sig[-2:], "big"):
         raise ValueError("invalid signature")
     inner, app, contents, contents_type = sig[:65], sig[65:97], sig[97:129], sig[129:-2]
-    message = _order_message(order, chain_id, neg_risk)
+    message = _order_message(order, chain_id, neg_risk, version)
     if app != message.header or contents != message.body or contents_type != _ORDER_TYPE_STRING:
         raise ValueError("invalid signature")
     wallet = keccak(abi_encode(
@@ -272,15 +286,15 @@ def recover_deposit_wallet_owner(order: SignedOrder, chain_id: int, neg_risk: bo
         raise ValueError("invalid signature") from None
 
 
-def _order_message(order: SignedOrder, chain_id: int, neg_risk: bool) -> SignableMessage:
-    exchange = (NEG_RISK_EXCHANGE_V2 if neg_risk else EXCHANGE_V2)[chain_id]
+def _order_message(order: SignedOrder, chain_id: int, neg_risk: bool, version: int = 2) -> SignableMessage:
+    domain_version, exchange = exchange_domain(chain_id, neg_risk, version)
     return encode_typed_data(full_message={
         "primaryType": "Order",
         "types": {
             "EIP712Domain": [*_DOMAIN_FIELDS, {"name": "verifyingContract", "type": "address"}],
             "Order": _ORDER_TYPE,
         },
-        "domain": {"name": "Polymarket CTF Exchange", "version": "2", "chainId": chain_id,
+        "domain": {"name": "Polymarket CTF Exchange", "version": domain_version, "chainId": chain_id,
                    "verifyingContract": exchange},
         "message": {  # `expiration` is sent but not signed
             "salt": order.salt,

@@ -68,6 +68,12 @@ class Market:
     description: str = ""
     start_ms: int = 0
     group_item_title: str = ""  # a neg-risk member's outcome name
+    protocol: str = "v1"  # Gamma's `version`: "v2" markets' tokens are protocol-v2 position ids, traded on exchange V3
+
+    @property
+    def exchange_version(self) -> int:
+        """The EIP-712 domain version its orders are signed for: 3 for protocol-v2 positions, else 2."""
+        return 3 if self.protocol == "v2" else 2
 
     def outcome_of(self, token_id: str) -> str:
         return self.outcomes[self.tokens.index(token_id)]
@@ -255,7 +261,7 @@ def fmt(value: Decimal) -> str:
 class Engine:
     def __init__(self, markets: Iterable[Market], clock, fee_account: str = "fees",
                  heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS, exchanges: tuple[str, str] = EXCHANGES) -> None:
-        self.exchanges = exchanges  # (regular, neg-risk): the spenders a wallet approves
+        self.exchanges = exchanges  # (regular, neg-risk[, V3]): the spenders a wallet approves
         self.markets: dict[str, Market] = {}
         self.token_market: dict[str, Market] = {}
         self.books: dict[str, Book] = {}
@@ -315,7 +321,10 @@ class Engine:
         return account
 
     def exchange_of(self, market: Market) -> str:
-        """The exchange contract that settles ``market``'s orders: neg-risk markets have their own."""
+        """The exchange contract that settles ``market``'s orders: neg-risk markets have their own, protocol-v2
+        positions settle on exchange V3 (the third, when the venue has one)."""
+        if market.protocol == "v2" and len(self.exchanges) > 2:
+            return self.exchanges[2]
         return self.exchanges[1] if market.neg_risk else self.exchanges[0]
 
     def market_of(self, token_id: str) -> Market:

@@ -51,6 +51,19 @@ def _token(seed: int, *parts: object) -> str:
     return str(int(hashlib.sha256(":".join(map(str, ("token", seed, *parts))).encode()).hexdigest(), 16))
 
 
+def _position_market(seed: int, i: int) -> str:
+    """A protocol-v2 binary market's 31-byte structural id (62 hex digits): module 1 (binary) in the top byte, and
+    zeros where its position ids keep reserved bits 40-103 -- how the unified SDK tells a position id from a token
+    id (polymarket-client `_internal/protocol.py`)."""
+    h = hashlib.sha256(f"v2-market:{seed}:{i}".encode()).hexdigest()
+    return "01" + h[:36] + "0" * 16 + h[36:44]
+
+
+def is_v2_position_id(asset_id: str) -> bool:
+    """Whether an asset id is a protocol-v2 position id, as the unified SDK decides it."""
+    return asset_id.isdigit() and int(asset_id) < 2**256 and int(asset_id) & (((1 << 64) - 1) << 40) == 0
+
+
 @dataclass
 class Event:
     id: str
@@ -76,8 +89,9 @@ def schedule(market: Market, category: str) -> Market:
     return market
 
 
-def generate(seed: int, binary: int = 20, events: int = 3, outcomes: int = 4, now_ms: int | None = None) -> Universe:
-    """The same seed gives the same markets, ids and prices."""
+def generate(seed: int, binary: int = 20, events: int = 3, outcomes: int = 4, now_ms: int | None = None,
+             v2: int = 0) -> Universe:
+    """The same seed gives the same markets, ids and prices; ``v2`` protocol-v2 binary markets come last."""
     rng = random.Random(seed)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     markets, evs, fair = [], [], {}
@@ -116,6 +130,21 @@ def generate(seed: int, binary: int = 20, events: int = 3, outcomes: int = 4, no
         evs.append(Event(id=str(90_000 + e), slug=f"contest-{e + 1}", title=f"Who will win contest {e + 1}?",
                          markets=members, neg_risk_market_id=neg_id, start_ms=now_ms,
                          description=f"Exactly one of {', '.join(names)} wins contest {e + 1}."))
+    for k in range(v2):
+        # Gamma `version: "v2"`: the outcomes are position ids (structural id ‖ outcome index), the condition id is
+        # the structural id padded to 32 bytes, as the unified SDK pads it; orders are signed for exchange V3.
+        category = categories[k % len(categories)]
+        subject = SUBJECTS[category][-1 - k // len(categories) % len(SUBJECTS[category])]
+        structural = _position_market(seed, k)
+        tick = rng.choice(TICKS)
+        market = Market(
+            condition_id="0x" + structural + "00", question=f"Will {subject} (v2 #{k + 1})?",
+            slug=f"{subject.lower().replace(' ', '-').replace('$', '').replace('%', 'pct')}-v2-{k + 1}",
+            tokens=(str(int(structural + "00", 16)), str(int(structural + "01", 16))), tick=tick,
+            end_ms=now_ms + rng.randint(2, 120) * 86_400_000, market_id=str(700_000 + k), start_ms=now_ms,
+            description=f"Resolves Yes if {subject}. Local venue protocol-v2 market, seed {seed}.", protocol="v2")
+        markets.append(schedule(market, category))
+        fair[market.condition_id] = (Decimal(rng.randint(10, 90)) / 100).quantize(tick)
     return Universe(markets=markets, events=evs, fair=fair)
 
 
@@ -218,6 +247,7 @@ def gamma_market(engine: Engine, market: Market, events: dict[str, Event]) -> di
         "feesEnabled": market.fee_rate > 0,
         "feeType": _fee_type(market),
         "feeSchedule": fee_schedule(market),
+        "version": market.protocol,
     }
     if event is not None:
         out["events"] = [_event_stub(event)]

@@ -41,6 +41,7 @@ class VenueOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     markets: int = 20  # binary markets
     events: int = 3  # multi-outcome neg-risk events
     outcomes: int = 4  # markets per event
+    v2_markets: int = 3  # protocol-v2 binary markets (Gamma version "v2"): position ids, orders for exchange V3
     chain_id: int = 137
     page_size: int = 100  # items per page of /data/orders, /data/trades, /markets
     starting_collateral: int = 10_000  # pUSD a funded account is credited with
@@ -83,9 +84,11 @@ class LocalVenue:
     def __init__(self, options: VenueOptions, clock=None) -> None:
         clock = clock or (lambda: time.time_ns() // 1_000_000)
         self.options = options
-        universe = generate(options.seed, options.markets, options.events, options.outcomes, now_ms=clock())
+        universe = generate(options.seed, options.markets, options.events, options.outcomes, now_ms=clock(),
+                            v2=options.v2_markets)
         engine = Engine(universe.markets, clock, heartbeat_timeout_ms=options.heartbeat_timeout_ms,
-                        exchanges=(auth.EXCHANGE_V2[options.chain_id], auth.NEG_RISK_EXCHANGE_V2[options.chain_id]))
+                        exchanges=(auth.EXCHANGE_V2[options.chain_id], auth.NEG_RISK_EXCHANGE_V2[options.chain_id],
+                                   auth.EXCHANGE_V3[options.chain_id]))
         seed_liquidity(engine, universe, house_address(options.seed), options.seed)
         self.state = VenueState(engine=engine, events={e.id: e for e in universe.events}, chain_id=options.chain_id,
                                 secret=venue_secret(options.seed), page_size=options.page_size,

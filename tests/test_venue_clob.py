@@ -233,7 +233,7 @@ def test_orders_are_canceled_when_the_accounts_heartbeats_stop(tmp_path) -> None
 def test_gamma_filters_orders_and_pages_markets_and_events(venue: Venue) -> None:
     gamma = venue.gamma
     everything = httpx.get(f"{gamma}/markets", params={"limit": 500}).json()
-    assert len(everything) == 20 + 3 * 4
+    assert len(everything) == 20 + 3 * 4 + 3  # binary, neg-risk members, protocol-v2
     pages = [httpx.get(f"{gamma}/markets", params={"limit": 7, "offset": o}).json() for o in range(0, 35, 7)]
     assert [m["id"] for page in pages for m in page] == [m["id"] for m in everything]
     one = everything[5]

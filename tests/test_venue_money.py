@@ -22,6 +22,7 @@ from .venue_harness import Venue, tokens
 SEED = 13
 EXCHANGE = "0xE111180000d2663C0091e4f400237545B87B996B"
 NEG_RISK_EXCHANGE = "0xe2222d279d744050d28e00520010520000310F59"
+EXCHANGE_V3 = "0xe3333700cA9d93003F00f0F71f8515005F6c00Aa"  # protocol-v2 positions settle here
 MAX = str(2**256 - 1)
 COLLATERAL = BalanceAllowanceParams(asset_type=AssetType.COLLATERAL)
 REFUSED = "not enough balance / allowance"
@@ -49,7 +50,8 @@ def test_a_new_account_has_no_balance_and_no_allowance_and_its_order_is_refused_
     client = venue.client(funded=False)
     yes, _ = tokens(venue.market())
     assert client.get_balance_allowance(COLLATERAL) == {"balance": "0", "allowances": {EXCHANGE: "0",
-                                                                                       NEG_RISK_EXCHANGE: "0"}}
+                                                                                       NEG_RISK_EXCHANGE: "0",
+                                                                                       EXCHANGE_V3: "0"}}
     status, text = rejection(lambda: buy_at_ask(client, yes))
     assert status == 400 and text.startswith(f"{REFUSED}: the balance is not enough -> balance: 0, ")
 
@@ -66,13 +68,14 @@ def test_a_funded_account_is_refused_for_allowance_until_it_approves_and_a_fill_
         f"{REFUSED}: the allowance is not enough -> spender: {EXCHANGE}, allowance: 0, sum of active orders: 0, "
         "order amount (inc. fees): ")
     venue.admin("approve", address=address, exchange=EXCHANGE, amount=50)
-    assert client.get_balance_allowance(COLLATERAL)["allowances"] == {EXCHANGE: "50000000", NEG_RISK_EXCHANGE: "0"}
+    assert client.get_balance_allowance(COLLATERAL)["allowances"] == {EXCHANGE: "50000000", NEG_RISK_EXCHANGE: "0",
+                                                                      EXCHANGE_V3: "0"}
     placed = buy_at_ask(client, yes)
     assert placed["success"] and placed["status"] == "matched"
     spent = int(Decimal(placed["makingAmount"]) * 10**6)  # what the fill took, fee included
     after = client.get_balance_allowance(COLLATERAL)
     assert after == {"balance": str(100_000_000 - spent),
-                     "allowances": {EXCHANGE: str(50_000_000 - spent), NEG_RISK_EXCHANGE: "0"}}
+                     "allowances": {EXCHANGE: str(50_000_000 - spent), NEG_RISK_EXCHANGE: "0", EXCHANGE_V3: "0"}}
 
 
 def test_an_allowance_that_open_orders_use_up_refuses_the_next_order(venue: Venue) -> None:
@@ -107,7 +110,8 @@ def test_a_neg_risk_order_needs_the_neg_risk_exchanges_allowance(venue: Venue) -
     status, text = rejection(lambda: client.post_order(client.create_order(order)))
     assert status == 400 and f"spender: {NEG_RISK_EXCHANGE}, allowance: 0" in text
     venue.admin("approve", address=address, exchange=NEG_RISK_EXCHANGE, unlimited=True)
-    assert client.get_balance_allowance(COLLATERAL)["allowances"] == {EXCHANGE: MAX, NEG_RISK_EXCHANGE: MAX}
+    assert client.get_balance_allowance(COLLATERAL)["allowances"] == {EXCHANGE: MAX, NEG_RISK_EXCHANGE: MAX,
+                                                                      EXCHANGE_V3: "0"}
     assert client.post_order(client.create_order(order))["status"] == "live"
 
 
@@ -122,11 +126,12 @@ def test_selling_needs_the_shares_and_the_exchanges_approval_to_move_them(venue:
     venue.admin("fund", address=address, shares={yes: 10})
     venue.admin("approve", address=address, amount=100)  # pUSD only: the tokens are not approved yet
     assert client.get_balance_allowance(conditional(yes)) == {
-        "balance": "10000000", "allowances": {EXCHANGE: "0", NEG_RISK_EXCHANGE: "0"}}
+        "balance": "10000000", "allowances": {EXCHANGE: "0", NEG_RISK_EXCHANGE: "0", EXCHANGE_V3: "0"}}
     status, text = rejection(lambda: client.post_order(client.create_order(sell)))
     assert status == 400 and text.startswith(f"{REFUSED}: the allowance is not enough -> spender: {EXCHANGE}")
     venue.admin("approve", address=address, exchange=EXCHANGE, conditional=True)
-    assert client.get_balance_allowance(conditional(yes))["allowances"] == {EXCHANGE: MAX, NEG_RISK_EXCHANGE: "0"}
+    assert client.get_balance_allowance(conditional(yes))["allowances"] == {EXCHANGE: MAX, NEG_RISK_EXCHANGE: "0",
+                                                                            EXCHANGE_V3: "0"}
     assert client.post_order(client.create_order(sell))["status"] == "live"
 
 
@@ -142,7 +147,7 @@ def test_update_answers_the_current_balance_and_allowances(venue: Venue) -> None
 def test_balance_allowance_refuses_an_unknown_asset_type_and_a_conditional_without_token(venue: Venue) -> None:
     client = venue.client()
     assert rejection(lambda: client.get_balance_allowance(BalanceAllowanceParams(asset_type="SHARES"))) == (
-        400, "invalid asset_type SHARES: COLLATERAL or CONDITIONAL")
+        400, "invalid asset_type SHARES: COLLATERAL, CONDITIONAL or CONDITIONAL-V2")
     assert rejection(lambda: client.get_balance_allowance(BalanceAllowanceParams(asset_type=AssetType.CONDITIONAL))
                      ) == (400, "token_id is required for asset_type CONDITIONAL")
 
@@ -163,7 +168,8 @@ def test_the_admin_endpoints_refuse_what_no_chain_would_do(venue: Venue) -> None
 def test_the_ready_made_account_is_funded_and_approved_by_default(venue: Venue) -> None:
     client = venue.client(ready_made_account(SEED).private_key)
     assert client.get_balance_allowance(COLLATERAL) == {"balance": "10000000000",
-                                                        "allowances": {EXCHANGE: MAX, NEG_RISK_EXCHANGE: MAX}}
+                                                        "allowances": {EXCHANGE: MAX, NEG_RISK_EXCHANGE: MAX,
+                                                                       EXCHANGE_V3: MAX}}
 
 
 def test_the_knob_leaves_the_ready_made_account_as_empty_as_any_other(tmp_path: Path) -> None:
@@ -171,7 +177,8 @@ def test_the_knob_leaves_the_ready_made_account_as_empty_as_any_other(tmp_path: 
     try:
         client = venue.client(ready_made_account(SEED).private_key)
         assert client.get_balance_allowance(COLLATERAL) == {"balance": "0", "allowances": {EXCHANGE: "0",
-                                                                                           NEG_RISK_EXCHANGE: "0"}}
+                                                                                           NEG_RISK_EXCHANGE: "0",
+                                                                                           EXCHANGE_V3: "0"}}
     finally:
         venue.stop()
 

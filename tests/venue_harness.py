@@ -34,8 +34,10 @@ class Venue:
              "--ws-port", str(self.ws_port), *(extra or ("--still",))],
             env=child_env(POLYBOT_STATE_DIR=str(state)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         wait_for(self._ready, what="the venue to serve")
-        self.markets = [m for m in httpx.get(f"{self.gamma}/markets", params={"limit": 100}).json()
-                        if not m["negRisk"] and m["orderPriceMinTickSize"] == 0.01]
+        listed = httpx.get(f"{self.gamma}/markets", params={"limit": 100}).json()
+        self.markets = [m for m in listed if not m["negRisk"] and m["orderPriceMinTickSize"] == 0.01
+                        and m.get("version", "v1") == "v1"]
+        self.v2_markets = [m for m in listed if m.get("version") == "v2"]  # protocol-v2 positions, exchange V3
         self._next = 0
 
     def _ready(self) -> bool:

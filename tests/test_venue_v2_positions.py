@@ -1,0 +1,145 @@
+"""Protocol-v2 positions through the real py-clob-client-v2: Gamma `version: "v2"` markets whose outcome tokens are
+position ids, whose orders verify only under exchange V3 (domain version "3"), as polybot_venue/WALLETS.md §3 says."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from eth_account import Account
+from py_clob_client_v2.clob_types import BalanceAllowanceParams, OrderArgsV2, PartialCreateOrderOptions
+from py_clob_client_v2.config import get_contract_config
+from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2
+
+from polybot_venue import auth
+from polybot_venue.markets import is_v2_position_id
+
+from .test_venue_clob import best, rejection
+from .test_venue_wallets import wallet_client
+from .venue_harness import Venue, tokens
+
+SEED = 23
+MISMATCH = "order_version_mismatch"
+
+
+@pytest.fixture(scope="module")
+def venue(tmp_path_factory) -> Iterator[Venue]:
+    venue = Venue(Path(os.path.realpath(tmp_path_factory.mktemp("v2pos"))) / "s", SEED)
+    yield venue
+    venue.stop()
+
+
+def v2_market(venue: Venue, n: int = 0) -> dict:
+    return venue.v2_markets[n]
+
+
+def test_gamma_lists_v2_markets_whose_tokens_are_position_ids_the_unified_sdk_routes_to_exchange_v3(
+        venue: Venue) -> None:
+    assert len(venue.v2_markets) == 3
+    for market in venue.v2_markets:
+        yes, no = tokens(market)
+        assert is_v2_position_id(yes) and is_v2_position_id(no)
+        assert f"{int(yes):064x}"[:2] == "01"  # the binary module
+        assert int(no) == int(yes) + 1 and market["conditionId"] == f"0x{int(yes):064x}"
+    assert not any(is_v2_position_id(t) for m in venue.markets for t in tokens(m))
+    only_v2 = httpx.get(f"{venue.gamma}/markets", params={"version": "v2", "limit": 500}).json()
+    assert [m["id"] for m in only_v2] == [m["id"] for m in venue.v2_markets]
+    assert {m["version"] for m in venue.markets} == {"v1"}
+
+
+def test_the_venue_keeps_answering_version_2_so_token_orders_stay_on_exchange_v2(venue: Venue) -> None:
+    assert httpx.get(f"{venue.clob}/version").json() == {"version": 2}
+    assert venue.client().get_version() == 2
+
+
+def test_a_v2_market_order_the_client_signs_for_v3_by_its_position_id_is_accepted_and_trades(venue: Venue) -> None:
+    client = venue.client()
+    yes, _ = tokens(v2_market(venue))
+    resting = client.create_and_post_order(OrderArgsV2(position_id=yes, price=0.02, size=10, side="BUY"))
+    assert resting["success"] and resting["status"] == "live"
+    _, ask = best(client, yes)
+    crossing = client.create_and_post_order(OrderArgsV2(position_id=yes, price=float(ask), size=10, side="BUY"))
+    assert crossing["status"] == "matched" and crossing["tradeIDs"]
+    # The order id is the V3 hash: the exchange V3 domain, whatever the order's fields.
+    order = client.create_order(OrderArgsV2(position_id=yes, price=0.03, size=10, side="BUY"))
+    v3 = ExchangeOrderBuilderV2(get_contract_config(137).exchange_v3, 137, client.signer, domain_version="3")
+    placed = client.post_order(order)
+    assert placed["orderID"] == v3.build_order_hash(v3.build_order_typed_data(order))
+    assert client.get_order(placed["orderID"])["status"] == "LIVE"
+
+
+def test_the_same_v2_market_order_signed_for_v2_is_refused_with_the_version_mismatch_text(venue: Venue) -> None:
+    client = venue.client()
+    yes, _ = tokens(v2_market(venue, 1))
+    as_token = client.create_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))  # /version 2: V2
+    assert rejection(lambda: client.post_order(as_token)) == (400, MISMATCH)
+    assert client.get_open_orders() == []
+
+
+def test_a_v1_market_order_signed_for_v3_is_refused_with_the_version_mismatch_text(venue: Venue) -> None:
+    client = venue.client()
+    yes, _ = tokens(venue.market())
+    wrong = client.create_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"),
+                                PartialCreateOrderOptions(version=3))
+    assert rejection(lambda: client.post_order(wrong)) == (400, MISMATCH)
+
+
+def test_a_v2_market_order_signed_by_another_key_is_refused_as_an_invalid_signature(venue: Venue) -> None:
+    client, other = venue.client(), venue.client()
+    yes, _ = tokens(v2_market(venue, 1))
+    order = client.create_order(OrderArgsV2(position_id=yes, price=0.02, size=10, side="BUY"))
+    forged = other.create_order(OrderArgsV2(position_id=yes, price=0.02, size=10, side="BUY"))
+    status, text = rejection(lambda: client.post_order(replace(order, signature=forged.signature)))
+    assert status == 400 and text.endswith("is invalid. Signature is invalid")
+
+
+def test_balance_allowance_answers_conditional_v2_for_a_position_and_lists_exchange_v3(venue: Venue) -> None:
+    client = venue.client()
+    yes, _ = tokens(v2_market(venue, 2))
+    _, ask = best(client, yes)
+    client.create_and_post_order(OrderArgsV2(position_id=yes, price=float(ask), size=10, side="BUY"))
+    v3 = get_contract_config(137).exchange_v3
+    for asset_type in ("CONDITIONAL-V2", "CONDITIONAL"):
+        shares = client.get_balance_allowance(BalanceAllowanceParams(asset_type=asset_type, token_id=yes))
+        assert shares["balance"] == "10000000" and v3 in shares["allowances"]
+    assert v3 in client.get_balance_allowance(BalanceAllowanceParams(asset_type="COLLATERAL"))["allowances"]
+
+
+def test_selling_a_position_needs_exchange_v3s_approval_not_v2s(venue: Venue) -> None:
+    client = venue.client(funded=False)
+    owner = client.get_address()
+    yes, _ = tokens(v2_market(venue, 2))
+    venue.admin("fund", address=owner, collateral=100, shares={yes: 10})
+    venue.admin("approve", address=owner, exchange=auth.EXCHANGE_V2[137], conditional=True, unlimited=True)
+    status, text = rejection(lambda: client.create_and_post_order(OrderArgsV2(position_id=yes, price=0.98, size=10,
+                                                                              side="SELL")))
+    assert status == 400 and f"spender: {auth.EXCHANGE_V3[137]}" in text
+    venue.admin("approve", address=owner, exchange=auth.EXCHANGE_V3[137], conditional=True)
+    placed = client.create_and_post_order(OrderArgsV2(position_id=yes, price=0.98, size=10, side="SELL"))
+    assert placed["status"] == "live"
+
+
+@pytest.mark.parametrize("kind", [1, 2, 3], ids=["proxy", "safe", "deposit-wallet"])
+def test_a_wallet_order_on_a_v2_market_verifies_under_exchange_v3(venue: Venue, kind: int) -> None:
+    client = wallet_client(venue, kind)
+    yes, _ = tokens(v2_market(venue))
+    order = client.create_order(OrderArgsV2(position_id=yes, price=0.02, size=10, side="BUY"))
+    if kind == 3:  # the ERC-7739 wrapper carries exchange V3's domain separator as the app domain
+        _, v3 = auth.exchange_domain(137, False, 3)
+        assert len(order.signature) == 2 + 2 * 317 and v3 == get_contract_config(137).exchange_v3
+    placed = client.post_order(order)
+    assert placed["status"] == "live"
+    assert [o["maker_address"] for o in client.get_open_orders()] == [client.builder.funder]
+
+
+def test_a_deposit_wallet_order_on_a_v2_market_signed_for_v2_is_refused_with_the_version_mismatch_text(
+        venue: Venue) -> None:
+    client = wallet_client(venue, 3, key=Account.create().key.hex())
+    yes, _ = tokens(v2_market(venue))
+    as_token = client.create_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))
+    assert rejection(lambda: client.post_order(as_token)) == (400, MISMATCH)
+    assert Decimal(client.get_balance_allowance(BalanceAllowanceParams(asset_type="COLLATERAL"))["balance"]) > 0
