@@ -124,6 +124,7 @@ class MarketNew(Message, frozen=True, kw_only=True):
     fee_exponent: Decimal = Decimal("1")  # feeSchedule.exponent: fee = shares x rate x (p(1 - p))^exponent
     volume: Decimal = Decimal("0")  # as Gamma reported it when the market was loaded (USDC)
     liquidity: Decimal = Decimal("0")
+    protocol: str = "v1"  # Gamma's `version`: "v2" markets' tokens are protocol-v2 position ids (exchange V3)
 
 
 class TickSizeChange(Message, frozen=True, kw_only=True):

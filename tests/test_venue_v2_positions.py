@@ -143,3 +143,45 @@ def test_a_deposit_wallet_order_on_a_v2_market_signed_for_v2_is_refused_with_the
     as_token = client.create_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))
     assert rejection(lambda: client.post_order(as_token)) == (400, MISMATCH)
     assert Decimal(client.get_balance_allowance(BalanceAllowanceParams(asset_type="COLLATERAL"))["balance"]) > 0
+
+
+# ------------------------------------------------------------ our executor, through our adapter
+
+def test_our_adapter_reads_a_v2_market_from_gamma_as_rules_for_exchange_v3(venue: Venue) -> None:
+    import msgspec
+
+    from services.venues.base import rules_from
+    from services.venues.polymarket import schema
+    from services.venues.polymarket.feed import market_new
+
+    raw = httpx.get(f"{venue.gamma}/markets", params={"limit": 500}).content
+    markets = msgspec.json.decode(raw, type=list[schema.GammaMarket])
+    for market in markets:
+        new = market_new(market, 0)
+        v2 = market.version == "v2"
+        assert new.protocol == ("v2" if v2 else "v1")
+        assert {r.exchange_version for r in rules_from(new).values()} == {3 if v2 else 2}
+        assert all(schema.is_v2_position_id(t) == v2 for t in market.parsed_clob_token_ids())
+
+
+def test_the_executor_signs_a_v2_market_order_for_exchange_v3_and_it_rests_and_fills(tmp_path) -> None:
+    from services import messages as m
+
+    from .executor_harness import ExecutorMesh, order
+
+    mesh = ExecutorMesh(Path(os.path.realpath(tmp_path)), seed=SEED + 1)
+    try:
+        market = mesh.venue.v2_markets[0]
+        yes, _ = tokens(market)
+        bid, ask = mesh.best(yes)
+        resting = order("v2-rest", 0, yes, market["conditionId"], "BUY", "10", str(bid))
+        crossing = order("v2-cross", 0, yes, market["conditionId"], "BUY", "10", str(ask), "FOK")
+        mesh.push(resting)
+        ack = mesh.wait(m.OrderAck, order_id=resting.id)[0]
+        assert not mesh.of(m.OrderRejected, order_id=resting.id)
+        assert [o["id"] for o in mesh.client.get_open_orders() if o["asset_id"] == yes] == [ack.venue_order_id]
+        mesh.push(crossing)
+        fill = mesh.wait(m.Fill, order_id=crossing.id)[0]
+        assert fill.token_id == yes and fill.size == Decimal(10) and not mesh.of(m.OrderRejected, order_id=crossing.id)
+    finally:
+        mesh.close()

@@ -54,6 +54,7 @@ class MarketRules(Struct, frozen=True, kw_only=True):
     fee_rate: Decimal = ZERO
     complement: str = ""
     fee_exponent: Decimal = ONE  # the other token of a binary market: its book mirrors this one's
+    exchange_version: int = 2  # the exchange its orders are signed for: 3 (exchange V3) for protocol-v2 positions
 
 
 class OrderRequest(Struct, frozen=True, kw_only=True):
@@ -203,5 +204,6 @@ def rules_from(market: m.MarketNew) -> dict[str, MarketRules]:
         other = [t for t in tokens if t != token]
         out[token] = MarketRules(token_id=token, market=market.market, tick=market.tick_size,
                                  min_size=market.min_size, neg_risk=market.neg_risk, fee_rate=market.fee_rate,
-                                 fee_exponent=market.fee_exponent, complement=other[0] if len(tokens) == 2 else "")
+                                 fee_exponent=market.fee_exponent, complement=other[0] if len(tokens) == 2 else "",
+                                 exchange_version=3 if market.protocol == "v2" else 2)
     return out

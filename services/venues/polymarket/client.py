@@ -164,9 +164,15 @@ class Clob:
     def _sign(self, order: OrderRequest) -> tuple[str, dict]:
         maker, taker = amounts(order)
         contracts = get_contract_config(self.chain_id)
-        exchange = contracts.neg_risk_exchange_v2 if order.rules.neg_risk else contracts.exchange_v2
         salt = str(salt_of(order.client_id))
-        builder = ExchangeOrderBuilderV2(exchange, self.chain_id, self._client.signer, generate_salt=lambda: salt)
+        if order.rules.exchange_version == 3:
+            # A protocol-v2 position: exchange V3 and domain "3" whatever the neg risk, as the official client signs
+            # an order given a position_id (py-clob-client-v2 order_builder/builder.py).
+            builder = ExchangeOrderBuilderV2(contracts.exchange_v3, self.chain_id, self._client.signer,
+                                             generate_salt=lambda: salt, domain_version="3")
+        else:
+            exchange = contracts.neg_risk_exchange_v2 if order.rules.neg_risk else contracts.exchange_v2
+            builder = ExchangeOrderBuilderV2(exchange, self.chain_id, self._client.signer, generate_salt=lambda: salt)
         data = OrderDataV2(maker=self.address, tokenId=order.token_id, makerAmount=str(maker),
                            takerAmount=str(taker), side=Side.BUY if order.side == "BUY" else Side.SELL,
                            signer=self.address, signatureType=SignatureTypeV2.EOA, timestamp=str(order.created_ms),
@@ -274,7 +280,8 @@ class Clob:
                            fee_rate=Decimal(str(info.fee.rate)) if info.fee else base.ZERO,
                            # an absent exponent means the curve as every capture has it, 1
                            fee_exponent=Decimal(str(info.fee.exponent)) if info.fee and info.fee.exponent else base.ONE,
-                           complement=next((t for t in tokens if t != token_id), "") if len(tokens) == 2 else "")
+                           complement=next((t for t in tokens if t != token_id), "") if len(tokens) == 2 else "",
+                           exchange_version=3 if schema.is_v2_position_id(token_id) else 2)
 
 
 class PolymarketVenue:

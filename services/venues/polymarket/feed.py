@@ -45,7 +45,8 @@ def market_new(market: schema.GammaMarket, now_ns: int) -> m.MarketNew:
         neg_risk=bool(market.neg_risk), neg_risk_market_id=market.neg_risk_market_id or "",
         end_ts_ms=_end_ms(market.end_date), fee_rate=_dec(fee, "0"), fee_exponent=_dec(exponent, "1"),
         accepting_orders=bool(market.accepting_orders) and not market.closed,
-        volume=_dec(market.volume_num, "0"), liquidity=_dec(market.liquidity_num, "0"))
+        volume=_dec(market.volume_num, "0"), liquidity=_dec(market.liquidity_num, "0"),
+        protocol="v2" if market.version == "v2" else "v1")
 
 
 def _end_ms(iso: str | None) -> int:

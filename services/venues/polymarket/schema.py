@@ -40,6 +40,13 @@ def json_list(text: str) -> list[str]:
     return msgspec.json.decode(text, type=list[str])
 
 
+def is_v2_position_id(asset_id: str) -> bool:
+    """Whether an asset id is a protocol-v2 position id (bits 40-103 clear), whose orders are for exchange V3: how
+    the unified SDK decides (polymarket-client ``_internal/protocol.py``), where the CLOB's answers say nothing."""
+    return asset_id.isascii() and asset_id.isdigit() and int(asset_id) < 2**256 and (
+        int(asset_id) & (((1 << 64) - 1) << 40)) == 0
+
+
 # ---------------------------------------------------------------- Gamma
 
 
@@ -96,6 +103,7 @@ class GammaMarket(_Camel, frozen=True, kw_only=True):
     taker_base_fee: int | None = None
     accepting_orders_timestamp: str | None = None
     events: list[GammaEvent] | None = None
+    version: str | None = None  # "v1" | "v2": protocol-v2 markets' tokens are position ids, traded on exchange V3
 
     def parsed_outcomes(self) -> list[str]:
         return json_list(self.outcomes)
