@@ -35,11 +35,14 @@ from polymarket._internal.environment import create_environment, get_environment
 from polymarket.streams import MarketBookEvent, UserOrderEvent, UserTradeEvent
 from polymarket.streams._specs import MarketSpec, UserSpec
 
+from polybot_venue.engine import taker_fee
 from polybot_venue.wallets import deposit_wallet_beacon
 
 from .venue_harness import Venue, tokens
 
 SEED = 17
+V2_EXCHANGE = "0xE111180000d2663C0091e4f400237545B87B996B"
+NEG_RISK_V2_EXCHANGE = "0xe2222d279d744050d28e00520010520000310F59"
 NOWHERE = "http://127.0.0.1:9"  # the discard port: nothing listens, so a stray call fails at once
 
 
@@ -143,3 +146,116 @@ def test_the_sdk_lists_every_market_through_gamma_keyset_pages(flow: Flow) -> No
     listed = list(flow.maker.list_markets(page_size=7).iter_items())
     gamma = httpx.get(f"{flow.venue.gamma}/markets", params={"limit": 500}).json()
     assert sorted(m.condition_id for m in listed) == sorted(m["conditionId"] for m in gamma if not m["closed"])
+
+
+
+def fee_schedule(market: dict) -> tuple[Decimal, Decimal]:
+    schedule = market["feeSchedule"]
+    return Decimal(str(schedule["rate"])), Decimal(str(schedule["exponent"]))
+
+
+def inside_bid(client: SecureClient, token: str) -> Decimal:
+    """One tick above the best bid, still under the best ask: a price that rests at the top of the book."""
+    book = client.get_order_book(token_id=token)
+    price = book.bids[-1].price + book.tick_size  # bids ascend and asks descend, as on the real venue
+    assert price < book.asks[-1].price
+    return price
+
+
+def test_the_sdk_reads_a_book_as_the_venue_serves_it(flow: Flow) -> None:
+    market = flow.venue.market()
+    yes, _ = tokens(market)
+    book = flow.maker.get_order_book(token_id=yes)
+    served = httpx.get(f"{flow.venue.clob}/book", params={"token_id": yes}).json()
+    assert (book.condition_id, book.asset_id) == (market["conditionId"], yes) and book.hash
+    assert (book.tick_size, book.min_order_size, book.neg_risk) == (Decimal("0.01"), Decimal(5), False)
+    assert [(level.price, level.size) for level in book.bids] == [
+        (Decimal(level["price"]), Decimal(level["size"])) for level in served["bids"]]
+    assert book.bids[-1].price < book.asks[-1].price
+
+
+def test_a_resting_order_is_listed_open_then_an_order_from_the_deposit_wallet_fills_it_and_both_see_the_trade(
+        flow: Flow) -> None:
+    market = flow.venue.market()
+    yes, no = tokens(market)
+    rate, exponent = fee_schedule(market)
+    price = inside_bid(flow.maker, yes)
+
+    resting = flow.maker.place_limit_order(token_id=yes, price=price, size=10, side="BUY")
+    assert (resting.ok, resting.status, resting.trade_ids) == (True, "live", ())
+    (listed,) = flow.maker.list_open_orders(token_id=yes).iter_items()
+    assert (listed.id, listed.side, listed.price, listed.original_size, listed.size_matched) == (
+        resting.order_id, "BUY", price, 10, 0)
+    assert listed.maker_address == flow.maker.wallet and listed.asset_id == yes
+    assert flow.maker.get_order(order_id=resting.order_id).status == "LIVE"
+    assert flow.maker.get_order_book(token_id=yes).bids[-1].price == price
+
+    # The deposit wallet buys NO at 1 - price: it crosses the bid (YES and NO books mirror) and pays the taker fee.
+    before = flow.taker.get_balance_allowance(asset_type="COLLATERAL").balance
+    crossing = flow.taker.place_limit_order(token_id=no, price=1 - price, size=10, side="BUY")
+    fee = taker_fee(Decimal(10), 1 - price, rate, exponent)
+    assert (crossing.ok, crossing.status, len(crossing.trade_ids)) == (True, "matched", 1) and fee > 0
+    assert (crossing.taking_amount, crossing.making_amount) == (10, 10 * (1 - price) + fee)
+    after = flow.taker.get_balance_allowance(asset_type="COLLATERAL").balance
+    assert before - after == (10 * (1 - price) + fee) * 10**6
+    assert list(flow.maker.list_open_orders(token_id=yes).iter_items()) == []
+
+    (maker_trade,) = flow.maker.list_account_trades(market=market["conditionId"]).iter_items()
+    (taker_trade,) = flow.taker.list_account_trades(market=market["conditionId"]).iter_items()
+    assert maker_trade.id == taker_trade.id == crossing.trade_ids[0]
+    assert (maker_trade.trader_side, maker_trade.asset_id, maker_trade.price) == ("MAKER", yes, price)
+    assert (taker_trade.trader_side, taker_trade.asset_id, taker_trade.price, taker_trade.size) == (
+        "TAKER", no, 1 - price, 10)
+    (maker_order,) = taker_trade.maker_orders
+    assert (maker_order.order_id, maker_order.maker_address, maker_order.matched_amount) == (
+        resting.order_id, flow.maker.wallet, 10)
+    assert taker_trade.maker_address == flow.taker_wallet
+    shares = flow.taker.get_balance_allowance(asset_type="CONDITIONAL", token_id=no)
+    assert shares.balance == 10 * 10**6
+
+
+def test_a_batch_of_signed_orders_posts_in_one_call_and_cancels_one_by_id_then_the_rest_all_at_once(
+        flow: Flow) -> None:
+    market = flow.venue.market()
+    yes, no = tokens(market)
+    price = inside_bid(flow.maker, yes)
+    signed = [flow.maker.create_limit_order(token_id=yes, price=price - step, size=5, side="BUY", post_only=True)
+              for step in (Decimal(0), Decimal("0.01"), Decimal("0.02"))]
+    posted = flow.maker.post_orders(signed)
+    assert [(answer.ok, answer.status) for answer in posted] == [(True, "live")] * 3
+    ids = [answer.order_id for answer in posted]
+    assert sorted(o.id for o in flow.maker.list_open_orders(market=market["conditionId"]).iter_items()) == sorted(ids)
+
+    one = flow.maker.cancel_order(order_id=ids[0])
+    assert (one.canceled, one.not_canceled) == ((ids[0],), {})
+    some = flow.maker.cancel_orders(order_ids=[ids[0], ids[1]])
+    assert some.canceled == (ids[1],) and set(some.not_canceled) == {ids[0]}
+    rest = flow.maker.cancel_all()
+    assert rest.canceled == (ids[2],)
+    assert list(flow.maker.list_open_orders(market=market["conditionId"]).iter_items()) == []
+
+
+def test_heartbeats_chain_ids_and_a_stale_id_raises_the_typed_mismatch_naming_the_expected_one(flow: Flow) -> None:
+    client = flow.taker
+    first = client.send_order_heartbeat().heartbeat_id
+    second = client.send_order_heartbeat(heartbeat_id=first).heartbeat_id
+    with pytest.raises(OrderHeartbeatMismatchError) as stale:
+        client.send_order_heartbeat(heartbeat_id=first)
+    assert (stale.value.status, stale.value.heartbeat_id) == (400, second)
+    assert client.send_order_heartbeat(heartbeat_id=second).heartbeat_id not in (first, second)
+
+
+def test_balance_allowance_answers_for_the_deposit_wallet_with_what_its_owner_deposited_and_approved(
+        flow: Flow) -> None:
+    key = Account.create().key.hex()
+    wallet = deposit_wallet_beacon(Account.from_key(key).address)
+    flow.venue.admin("fund", address=wallet, collateral=250)
+    flow.venue.admin("approve", address=wallet, exchange=V2_EXCHANGE, amount=100)
+    client = SecureClient.create(private_key=key, wallet=wallet, environment=flow.environment)
+    try:
+        collateral = client.get_balance_allowance(asset_type="COLLATERAL")
+        assert (collateral.balance, collateral.allowances) == (
+            250 * 10**6, {V2_EXCHANGE: 100 * 10**6, NEG_RISK_V2_EXCHANGE: 0})
+        assert flow.maker.get_balance_allowance(asset_type="COLLATERAL").allowances[V2_EXCHANGE] == 2**256 - 1
+    finally:
+        client.close()
