@@ -38,6 +38,7 @@ from polymarket.streams._specs import MarketSpec, UserSpec
 from polybot_venue.engine import taker_fee
 from polybot_venue.wallets import deposit_wallet_beacon
 
+from .conftest import wait_for
 from .venue_harness import Venue, tokens
 
 SEED = 17
@@ -259,3 +260,108 @@ def test_balance_allowance_answers_for_the_deposit_wallet_with_what_its_owner_de
         assert flow.maker.get_balance_allowance(asset_type="COLLATERAL").allowances[V2_EXCHANGE] == 2**256 - 1
     finally:
         client.close()
+
+
+def test_a_restart_raises_the_typed_restarting_rejection_then_post_only_and_cancels_pass_in_the_window(
+        flow: Flow) -> None:
+    yes, _ = tokens(flow.venue.market())
+    price = inside_bid(flow.maker, yes)
+    try:
+        flow.venue.admin("restart", seconds=5, post_only_seconds=0)
+        with pytest.raises(RequestRejectedError) as down:
+            flow.maker.place_limit_order(token_id=yes, price=price, size=5, side="BUY")
+        assert (down.value.status, down.value.restriction) == (425, "restarting")
+        assert down.value.retry_after is not None and 0 < down.value.retry_after <= 5
+
+        flow.venue.admin("restart", seconds=0, post_only_seconds=60)  # the engine is back, post-only for a minute
+        with pytest.raises(RequestRejectedError) as post_only:
+            flow.maker.place_limit_order(token_id=yes, price=price, size=5, side="BUY")
+        assert (post_only.value.status, post_only.value.restriction, post_only.value.code) == (
+            503, "post_only", "post_only_mode")
+        resting = flow.maker.place_limit_order(token_id=yes, price=price, size=5, side="BUY", post_only=True)
+        assert resting.status == "live"
+        assert flow.maker.cancel_order(order_id=resting.order_id).canceled == (resting.order_id,)
+    finally:
+        flow.venue.admin("restart", seconds=0, post_only_seconds=0)
+
+
+def test_past_the_order_limit_the_sdk_raises_its_rate_limit_error_with_retry_after_and_the_venues_state(
+        flow: Flow) -> None:
+    key = Account.create().key.hex()
+    address = Account.from_key(key).address
+    fund(flow.venue, address)
+    updates: list = []
+    client = SecureClient.create(private_key=key, wallet=address, environment=flow.environment,
+                                 on_rate_limit_update=updates.append)
+    yes, _ = tokens(flow.venue.market())
+    try:
+        orders = [client.create_limit_order(token_id=yes, price=Decimal("0.01") * (i + 1), size=5, side="BUY")
+                  for i in range(3)]
+        # Two orders at once, then one a second: the refusal comes well within that second.
+        flow.venue.admin("rate-limits", orders={"rate": 1, "burst": 2})
+        assert client.post_order(orders[0]).ok and client.post_order(orders[1]).ok
+        assert updates and updates[-1].tier and updates[-1].remaining is not None
+        with pytest.raises(RateLimitError) as limited:
+            client.post_order(orders[2])
+        assert limited.value.retry_after is not None and limited.value.retry_after >= 1
+        assert limited.value.rate_limit is not None and limited.value.rate_limit.remaining < 1
+        # Waiting on the refill is the behaviour under test; the limit above keeps it to about a second.
+        assert wait_for(lambda: _posted(client, orders[2]), timeout=5, what="the order bucket to refill").ok
+    finally:
+        flow.venue.admin("rate-limits")
+        client.cancel_all()
+        client.close()
+
+
+def _posted(client: SecureClient, order):
+    try:
+        return client.post_order(order)
+    except RateLimitError:
+        return None
+
+
+async def _next(handle, wanted, timeout: float = 10.0):
+    """The first event from ``handle`` that ``wanted`` accepts, within ``timeout`` seconds."""
+    async def scan():
+        async for event in handle:
+            if wanted(event):
+                return event
+        raise AssertionError("the subscription ended")
+    return await asyncio.wait_for(scan(), timeout)
+
+
+def test_the_sdks_market_and_user_streams_carry_the_book_the_order_and_the_fill(flow: Flow) -> None:
+    market = flow.venue.market()
+    yes, no = tokens(market)
+    price = inside_bid(flow.maker, yes)
+
+    async def run() -> None:
+        client = await AsyncSecureClient.create(private_key=flow.maker_key, wallet=flow.maker.wallet,
+                                                environment=flow.environment)
+        try:
+            books = await client.subscribe(MarketSpec(asset_ids=[yes, no], custom_feature_enabled=True))
+            mine = await client.subscribe(UserSpec(markets=[market["conditionId"]]))
+            book = await _next(books, lambda e: e.type == "book" and e.payload.asset_id == yes)
+            assert book.payload.bids[-1].price == price - Decimal("0.01")
+
+            resting = await client.place_limit_order(token_id=yes, price=price, size=10, side="BUY")
+            placed = await _next(mine, lambda e: isinstance(e, UserOrderEvent))
+            assert (placed.payload.id, placed.payload.order_event_type, placed.payload.price) == (
+                resting.order_id, "PLACEMENT", price)
+            top = await _next(books, lambda e: e.type == "best_bid_ask" and e.payload.asset_id == yes)
+            assert top.payload.best_bid == price
+
+            crossing = await asyncio.to_thread(
+                flow.taker.place_limit_order, token_id=no, price=1 - price, size=10, side="BUY")
+            fill = await _next(mine, lambda e: isinstance(e, UserTradeEvent))
+            assert fill.payload.id == crossing.trade_ids[0] and fill.payload.trader_side == "MAKER"
+            assert fill.payload.maker_orders[0].order_id == resting.order_id
+            # The venue prints a trade on the taker's token, here NO.
+            printed = await _next(books, lambda e: e.type == "last_trade_price")
+            assert (printed.payload.asset_id, printed.payload.price, printed.payload.size) == (no, 1 - price, 10)
+            await books.close()
+            await mine.close()
+        finally:
+            await client.close()
+
+    asyncio.run(run())
