@@ -32,8 +32,7 @@ from polymarket import (
     SecureClient,
 )
 from polymarket._internal.environment import create_environment, get_environment_config
-from polymarket.streams import MarketBookEvent, UserOrderEvent, UserTradeEvent
-from polymarket.streams._specs import MarketSpec, UserSpec
+from polymarket.streams import MarketSpec, UserOrderEvent, UserSpec, UserTradeEvent
 
 from polybot_venue.engine import taker_fee
 from polybot_venue.wallets import deposit_wallet_beacon
