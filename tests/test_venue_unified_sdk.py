@@ -1,19 +1,31 @@
 """The local venue through Polymarket's unified Python SDK, polymarket-client (module ``polymarket``), unchanged.
 
-The SDK is pointed at the venue with an environment built from production's by ``dataclasses.replace`` and
-``polymarket._internal.environment.create_environment``: ``Environment`` cannot be constructed through the public
-API. Both accounts pass ``wallet=`` (an EOA, and a deposit wallet funded through the admin endpoints), so the SDK's
-default bootstrap (relayer deployment, JSON-RPC approvals) is not used. Even with ``wallet=``, a deposit wallet makes
-the SDK ask the relayer ``GET /deployed`` once; the venue serves no relayer, so this module answers that one read
-(``_Relayer``). Every other host the environment names is a closed loopback port, so a call the flow did not expect
-fails instead of reaching the network."""
+The SDK runs in its own virtual environment, not ours: it pins older websockets and eth-account than the product
+installs. tests/unified_sdk/flow.py drives it (importing only the SDK and the standard library) and
+tests/unified_sdk/requirements.txt pins it; the environment is created once per requirements file in
+~/.cache/polybot-tests/unified-sdk/<hash> (``$XDG_CACHE_HOME`` if set) and reused. The test skips when the package
+index cannot be reached, and fails on anything else.
+
+This side does what only we can: it starts the venue, funds and approves the accounts through the admin endpoints
+(deposit wallets derived with ``polybot_venue.wallets``), answers the flow's mid-run admin requests (a restart, rate
+limits), computes fees, and asserts on the one JSON result the flow prints. Both SDK accounts pass ``wallet=``, so
+the SDK's default bootstrap (relayer deployment, JSON-RPC approvals) is not used; even so, a deposit wallet makes
+the SDK ask the relayer ``GET /deployed`` once, and the venue serves no relayer, so this module answers that one
+read (``_Relayer``). Every other host the flow's environment names is a closed loopback port, so a call the flow
+did not expect fails instead of reaching the network."""
 from __future__ import annotations
 
-import asyncio
-import dataclasses
+import hashlib
 import json
 import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,27 +35,65 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 from eth_account import Account
-from polymarket import (
-    PRODUCTION,
-    AsyncSecureClient,
-    OrderHeartbeatMismatchError,
-    RateLimitError,
-    RequestRejectedError,
-    SecureClient,
-)
-from polymarket._internal.environment import create_environment, get_environment_config
-from polymarket.streams import MarketSpec, UserOrderEvent, UserSpec, UserTradeEvent
 
 from polybot_venue.engine import taker_fee
 from polybot_venue.wallets import deposit_wallet_beacon
 
-from .conftest import wait_for
+from .conftest import child_env
 from .venue_harness import Venue, tokens
 
 SEED = 17
 V2_EXCHANGE = "0xE111180000d2663C0091e4f400237545B87B996B"
 NEG_RISK_V2_EXCHANGE = "0xe2222d279d744050d28e00520010520000310F59"
-NOWHERE = "http://127.0.0.1:9"  # the discard port: nothing listens, so a stray call fails at once
+FLOW = Path(__file__).resolve().parent / "unified_sdk"
+INSTALL_TIMEOUT_S = 300
+FLOW_TIMEOUT_S = 120
+# What pip prints when the package index is out of reach (as opposed to a bad pin or a broken package).
+NETWORK_FAILURE = re.compile(r"NewConnectionError|Failed to establish a new connection|ConnectTimeoutError|"
+                             r"ReadTimeoutError|ProxyError|Temporary failure in name resolution|"
+                             r"Name or service not known|Network is unreachable|No route to host|Connection refused")
+
+
+def _sdk_python() -> Path:
+    """The Python of a virtual environment with requirements.txt installed, in a cache folder keyed by that file:
+    created once, reused."""
+    requirements = FLOW / "requirements.txt"
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "polybot-tests" / "unified-sdk"
+    target = cache / digest
+    if (target / ".installed").exists():
+        return target / "bin" / "python"
+    # Build beside the target and rename into place, so a run cut short never leaves a half install to reuse.
+    # (A renamed environment still works when run through bin/python; only its console scripts keep the old path.)
+    staging = cache / f"{digest}.{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(staging)], check=True, capture_output=True, text=True,
+                       timeout=120)
+        done = subprocess.run(
+            [str(staging / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+             "--retries", "1", "--timeout", "30", "-r", str(requirements)],
+            capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, env={**os.environ, "PYTHONNOUSERSITE": "1"})
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(staging, ignore_errors=True)
+        pytest.skip(f"installing {requirements.name} did not finish within {INSTALL_TIMEOUT_S} s: "
+                    "the package index is too slow or unreachable")
+    except subprocess.CalledProcessError as failed:
+        shutil.rmtree(staging, ignore_errors=True)
+        pytest.fail(f"python -m venv failed (exit {failed.returncode}):\n{(failed.stdout + failed.stderr)[-1500:]}")
+    if done.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        output = (done.stdout + done.stderr)[-1500:]
+        if NETWORK_FAILURE.search(done.stdout + done.stderr):
+            pytest.skip(f"the package index cannot be reached, so polymarket-client cannot be installed:\n{output}")
+        pytest.fail(f"pip install -r {requirements.name} failed (exit {done.returncode}):\n{output}")
+    (staging / ".installed").touch()
+    try:
+        staging.rename(target)
+    except OSError:  # another run got there first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target / "bin" / "python"
 
 
 class _Relayer:
@@ -81,30 +131,45 @@ class _Relayer:
         self.thread.join(5)
 
 
-def venue_environment(venue: Venue, relayer_url: str):
-    """Production's environment with every host replaced: the venue's, the relayer stand-in, or nowhere."""
-    config = dataclasses.replace(
-        get_environment_config(PRODUCTION), chain_id=137,
-        clob_url=venue.clob, gamma_url=venue.gamma,
-        clob_market_ws_url=venue.market_ws, clob_user_ws_url=venue.user_ws,
-        relayer_url=relayer_url, data_url=NOWHERE, rfq_url=NOWHERE, rpc_url=NOWHERE,
-        rtds_ws_url=NOWHERE.replace("http", "ws"), sports_ws_url=NOWHERE.replace("http", "ws"),
-        builder_gateway_url=NOWHERE, collateral_return_url=NOWHERE, perps_url=NOWHERE,
-        perps_ws_url=NOWHERE.replace("http", "ws"), realtime_ws_url=NOWHERE.replace("http", "ws"),
-        rfq_quoter_ws_url=NOWHERE.replace("http", "ws"), relayer_poll_frequency_ms=10)
-    return create_environment(name="local-venue", config=config)
+def _run_flow(python: Path, venue: Venue, env: dict[str, str]) -> dict:
+    """Run flow.py, carry out the admin calls it asks for, and return its result; fail past FLOW_TIMEOUT_S."""
+    env = child_env(**env)
+    env.pop("PYTHONPATH")  # the flow sees the SDK's environment only, none of our packages
+    deadline = time.monotonic() + FLOW_TIMEOUT_S
+    with tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen([str(python), "-I", str(FLOW / "flow.py")], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=FLOW)
+        lines: queue.Queue[str | None] = queue.Queue()
 
+        def read() -> None:  # in a thread, so the loop below can give up at the deadline
+            for line in proc.stdout:
+                lines.put(line)
+            lines.put(None)
 
-@dataclasses.dataclass
-class Flow:
-    venue: Venue
-    relayer: _Relayer
-    environment: object
-    maker_key: str
-    taker_key: str
-    maker: SecureClient   # an EOA (signature type 0)
-    taker: SecureClient   # a deposit wallet (signature type 3)
-    taker_wallet: str
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        result, seen = None, []
+        try:
+            while (line := lines.get(timeout=max(0.0, deadline - time.monotonic()))) is not None:
+                seen.append(line)
+                message = json.loads(line) if line.startswith("{") else {}
+                if "admin" in message:
+                    venue.admin(message["admin"], **message["body"])
+                    proc.stdin.write("ok\n")
+                    proc.stdin.flush()
+                elif "result" in message:
+                    result = message["result"]
+            code = proc.wait(max(0.0, deadline - time.monotonic()))
+        except (queue.Empty, subprocess.TimeoutExpired):
+            code = f"nothing: killed after {FLOW_TIMEOUT_S} s"
+        finally:
+            proc.kill()
+            proc.wait()
+            reader.join(5)
+        stderr.seek(0)
+        assert code == 0 and result is not None, (
+            f"flow.py exited {code}\nstdout: {''.join(seen)[-4000:]}\nstderr: {stderr.read()[-4000:]}")
+    return result
 
 
 def fund(venue: Venue, address: str) -> None:
@@ -112,255 +177,157 @@ def fund(venue: Venue, address: str) -> None:
     venue.admin("approve", address=address, exchange="all", unlimited=True)
 
 
-@pytest.fixture(scope="module")
-def flow(tmp_path_factory) -> Iterator[Flow]:
-    venue = Venue(Path(os.path.realpath(tmp_path_factory.mktemp("venue"))) / "s", SEED, 100)
-    relayer = _Relayer()
-    clients: list[SecureClient] = []
-    try:
-        environment = venue_environment(venue, relayer.url)
-        maker_key, taker_key = Account.create().key.hex(), Account.create().key.hex()
-        maker_address = Account.from_key(maker_key).address
-        taker_wallet = deposit_wallet_beacon(Account.from_key(taker_key).address)
-        fund(venue, maker_address)
-        fund(venue, taker_wallet)
-        maker = SecureClient.create(private_key=maker_key, wallet=maker_address, environment=environment)
-        clients.append(maker)
-        taker = SecureClient.create(private_key=taker_key, wallet=taker_wallet, environment=environment)
-        clients.append(taker)
-        yield Flow(venue, relayer, environment, maker_key, taker_key, maker, taker, taker_wallet)
-    finally:
-        for client in clients:
-            client.close()
-        relayer.stop()
-        venue.stop()
-
-
-def test_the_sdk_classifies_an_eoa_and_a_deposit_wallet_and_asks_the_relayer_only_about_the_wallet(flow: Flow) -> None:
-    assert (flow.maker.wallet_type, flow.taker.wallet_type) == ("EOA", "DEPOSIT_WALLET")
-    assert flow.taker.wallet == flow.taker_wallet
-    assert [query["address"] for query in flow.relayer.asked] == [[flow.taker_wallet]]
-
-
-def test_the_sdk_lists_every_market_through_gamma_keyset_pages(flow: Flow) -> None:
-    listed = list(flow.maker.list_markets(page_size=7).iter_items())
-    gamma = httpx.get(f"{flow.venue.gamma}/markets", params={"limit": 500}).json()
-    assert sorted(m.condition_id for m in listed) == sorted(m["conditionId"] for m in gamma if not m["closed"])
-
-
-
-def fee_schedule(market: dict) -> tuple[Decimal, Decimal]:
+def _market(venue: Venue) -> dict:
+    """A market no other part of the flow touches, as the flow wants it, and its fee schedule."""
+    market = venue.market()
+    yes, no = tokens(market)
     schedule = market["feeSchedule"]
-    return Decimal(str(schedule["rate"])), Decimal(str(schedule["exponent"]))
+    return {"condition_id": market["conditionId"], "yes": yes, "no": no,
+            "rate": Decimal(str(schedule["rate"])), "exponent": Decimal(str(schedule["exponent"]))}
 
 
-def inside_bid(client: SecureClient, token: str) -> Decimal:
-    """One tick above the best bid, still under the best ask: a price that rests at the top of the book."""
-    book = client.get_order_book(token_id=token)
-    price = book.bids[-1].price + book.tick_size  # bids ascend and asks descend, as on the real venue
-    assert price < book.asks[-1].price
-    return price
+@pytest.fixture(scope="module")
+def sdk_python() -> Path:
+    """The SDK's Python, or a skip before any venue starts."""
+    return _sdk_python()
 
 
-def test_the_sdk_reads_a_book_as_the_venue_serves_it(flow: Flow) -> None:
-    market = flow.venue.market()
-    yes, _ = tokens(market)
-    book = flow.maker.get_order_book(token_id=yes)
-    served = httpx.get(f"{flow.venue.clob}/book", params={"token_id": yes}).json()
-    assert (book.condition_id, book.asset_id) == (market["conditionId"], yes) and book.hash
-    assert (book.tick_size, book.min_order_size, book.neg_risk) == (Decimal("0.01"), Decimal(5), False)
-    assert [(level.price, level.size) for level in book.bids] == [
-        (Decimal(level["price"]), Decimal(level["size"])) for level in served["bids"]]
-    assert book.bids[-1].price < book.asks[-1].price
+@pytest.fixture(scope="module")
+def venue(tmp_path_factory) -> Iterator[Venue]:
+    venue = Venue(Path(os.path.realpath(tmp_path_factory.mktemp("venue"))) / "s", SEED, 100)
+    yield venue
+    venue.stop()
 
 
-def test_a_resting_order_is_listed_open_then_an_order_from_the_deposit_wallet_fills_it_and_both_see_the_trade(
-        flow: Flow) -> None:
-    market = flow.venue.market()
-    yes, no = tokens(market)
-    rate, exponent = fee_schedule(market)
-    price = inside_bid(flow.maker, yes)
+def D(value) -> Decimal:  # noqa: N802 (reads as a literal)
+    return Decimal(str(value))
 
-    resting = flow.maker.place_limit_order(token_id=yes, price=price, size=10, side="BUY")
-    assert (resting.ok, resting.status, resting.trade_ids) == (True, "live", ())
-    (listed,) = flow.maker.list_open_orders(token_id=yes).iter_items()
-    assert (listed.id, listed.side, listed.price, listed.original_size, listed.size_matched) == (
-        resting.order_id, "BUY", price, 10, 0)
-    assert listed.maker_address == flow.maker.wallet and listed.asset_id == yes
-    assert flow.maker.get_order(order_id=resting.order_id).status == "LIVE"
-    assert flow.maker.get_order_book(token_id=yes).bids[-1].price == price
 
-    # The deposit wallet buys NO at 1 - price: it crosses the bid (YES and NO books mirror) and pays the taker fee.
-    before = flow.taker.get_balance_allowance(asset_type="COLLATERAL").balance
-    crossing = flow.taker.place_limit_order(token_id=no, price=1 - price, size=10, side="BUY")
-    fee = taker_fee(Decimal(10), 1 - price, rate, exponent)
-    assert (crossing.ok, crossing.status, len(crossing.trade_ids)) == (True, "matched", 1) and fee > 0
-    assert (crossing.taking_amount, crossing.making_amount) == (10, 10 * (1 - price) + fee)
-    after = flow.taker.get_balance_allowance(asset_type="COLLATERAL").balance
-    assert before - after == (10 * (1 - price) + fee) * 10**6
-    assert list(flow.maker.list_open_orders(token_id=yes).iter_items()) == []
+def test_the_unified_sdk_lists_quotes_trades_cancels_heartbeats_hits_typed_errors_and_streams_on_the_venue(
+        sdk_python: Path, venue: Venue) -> None:
+    keys = {name: Account.create().key.hex() for name in ("maker", "taker", "allowance", "limited")}
+    address = {name: Account.from_key(key).address for name, key in keys.items()}
+    maker_wallet, limited_wallet = address["maker"], address["limited"]
+    taker_wallet = deposit_wallet_beacon(address["taker"])
+    allowance_wallet = deposit_wallet_beacon(address["allowance"])
+    fund(venue, maker_wallet)
+    fund(venue, taker_wallet)
+    fund(venue, limited_wallet)
+    venue.admin("fund", address=allowance_wallet, collateral=250)
+    venue.admin("approve", address=allowance_wallet, exchange=V2_EXCHANGE, amount=100)
+    markets = {name: _market(venue) for name in ("book", "fill", "batch", "restart", "rate_limit", "stream")}
+    wire = {name: {k: m[k] for k in ("condition_id", "yes", "no")} for name, m in markets.items()}
 
-    (maker_trade,) = flow.maker.list_account_trades(market=market["conditionId"]).iter_items()
-    (taker_trade,) = flow.taker.list_account_trades(market=market["conditionId"]).iter_items()
-    assert maker_trade.id == taker_trade.id == crossing.trade_ids[0]
-    assert (maker_trade.trader_side, maker_trade.asset_id, maker_trade.price) == ("MAKER", yes, price)
-    assert (taker_trade.trader_side, taker_trade.asset_id, taker_trade.price, taker_trade.size) == (
+    relayer = _Relayer()
+    try:
+        r = _run_flow(sdk_python, venue, dict(
+            SDK_FLOW_CLOB=venue.clob, SDK_FLOW_GAMMA=venue.gamma, SDK_FLOW_MARKET_WS=venue.market_ws,
+            SDK_FLOW_USER_WS=venue.user_ws, SDK_FLOW_RELAYER=relayer.url, SDK_FLOW_MARKETS=json.dumps(wire),
+            SDK_FLOW_MAKER_KEY=keys["maker"], SDK_FLOW_MAKER_WALLET=maker_wallet,
+            SDK_FLOW_TAKER_KEY=keys["taker"], SDK_FLOW_TAKER_WALLET=taker_wallet,
+            SDK_FLOW_ALLOWANCE_KEY=keys["allowance"], SDK_FLOW_ALLOWANCE_WALLET=allowance_wallet,
+            SDK_FLOW_LIMITED_KEY=keys["limited"], SDK_FLOW_LIMITED_WALLET=limited_wallet))
+    finally:
+        relayer.stop()
+        venue.admin("restart", seconds=0, post_only_seconds=0)
+        venue.admin("rate-limits")
+
+    # The SDK classifies an EOA and a deposit wallet, and asks the relayer only about deposit wallets.
+    wallets = r["wallets"]
+    assert (wallets["maker_type"], wallets["taker_type"]) == ("EOA", "DEPOSIT_WALLET")
+    assert (wallets["maker_wallet"], wallets["taker_wallet"]) == (maker_wallet, taker_wallet)
+    assert [query["address"] for query in relayer.asked] == [[taker_wallet], [allowance_wallet]]
+
+    # It lists every open market through Gamma keyset pages (7 a page).
+    gamma = httpx.get(f"{venue.gamma}/markets", params={"limit": 500}).json()
+    assert sorted(r["listed"]) == sorted(m["conditionId"] for m in gamma if not m["closed"])
+
+    # It reads a book as the venue serves it.
+    book, market = r["book"], markets["book"]
+    served = httpx.get(f"{venue.clob}/book", params={"token_id": market["yes"]}).json()
+    assert (book["condition_id"], book["asset_id"]) == (market["condition_id"], market["yes"]) and book["hash"]
+    assert (D(book["tick_size"]), D(book["min_order_size"]), book["neg_risk"]) == (Decimal("0.01"), 5, False)
+    assert [(D(p), D(s)) for p, s in book["bids"]] == [(D(lv["price"]), D(lv["size"])) for lv in served["bids"]]
+    assert D(book["best_bid"]) < D(book["best_ask"])
+
+    # A resting order is listed open, then an order from the deposit wallet fills it and both see the trade.
+    fill, market = r["fill"], markets["fill"]
+    yes, no = market["yes"], market["no"]
+    price = D(fill["top"]["price"])
+    assert price < D(fill["top"]["ask"])
+    resting = fill["resting"]
+    assert (resting["ok"], resting["status"], resting["trade_ids"]) == (True, "live", [])
+    (listed,) = resting["listed"]
+    assert (listed["id"], listed["side"], D(listed["price"]), D(listed["original_size"]),
+            D(listed["size_matched"])) == (resting["order_id"], "BUY", price, 10, 0)
+    assert listed["maker_address"] == maker_wallet and listed["asset_id"] == yes
+    assert resting["fetched_status"] == "LIVE" and D(resting["bid_after"]) == price
+    # The deposit wallet bought NO at 1 - price: it crossed the bid (YES and NO books mirror) and paid the taker fee.
+    crossing = fill["crossing"]
+    fee = taker_fee(Decimal(10), 1 - price, market["rate"], market["exponent"])
+    assert (crossing["ok"], crossing["status"], len(crossing["trade_ids"])) == (True, "matched", 1) and fee > 0
+    assert (D(crossing["taking_amount"]), D(crossing["making_amount"])) == (10, 10 * (1 - price) + fee)
+    assert D(crossing["balance_before"]) - D(crossing["balance_after"]) == (10 * (1 - price) + fee) * 10**6
+    assert crossing["maker_open_after"] == []
+    (maker_trade,), (taker_trade,) = fill["trades"]["maker"], fill["trades"]["taker"]
+    assert maker_trade["id"] == taker_trade["id"] == crossing["trade_ids"][0]
+    assert (maker_trade["trader_side"], maker_trade["asset_id"], D(maker_trade["price"])) == ("MAKER", yes, price)
+    assert (taker_trade["trader_side"], taker_trade["asset_id"], D(taker_trade["price"]), D(taker_trade["size"])) == (
         "TAKER", no, 1 - price, 10)
-    (maker_order,) = taker_trade.maker_orders
-    assert (maker_order.order_id, maker_order.maker_address, maker_order.matched_amount) == (
-        resting.order_id, flow.maker.wallet, 10)
-    assert taker_trade.maker_address == flow.taker_wallet
-    shares = flow.taker.get_balance_allowance(asset_type="CONDITIONAL", token_id=no)
-    assert shares.balance == 10 * 10**6
+    (maker_order,) = taker_trade["maker_orders"]
+    assert (maker_order["order_id"], maker_order["maker_address"], D(maker_order["matched_amount"])) == (
+        resting["order_id"], maker_wallet, 10)
+    assert taker_trade["maker_address"] == taker_wallet
+    assert D(fill["taker_shares"]) == 10 * 10**6
 
+    # A batch of signed orders posts in one call; one cancels by id, then the rest all at once.
+    batch = r["batch"]
+    ids = batch["ids"]
+    assert batch["posted"] == [[True, "live"]] * 3 and sorted(batch["open"]) == sorted(ids)
+    assert batch["cancel_one"] == {"canceled": [ids[0]], "not_canceled": {}}
+    assert batch["cancel_some"]["canceled"] == [ids[1]] and set(batch["cancel_some"]["not_canceled"]) == {ids[0]}
+    assert batch["cancel_all"]["canceled"] == [ids[2]] and batch["open_after"] == []
 
-def test_a_batch_of_signed_orders_posts_in_one_call_and_cancels_one_by_id_then_the_rest_all_at_once(
-        flow: Flow) -> None:
-    market = flow.venue.market()
-    yes, no = tokens(market)
-    price = inside_bid(flow.maker, yes)
-    signed = [flow.maker.create_limit_order(token_id=yes, price=price - step, size=5, side="BUY", post_only=True)
-              for step in (Decimal(0), Decimal("0.01"), Decimal("0.02"))]
-    posted = flow.maker.post_orders(signed)
-    assert [(answer.ok, answer.status) for answer in posted] == [(True, "live")] * 3
-    ids = [answer.order_id for answer in posted]
-    assert sorted(o.id for o in flow.maker.list_open_orders(market=market["conditionId"]).iter_items()) == sorted(ids)
+    # Heartbeats chain ids, and a stale id raises the typed mismatch naming the expected one.
+    beat = r["heartbeat"]
+    assert "OrderHeartbeatMismatchError" in beat["stale"]["raised"], beat["stale"]
+    assert (beat["stale"]["status"], beat["stale"]["heartbeat_id"]) == (400, beat["second"])
+    assert beat["first"] and beat["third"] not in (beat["first"], beat["second"])
 
-    one = flow.maker.cancel_order(order_id=ids[0])
-    assert (one.canceled, one.not_canceled) == ((ids[0],), {})
-    some = flow.maker.cancel_orders(order_ids=[ids[0], ids[1]])
-    assert some.canceled == (ids[1],) and set(some.not_canceled) == {ids[0]}
-    rest = flow.maker.cancel_all()
-    assert rest.canceled == (ids[2],)
-    assert list(flow.maker.list_open_orders(market=market["conditionId"]).iter_items()) == []
+    # Balance-allowance answers for a deposit wallet with what its owner deposited and approved.
+    allowance = r["allowance"]
+    assert (D(allowance["balance"]), {k: D(v) for k, v in allowance["allowances"].items()}) == (
+        250 * 10**6, {V2_EXCHANGE: 100 * 10**6, NEG_RISK_V2_EXCHANGE: 0})
+    assert D(allowance["maker_allowances"][V2_EXCHANGE]) == 2**256 - 1
 
+    # A restart raises the typed restarting rejection; then post-only orders and cancels pass in the window.
+    restart = r["restart"]
+    down, post_only = restart["down"], restart["post_only"]
+    assert "RequestRejectedError" in down["raised"], down
+    assert (down["status"], down["restriction"]) == (425, "restarting")
+    assert down["retry_after"] is not None and 0 < down["retry_after"] <= 5
+    assert "RequestRejectedError" in post_only["raised"], post_only
+    assert (post_only["status"], post_only["restriction"], post_only["code"]) == (503, "post_only", "post_only_mode")
+    assert restart["resting_status"] == "live" and restart["canceled"] == [restart["resting_id"]]
 
-def test_heartbeats_chain_ids_and_a_stale_id_raises_the_typed_mismatch_naming_the_expected_one(flow: Flow) -> None:
-    client = flow.taker
-    first = client.send_order_heartbeat().heartbeat_id
-    second = client.send_order_heartbeat(heartbeat_id=first).heartbeat_id
-    with pytest.raises(OrderHeartbeatMismatchError) as stale:
-        client.send_order_heartbeat(heartbeat_id=first)
-    assert (stale.value.status, stale.value.heartbeat_id) == (400, second)
-    assert client.send_order_heartbeat(heartbeat_id=second).heartbeat_id not in (first, second)
+    # Past the order limit the SDK raises its rate-limit error with retry-after and the venue's state.
+    limit = r["rate_limit"]
+    assert limit["accepted"] == [True, True]
+    assert limit["updates"] and limit["last_tier"] and limit["last_remaining"] is not None
+    assert "RateLimitError" in limit["limited"]["raised"], limit["limited"]
+    assert limit["limited"]["retry_after"] is not None and limit["limited"]["retry_after"] >= 1
+    assert limit["limited"]["rate_limit_remaining"] is not None and limit["limited"]["rate_limit_remaining"] < 1
+    assert limit["refilled"] is True, "the order bucket did not refill within 5 s"
 
-
-def test_balance_allowance_answers_for_the_deposit_wallet_with_what_its_owner_deposited_and_approved(
-        flow: Flow) -> None:
-    key = Account.create().key.hex()
-    wallet = deposit_wallet_beacon(Account.from_key(key).address)
-    flow.venue.admin("fund", address=wallet, collateral=250)
-    flow.venue.admin("approve", address=wallet, exchange=V2_EXCHANGE, amount=100)
-    client = SecureClient.create(private_key=key, wallet=wallet, environment=flow.environment)
-    try:
-        collateral = client.get_balance_allowance(asset_type="COLLATERAL")
-        assert (collateral.balance, collateral.allowances) == (
-            250 * 10**6, {V2_EXCHANGE: 100 * 10**6, NEG_RISK_V2_EXCHANGE: 0})
-        assert flow.maker.get_balance_allowance(asset_type="COLLATERAL").allowances[V2_EXCHANGE] == 2**256 - 1
-    finally:
-        client.close()
-
-
-def test_a_restart_raises_the_typed_restarting_rejection_then_post_only_and_cancels_pass_in_the_window(
-        flow: Flow) -> None:
-    yes, _ = tokens(flow.venue.market())
-    price = inside_bid(flow.maker, yes)
-    try:
-        flow.venue.admin("restart", seconds=5, post_only_seconds=0)
-        with pytest.raises(RequestRejectedError) as down:
-            flow.maker.place_limit_order(token_id=yes, price=price, size=5, side="BUY")
-        assert (down.value.status, down.value.restriction) == (425, "restarting")
-        assert down.value.retry_after is not None and 0 < down.value.retry_after <= 5
-
-        flow.venue.admin("restart", seconds=0, post_only_seconds=60)  # the engine is back, post-only for a minute
-        with pytest.raises(RequestRejectedError) as post_only:
-            flow.maker.place_limit_order(token_id=yes, price=price, size=5, side="BUY")
-        assert (post_only.value.status, post_only.value.restriction, post_only.value.code) == (
-            503, "post_only", "post_only_mode")
-        resting = flow.maker.place_limit_order(token_id=yes, price=price, size=5, side="BUY", post_only=True)
-        assert resting.status == "live"
-        assert flow.maker.cancel_order(order_id=resting.order_id).canceled == (resting.order_id,)
-    finally:
-        flow.venue.admin("restart", seconds=0, post_only_seconds=0)
-
-
-def test_past_the_order_limit_the_sdk_raises_its_rate_limit_error_with_retry_after_and_the_venues_state(
-        flow: Flow) -> None:
-    key = Account.create().key.hex()
-    address = Account.from_key(key).address
-    fund(flow.venue, address)
-    updates: list = []
-    client = SecureClient.create(private_key=key, wallet=address, environment=flow.environment,
-                                 on_rate_limit_update=updates.append)
-    yes, _ = tokens(flow.venue.market())
-    try:
-        orders = [client.create_limit_order(token_id=yes, price=Decimal("0.01") * (i + 1), size=5, side="BUY")
-                  for i in range(3)]
-        # Two orders at once, then one a second: the refusal comes well within that second.
-        flow.venue.admin("rate-limits", orders={"rate": 1, "burst": 2})
-        assert client.post_order(orders[0]).ok and client.post_order(orders[1]).ok
-        assert updates and updates[-1].tier and updates[-1].remaining is not None
-        with pytest.raises(RateLimitError) as limited:
-            client.post_order(orders[2])
-        assert limited.value.retry_after is not None and limited.value.retry_after >= 1
-        assert limited.value.rate_limit is not None and limited.value.rate_limit.remaining < 1
-        # Waiting on the refill is the behaviour under test; the limit above keeps it to about a second.
-        assert wait_for(lambda: _posted(client, orders[2]), timeout=5, what="the order bucket to refill").ok
-    finally:
-        flow.venue.admin("rate-limits")
-        client.cancel_all()
-        client.close()
-
-
-def _posted(client: SecureClient, order):
-    try:
-        return client.post_order(order)
-    except RateLimitError:
-        return None
-
-
-async def _next(handle, wanted, timeout: float = 10.0):
-    """The first event from ``handle`` that ``wanted`` accepts, within ``timeout`` seconds."""
-    async def scan():
-        async for event in handle:
-            if wanted(event):
-                return event
-        raise AssertionError("the subscription ended")
-    return await asyncio.wait_for(scan(), timeout)
-
-
-def test_the_sdks_market_and_user_streams_carry_the_book_the_order_and_the_fill(flow: Flow) -> None:
-    market = flow.venue.market()
-    yes, no = tokens(market)
-    price = inside_bid(flow.maker, yes)
-
-    async def run() -> None:
-        client = await AsyncSecureClient.create(private_key=flow.maker_key, wallet=flow.maker.wallet,
-                                                environment=flow.environment)
-        try:
-            books = await client.subscribe(MarketSpec(asset_ids=[yes, no], custom_feature_enabled=True))
-            mine = await client.subscribe(UserSpec(markets=[market["conditionId"]]))
-            book = await _next(books, lambda e: e.type == "book" and e.payload.asset_id == yes)
-            assert book.payload.bids[-1].price == price - Decimal("0.01")
-
-            resting = await client.place_limit_order(token_id=yes, price=price, size=10, side="BUY")
-            placed = await _next(mine, lambda e: isinstance(e, UserOrderEvent))
-            assert (placed.payload.id, placed.payload.order_event_type, placed.payload.price) == (
-                resting.order_id, "PLACEMENT", price)
-            top = await _next(books, lambda e: e.type == "best_bid_ask" and e.payload.asset_id == yes)
-            assert top.payload.best_bid == price
-
-            crossing = await asyncio.to_thread(
-                flow.taker.place_limit_order, token_id=no, price=1 - price, size=10, side="BUY")
-            fill = await _next(mine, lambda e: isinstance(e, UserTradeEvent))
-            assert fill.payload.id == crossing.trade_ids[0] and fill.payload.trader_side == "MAKER"
-            assert fill.payload.maker_orders[0].order_id == resting.order_id
-            # The venue prints a trade on the taker's token, here NO.
-            printed = await _next(books, lambda e: e.type == "last_trade_price")
-            assert (printed.payload.asset_id, printed.payload.price, printed.payload.size) == (no, 1 - price, 10)
-            await books.close()
-            await mine.close()
-        finally:
-            await client.close()
-
-    asyncio.run(run())
+    # The SDK's market and user streams carry the book, the order and the fill.
+    stream, market = r["stream"], markets["stream"]
+    price = D(stream["top"]["price"])
+    assert price < D(stream["top"]["ask"]) and D(stream["book_bid"]) == price - Decimal("0.01")
+    assert (stream["placed"]["id"], stream["placed"]["type"], D(stream["placed"]["price"])) == (
+        stream["resting_id"], "PLACEMENT", price)
+    assert D(stream["best_bid"]) == price
+    assert stream["fill"]["id"] == stream["crossing_trade_ids"][0] and stream["fill"]["trader_side"] == "MAKER"
+    assert stream["fill"]["maker_order_id"] == stream["resting_id"]
+    # The venue prints a trade on the taker's token, here NO.
+    printed = stream["printed"]
+    assert (printed["asset_id"], D(printed["price"]), D(printed["size"])) == (market["no"], 1 - price, 10)
