@@ -160,7 +160,7 @@ def test_a_dismissed_dialog_leaves_it_pending_for_polybot_approve(mesh: Trading)
     token, price = bid_of(mesh)
     human = Human("cancel")
     verdict = propose(mesh, token, price, human=human)
-    assert verdict["status"] == "pending_approval" and len(human.asked) == 1
+    assert verdict["status"] == "pending_approval" and len(human.asked) == 1, verdict  # its reasons, if refused
     assert f"polybot approve {verdict['signal_id']}" in verdict["next_step"]
     assert [p.signal_id for p in mesh.ask("risk", m.RiskRequest()).pending] == [verdict["signal_id"]]
     assert approve(mesh, verdict["signal_id"], "--decline").returncode == 0

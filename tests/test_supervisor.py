@@ -170,10 +170,10 @@ def test_up_starts_the_local_venue_first_by_default_and_it_serves(mesh_factory) 
 
     gamma, clob, ws = _free_port(), _free_port(), _free_port()
     mesh: Mesh = mesh_factory(PAIR, venue=f"true\noptions = {{ gamma_port = {gamma}, clob_port = {clob}, "
-                                           f"ws_port = {ws}, markets = 4, events = 1 }}")
+                                           f"ws_port = {ws}, markets = 4, events = 1, v2_markets = 1 }}")
     mesh.start()
     status = wait_for(lambda: _running(mesh, "venue", "tally", "ticker"), what="the venue and services to run")
     assert list(status) == ["supervisor", "venue", "tally", "ticker"]
-    assert status["venue"]["detail"]["markets"] == "8"  # 4 binary + 1 event of 4 outcomes
+    assert status["venue"]["detail"]["markets"] == "9"  # 4 binary + 1 event of 4 outcomes + 1 of protocol v2
     assert httpx.get(f"http://127.0.0.1:{clob}/ok").text == "OK"
-    assert len(httpx.get(f"http://127.0.0.1:{gamma}/markets").json()) == 8
+    assert len(httpx.get(f"http://127.0.0.1:{gamma}/markets").json()) == 9

@@ -61,7 +61,7 @@ def test_the_same_seed_gives_byte_identical_segments_in_another_process_and_anot
 
 
 def test_it_reads_back_as_the_scanners_start_then_the_living_market_in_time_order(messages: list[m.Message]) -> None:
-    opening = MARKETS + EVENTS * VenueOptions().outcomes
+    opening = MARKETS + EVENTS * VenueOptions().outcomes + VenueOptions().v2_markets
     markets = messages[:opening]
     assert all(isinstance(msg, m.MarketNew) for msg in markets)
     assert len({mk.market for mk in markets}) == opening
@@ -125,7 +125,7 @@ def test_the_books_in_the_recording_are_the_venues_books(messages: list[m.Messag
 def test_with_several_connections_the_dump_is_split_and_the_books_come_out_the_same(
         messages: list[m.Message]) -> None:
     split = list(simulate(SEED, SECONDS, **ARGS, assets_per_connection=6))
-    opening = MARKETS + EVENTS * VenueOptions().outcomes
+    opening = MARKETS + EVENTS * VenueOptions().outcomes + VenueOptions().v2_markets
     tokens = 2 * opening
     dumps = split[opening:opening + tokens // 6]
     assert all(isinstance(msg, m.BookSnapshot) and len(msg.books) == 6 for msg in dumps)

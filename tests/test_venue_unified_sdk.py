@@ -10,8 +10,8 @@ This side does what only we can: it starts the venue, funds and approves the acc
 (deposit wallets derived with ``polybot_venue.wallets``), answers the flow's mid-run admin requests (a restart, rate
 limits), computes fees, and asserts on the one JSON result the flow prints. Both SDK accounts pass ``wallet=``, so
 the SDK's default bootstrap (relayer deployment, JSON-RPC approvals) is not used; even so, a deposit wallet makes
-the SDK ask the relayer ``GET /deployed`` once, and the venue serves no relayer, so this module answers that one
-read (``_Relayer``). Every other host the flow's environment names is a closed loopback port, so a call the flow
+the SDK ask the relayer ``GET /deployed`` once, which the venue answers (its relayer host is the venue's CLOB).
+Every other host the flow's environment names is a closed loopback port, so a call the flow
 did not expect fails instead of reaching the network."""
 from __future__ import annotations
 
@@ -28,9 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
@@ -45,6 +43,7 @@ from .venue_harness import Venue, tokens
 SEED = 17
 V2_EXCHANGE = "0xE111180000d2663C0091e4f400237545B87B996B"
 NEG_RISK_V2_EXCHANGE = "0xe2222d279d744050d28e00520010520000310F59"
+EXCHANGE_V3 = "0xe3333700cA9d93003F00f0F71f8515005F6c00Aa"  # protocol-v2 positions settle here
 FLOW = Path(__file__).resolve().parent / "unified_sdk"
 INSTALL_TIMEOUT_S = 300
 FLOW_TIMEOUT_S = 120
@@ -94,41 +93,6 @@ def _sdk_python() -> Path:
     except OSError:  # another run got there first
         shutil.rmtree(staging, ignore_errors=True)
     return target / "bin" / "python"
-
-
-class _Relayer:
-    """The one relayer read the SDK makes for an explicit deposit wallet: ``GET /deployed`` → deployed."""
-
-    def __init__(self) -> None:
-        asked: list[dict[str, list[str]]] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                url = urlparse(self.path)
-                if url.path != "/deployed":
-                    self.send_error(404)
-                    return
-                asked.append(parse_qs(url.query))
-                body = json.dumps({"deployed": True}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.asked = asked
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
 
 
 def _run_flow(python: Path, venue: Venue, env: dict[str, str]) -> dict:
@@ -218,25 +182,26 @@ def test_the_unified_sdk_lists_quotes_trades_cancels_heartbeats_hits_typed_error
     markets = {name: _market(venue) for name in ("book", "fill", "batch", "restart", "rate_limit", "stream")}
     wire = {name: {k: m[k] for k in ("condition_id", "yes", "no")} for name, m in markets.items()}
 
-    relayer = _Relayer()
     try:
         r = _run_flow(sdk_python, venue, dict(
             SDK_FLOW_CLOB=venue.clob, SDK_FLOW_GAMMA=venue.gamma, SDK_FLOW_MARKET_WS=venue.market_ws,
-            SDK_FLOW_USER_WS=venue.user_ws, SDK_FLOW_RELAYER=relayer.url, SDK_FLOW_MARKETS=json.dumps(wire),
+            SDK_FLOW_USER_WS=venue.user_ws, SDK_FLOW_RELAYER=venue.clob, SDK_FLOW_MARKETS=json.dumps(wire),
             SDK_FLOW_MAKER_KEY=keys["maker"], SDK_FLOW_MAKER_WALLET=maker_wallet,
             SDK_FLOW_TAKER_KEY=keys["taker"], SDK_FLOW_TAKER_WALLET=taker_wallet,
             SDK_FLOW_ALLOWANCE_KEY=keys["allowance"], SDK_FLOW_ALLOWANCE_WALLET=allowance_wallet,
             SDK_FLOW_LIMITED_KEY=keys["limited"], SDK_FLOW_LIMITED_WALLET=limited_wallet))
     finally:
-        relayer.stop()
         venue.admin("restart", seconds=0, post_only_seconds=0)
         venue.admin("rate-limits")
 
-    # The SDK classifies an EOA and a deposit wallet, and asks the relayer only about deposit wallets.
+    # The SDK classifies an EOA and a deposit wallet; for the deposit wallet it asked the venue's relayer read
+    # whether it is deployed (it could not have traded otherwise), which a wallet never funded is not.
     wallets = r["wallets"]
     assert (wallets["maker_type"], wallets["taker_type"]) == ("EOA", "DEPOSIT_WALLET")
     assert (wallets["maker_wallet"], wallets["taker_wallet"]) == (maker_wallet, taker_wallet)
-    assert [query["address"] for query in relayer.asked] == [[taker_wallet], [allowance_wallet]]
+    def deployed(wallet: str) -> bool:
+        return httpx.get(f"{venue.clob}/deployed", params={"address": wallet, "type": "WALLET"}).json()["deployed"]
+    assert deployed(taker_wallet) and not deployed(deposit_wallet_beacon(Account.create().address))
 
     # It lists every open market through Gamma keyset pages (7 a page).
     gamma = httpx.get(f"{venue.gamma}/markets", params={"limit": 500}).json()
@@ -297,7 +262,7 @@ def test_the_unified_sdk_lists_quotes_trades_cancels_heartbeats_hits_typed_error
     # Balance-allowance answers for a deposit wallet with what its owner deposited and approved.
     allowance = r["allowance"]
     assert (D(allowance["balance"]), {k: D(v) for k, v in allowance["allowances"].items()}) == (
-        250 * 10**6, {V2_EXCHANGE: 100 * 10**6, NEG_RISK_V2_EXCHANGE: 0})
+        250 * 10**6, {V2_EXCHANGE: 100 * 10**6, NEG_RISK_V2_EXCHANGE: 0, EXCHANGE_V3: 0})
     assert D(allowance["maker_allowances"][V2_EXCHANGE]) == 2**256 - 1
 
     # A restart raises the typed restarting rejection; then post-only orders and cancels pass in the window.

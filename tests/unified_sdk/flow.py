@@ -1,10 +1,10 @@
 """Polymarket's unified SDK (polymarket-client) driven through its real flow against a local venue.
 
 Run by tests/test_venue_unified_sdk.py with the Python of the SDK's own virtual environment, so it imports only the
-SDK and the standard library. Everything else comes from the environment: the venue's URLs, the relayer stand-in,
-keys and wallets (funded by the test), and the markets to use (``SDK_FLOW_MARKETS``). It records what the SDK
-returns and raises, raw, and prints one JSON line ``{"result": ...}``; the test does the arithmetic and asserts.
-To change the venue's state mid-flow (a restart, rate limits) it prints ``{"admin": action, "body": {...}}`` and
+SDK and the standard library. Everything else comes from the environment: the venue's URLs (its CLOB also
+answers the relayer's deployed read), keys and wallets (funded by the test), and the markets to use
+(``SDK_FLOW_MARKETS``). It records what the SDK returns and raises, raw, and prints one JSON line
+``{"result": ...}``; the test does the arithmetic and asserts. To change the venue's state mid-flow (a restart, rate limits) it prints ``{"admin": action, "body": {...}}`` and
 waits for the test's ``ok`` on stdin. Keys are never printed."""
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ ENV = os.environ
 
 
 def venue_environment():
-    """Production's environment with every host replaced: the venue's, the relayer stand-in, or nowhere."""
+    """Production's environment with every host replaced: the venue's (the relayer too) or nowhere."""
     config = dataclasses.replace(
         get_environment_config(PRODUCTION), chain_id=137,
         clob_url=ENV["SDK_FLOW_CLOB"], gamma_url=ENV["SDK_FLOW_GAMMA"],
