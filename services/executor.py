@@ -27,7 +27,7 @@ from typing import Any, Union
 import msgspec
 
 from . import messages as m
-from .bus import BusError, Requester, topic
+from .bus import REDIAL, BusError, Requester, topic
 from .config import control_address, trading_mode, venue_urls
 from .ledger import Ledger
 from .runtime import Service, StartupError
@@ -47,6 +47,7 @@ UNANSWERED = ("pending", "submitting")  # taken, and the venue has not answered 
 STRATEGIES_KIND = "services.strategies.host:Strategies"
 BACKPRESSURE_S = 0.1  # how often the lag is looked at
 THROTTLE_REFRESH_S = 1.0  # a throttle is repeated this often while it holds (it runs out after THROTTLE_FOR_S)
+SETTLE_S = 0.3  # subscribers back after a restart: their number has not grown for this long
 THROTTLE_FOR_S = 5.0
 
 
@@ -515,12 +516,29 @@ class Executor(Service):
         await self.connected.wait()
         if self.mode == "paper":
             self._restore_paper()
+        await self._heard_by_subscribers()
         await self._reconcile(startup=True)
         self.ready = True
         self.ctx.log.info("ready", extra={"mode": self.mode, "open_orders": len(self.desk.open_orders())})
         waiting, self.waiting = self.waiting, []
         for item in waiting:
             self._cancel(item) if isinstance(item, m.Cancel) else self._route(item)
+
+    async def _heard_by_subscribers(self) -> None:
+        """The startup reconciliation publishes what happened while this executor was down (a fill, the venue
+        canceling a silent account's orders). Subscribers find a restarted publisher only at their next redial (up
+        to bus.REDIAL's maximum) and lose what was sent before: so wait, bounded by that, until they are back (some
+        are, and their number has stopped growing for a moment)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REDIAL["reconnect_time_max"] / 1000 + 0.25
+        seen, since = -1, loop.time()
+        while loop.time() < deadline:
+            peers = self.ctx.peers("executions")
+            if peers != seen:
+                seen, since = peers, loop.time()
+            elif peers and loop.time() - since >= SETTLE_S:
+                return
+            await asyncio.sleep(0.02)  # polling the socket's peer count, bounded by the deadline above
 
     async def _sync(self) -> None:
         await start_from_scanner(self.ctx, self.ctx.options.scanner, self._market, self._take_backlog)
