@@ -6,7 +6,6 @@ test skips when Node (20.10 or later) or npm is missing or the npm registry cann
 anything else."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from eth_account import Account
 from polybot_venue.engine import taker_fee
 from polybot_venue.server import ready_made_account
 
+from .cached_install import installed, step
 from .conftest import child_env
 from .venue_harness import Venue
 
@@ -50,37 +50,14 @@ def _installed() -> Path:
     if npm is None:
         pytest.skip("npm is not installed: it installs the TypeScript client")
     manifests = [FLOW / "package.json", FLOW / "package-lock.json"]
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in manifests)).hexdigest()[:16]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "polybot-tests" / "ts-client"
-    target = cache / digest
-    if (target / ".installed").exists():
-        return target
-    # Install beside the target and rename into place, so a run cut short never leaves a half install to reuse.
-    staging = cache / f"{digest}.{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for manifest in manifests:
-        shutil.copy(manifest, staging)
-    command = [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--fetch-timeout=60000",
-               "--fetch-retries=1", "--prefix", str(staging)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, cwd=staging,
-                              env={**os.environ, "npm_config_update_notifier": "false"})
-    except subprocess.TimeoutExpired:
-        shutil.rmtree(staging, ignore_errors=True)
-        pytest.skip(f"npm ci did not finish within {INSTALL_TIMEOUT_S} s: the npm registry is too slow or unreachable")
-    if done.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        output = (done.stdout + done.stderr)[-1500:]
-        if NETWORK_FAILURE.search(output):
-            pytest.skip(f"the npm registry cannot be reached, so the TypeScript client cannot be installed:\n{output}")
-        pytest.fail(f"npm ci failed (exit {done.returncode}):\n{output}")
-    (staging / ".installed").touch()
-    try:
-        staging.rename(target)
-    except OSError:  # another run got there first
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    def build(folder: Path) -> None:
+        for manifest in manifests:
+            shutil.copy(manifest, folder)
+        step([npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--fetch-timeout=60000", "--fetch-retries=1",
+              "--prefix", str(folder)], INSTALL_TIMEOUT_S, cwd=folder,
+             env={**os.environ, "npm_config_update_notifier": "false"})
+    return installed("ts-client", manifests, build, "the TypeScript client", NETWORK_FAILURE, INSTALL_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,10 @@ Every other host the flow's environment names is a closed loopback port, so a ca
 did not expect fails instead of reaching the network."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import queue
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +35,7 @@ from eth_account import Account
 from polybot_venue.engine import taker_fee
 from polybot_venue.wallets import deposit_wallet_beacon
 
+from .cached_install import installed, step
 from .conftest import child_env
 from .venue_harness import Venue, tokens
 
@@ -55,44 +54,18 @@ NETWORK_FAILURE = re.compile(r"NewConnectionError|Failed to establish a new conn
 
 def _sdk_python() -> Path:
     """The Python of a virtual environment with requirements.txt installed, in a cache folder keyed by that file:
-    created once, reused."""
+    created once, reused. (A renamed environment still works when run through bin/python; only its console scripts
+    keep the old path.)"""
     requirements = FLOW / "requirements.txt"
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "polybot-tests" / "unified-sdk"
-    target = cache / digest
-    if (target / ".installed").exists():
-        return target / "bin" / "python"
-    # Build beside the target and rename into place, so a run cut short never leaves a half install to reuse.
-    # (A renamed environment still works when run through bin/python; only its console scripts keep the old path.)
-    staging = cache / f"{digest}.{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(staging)], check=True, capture_output=True, text=True,
-                       timeout=120)
-        done = subprocess.run(
-            [str(staging / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-             "--retries", "1", "--timeout", "30", "-r", str(requirements)],
-            capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, env={**os.environ, "PYTHONNOUSERSITE": "1"})
-    except subprocess.TimeoutExpired:
-        shutil.rmtree(staging, ignore_errors=True)
-        pytest.skip(f"installing {requirements.name} did not finish within {INSTALL_TIMEOUT_S} s: "
-                    "the package index is too slow or unreachable")
-    except subprocess.CalledProcessError as failed:
-        shutil.rmtree(staging, ignore_errors=True)
-        pytest.fail(f"python -m venv failed (exit {failed.returncode}):\n{(failed.stdout + failed.stderr)[-1500:]}")
-    if done.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        output = (done.stdout + done.stderr)[-1500:]
-        if NETWORK_FAILURE.search(done.stdout + done.stderr):
-            pytest.skip(f"the package index cannot be reached, so polymarket-client cannot be installed:\n{output}")
-        pytest.fail(f"pip install -r {requirements.name} failed (exit {done.returncode}):\n{output}")
-    (staging / ".installed").touch()
-    try:
-        staging.rename(target)
-    except OSError:  # another run got there first
-        shutil.rmtree(staging, ignore_errors=True)
-    return target / "bin" / "python"
+
+    def build(folder: Path) -> None:
+        step([sys.executable, "-m", "venv", str(folder)], 120)
+        step([str(folder / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+              "--retries", "1", "--timeout", "30", "-r", str(requirements)], INSTALL_TIMEOUT_S,
+             env={**os.environ, "PYTHONNOUSERSITE": "1"})
+    folder = installed("unified-sdk", [requirements], build, "polymarket-client", NETWORK_FAILURE,
+                       INSTALL_TIMEOUT_S)
+    return folder / "bin" / "python"
 
 
 def _run_flow(python: Path, venue: Venue, env: dict[str, str]) -> dict:

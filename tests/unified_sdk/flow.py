@@ -20,7 +20,6 @@ from polymarket import (
     PRODUCTION,
     AsyncSecureClient,
     RateLimitError,
-    RequestRejectedError,
     SecureClient,
 )
 from polymarket._internal.environment import create_environment, get_environment_config
