@@ -813,6 +813,13 @@ def gamma_app(state: VenueState) -> Starlette:
             body["next_cursor"] = base64.b64encode(str(key(chunk[-1])).encode()).decode()
         return JSONResponse(body)
 
+    def page_of(request: Request, rendered: list[dict]) -> Response:
+        """One offset page of a listing, or the venue's 400 for a bad limit or offset."""
+        try:
+            return JSONResponse(paged(request, rendered))
+        except VenueError as exc:
+            return _error(exc.message)
+
     async def markets(request: Request) -> Response:
         q = request.query_params
         rendered = [gamma_market(engine, m, state.events) for m in matching_markets(request)]
@@ -820,21 +827,14 @@ def gamma_app(state: VenueState) -> Starlette:
             if rendered and order not in rendered[0]:
                 return _error(f"cannot order by {order}")
             rendered.sort(key=lambda r: (r[order] is None, r[order]), reverse=flag(q.get("ascending")) is False)
-        try:
-            return JSONResponse(paged(request, rendered))
-        except VenueError as exc:
-            return _error(exc.message)
+        return page_of(request, rendered)
 
     async def markets_keyset(request: Request) -> Response:
         return keyset(request, matching_markets(request), lambda m: m.market_id,
                       lambda m: gamma_market(engine, m, state.events), "markets")
 
     async def events(request: Request) -> Response:
-        rendered = [gamma_event(engine, e, state.events) for e in matching_events(request)]
-        try:
-            return JSONResponse(paged(request, rendered))
-        except VenueError as exc:
-            return _error(exc.message)
+        return page_of(request, [gamma_event(engine, e, state.events) for e in matching_events(request)])
 
     async def events_keyset(request: Request) -> Response:
         return keyset(request, matching_events(request), lambda e: e.id,
