@@ -20,12 +20,11 @@ from py_clob_client_v2.clob_types import (
     OrderPayload,
     OrderType,
 )
-from py_clob_client_v2.exceptions import PolyApiException
 from py_clob_client_v2.utilities import generate_orderbook_summary_hash, parse_raw_orderbook_summary
 
 from polybot_venue.server import ready_made_account
 
-from .venue_harness import Venue, tokens
+from .venue_harness import Venue, best, rejection, tokens
 
 SEED = 11
 PAGE = 2
@@ -36,18 +35,6 @@ def venue(tmp_path_factory) -> Iterator[Venue]:
     venue = Venue(Path(os.path.realpath(tmp_path_factory.mktemp("venue"))) / "s", SEED, PAGE)
     yield venue
     venue.stop()
-
-
-def best(client: ClobClient, token: str) -> tuple[Decimal, Decimal]:
-    book = client.get_order_book(token)
-    return Decimal(book["bids"][-1]["price"]), Decimal(book["asks"][-1]["price"])
-
-
-def rejection(call) -> tuple[int, str]:
-    with pytest.raises(PolyApiException) as info:
-        call()
-    error = info.value.error_msg
-    return info.value.status_code, error["error"] if isinstance(error, dict) else str(error)
 
 
 def test_the_ready_made_account_derives_the_credentials_the_venue_printed(venue: Venue) -> None:

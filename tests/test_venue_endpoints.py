@@ -24,8 +24,7 @@ from websockets.sync.client import connect
 
 from services.venues.polymarket import schema
 
-from .test_venue_ws import frames, until
-from .venue_harness import Venue, tokens
+from .venue_harness import Venue, frames, tokens, until
 
 PAGE = 7  # small, so that every listing takes several pages
 END = "LTE="

@@ -16,8 +16,7 @@ from polybot_venue.server import LocalVenue, VenueOptions, ready_made_account
 from services.venues import base
 from services.venues.polymarket.client import Clob
 
-from .test_venue_clob import best, rejection
-from .venue_harness import Venue, tokens
+from .venue_harness import Venue, best, rejection, tokens
 
 SEED = 13
 EXCHANGE = "0xE111180000d2663C0091e4f400237545B87B996B"

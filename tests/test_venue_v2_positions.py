@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from eth_account import Account
 from py_clob_client_v2.clob_types import BalanceAllowanceParams, OrderArgsV2, PartialCreateOrderOptions
 from py_clob_client_v2.config import get_contract_config
 from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2
@@ -18,9 +17,7 @@ from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2
 from polybot_venue import auth
 from polybot_venue.markets import is_v2_position_id
 
-from .test_venue_clob import best, rejection
-from .test_venue_wallets import wallet_client
-from .venue_harness import Venue, tokens
+from .venue_harness import Venue, best, rejection, tokens
 
 SEED = 23
 MISMATCH = "order_version_mismatch"
@@ -125,7 +122,7 @@ def test_selling_a_position_needs_exchange_v3s_approval_not_v2s(venue: Venue) ->
 
 @pytest.mark.parametrize("kind", [1, 2, 3], ids=["proxy", "safe", "deposit-wallet"])
 def test_a_wallet_order_on_a_v2_market_verifies_under_exchange_v3(venue: Venue, kind: int) -> None:
-    client = wallet_client(venue, kind)
+    client = venue.client(wallet=kind)
     yes, _ = tokens(v2_market(venue))
     order = client.create_order(OrderArgsV2(position_id=yes, price=0.02, size=10, side="BUY"))
     if kind == 3:  # the ERC-7739 wrapper carries exchange V3's domain separator as the app domain
@@ -138,7 +135,7 @@ def test_a_wallet_order_on_a_v2_market_verifies_under_exchange_v3(venue: Venue, 
 
 def test_a_deposit_wallet_order_on_a_v2_market_signed_for_v2_is_refused_with_the_version_mismatch_text(
         venue: Venue) -> None:
-    client = wallet_client(venue, 3, key=Account.create().key.hex())
+    client = venue.client(wallet=3)
     yes, _ = tokens(v2_market(venue))
     as_token = client.create_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))
     assert rejection(lambda: client.post_order(as_token)) == (400, MISMATCH)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from py_clob_client_v2.clob_types import OrderArgsV2, OrderPayload
 from websockets.sync.client import ClientConnection, connect
 
-from .venue_harness import Venue, tokens
+from .venue_harness import Venue, frames, tokens, until
 
 
 @pytest.fixture(scope="module")
@@ -22,36 +21,6 @@ def venue(tmp_path_factory) -> Iterator[Venue]:
     venue = Venue(Path(os.path.realpath(tmp_path_factory.mktemp("venue"))) / "s", 5)
     yield venue
     venue.stop()
-
-
-def frames(ws: ClientConnection, timeout: float = 2.0) -> Iterator[object]:
-    """Every message until ``timeout`` passes with nothing new: frames may be one object or an array."""
-    while True:
-        try:
-            raw = ws.recv(timeout=timeout)
-        except TimeoutError:
-            return
-        if raw in ("PONG", "NO NEW ASSETS", "INVALID OPERATION"):
-            yield raw
-            continue
-        data = json.loads(raw)
-        yield from data if isinstance(data, list) else [data]
-
-
-def until(ws: ClientConnection, predicate, timeout: float = 10.0) -> list:
-    """Messages up to and including the first that satisfies ``predicate``; fails after ``timeout``."""
-    seen, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            raw = ws.recv(timeout=max(0.01, deadline - time.monotonic()))
-        except TimeoutError:
-            break
-        data = raw if raw in ("PONG", "NO NEW ASSETS", "INVALID OPERATION") else json.loads(raw)
-        for msg in data if isinstance(data, list) else [data]:
-            seen.append(msg)
-            if predicate(msg):
-                return seen
-    raise AssertionError(f"no matching message within {timeout}s; saw {seen[-5:]}")
 
 
 class LocalBook:
