@@ -1,23 +1,22 @@
-"""Every wallet type through the real py-clob-client-v2: EOA (0), proxy (1), Safe (2) and deposit wallet (3), with
-wallets derived from the owner as the official clients derive them (polybot_venue/WALLETS.md)."""
+"""Wallets in depth, through the real py-clob-client-v2: each wallet of an owner derived as the official clients
+derive it (polybot_venue/WALLETS.md), and the orders the venue refuses because the wallet or its signature is not the
+owner's. Plain trading through each wallet type is in test_venue_py_clob_client."""
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from dataclasses import replace
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from eth_account import Account
 from eth_utils import keccak
-from py_clob_client_v2 import ClobClient
 from py_clob_client_v2.clob_types import AssetType, BalanceAllowanceParams, OrderArgsV2
 
 from polybot_venue import wallets
 from polybot_venue.server import ready_made_account
 
-from .venue_harness import Venue, best, rejection, tokens
+from .venue_harness import Venue, rejection, tokens
 
 SEED = 17
 COLLATERAL = BalanceAllowanceParams(asset_type=AssetType.COLLATERAL)
@@ -66,28 +65,7 @@ def test_amoy_has_no_proxy_wallet_and_no_known_beacon_wallet() -> None:
     assert wallets.safe_wallet(owner, 80002) == wallets.safe_wallet(owner, 137)
 
 
-# ------------------------------------------------------------ trading through each wallet
-
-@pytest.mark.parametrize("kind", [1, 2, 3], ids=["proxy", "safe", "deposit-wallet"])
-def test_an_owner_trades_through_its_wallet_and_balance_allowance_reports_that_wallet(venue: Venue,
-                                                                                      kind: int) -> None:
-    client = venue.client(wallet=kind)
-    wallet = client.builder.funder
-    yes, _ = tokens(venue.market())
-    resting = client.create_and_post_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))
-    assert resting["success"] and resting["status"] == "live"
-    assert [o["maker_address"] for o in client.get_open_orders()] == [wallet]
-    _, ask = best(client, yes)
-    crossing = client.create_and_post_order(OrderArgsV2(token_id=yes, price=float(ask), size=10, side="BUY"))
-    assert crossing["status"] == "matched" and crossing["tradeIDs"]
-    spent = int(Decimal(crossing["makingAmount"]) * 10**6)
-    assert client.get_balance_allowance(COLLATERAL)["balance"] == str(10_000_000_000 - spent)
-    shares = client.get_balance_allowance(BalanceAllowanceParams(asset_type=AssetType.CONDITIONAL, token_id=yes))
-    assert shares["balance"] == "10000000"
-    # The owner's EOA itself holds nothing: balances are the funder wallet's.
-    eoa = ClobClient(venue.clob, chain_id=137, key=client.signer.private_key, creds=client.creds)
-    assert eoa.get_balance_allowance(COLLATERAL)["balance"] == "0"
-
+# ------------------------------------------------------------ wallets and signatures that are not the owner's
 
 def test_a_proxy_order_whose_maker_is_another_owners_proxy_is_refused(venue: Venue) -> None:
     someone_else = Account.create().address
