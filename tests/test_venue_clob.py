@@ -1,4 +1,6 @@
-"""The local venue through the real py-clob-client-v2: auth, books, orders, matching, cancels, paging."""
+"""The local venue's edge cases through the real py-clob-client-v2: orders it refuses (off the tick, under the
+minimum size, a tampered signature, beyond the collateral, signed for the wrong exchange), requests it refuses for
+their auth, heartbeat silence, and Gamma's filters. The client's everyday flows are in test_venue_py_clob_client."""
 from __future__ import annotations
 
 import json
@@ -10,114 +12,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from py_clob_client_v2 import ClobClient
-from py_clob_client_v2.clob_types import (
-    ApiCreds,
-    CreateOrderOptions,
-    MarketOrderArgsV2,
-    OpenOrderParams,
-    OrderArgsV2,
-    OrderPayload,
-    OrderType,
-)
-from py_clob_client_v2.exceptions import PolyApiException
-from py_clob_client_v2.utilities import generate_orderbook_summary_hash, parse_raw_orderbook_summary
+from py_clob_client_v2.clob_types import ApiCreds, CreateOrderOptions, OrderArgsV2
 
-from polybot_venue.server import ready_made_account
-
-from .venue_harness import Venue, tokens
+from .venue_harness import Venue, rejection, tokens
 
 SEED = 11
-PAGE = 2
 
 
 @pytest.fixture(scope="module")
 def venue(tmp_path_factory) -> Iterator[Venue]:
-    venue = Venue(Path(os.path.realpath(tmp_path_factory.mktemp("venue"))) / "s", SEED, PAGE)
+    venue = Venue(Path(os.path.realpath(tmp_path_factory.mktemp("venue"))) / "s", SEED)
     yield venue
     venue.stop()
-
-
-def best(client: ClobClient, token: str) -> tuple[Decimal, Decimal]:
-    book = client.get_order_book(token)
-    return Decimal(book["bids"][-1]["price"]), Decimal(book["asks"][-1]["price"])
-
-
-def rejection(call) -> tuple[int, str]:
-    with pytest.raises(PolyApiException) as info:
-        call()
-    error = info.value.error_msg
-    return info.value.status_code, error["error"] if isinstance(error, dict) else str(error)
-
-
-def test_the_ready_made_account_derives_the_credentials_the_venue_printed(venue: Venue) -> None:
-    account = ready_made_account(SEED)
-    client = ClobClient(venue.clob, chain_id=137, key=account.private_key)
-    creds = client.derive_api_key()
-    assert (creds.api_key, creds.api_secret, creds.api_passphrase) == (
-        account.credentials.api_key, account.credentials.secret, account.credentials.passphrase)
-    client.set_api_creds(creds)
-    assert client.get_api_keys() == {"apiKeys": [creds.api_key]}
-
-
-def test_a_book_reads_best_last_with_a_hash_the_client_reproduces(venue: Venue) -> None:
-    client = venue.client()
-    yes, no = tokens(venue.market())
-    book = client.get_order_book(yes)
-    bids = [Decimal(level["price"]) for level in book["bids"]]
-    asks = [Decimal(level["price"]) for level in book["asks"]]
-    assert bids == sorted(bids) and asks == sorted(asks, reverse=True) and bids[-1] < asks[-1]
-    assert generate_orderbook_summary_hash(parse_raw_orderbook_summary(book)) == book["hash"]
-    # The NO book mirrors the YES book.
-    no_bid, no_ask = best(client, no)
-    assert (no_bid, no_ask) == (1 - asks[-1], 1 - bids[-1])
-    assert client.get_tick_size(yes) == "0.01" and client.get_neg_risk(yes) is False
-
-
-def test_a_resting_gtc_order_fills_against_an_incoming_order_on_the_complementary_token(venue: Venue) -> None:
-    maker, taker = venue.client(), venue.client()
-    yes, no = tokens(venue.market())
-    bid, ask = best(maker, yes)
-    price = bid + Decimal("0.01")  # inside the spread: rests
-    placed = maker.create_and_post_order(OrderArgsV2(token_id=yes, price=float(price), size=10, side="BUY"))
-    assert placed["status"] == "live" and placed["tradeIDs"] == []
-    assert [o["id"] for o in maker.get_open_orders(OpenOrderParams(asset_id=yes))] == [placed["orderID"]]
-    assert best(maker, yes)[0] == price
-
-    # Buying NO at 1 - price meets the YES bid: a pair is minted.
-    filled = taker.create_and_post_order(OrderArgsV2(token_id=no, price=float(1 - price), size=10, side="BUY"))
-    assert filled["status"] == "matched" and len(filled["tradeIDs"]) == 1 and filled["transactionsHashes"]
-    assert Decimal(filled["takingAmount"]) == 10
-    assert maker.get_open_orders(OpenOrderParams(asset_id=yes)) == []
-    maker_trade, = maker.get_trades()
-    taker_trade, = taker.get_trades()
-    assert maker_trade["id"] == taker_trade["id"] == filled["tradeIDs"][0]
-    assert (maker_trade["trader_side"], maker_trade["side"], Decimal(maker_trade["price"])) == ("MAKER", "BUY", price)
-    assert (taker_trade["trader_side"], Decimal(taker_trade["price"]), taker_trade["outcome"]) == ("TAKER", 1 - price,
-                                                                                                   "No")
-
-
-def test_a_fok_order_fills_when_the_book_can_take_it_and_is_killed_when_it_cannot(venue: Venue) -> None:
-    client = venue.client()
-    yes, _ = tokens(venue.market())
-    filled = client.create_and_post_market_order(MarketOrderArgsV2(token_id=yes, amount=20, side="BUY"),
-                                                 order_type=OrderType.FOK)
-    assert filled["status"] == "matched" and filled["transactionsHashes"]
-    _, ask = best(client, yes)
-    depth = sum(Decimal(a["size"]) for a in client.get_order_book(yes)["asks"] if Decimal(a["price"]) <= ask)
-    too_big = client.create_order(OrderArgsV2(token_id=yes, price=float(ask), size=float(depth + 1), side="BUY"))
-    assert rejection(lambda: client.post_order(too_big, OrderType.FOK)) == (
-        400, "order couldn't be fully filled. FOK orders are fully filled or killed.")
-    assert best(client, yes)[1] == ask  # nothing was taken
-
-
-def test_post_only_that_would_cross_is_rejected(venue: Venue) -> None:
-    client = venue.client()
-    yes, _ = tokens(venue.market())
-    _, ask = best(client, yes)
-    order = client.create_order(OrderArgsV2(token_id=yes, price=float(ask), size=10, side="BUY"))
-    assert rejection(lambda: client.post_order(order, OrderType.GTC, post_only=True)) == (
-        400, "invalid post-only order: order crosses book")
 
 
 def test_a_price_off_the_tick_and_a_size_under_the_minimum_are_rejected_with_the_venues_texts(venue: Venue) -> None:
@@ -131,37 +37,6 @@ def test_a_price_off_the_tick_and_a_size_under_the_minimum_are_rejected_with_the
     small = client.create_order(OrderArgsV2(token_id=yes, price=0.3, size=2, side="BUY"))
     status, text = rejection(lambda: client.post_order(small))
     assert status == 400 and text.endswith("is invalid. Size (2) lower than the minimum: 5")
-
-
-def test_cancel_one_and_cancel_all(venue: Venue) -> None:
-    client = venue.client()
-    yes, no = tokens(venue.market())
-    ids = [client.create_and_post_order(OrderArgsV2(token_id=token, price=0.05, size=10, side="BUY"))["orderID"]
-           for token in (yes, yes, no)]
-    one = client.cancel_order(OrderPayload(orderID=ids[0]))
-    assert one == {"canceled": [ids[0]], "not_canceled": {}}
-    assert sorted(o["id"] for o in client.get_open_orders()) == sorted(ids[1:])
-    again = client.cancel_order(OrderPayload(orderID=ids[0]))
-    assert again["canceled"] == [] and ids[0] in again["not_canceled"]
-    assert sorted(client.cancel_all()["canceled"]) == sorted(ids[1:])
-    assert client.get_open_orders() == []
-
-
-def test_open_orders_and_trades_come_back_whole_across_several_pages(venue: Venue) -> None:
-    maker, taker = venue.client(), venue.client()
-    yes, no = tokens(venue.market())
-    bid, _ = best(maker, yes)
-    placed = [maker.create_and_post_order(OrderArgsV2(token_id=yes, price=float(bid + Decimal("0.01")), size=5,
-                                                      side="BUY"))["orderID"] for _ in range(5)]
-    first = maker.get_open_orders(only_first_page=True)
-    assert len(first) == PAGE
-    assert sorted(o["id"] for o in maker.get_open_orders()) == sorted(placed)
-    sweep = taker.create_and_post_order(OrderArgsV2(token_id=no, price=float(1 - bid - Decimal("0.01")), size=25,
-                                                    side="BUY"))
-    assert len(sweep["tradeIDs"]) == 5
-    assert sorted(t["id"] for t in taker.get_trades()) == sorted(sweep["tradeIDs"])
-    assert len(taker.get_trades(only_first_page=True)) == PAGE
-    assert maker.get_open_orders() == []
 
 
 def test_an_order_with_a_tampered_signature_is_rejected(venue: Venue) -> None:

@@ -24,16 +24,12 @@ from websockets.sync.client import connect
 
 from services.venues.polymarket import schema
 
-from .test_venue_ws import frames, until
-from .venue_harness import Venue, tokens
-
-PAGE = 7  # small, so that every listing takes several pages
-END = "LTE="
+from .venue_harness import Venue, frames, tokens, until
 
 
 @pytest.fixture(scope="module")
 def venue(tmp_path_factory) -> Iterator[Venue]:
-    venue = Venue(Path(os.path.realpath(tmp_path_factory.mktemp("venue"))) / "s", 11, PAGE)
+    venue = Venue(Path(os.path.realpath(tmp_path_factory.mktemp("venue"))) / "s", 11)
     yield venue
     venue.stop()
 
@@ -44,18 +40,6 @@ def best_ask(venue: Venue, token: str) -> Decimal:
 
 def best_bid(venue: Venue, token: str) -> Decimal:
     return max(Decimal(b["price"]) for b in httpx.get(f"{venue.clob}/book", params={"token_id": token}).json()["bids"])
-
-
-def walk(fetch) -> list[dict]:
-    """Every item of a CLOB cursor listing, following ``next_cursor`` from ``MA==`` to ``LTE=``."""
-    items, cursor, pages = [], "MA==", 0
-    while cursor != END:
-        page = fetch(cursor)
-        assert set(page) == {"limit", "count", "next_cursor", "data"} and page["count"] == len(page["data"])
-        items += page["data"]
-        cursor, pages = page["next_cursor"], pages + 1
-        assert pages < 1000
-    return items
 
 
 def test_no_account_is_in_closed_only_mode(venue: Venue) -> None:
@@ -115,24 +99,6 @@ def test_the_rewards_endpoints_answer_empty_in_the_shapes_the_client_reads(venue
     assert client.get_total_earnings_for_user_for_day("2026-01-01") == []
     assert client.get_user_earnings_and_markets_config("2026-01-01") == []
     assert client.get_reward_percentages() == {}
-
-
-def test_sampling_and_simplified_market_pages_walk_every_market_once_and_end_with_lte(venue: Venue) -> None:
-    client = venue.client()
-    every = walk(client.get_markets)
-    ids = [m["condition_id"] for m in every]
-    assert len(ids) > PAGE and len(set(ids)) == len(ids)
-    simplified = walk(client.get_simplified_markets)
-    assert [m["condition_id"] for m in simplified] == ids
-    for market in simplified:
-        assert set(market) == {"condition_id", "tokens", "rewards", "active", "closed", "archived",
-                               "accepting_orders"}
-        assert len(market["tokens"]) == 2 and market["rewards"] == {"rates": None, "min_size": 0, "max_spread": 0}
-    open_ids = [m["condition_id"] for m in every if m["active"] and m["accepting_orders"] and not m["closed"]]
-    sampling = walk(client.get_sampling_markets)
-    assert [m["condition_id"] for m in sampling] == open_ids
-    msgspec.convert(sampling, list[schema.ClobMarket])  # full CLOB markets, as our adapter reads them
-    assert [m["condition_id"] for m in walk(client.get_sampling_simplified_markets)] == open_ids
 
 
 @pytest.mark.parametrize("kind", ["markets", "events"])

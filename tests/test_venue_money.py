@@ -1,5 +1,6 @@
 """Money as on the real venue, through the real py-clob-client-v2: a new wallet has nothing, an order needs balance
-and the allowance of its market's exchange, and the admin endpoints stand in for deposits and approvals."""
+and the allowance of its market's exchange, and the admin endpoints stand in for deposits and approvals. A new
+account's way from refused to trading is in test_venue_py_clob_client; here are the finer cases."""
 from __future__ import annotations
 
 import os
@@ -9,15 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from py_clob_client_v2 import ClobClient
 from py_clob_client_v2.clob_types import AssetType, BalanceAllowanceParams, OrderArgsV2
 
 from polybot_venue.server import LocalVenue, VenueOptions, ready_made_account
 from services.venues import base
 from services.venues.polymarket.client import Clob
 
-from .test_venue_clob import best, rejection
-from .venue_harness import Venue, tokens
+from .venue_harness import Venue, best, rejection, tokens
 
 SEED = 13
 EXCHANGE = "0xE111180000d2663C0091e4f400237545B87B996B"
@@ -37,45 +36,6 @@ def venue(tmp_path_factory) -> Iterator[Venue]:
 
 def conditional(token: str) -> BalanceAllowanceParams:
     return BalanceAllowanceParams(asset_type=AssetType.CONDITIONAL, token_id=token)
-
-
-def buy_at_ask(client: ClobClient, token: str, size: int = 10) -> dict:
-    _, ask = best(client, token)
-    return client.post_order(client.create_order(OrderArgsV2(token_id=token, price=float(ask), size=size,
-                                                             side="BUY")))
-
-
-def test_a_new_account_has_no_balance_and_no_allowance_and_its_order_is_refused_with_the_venues_text(
-        venue: Venue) -> None:
-    client = venue.client(funded=False)
-    yes, _ = tokens(venue.market())
-    assert client.get_balance_allowance(COLLATERAL) == {"balance": "0", "allowances": {EXCHANGE: "0",
-                                                                                       NEG_RISK_EXCHANGE: "0",
-                                                                                       EXCHANGE_V3: "0"}}
-    status, text = rejection(lambda: buy_at_ask(client, yes))
-    assert status == 400 and text.startswith(f"{REFUSED}: the balance is not enough -> balance: 0, ")
-
-
-def test_a_funded_account_is_refused_for_allowance_until_it_approves_and_a_fill_spends_the_allowance(
-        venue: Venue) -> None:
-    client = venue.client(funded=False)
-    address = client.get_address()
-    yes, _ = tokens(venue.market())
-    venue.admin("fund", address=address, collateral=100)
-    assert client.get_balance_allowance(COLLATERAL)["balance"] == "100000000"
-    status, text = rejection(lambda: buy_at_ask(client, yes))
-    assert status == 400 and text.startswith(
-        f"{REFUSED}: the allowance is not enough -> spender: {EXCHANGE}, allowance: 0, sum of active orders: 0, "
-        "order amount (inc. fees): ")
-    venue.admin("approve", address=address, exchange=EXCHANGE, amount=50)
-    assert client.get_balance_allowance(COLLATERAL)["allowances"] == {EXCHANGE: "50000000", NEG_RISK_EXCHANGE: "0",
-                                                                      EXCHANGE_V3: "0"}
-    placed = buy_at_ask(client, yes)
-    assert placed["success"] and placed["status"] == "matched"
-    spent = int(Decimal(placed["makingAmount"]) * 10**6)  # what the fill took, fee included
-    after = client.get_balance_allowance(COLLATERAL)
-    assert after == {"balance": str(100_000_000 - spent),
-                     "allowances": {EXCHANGE: str(50_000_000 - spent), NEG_RISK_EXCHANGE: "0", EXCHANGE_V3: "0"}}
 
 
 def test_an_allowance_that_open_orders_use_up_refuses_the_next_order(venue: Venue) -> None:
@@ -133,15 +93,6 @@ def test_selling_needs_the_shares_and_the_exchanges_approval_to_move_them(venue:
     assert client.get_balance_allowance(conditional(yes))["allowances"] == {EXCHANGE: MAX, NEG_RISK_EXCHANGE: "0",
                                                                             EXCHANGE_V3: "0"}
     assert client.post_order(client.create_order(sell))["status"] == "live"
-
-
-def test_update_answers_the_current_balance_and_allowances(venue: Venue) -> None:
-    client = venue.client()
-    yes, _ = tokens(venue.market())
-    buy_at_ask(client, yes)
-    for params in (COLLATERAL, conditional(yes)):
-        assert client.update_balance_allowance(params) == client.get_balance_allowance(params)
-    assert client.get_balance_allowance(conditional(yes))["balance"] == "10000000"
 
 
 def test_balance_allowance_refuses_an_unknown_asset_type_and_a_conditional_without_token(venue: Venue) -> None:

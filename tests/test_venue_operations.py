@@ -1,24 +1,20 @@
-"""The local venue operated like the real one, through the real py-clob-client-v2: heartbeat ids, API keys that
-exist once per nonce, a matching-engine restart (425, then a post-only window) and per-signer rate limits (429)."""
+"""The local venue operated like the real one, as our adapter meets it: a refused heartbeat id, a matching-engine
+restart (425, then a post-only window) and per-signer rate limits (429); and the windows and buckets behind them.
+What py-clob-client-v2 itself raises for each is in test_venue_py_clob_client."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import pytest
 from eth_account import Account
-from py_clob_client_v2 import ClobClient
-from py_clob_client_v2.clob_types import OrderArgsV2, OrderPayload
-from py_clob_client_v2.exceptions import PolyApiException
 
 from polybot_venue.operations import Bucket, Limiter, RateLimits, Restart
-from polybot_venue.server import ready_made_account
 from services.venues import base
-from services.venues.polymarket.client import Clob, venue_error
+from services.venues.polymarket.client import Clob
 
-from .conftest import wait_for
 from .venue_harness import Venue, tokens
 
 SEED = 13
@@ -31,28 +27,37 @@ def venue(tmp_path_factory) -> Iterator[Venue]:
     venue.stop()
 
 
-def admin(venue: Venue, name: str, body: dict) -> dict:
-    answer = httpx.post(f"{venue.clob}/_admin/{name}", json=body)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
+def adapter(venue: Venue) -> tuple[Clob, Callable[..., base.OrderRequest]]:
+    """Our adapter for a new funded account, and orders for it: small bids on a market of their own."""
+    clob = Clob(venue.clob, 137, Account.create().key.hex())
+    clob.connect()
+    venue.admin("fund", address=clob.address, collateral=100)
+    venue.admin("approve", address=clob.address, exchange="all", unlimited=True)
+    market = venue.market()
+    yes, _ = tokens(market)
+    rules = clob.rules(yes, market["conditionId"])
+
+    def order(client_id: str, post_only: bool = False) -> base.OrderRequest:
+        return base.OrderRequest(client_id=client_id, token_id=yes, market=market["conditionId"], side="BUY",
+                                 price=Decimal("0.02"), size=Decimal(10), order_type="GTC", rules=rules,
+                                 post_only=post_only, created_ms=1)
+    return clob, order
 
 
-def refusal(call) -> PolyApiException:
-    with pytest.raises(PolyApiException) as info:
-        call()
+def placed(clob: Clob, order: base.OrderRequest) -> base.Placed:
+    assert clob.prepare([order])[0].ok
+    answer, = clob.place([order])
+    return answer
+
+
+def refused(clob: Clob, order: base.OrderRequest) -> base.VenueError:
+    assert clob.prepare([order])[0].ok
+    with pytest.raises(base.VenueError) as info:
+        clob.place([order])
     return info.value
 
 
 # ------------------------------------------------------------ heartbeats
-
-def test_a_heartbeat_with_a_stale_id_gets_400_naming_the_expected_id_and_that_id_then_passes(venue: Venue) -> None:
-    client = venue.client()
-    first = client.post_heartbeat()["heartbeat_id"]  # the first may send none
-    second = client.post_heartbeat(first)["heartbeat_id"]
-    stale = refusal(lambda: client.post_heartbeat(first))
-    assert (stale.status_code, stale.error_msg) == (400, {"error_msg": "Invalid Heartbeat ID", "heartbeat_id": second})
-    assert client.post_heartbeat(second)["heartbeat_id"] not in ("", second)
-
 
 def test_our_adapter_recovers_from_a_refused_heartbeat_id_by_sending_the_expected_one(venue: Venue) -> None:
     clob = Clob(venue.clob, 137, Account.create().key.hex())
@@ -63,62 +68,21 @@ def test_our_adapter_recovers_from_a_refused_heartbeat_id_by_sending_the_expecte
     assert clob.heartbeat(recovered)  # and the chain goes on from there
 
 
-# ------------------------------------------------------------ API keys
-
-def test_a_second_create_on_a_nonce_is_refused_and_derive_on_an_unknown_nonce_is_refused(venue: Venue) -> None:
-    client = ClobClient(venue.clob, chain_id=137, key=Account.create().key.hex())
-    never = refusal(lambda: client.derive_api_key(nonce=5))
-    assert (never.status_code, never.error_msg) == (400, {"error": "Could not derive api key!"})
-    created = client.create_api_key(nonce=5)
-    again = refusal(lambda: client.create_api_key(nonce=5))
-    assert (again.status_code, again.error_msg) == (400, {"error": "Could not create api key"})
-    assert client.derive_api_key(nonce=5) == created
-
-
-def test_create_or_derive_gives_a_new_key_and_then_the_same_key_again(venue: Venue) -> None:
-    client = ClobClient(venue.clob, chain_id=137, key=Account.create().key.hex())
-    new = client.create_or_derive_api_key()
-    assert client.create_or_derive_api_key() == new
-    assert client.create_or_derive_api_key(nonce=1) not in (new, None)
-
-
-def test_the_ready_made_account_counts_as_created_so_derive_gives_its_key_and_create_refuses(venue: Venue) -> None:
-    account = ready_made_account(SEED)
-    client = ClobClient(venue.clob, chain_id=137, key=account.private_key)
-    assert refusal(client.create_api_key).error_msg == {"error": "Could not create api key"}
-    assert client.create_or_derive_api_key().api_key == account.credentials.api_key
-
-
 # ------------------------------------------------------------ matching-engine restart
 
-def test_a_restart_answers_425_then_takes_only_post_only_orders_and_cancels_then_takes_everything(
-        venue: Venue) -> None:
-    client = venue.client()
-    yes, _ = tokens(venue.market())
-    resting = client.post_order(client.create_order(OrderArgsV2(token_id=yes, price=0.03, size=10, side="BUY")))
+def test_our_adapter_reads_a_restart_and_its_post_only_window_as_refusals_that_placed_nothing(venue: Venue) -> None:
+    clob, order = adapter(venue)
     try:
-        admin(venue, "restart", {"seconds": 90, "post_only_seconds": 120})
-        order = client.create_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))
-        down = refusal(lambda: client.post_order(order, post_only=True))
-        assert down.status_code == 425 and "restarting" in down.error_msg["error"]
-        assert refusal(lambda: client.post_orders([])).status_code == 425
-        assert refusal(lambda: client.cancel_order(OrderPayload(orderID=resting["orderID"]))).status_code == 425
-        error = venue_error(down)  # our adapter: not placed, retry later
+        venue.admin("restart", seconds=90, post_only_seconds=120)
+        error = refused(clob, order("down"))
         assert (error.code, error.unknown) == (base.UNAVAILABLE, False) and "restarting" in error.message
-
-        admin(venue, "restart", {"seconds": 0, "post_only_seconds": 120})  # the engine is back, post-only
-        taker = refusal(lambda: client.post_order(order))
-        assert (taker.status_code, taker.error_msg["code"]) == (503, "post_only_mode")
-        assert (venue_error(taker).code, venue_error(taker).unknown) == (base.UNAVAILABLE, False)
-        assert client.post_order(order, post_only=True)["success"]
-        assert client.cancel_order(OrderPayload(orderID=resting["orderID"]))["canceled"] == [resting["orderID"]]
-
-        admin(venue, "restart", {"seconds": 0, "post_only_seconds": 0})
-        again = client.create_order(OrderArgsV2(token_id=yes, price=0.01, size=10, side="BUY"))
-        assert client.post_order(again)["success"]
+        venue.admin("restart", seconds=0, post_only_seconds=120)  # the engine is back, post-only
+        error = refused(clob, order("taker"))
+        assert (error.code, error.unknown) == (base.UNAVAILABLE, False) and "post-only" in error.message
+        assert placed(clob, order("maker", post_only=True)).status == "live"
     finally:
-        admin(venue, "restart", {"seconds": 0, "post_only_seconds": 0})
-        client.cancel_all()
+        venue.admin("restart", seconds=0, post_only_seconds=0)
+    assert placed(clob, order("after")).status == "live"
 
 
 def test_a_restart_window_follows_the_venue_clock() -> None:
@@ -133,40 +97,15 @@ def test_a_restart_window_follows_the_venue_clock() -> None:
 
 # ------------------------------------------------------------ rate limits
 
-def test_past_the_order_limit_the_venue_answers_429_with_retry_after_and_takes_orders_again_once_refilled(
-        venue: Venue) -> None:
-    client = venue.client()
-    yes, _ = tokens(venue.market())
-    orders = [client.create_order(OrderArgsV2(token_id=yes, price=0.01 * (i + 1), size=5, side="BUY"))
-              for i in range(3)]
-    # Two orders at once, then one a second: the refusals below come well within that second, and the refused
-    # order passes again at most a second later.
-    admin(venue, "rate-limits", {"orders": {"rate": 1, "burst": 2}})
+def test_our_adapter_reads_a_429_as_rate_limited_and_not_placed(venue: Venue) -> None:
+    clob, order = adapter(venue)
+    venue.admin("rate-limits", orders={"rate": 0.001, "burst": 1})  # one order, then none for a quarter of an hour
     try:
-        first = httpx.get(f"{venue.clob}/ok")
-        assert {"poly-ratelimit-remaining", "poly-ratelimit-reset", "poly-ratelimit-tier"} <= set(first.headers)
-        assert client.post_order(orders[0])["success"] and client.post_order(orders[1])["success"]
-        # py-clob-client-v2 raises PolyApiException on any non-200 and retries only 5xx (http_helpers/helpers.py),
-        # so the 429 reaches the caller; its exception keeps no headers, so read them from a raw request.
-        limited = httpx.post(f"{venue.clob}/order", json={}, headers={"POLY_ADDRESS": client.get_address()})
-        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
-        assert float(limited.headers["Poly-RateLimit-Remaining"]) < 1 and limited.json()["error"]
-        error = venue_error(refusal(lambda: client.post_order(orders[2])))
+        assert placed(clob, order("first")).status == "live"
+        error = refused(clob, order("second"))
         assert (error.code, error.unknown) == (base.RATE_LIMITED, False)
-        # Waiting on the refill is the behaviour under test; the limit above keeps it to a fraction of a second.
-        placed = wait_for(lambda: _placed(client, orders[2]), timeout=5, what="the order bucket to refill")
-        assert placed["success"]
     finally:
-        admin(venue, "rate-limits", {})
-        client.cancel_all()
-
-
-def _placed(client: ClobClient, order) -> dict | None:
-    try:
-        return client.post_order(order)
-    except PolyApiException as exc:
-        assert exc.status_code == 429, exc
-        return None
+        venue.admin("rate-limits")
 
 
 def test_a_bucket_refuses_past_its_burst_says_when_to_retry_and_refills_with_the_clock() -> None:

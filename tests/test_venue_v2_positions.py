@@ -1,5 +1,7 @@
 """Protocol-v2 positions through the real py-clob-client-v2: Gamma `version: "v2"` markets whose outcome tokens are
-position ids, whose orders verify only under exchange V3 (domain version "3"), as polybot_venue/WALLETS.md §3 says."""
+position ids, whose orders verify only under exchange V3 (domain version "3"), as polybot_venue/WALLETS.md §3 says.
+The client's plain flow (an order signed for V3 by its position id, and the version-mismatch answer) is in
+test_venue_py_clob_client; here are the positions' listing, forged signatures, balances, wallets and our executor."""
 from __future__ import annotations
 
 import os
@@ -10,17 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from eth_account import Account
-from py_clob_client_v2.clob_types import BalanceAllowanceParams, OrderArgsV2, PartialCreateOrderOptions
+from py_clob_client_v2.clob_types import BalanceAllowanceParams, OrderArgsV2
 from py_clob_client_v2.config import get_contract_config
-from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2
 
 from polybot_venue import auth
 from polybot_venue.markets import is_v2_position_id
 
-from .test_venue_clob import best, rejection
-from .test_venue_wallets import wallet_client
-from .venue_harness import Venue, tokens
+from .venue_harness import Venue, best, rejection, tokens
 
 SEED = 23
 MISMATCH = "order_version_mismatch"
@@ -54,38 +52,6 @@ def test_gamma_lists_v2_markets_whose_tokens_are_position_ids_the_unified_sdk_ro
 def test_the_venue_keeps_answering_version_2_so_token_orders_stay_on_exchange_v2(venue: Venue) -> None:
     assert httpx.get(f"{venue.clob}/version").json() == {"version": 2}
     assert venue.client().get_version() == 2
-
-
-def test_a_v2_market_order_the_client_signs_for_v3_by_its_position_id_is_accepted_and_trades(venue: Venue) -> None:
-    client = venue.client()
-    yes, _ = tokens(v2_market(venue))
-    resting = client.create_and_post_order(OrderArgsV2(position_id=yes, price=0.02, size=10, side="BUY"))
-    assert resting["success"] and resting["status"] == "live"
-    _, ask = best(client, yes)
-    crossing = client.create_and_post_order(OrderArgsV2(position_id=yes, price=float(ask), size=10, side="BUY"))
-    assert crossing["status"] == "matched" and crossing["tradeIDs"]
-    # The order id is the V3 hash: the exchange V3 domain, whatever the order's fields.
-    order = client.create_order(OrderArgsV2(position_id=yes, price=0.03, size=10, side="BUY"))
-    v3 = ExchangeOrderBuilderV2(get_contract_config(137).exchange_v3, 137, client.signer, domain_version="3")
-    placed = client.post_order(order)
-    assert placed["orderID"] == v3.build_order_hash(v3.build_order_typed_data(order))
-    assert client.get_order(placed["orderID"])["status"] == "LIVE"
-
-
-def test_the_same_v2_market_order_signed_for_v2_is_refused_with_the_version_mismatch_text(venue: Venue) -> None:
-    client = venue.client()
-    yes, _ = tokens(v2_market(venue, 1))
-    as_token = client.create_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))  # /version 2: V2
-    assert rejection(lambda: client.post_order(as_token)) == (400, MISMATCH)
-    assert client.get_open_orders() == []
-
-
-def test_a_v1_market_order_signed_for_v3_is_refused_with_the_version_mismatch_text(venue: Venue) -> None:
-    client = venue.client()
-    yes, _ = tokens(venue.market())
-    wrong = client.create_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"),
-                                PartialCreateOrderOptions(version=3))
-    assert rejection(lambda: client.post_order(wrong)) == (400, MISMATCH)
 
 
 def test_a_v2_market_order_signed_by_another_key_is_refused_as_an_invalid_signature(venue: Venue) -> None:
@@ -125,7 +91,7 @@ def test_selling_a_position_needs_exchange_v3s_approval_not_v2s(venue: Venue) ->
 
 @pytest.mark.parametrize("kind", [1, 2, 3], ids=["proxy", "safe", "deposit-wallet"])
 def test_a_wallet_order_on_a_v2_market_verifies_under_exchange_v3(venue: Venue, kind: int) -> None:
-    client = wallet_client(venue, kind)
+    client = venue.client(wallet=kind)
     yes, _ = tokens(v2_market(venue))
     order = client.create_order(OrderArgsV2(position_id=yes, price=0.02, size=10, side="BUY"))
     if kind == 3:  # the ERC-7739 wrapper carries exchange V3's domain separator as the app domain
@@ -138,7 +104,7 @@ def test_a_wallet_order_on_a_v2_market_verifies_under_exchange_v3(venue: Venue, 
 
 def test_a_deposit_wallet_order_on_a_v2_market_signed_for_v2_is_refused_with_the_version_mismatch_text(
         venue: Venue) -> None:
-    client = wallet_client(venue, 3, key=Account.create().key.hex())
+    client = venue.client(wallet=3)
     yes, _ = tokens(v2_market(venue))
     as_token = client.create_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))
     assert rejection(lambda: client.post_order(as_token)) == (400, MISMATCH)

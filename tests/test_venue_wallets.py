@@ -1,30 +1,27 @@
-"""Every wallet type through the real py-clob-client-v2: EOA (0), proxy (1), Safe (2) and deposit wallet (3), with
-wallets derived from the owner as the official clients derive them (polybot_venue/WALLETS.md)."""
+"""Wallets in depth, through the real py-clob-client-v2: each wallet of an owner derived as the official clients
+derive it (polybot_venue/WALLETS.md), and the orders the venue refuses because the wallet or its signature is not the
+owner's. Plain trading through each wallet type is in test_venue_py_clob_client."""
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from dataclasses import replace
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from eth_account import Account
 from eth_utils import keccak
-from py_clob_client_v2 import ClobClient
 from py_clob_client_v2.clob_types import AssetType, BalanceAllowanceParams, OrderArgsV2
 
 from polybot_venue import wallets
 from polybot_venue.server import ready_made_account
 
-from .test_venue_clob import best, rejection
-from .venue_harness import Venue, tokens
+from .venue_harness import Venue, rejection, tokens
 
 SEED = 17
 COLLATERAL = BalanceAllowanceParams(asset_type=AssetType.COLLATERAL)
 NOT_THE_KEYS_SIGNER = "the order signer address has to be the address of the API KEY"
 USE_DEPOSIT_WALLET = "maker address not allowed, please use the deposit wallet flow"
-WALLET_OF = {1: wallets.proxy_wallet, 2: wallets.safe_wallet, 3: wallets.deposit_wallet_beacon}
 
 
 @pytest.fixture(scope="module")
@@ -32,21 +29,6 @@ def venue(tmp_path_factory) -> Iterator[Venue]:
     venue = Venue(Path(os.path.realpath(tmp_path_factory.mktemp("wallets"))) / "s", SEED)
     yield venue
     venue.stop()
-
-
-def wallet_client(venue: Venue, kind: int, funder: str | None = None, key: str | None = None,
-                  collateral: int = 1_000) -> ClobClient:
-    """A client for a new owner trading through its wallet of ``kind`` (or ``funder``), funded and approved as the
-    owner would on chain (here through the admin endpoints)."""
-    key = key or Account.create().key.hex()
-    owner = Account.from_key(key).address
-    funder = funder or (WALLET_OF[kind](owner) if kind else owner)
-    client = ClobClient(venue.clob, chain_id=137, key=key, signature_type=kind, funder=funder)
-    client.set_api_creds(client.create_or_derive_api_key())
-    if collateral:
-        venue.admin("fund", address=funder, collateral=collateral)
-        venue.admin("approve", address=funder, exchange="all", unlimited=True)
-    return client
 
 
 # ------------------------------------------------------------ derivations
@@ -83,33 +65,12 @@ def test_amoy_has_no_proxy_wallet_and_no_known_beacon_wallet() -> None:
     assert wallets.safe_wallet(owner, 80002) == wallets.safe_wallet(owner, 137)
 
 
-# ------------------------------------------------------------ trading through each wallet
-
-@pytest.mark.parametrize("kind", [1, 2, 3], ids=["proxy", "safe", "deposit-wallet"])
-def test_an_owner_trades_through_its_wallet_and_balance_allowance_reports_that_wallet(venue: Venue,
-                                                                                      kind: int) -> None:
-    client = wallet_client(venue, kind)
-    wallet = client.builder.funder
-    yes, _ = tokens(venue.market())
-    resting = client.create_and_post_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))
-    assert resting["success"] and resting["status"] == "live"
-    assert [o["maker_address"] for o in client.get_open_orders()] == [wallet]
-    _, ask = best(client, yes)
-    crossing = client.create_and_post_order(OrderArgsV2(token_id=yes, price=float(ask), size=10, side="BUY"))
-    assert crossing["status"] == "matched" and crossing["tradeIDs"]
-    spent = int(Decimal(crossing["makingAmount"]) * 10**6)
-    assert client.get_balance_allowance(COLLATERAL)["balance"] == str(1_000_000_000 - spent)
-    shares = client.get_balance_allowance(BalanceAllowanceParams(asset_type=AssetType.CONDITIONAL, token_id=yes))
-    assert shares["balance"] == "10000000"
-    # The owner's EOA itself holds nothing: balances are the funder wallet's.
-    eoa = ClobClient(venue.clob, chain_id=137, key=client.signer.private_key, creds=client.creds)
-    assert eoa.get_balance_allowance(COLLATERAL)["balance"] == "0"
-
+# ------------------------------------------------------------ wallets and signatures that are not the owner's
 
 def test_a_proxy_order_whose_maker_is_another_owners_proxy_is_refused(venue: Venue) -> None:
     someone_else = Account.create().address
     victim = wallets.proxy_wallet(someone_else)
-    client = wallet_client(venue, 1, funder=victim)
+    client = venue.client(wallet=1, funder=victim)
     yes, _ = tokens(venue.market())
     order = client.create_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))
     status, text = rejection(lambda: client.post_order(order))
@@ -119,7 +80,7 @@ def test_a_proxy_order_whose_maker_is_another_owners_proxy_is_refused(venue: Ven
 def test_a_safe_order_signed_as_a_proxy_order_is_refused(venue: Venue) -> None:
     key = Account.create().key.hex()
     owner = Account.from_key(key).address
-    client = wallet_client(venue, 1, funder=wallets.safe_wallet(owner), key=key)
+    client = venue.client(key, funded=True, wallet=1, funder=wallets.safe_wallet(owner))
     yes, _ = tokens(venue.market())
     status, text = rejection(lambda: client.create_and_post_order(OrderArgsV2(token_id=yes, price=0.02, size=10,
                                                                               side="BUY")))
@@ -127,7 +88,7 @@ def test_a_safe_order_signed_as_a_proxy_order_is_refused(venue: Venue) -> None:
 
 
 def test_a_deposit_wallet_order_for_another_owners_wallet_is_refused_as_not_the_api_keys(venue: Venue) -> None:
-    client = wallet_client(venue, 3, funder=wallets.deposit_wallet_beacon(Account.create().address))
+    client = venue.client(wallet=3, funder=wallets.deposit_wallet_beacon(Account.create().address))
     yes, _ = tokens(venue.market())
     status, text = rejection(lambda: client.create_and_post_order(OrderArgsV2(token_id=yes, price=0.02, size=10,
                                                                               side="BUY")))
@@ -136,9 +97,9 @@ def test_a_deposit_wallet_order_for_another_owners_wallet_is_refused_as_not_the_
 
 def test_an_owner_with_a_legacy_uups_deposit_wallet_trades_through_it(venue: Venue) -> None:
     key = Account.create().key.hex()
-    client = wallet_client(venue, 3, funder=wallets.deposit_wallet_uups(Account.from_key(key).address), key=key)
+    client = venue.client(key, funded=True, wallet=3, funder=wallets.deposit_wallet_uups(Account.from_key(key).address))
     yes, _ = tokens(venue.market())
-    assert client.get_balance_allowance(COLLATERAL)["balance"] == "1000000000"
+    assert client.get_balance_allowance(COLLATERAL)["balance"] == "10000000000"
     placed = client.create_and_post_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))
     assert placed["status"] == "live"
 
@@ -152,7 +113,7 @@ def _tamper(signature: str, at: int) -> str:
 @pytest.mark.parametrize("at", [10, 65 + 5, 97 + 5, 129 + 5, 316],
                          ids=["inner-signature", "app-domain-separator", "contents-hash", "contents-type", "length"])
 def test_a_deposit_wallet_order_with_a_tampered_erc7739_wrapper_is_refused(venue: Venue, at: int) -> None:
-    client = wallet_client(venue, 3)
+    client = venue.client(wallet=3)
     yes, _ = tokens(venue.market())
     order = client.create_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))
     assert len(order.signature) == 2 + 2 * 317
@@ -162,7 +123,7 @@ def test_a_deposit_wallet_order_with_a_tampered_erc7739_wrapper_is_refused(venue
 
 
 def test_a_deposit_wallet_order_with_a_plain_eoa_signature_is_refused(venue: Venue) -> None:
-    client = wallet_client(venue, 3)
+    client = venue.client(wallet=3)
     yes, _ = tokens(venue.market())
     order = client.create_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))
     status, text = rejection(lambda: client.post_order(replace(order, signature=order.signature[:2 + 130])))
@@ -183,11 +144,11 @@ def test_the_deposit_wallet_flow_refuses_a_new_accounts_eoa_order_and_accepts_it
         strict_venue: Venue) -> None:
     key = Account.create().key.hex()
     yes, _ = tokens(strict_venue.market())
-    eoa = wallet_client(strict_venue, 0, key=key)
+    eoa = strict_venue.client(key, funded=True)
     status, text = rejection(lambda: eoa.create_and_post_order(OrderArgsV2(token_id=yes, price=0.02, size=10,
                                                                            side="BUY")))
     assert (status, text) == (400, USE_DEPOSIT_WALLET)
-    deposit = wallet_client(strict_venue, 3, key=key)
+    deposit = strict_venue.client(key, funded=True, wallet=3)
     placed = deposit.create_and_post_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))
     assert placed["status"] == "live"
 

@@ -1,10 +1,11 @@
-"""The local venue's WebSocket channels through a real WebSocket client."""
+"""The local venue's WebSocket channels through a real WebSocket client, in depth: a book rebuilt from the market
+channel alone, subscriptions changed on the fly, refused credentials, and every frame against our wire schema. The
+channels as a py-clob-client-v2 user meets them are in test_venue_py_clob_client."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from py_clob_client_v2.clob_types import OrderArgsV2, OrderPayload
 from websockets.sync.client import ClientConnection, connect
 
-from .venue_harness import Venue, tokens
+from .venue_harness import Venue, frames, tokens, until
 
 
 @pytest.fixture(scope="module")
@@ -22,36 +23,6 @@ def venue(tmp_path_factory) -> Iterator[Venue]:
     venue = Venue(Path(os.path.realpath(tmp_path_factory.mktemp("venue"))) / "s", 5)
     yield venue
     venue.stop()
-
-
-def frames(ws: ClientConnection, timeout: float = 2.0) -> Iterator[object]:
-    """Every message until ``timeout`` passes with nothing new: frames may be one object or an array."""
-    while True:
-        try:
-            raw = ws.recv(timeout=timeout)
-        except TimeoutError:
-            return
-        if raw in ("PONG", "NO NEW ASSETS", "INVALID OPERATION"):
-            yield raw
-            continue
-        data = json.loads(raw)
-        yield from data if isinstance(data, list) else [data]
-
-
-def until(ws: ClientConnection, predicate, timeout: float = 10.0) -> list:
-    """Messages up to and including the first that satisfies ``predicate``; fails after ``timeout``."""
-    seen, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            raw = ws.recv(timeout=max(0.01, deadline - time.monotonic()))
-        except TimeoutError:
-            break
-        data = raw if raw in ("PONG", "NO NEW ASSETS", "INVALID OPERATION") else json.loads(raw)
-        for msg in data if isinstance(data, list) else [data]:
-            seen.append(msg)
-            if predicate(msg):
-                return seen
-    raise AssertionError(f"no matching message within {timeout}s; saw {seen[-5:]}")
 
 
 class LocalBook:
@@ -153,37 +124,6 @@ def test_unsubscribed_assets_go_quiet_and_a_new_subscription_gets_its_book(venue
         client.create_and_post_order(OrderArgsV2(token_id=yes2, price=0.02, size=5, side="BUY"))
         change = until(ws, lambda m: m.get("event_type") == "price_change")[-1]
         assert {c["asset_id"] for c in change["price_changes"]} == {yes2}
-
-
-def test_the_user_channel_reports_the_accounts_own_orders_and_trades_through_confirmation(venue: Venue) -> None:
-    maker, taker, stranger = venue.client(), venue.client(), venue.client()
-    yes, no = tokens(venue.market())
-    with connect(venue.user_ws) as ws:
-        creds = maker.creds
-        ws.send(json.dumps({"type": "user", "auth": {"apiKey": creds.api_key, "secret": creds.api_secret,
-                                                     "passphrase": creds.api_passphrase}, "markets": []}))
-        ws.send("PING")
-        until(ws, lambda m: m == "PONG")
-        stranger.create_and_post_order(OrderArgsV2(token_id=yes, price=0.03, size=5, side="BUY"))
-        bid = max(Decimal(b["price"]) for b in httpx.get(f"{venue.clob}/book", params={"token_id": yes}).json()["bids"])
-        best_bid = bid + Decimal("0.01")  # the maker's order is the best bid, so the taker meets it first
-        placed = maker.create_and_post_order(OrderArgsV2(token_id=yes, price=float(best_bid), size=10, side="BUY"))
-        placement = until(ws, lambda m: m.get("event_type") == "order")[-1]
-        assert (placement["type"], placement["id"], placement["owner"]) == ("PLACEMENT", placed["orderID"],
-                                                                             creds.api_key)
-        taker.create_and_post_order(OrderArgsV2(token_id=no, price=float(1 - best_bid), size=5, side="BUY"))
-        seen = until(ws, lambda m: m.get("event_type") == "trade" and m["status"] == "CONFIRMED")
-        statuses = [m["status"] for m in seen if m.get("event_type") == "trade"]
-        assert statuses == ["MATCHED", "MINED", "CONFIRMED"]
-        trade = seen[-1]
-        assert (trade["trader_side"], trade["maker_orders"][0]["order_id"]) == ("MAKER", placed["orderID"])
-        update = next(m for m in seen if m.get("type") == "UPDATE")
-        assert Decimal(update["size_matched"]) == 5
-        maker.cancel_order(OrderPayload(orderID=placed["orderID"]))
-        cancel = until(ws, lambda m: m.get("event_type") == "order")[-1]
-        assert (cancel["type"], cancel["id"]) == ("CANCELLATION", placed["orderID"])
-        # Nothing of the stranger's order reached this account.
-        assert all(m.get("owner") in (None, creds.api_key) for m in seen if isinstance(m, dict))
 
 
 def test_a_user_subscription_with_wrong_credentials_is_closed(venue: Venue) -> None:
