@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from decimal import Decimal
 
 from starlette.applications import Starlette
@@ -341,8 +342,8 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         return JSONResponse({"neg_risk": engine.market_of(token_param(request)).neg_risk})
 
     async def fee_rate(request):
-        token_param(request)
-        return JSONResponse({"base_fee": 0})
+        # The taker rate in basis points, as /markets' taker_base_fee; only version-1 orders carry it.
+        return JSONResponse({"base_fee": int(engine.market_of(token_param(request)).fee_rate * 10_000)})
 
     async def rebates(request):
         day, maker = request.query_params.get("date", ""), request.query_params.get("maker_address", "")
@@ -365,10 +366,10 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         return JSONResponse(clob_market_info(_market(request.path_params["condition_id"])))
 
     async def one_market(request):
-        return JSONResponse(clob_market(_market(request.path_params["condition_id"])))
+        return JSONResponse(clob_market(engine, _market(request.path_params["condition_id"])))
 
     async def markets(request):
-        items = [clob_market(m) for m in engine.markets.values()]
+        items = [clob_market(engine, m) for m in engine.markets.values()]
         chunk, nxt = _page(items, request.query_params.get("next_cursor"), state.page_size)
         return JSONResponse({"limit": state.page_size, "count": len(chunk), "next_cursor": nxt, "data": chunk})
 
@@ -381,13 +382,13 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
     # "Sampling" markets are the ones whose books are sampled for liquidity rewards: here, every market open
     # for orders (the venue runs no reward programs, so no market is singled out).
     async def sampling_markets(request):
-        return market_page(request, clob_market, True)
+        return market_page(request, partial(clob_market, engine), True)
 
     async def simplified_markets(request):
-        return market_page(request, simplified_market, False)
+        return market_page(request, partial(simplified_market, engine), False)
 
     async def sampling_simplified_markets(request):
-        return market_page(request, simplified_market, True)
+        return market_page(request, partial(simplified_market, engine), True)
 
     async def prices_history(request):
         q = request.query_params
@@ -457,6 +458,14 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         if not (address.startswith("0x") and len(address) == 42):
             raise VenueError("give the wallet's address as address (0x and 40 hex digits)")
         return JSONResponse({"deployed": address.lower() in engine.accounts})
+
+    async def delete_api_key(request):
+        # Revokes the key the request is signed with; its (address, nonce) can then be given a key again.
+        creds = l2(request, b"")
+        state.credentials.pop(creds.api_key, None)
+        state.heartbeat_ids.pop(creds.api_key, None)
+        state.created.discard((creds.address.lower(), creds.nonce))
+        return JSONResponse("OK")  # the unified SDK's delete_api_key accepts exactly this
 
     async def api_keys(request):
         creds = l2(request, b"")
@@ -736,7 +745,7 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         Route("/rewards/user/total", rewards_user_total),
         Route("/rewards/user/percentages", rewards_user_percentages),
         Route("/auth/api-key", create_api_key, methods=["POST"]),
-        Route("/auth/derive-api-key", derive_api_key),
+        Route("/auth/api-key", delete_api_key, methods=["DELETE"]), Route("/auth/derive-api-key", derive_api_key),
         Route("/auth/api-keys", api_keys), Route("/auth/ban-status/closed-only", closed_only),
         Route("/deployed", deployed),
         Route("/order", post_order, methods=["POST"]), Route("/order", cancel_order, methods=["DELETE"]),

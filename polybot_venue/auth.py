@@ -96,6 +96,7 @@ class ApiCredentials:
     secret: str
     passphrase: str
     address: str
+    nonce: int = 0  # the L1 nonce it was created for
 
 
 def derive_credentials(venue_secret: bytes, address: str, nonce: int) -> ApiCredentials:
@@ -109,6 +110,7 @@ def derive_credentials(venue_secret: bytes, address: str, nonce: int) -> ApiCred
         secret=base64.urlsafe_b64encode(material("secret")).decode(),
         passphrase=material("passphrase").hex(),
         address=to_checksum_address(address),
+        nonce=nonce,
     )
 
 

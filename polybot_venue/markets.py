@@ -198,15 +198,24 @@ def _event_stub(event: Event) -> dict:
             "negRiskAugmented": False, "enableOrderBook": True, "negRiskMarketID": event.neg_risk_market_id}
 
 
+def outcome_prices(engine: Engine, market: Market) -> list[Decimal]:
+    """Each outcome's price as Gamma's ``outcomePrices`` and the CLOB's token ``price`` give it: the YES book's
+    midpoint (0.5 each while a side is empty), and 1 and 0 once the market has resolved."""
+    if market.winner:
+        return [ONE if t == market.winner else Decimal(0) for t in market.tokens]
+    bid, ask = engine.best(market.tokens[0])
+    if bid is None or ask is None:
+        return [Decimal("0.5"), Decimal("0.5")]
+    mid = (bid + ask) / 2
+    return [mid, ONE - mid]
+
+
 def gamma_market(engine: Engine, market: Market, events: dict[str, Event]) -> dict:
     """A market as Gamma writes it: camelCase, lists as JSON-encoded strings."""
     yes = market.tokens[0]
     bid, ask = engine.best(yes)
     last = engine.last_trade.get(yes)
-    mid = (bid + ask) / 2 if bid is not None and ask is not None else None
-    prices = [mid, ONE - mid] if mid is not None else [Decimal("0.5"), Decimal("0.5")]
-    if market.winner:
-        prices = [ONE if t == market.winner else Decimal(0) for t in market.tokens]
+    prices = outcome_prices(engine, market)
     event = events.get(market.event_id)
     bids, asks = engine.book_levels(yes)
     out = {
@@ -259,7 +268,7 @@ def gamma_event(engine: Engine, event: Event, events: dict[str, Event]) -> dict:
             "markets": [gamma_market(engine, m, events) for m in event.markets]}
 
 
-def clob_market(market: Market) -> dict:
+def clob_market(engine: Engine, market: Market) -> dict:
     """A market as the CLOB's /markets writes it."""
     return {
         "enable_order_book": True, "active": market.active, "closed": market.closed, "archived": False,
@@ -273,14 +282,14 @@ def clob_market(market: Market) -> dict:
         "neg_risk_request_id": _question_id(market) if market.neg_risk else "", "is_50_50_outcome": False,
         "tags": ["Local venue"],
         "rewards": {"rates": None, "min_size": 0, "max_spread": 0},  # no liquidity reward program here
-        "tokens": [{"token_id": t, "outcome": o, "price": 0.5, "winner": t == market.winner}
-                   for t, o in zip(market.tokens, market.outcomes)],
+        "tokens": [{"token_id": t, "outcome": o, "price": float(p), "winner": t == market.winner}
+                   for t, o, p in zip(market.tokens, market.outcomes, outcome_prices(engine, market))],
     }
 
 
-def simplified_market(market: Market) -> dict:
+def simplified_market(engine: Engine, market: Market) -> dict:
     """A market as the CLOB's /simplified-markets writes it: the tradable essentials only."""
-    full = clob_market(market)
+    full = clob_market(engine, market)
     return {"condition_id": market.condition_id, "tokens": full["tokens"], "rewards": full["rewards"],
             "active": market.active, "closed": market.closed, "archived": False,
             "accepting_orders": market.accepting_orders}

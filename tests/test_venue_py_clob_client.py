@@ -105,6 +105,13 @@ def test_a_new_account_creates_one_key_per_nonce_derives_it_after_and_is_refused
     assert second not in (created, None) and client.derive_api_key(nonce=1) == second
     client.set_api_creds(created)
     assert client.get_api_keys() == {"apiKeys": [created.api_key, second.api_key]}
+    assert client.delete_api_key() == "OK"
+    gone = refusal(client.get_api_keys)  # the deleted key signs no more requests
+    assert gone.status_code == 401
+    client.set_api_creds(second)
+    assert client.get_api_keys() == {"apiKeys": [second.api_key]}
+    assert refusal(client.derive_api_key).error_msg == {"error": "Could not derive api key!"}
+    assert client.create_api_key() == created  # its nonce is free again
 
 
 def test_the_ready_made_account_derives_the_key_the_venue_printed_and_cannot_create_another(venue: Venue) -> None:
@@ -127,6 +134,8 @@ def test_a_market_found_on_gamma_is_the_same_market_on_the_clob(venue: Venue) ->
     market = client.get_market(found["conditionId"])
     assert [(t["token_id"], t["outcome"]) for t in market["tokens"]] == [(yes, "Yes"), (no, "No")]
     assert json.loads(found["outcomes"]) == ["Yes", "No"]
+    assert [t["price"] for t in market["tokens"]] == [float(p) for p in json.loads(found["outcomePrices"])]
+    assert {t["price"] for t in market["tokens"]} != {0.5}  # the book's midpoint, not a placeholder
     assert (market["question"], market["market_slug"], market["neg_risk"], market["minimum_tick_size"],
             market["minimum_order_size"], market["accepting_orders"]) == (
         found["question"], found["slug"], found["negRisk"], found["orderPriceMinTickSize"], found["orderMinSize"],
@@ -136,6 +145,7 @@ def test_a_market_found_on_gamma_is_the_same_market_on_the_clob(venue: Venue) ->
     assert info["fd"] == {"r": schedule["rate"], "e": schedule["exponent"], "to": schedule["takerOnly"]}
     assert (client.get_tick_size(yes), client.get_neg_risk(yes), client.get_fee_exponent(no)) == (
         "0.01", False, schedule["exponent"])
+    assert client.get_fee_rate_bps(yes) == market["taker_base_fee"] == round(schedule["rate"] * 10_000) > 0
 
 
 def walk(fetch) -> list[dict]:
