@@ -768,7 +768,13 @@ def gamma_app(state: VenueState) -> Starlette:
             raise VenueError("limit and offset must be integers") from None
         return items[offset: offset + limit]
 
-    def matching_markets(request: Request) -> list:
+    # The keyset listings, unasked, list protocol-v1 (CTF) markets and events only: "omitting version uses the
+    # current server default of CTF markets (v1)" (polymarket-client clients/public.py list_markets, list_events).
+    # Whether the offset listings do the same is not on record; here they list every version.
+    def versions(request: Request, default: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(request.query_params.getlist("version")) or default
+
+    def matching_markets(request: Request, default_versions: tuple[str, ...] = ("v1", "v2")) -> list:
         q = request.query_params
         found = list(engine.markets.values())
         for key, attr in (("active", "active"), ("closed", "closed")):
@@ -781,18 +787,18 @@ def gamma_app(state: VenueState) -> Starlette:
         if q.get("clob_token_ids"):
             wanted = set(q.getlist("clob_token_ids"))
             found = [m for m in found if wanted & set(m.tokens)]
-        if q.get("version"):
-            found = [m for m in found if m.protocol in q.getlist("version")]
-        return found
+        protocols = versions(request, default_versions)
+        return [m for m in found if m.protocol in protocols]
 
-    def matching_events(request: Request) -> list:
+    def matching_events(request: Request, default_versions: tuple[str, ...] = ("v1", "v2")) -> list:
         q = request.query_params
         found = list(state.events.values())
         if (want := flag(q.get("closed"))) is not None:
             found = [e for e in found if all(m.closed for m in e.markets) == want]
         if q.get("slug"):
             found = [e for e in found if e.slug in q.getlist("slug")]
-        return found
+        protocols = versions(request, default_versions)
+        return [e for e in found if e.protocol in protocols]
 
     def keyset(request: Request, items: list, key: Callable, render: Callable, name: str) -> Response:
         """A keyset page: the items after ``after_cursor`` in order of their numeric id; the last page has no
@@ -830,14 +836,14 @@ def gamma_app(state: VenueState) -> Starlette:
         return page_of(request, rendered)
 
     async def markets_keyset(request: Request) -> Response:
-        return keyset(request, matching_markets(request), lambda m: m.market_id,
+        return keyset(request, matching_markets(request, ("v1",)), lambda m: m.market_id,
                       lambda m: gamma_market(engine, m, state.events), "markets")
 
     async def events(request: Request) -> Response:
         return page_of(request, [gamma_event(engine, e, state.events) for e in matching_events(request)])
 
     async def events_keyset(request: Request) -> Response:
-        return keyset(request, matching_events(request), lambda e: e.id,
+        return keyset(request, matching_events(request, ("v1",)), lambda e: e.id,
                       lambda e: gamma_event(engine, e, state.events), "events")
 
     async def one_market(request: Request) -> Response:

@@ -42,6 +42,7 @@ class VenueOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     events: int = 3  # multi-outcome neg-risk events
     outcomes: int = 4  # markets per event
     v2_markets: int = 3  # protocol-v2 binary markets (Gamma version "v2"): position ids, orders for exchange V3
+    v2_events: int = 1  # protocol-v2 neg-risk events of ``outcomes`` markets: module-2 position ids, exchange V3
     chain_id: int = 137
     page_size: int = 100  # items per page of /data/orders, /data/trades, /markets
     starting_collateral: int = 10_000  # pUSD a funded account is credited with
@@ -85,7 +86,7 @@ class LocalVenue:
         clock = clock or (lambda: time.time_ns() // 1_000_000)
         self.options = options
         universe = generate(options.seed, options.markets, options.events, options.outcomes, now_ms=clock(),
-                            v2=options.v2_markets)
+                            v2=options.v2_markets, v2_events=options.v2_events)
         engine = Engine(universe.markets, clock, heartbeat_timeout_ms=options.heartbeat_timeout_ms,
                         exchanges=(auth.EXCHANGE_V2[options.chain_id], auth.NEG_RISK_EXCHANGE_V2[options.chain_id],
                                    auth.EXCHANGE_V3[options.chain_id]))

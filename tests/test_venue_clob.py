@@ -233,8 +233,9 @@ def test_orders_are_canceled_when_the_accounts_heartbeats_stop(tmp_path) -> None
 def test_gamma_filters_orders_and_pages_markets_and_events(venue: Venue) -> None:
     gamma = venue.gamma
     everything = httpx.get(f"{gamma}/markets", params={"limit": 500}).json()
-    assert len(everything) == 20 + 3 * 4 + 3  # binary, neg-risk members, protocol-v2
-    pages = [httpx.get(f"{gamma}/markets", params={"limit": 7, "offset": o}).json() for o in range(0, 35, 7)]
+    # binary, neg-risk members, protocol-v2 binary, protocol-v2 neg-risk members
+    assert len(everything) == 20 + 3 * 4 + 3 + 1 * 4
+    pages = [httpx.get(f"{gamma}/markets", params={"limit": 7, "offset": o}).json() for o in range(0, 42, 7)]
     assert [m["id"] for page in pages for m in page] == [m["id"] for m in everything]
     one = everything[5]
     assert [m["id"] for m in httpx.get(f"{gamma}/markets", params={"slug": one["slug"]}).json()] == [one["id"]]
@@ -248,5 +249,6 @@ def test_gamma_filters_orders_and_pages_markets_and_events(venue: Venue) -> None
     assert httpx.get(f"{gamma}/markets", params={"closed": "true"}).json() == []
     assert httpx.get(f"{gamma}/markets", params={"order": "nonsense"}).status_code == 400
     events = httpx.get(f"{gamma}/events").json()
-    assert len(events) == 3 and all(len(e["markets"]) == 4 and e["negRisk"] for e in events)
+    assert len(events) == 4 and all(len(e["markets"]) == 4 and e["negRisk"] for e in events)
+    assert [e["version"] for e in events] == ["v1", "v1", "v1", "v2"]
     assert httpx.get(f"{gamma}/markets/{one['id']}").json()["conditionId"] == one["conditionId"]

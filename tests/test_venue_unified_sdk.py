@@ -176,9 +176,17 @@ def test_the_unified_sdk_lists_quotes_trades_cancels_heartbeats_hits_typed_error
         return httpx.get(f"{venue.clob}/deployed", params={"address": wallet, "type": "WALLET"}).json()["deployed"]
     assert deployed(taker_wallet) and not deployed(deposit_wallet_beacon(Account.create().address))
 
-    # It lists every open market through Gamma keyset pages (7 a page).
+    # It lists every open market through Gamma keyset pages (7 a page): protocol v1 unless it asks for v2, whose
+    # markets and neg-risk events it reads with their position ids and on-chain event ids.
     gamma = httpx.get(f"{venue.gamma}/markets", params={"limit": 500}).json()
-    assert sorted(r["listed"]) == sorted(m["conditionId"] for m in gamma if not m["closed"])
+    open_markets = {version: sorted(m["conditionId"] for m in gamma if not m["closed"] and m["version"] == version)
+                    for version in ("v1", "v2")}
+    assert (sorted(r["listed"]), sorted(r["listed_v2"])) == (open_markets["v1"], open_markets["v2"])
+    (event,) = r["events_v2"]
+    served = httpx.get(f"{venue.gamma}/events", params={"version": "v2"}).json()[0]
+    assert (event["id"], event["version"], event["neg_risk"]) == (served["id"], "v2", True)
+    assert event["members"] == [[tokens(m)[0], served["negRiskMarketID"], served["negRiskMarketID"]]
+                                for m in served["markets"]]
 
     # It reads a book as the venue serves it.
     book, market = r["book"], markets["book"]
