@@ -24,6 +24,7 @@ from websockets.sync.client import connect
 
 from services.venues.polymarket import schema
 
+from .test_venue_clob import rejection
 from .test_venue_ws import frames, until
 from .venue_harness import Venue, tokens
 
@@ -84,11 +85,13 @@ def test_prices_history_reflects_the_trades_made_in_the_test(venue: Venue) -> No
     assert answer.status_code == 400 and "interval" in answer.json()["error"]
 
 
-def test_notifications_are_an_empty_list_and_dropping_them_succeeds(venue: Venue) -> None:
+def test_notifications_are_an_empty_list_and_dropping_them_answers_ok_and_needs_their_ids(venue: Venue) -> None:
     client = venue.client()
     assert client.get_notifications() == []
+    # The CLOB OpenAPI: DELETE /notifications?ids=1,2,3 answers the JSON string "OK"; ids are required integers.
     assert client.drop_notifications(DropNotificationParams(ids=["1", "2"])) == "OK"
-    assert client.drop_notifications() == "OK"
+    assert rejection(client.drop_notifications) == (400, "Invalid ids")
+    assert rejection(lambda: client.drop_notifications(DropNotificationParams(ids=["1", "x"]))) == (400, "Invalid ids")
 
 
 def test_orders_are_never_scored_because_the_venue_runs_no_reward_programs(venue: Venue) -> None:

@@ -68,13 +68,14 @@ def _sdk_python() -> Path:
     return folder / "bin" / "python"
 
 
-def _run_flow(python: Path, venue: Venue, env: dict[str, str]) -> dict:
-    """Run flow.py, carry out the admin calls it asks for, and return its result; fail past FLOW_TIMEOUT_S."""
+def _run_flow(python: Path, venue: Venue, env: dict[str, str], script: str = "flow.py") -> dict:
+    """Run ``script`` (flow.py), carry out the admin calls it asks for, and return its result; fail past
+    FLOW_TIMEOUT_S."""
     env = child_env(**env)
     env.pop("PYTHONPATH")  # the flow sees the SDK's environment only, none of our packages
     deadline = time.monotonic() + FLOW_TIMEOUT_S
     with tempfile.TemporaryFile("w+") as stderr:
-        proc = subprocess.Popen([str(python), "-I", str(FLOW / "flow.py")], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([str(python), "-I", str(FLOW / script)], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=FLOW)
         lines: queue.Queue[str | None] = queue.Queue()
 
@@ -105,7 +106,7 @@ def _run_flow(python: Path, venue: Venue, env: dict[str, str]) -> dict:
             reader.join(5)
         stderr.seek(0)
         assert code == 0 and result is not None, (
-            f"flow.py exited {code}\nstdout: {''.join(seen)[-4000:]}\nstderr: {stderr.read()[-4000:]}")
+            f"{script} exited {code}\nstdout: {''.join(seen)[-4000:]}\nstderr: {stderr.read()[-4000:]}")
     return result
 
 
