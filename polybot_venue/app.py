@@ -24,6 +24,9 @@ END_CURSOR = "LTE="  # base64("-1"): the last page
 # The real venue's texts (py-clob-client-v2 issues #49, #58, #53, #76; WALLETS.md §4).
 _NOT_THE_KEYS_SIGNER = "the order signer address has to be the address of the API KEY"
 _USE_DEPOSIT_WALLET = "maker address not allowed, please use the deposit wallet flow"
+# A signature that does not verify, as the V2 venue words it: 400 {"error": "invalid signature"} (rs-clob-client-v2
+# #21 and py-clob-client-v2 #32, both on the V2 venue after the 2026-04-28 cutover; WALLETS.md "Unconfirmed / open").
+INVALID_SIGNATURE = "invalid signature"
 # An order signed for the other exchange version (V2 vs V3): the clients look for this text and refetch /version
 # (py-clob-client-v2 constants.py ORDER_VERSION_MISMATCH_ERROR; WALLETS.md §3).
 ORDER_VERSION_MISMATCH = "order_version_mismatch"
@@ -49,6 +52,7 @@ class VenueState:
     deposit_wallet_flow: bool = False  # new accounts may not make orders from their EOA (type 0), as on the real venue
     grandfathered: set[str] = field(default_factory=set)  # owners (lower-case) exempt from deposit_wallet_flow
     deposit_wallets: dict[str, str] = field(default_factory=dict)  # owner lower-case -> the deposit wallet it used
+    session_keys: wallets.SessionKeys = field(default_factory=wallets.SessionKeys)  # signers wallets authorised
 
     def register(self, address: str, nonce: int) -> auth.ApiCredentials:
         creds = auth.derive_credentials(self.secret, address, nonce)
@@ -70,11 +74,16 @@ def _error(message: str, status: int = 400) -> JSONResponse:
 
 
 class Refusal(Exception):
-    """A refusal whose body or headers are more than ``{"error": ...}``."""
+    """A refusal whose body or headers are more than ``{"error": ...}``: a JSON object, or text sent as text/plain."""
 
-    def __init__(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, body: dict | str, headers: dict[str, str] | None = None) -> None:
         super().__init__(body)
         self.status, self.body, self.headers = status, body, headers or {}
+
+    def response(self) -> Response:
+        if isinstance(self.body, str):
+            return PlainTextResponse(self.body, status_code=self.status, headers=self.headers)
+        return JSONResponse(self.body, status_code=self.status, headers=self.headers)
 
 
 # What each rate-limited CLOB request draws on: (method, path) -> bucket; the rest draw on "general" per IP.
@@ -246,7 +255,7 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
             except VenueError as exc:
                 response = _error(exc.message, exc.status)
             except Refusal as exc:
-                response = JSONResponse(exc.body, status_code=exc.status, headers=exc.headers)
+                response = exc.response()
             # Every answer says where the caller stands (py-sdk rate_limit.py reads these).
             response.headers["Poly-RateLimit-Remaining"] = _number(charge.remaining)
             response.headers["Poly-RateLimit-Reset"] = _number(round(charge.reset_s, 3))
@@ -259,11 +268,13 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         post-only in the window after (503, code post_only_mode); ``placing`` None is a cancel."""
         now = engine.clock()
         phase = state.restart.phase(now)
-        retry = {"Retry-After": str(state.restart.seconds_left(now))}
+        seconds_left = state.restart.seconds_left(now)
+        retry = {"Retry-After": str(seconds_left)}
         if phase == "down":
-            raise Refusal(425, {"error": operations.RESTARTING}, retry)
+            raise Refusal(425, operations.RESTARTING, retry)
         if phase == "post_only" and placing is not None and not all(p.get("postOnly") is True for p in placing):
-            raise Refusal(503, {"error": operations.POST_ONLY, "code": operations.POST_ONLY_CODE}, retry)
+            raise Refusal(503, {"error": operations.POST_ONLY, "code": operations.POST_ONLY_CODE,
+                                "retry_after_seconds": seconds_left}, retry)
 
     # ------------------------------------------------------------ public
 
@@ -474,31 +485,45 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
 
     # ------------------------------------------------------------ orders
 
-    def authorise(creds: auth.ApiCredentials, signed: auth.SignedOrder, order_id: str, market: Market) -> None:
-        """Refuse an order its API key's owner may not make: the exchange's signature rules for each wallet type
-        (WALLETS.md §4), with the API key's address as the owner EOA, under the domain of the exchange that
+    def authorise(creds: auth.ApiCredentials, signed: auth.SignedOrder, market: Market) -> None:
+        """Refuse an order its API key's holder may not make: the exchange's signature rules for each wallet type
+        (WALLETS.md §4), with the API key's address as the EOA that signed, under the domain of the exchange that
         settles the market (V3 for protocol-v2 positions, else V2 or neg-risk V2)."""
-        invalid = f"order {order_id} is invalid. Signature is invalid"
-        kind, owner = signed.signatureType, creds.address
+        kind, holder = signed.signatureType, creds.address
         neg_risk, version = market.neg_risk, market.exchange_version
         other = 2 if version == 3 else 3  # the exchange a client that guessed the version wrong signed for
         if kind == wallets.POLY_1271:
-            # Maker and signer are both the deposit wallet; the key's owner must be the one it belongs to.
-            if signed.signer != signed.maker:
-                raise VenueError(invalid)
-            if not wallets.is_wallet_of(owner, signed.signer, kind, state.chain_id):
+            # Maker and signer are both the deposit wallet. Its owner signs, or a session signer the wallet has
+            # authorised, inside its envelope; either way the one who signed holds the API key.
+            wallet, now_s = signed.maker, engine.clock() / 1000
+            if signed.signer != wallet:
+                raise VenueError(INVALID_SIGNATURE)
+            try:
+                session = auth.session_signature(signed.signature)
+            except ValueError:
+                raise VenueError(INVALID_SIGNATURE) from None
+            if session is None:
+                if not wallets.is_wallet_of(holder, wallet, kind, state.chain_id):
+                    # A session signer must sign inside its envelope: bare, the wallet reads it as its owner's.
+                    authorised = state.session_keys.allows(wallet, holder, wallets.CLOB_SCOPE, now_s)
+                    raise VenueError(INVALID_SIGNATURE if authorised else _NOT_THE_KEYS_SIGNER)
+                inner = signed.signature
+            elif session.signer != holder or not state.session_keys.allows(wallet, holder, wallets.CLOB_SCOPE, now_s):
                 raise VenueError(_NOT_THE_KEYS_SIGNER)
+            else:
+                inner = session.inner
 
             def recovered(v: int) -> str:
                 try:
-                    return auth.recover_deposit_wallet_owner(signed, state.chain_id, neg_risk, v)
+                    return auth.recover_deposit_wallet_owner(signed, state.chain_id, neg_risk, v, signature=inner)
                 except ValueError:
                     return ""
-            if recovered(version) != owner:
-                raise VenueError(ORDER_VERSION_MISMATCH if recovered(other) == owner else invalid)
-            state.deposit_wallets[owner.lower()] = signed.maker
+            if recovered(version) != holder:
+                raise VenueError(ORDER_VERSION_MISMATCH if recovered(other) == holder else INVALID_SIGNATURE)
+            if session is None:
+                state.deposit_wallets[holder.lower()] = wallet
         else:
-            if signed.signer != owner:
+            if signed.signer != holder:
                 raise VenueError(_NOT_THE_KEYS_SIGNER)
 
             def recovered(v: int) -> str:
@@ -510,13 +535,14 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
             if signer != signed.signer and recovered(other) == signed.signer:
                 raise VenueError(ORDER_VERSION_MISMATCH)
             if signer != signed.signer or not wallets.is_wallet_of(signer, signed.maker, kind, state.chain_id):
-                raise VenueError(invalid)
-            if kind == wallets.EOA and state.deposit_wallet_flow and owner.lower() not in state.grandfathered:
+                raise VenueError(INVALID_SIGNATURE)
+            if kind == wallets.EOA and state.deposit_wallet_flow and holder.lower() not in state.grandfathered:
                 raise VenueError(_USE_DEPOSIT_WALLET)
 
     def funder(owner: str, kind: int) -> str:
         """The wallet of ``kind`` that the owner trades through: for a deposit wallet the one its orders used, else
-        the one that holds anything (an existing owner's UUPS wallet), else the one a new owner gets (beacon)."""
+        the one it signs for as a session signer, else the one that holds anything (an existing owner's UUPS
+        wallet), else the one a new owner gets (beacon)."""
         if kind == wallets.EOA:
             return owner
         if kind == wallets.POLY_PROXY:
@@ -526,6 +552,8 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         if kind == wallets.POLY_1271:
             if owner.lower() in state.deposit_wallets:
                 return state.deposit_wallets[owner.lower()]
+            if session_wallet := state.session_keys.wallet_of(owner, wallets.CLOB_SCOPE, engine.clock() / 1000):
+                return session_wallet
             candidates = wallets.deposit_wallets(owner, state.chain_id)
             return next((w for w in candidates if w.lower() in engine.accounts), candidates[0])
         raise VenueError("invalid signature_type")
@@ -539,7 +567,7 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
             raise VenueError("the order owner does not match the API key", 400)
         market = engine.market_of(signed.tokenId)
         order_id = auth.order_hash(signed, state.chain_id, market.neg_risk, market.exchange_version)
-        authorise(creds, signed, order_id, market)
+        authorise(creds, signed, market)
         order_type = payload.get("orderType", "GTC")
         if order_type not in ("GTC", "GTD", "FOK", "FAK"):
             raise VenueError(f"invalid order type: {order_type}")
@@ -679,8 +707,35 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         return JSONResponse([])
 
     async def drop_notifications(request):
+        """Mark notifications read: ``ids`` is required, comma-separated notification ids (integers); the answer
+        is the JSON string "OK", a bad list 400 "Invalid ids" (the CLOB OpenAPI, DELETE /notifications)."""
         l2(request, b"")
+        ids = request.query_params.get("ids", "").split(",")
+        if not all(i.isascii() and i.isdigit() for i in ids):  # "".split(",") is [""]: missing ids fail too
+            raise VenueError("Invalid ids")
         return JSONResponse("OK")
+
+    async def session_signers(request):
+        """``GET /v1/user/session-signers``: the signers the caller's deposit wallet has authorised and not yet seen
+        expire, as polymarket-client reads them (``_internal/actions/session_keys.py`` ``_FetchSessionKeysResponse``:
+        ``{"wallet", "signers": [{"address", "scopes", "valid_until"}]}``, unix seconds)."""
+        creds = l2(request, b"")
+        wallet = funder(creds.address, wallets.POLY_1271)
+        keys = state.session_keys.active(wallet, engine.clock() / 1000)
+        return JSONResponse({"wallet": wallet, "signers": [
+            {"address": k.address, "scopes": list(k.scopes), "valid_until": k.valid_until_s} for k in keys]})
+
+    async def rate_limit_tier(request):
+        """``GET /v1/user/rate-limit-tier``: the trading tier of the API key's signer, from the venue's configured
+        limits. No client calls it; the docs page (api-reference/account/get-rate-limit-tier) says it returns the
+        tier, and its response schema was not readable: ``tier`` is the tier's name, the buckets beside it are
+        this venue's own (rate per second and burst, as operations.RateLimits holds them)."""
+        l2(request, b"")
+        limits = state.limiter.limits
+        return JSONResponse({"tier": limits.tier,
+                             "orders": {"rate": limits.orders.rate, "burst": limits.orders.burst},
+                             "cancels": {"rate": limits.cancels.rate, "burst": limits.cancels.burst},
+                             "negative_balance": limits.negative_balance})
 
     async def heartbeat(request):
         raw, payload = await body_json(request)
@@ -756,6 +811,7 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         Route("/data/trades", trades), Route("/data/pre-migration-orders", pre_migration_orders),
         Route("/order-scoring", order_scoring), Route("/orders-scoring", orders_scoring, methods=["POST"]),
         Route("/notifications", notifications), Route("/notifications", drop_notifications, methods=["DELETE"]),
+        Route("/v1/user/session-signers", session_signers), Route("/v1/user/rate-limit-tier", rate_limit_tier),
         Route("/v1/heartbeats", heartbeat, methods=["POST"]), Route("/heartbeats", heartbeat, methods=["POST"]),
         Route("/balance-allowance", balance_allowance), Route("/balance-allowance/update", balance_allowance),
     ]
@@ -777,7 +833,13 @@ def gamma_app(state: VenueState) -> Starlette:
             raise VenueError("limit and offset must be integers") from None
         return items[offset: offset + limit]
 
-    def matching_markets(request: Request) -> list:
+    # The keyset listings, unasked, list protocol-v1 (CTF) markets and events only: "omitting version uses the
+    # current server default of CTF markets (v1)" (polymarket-client clients/public.py list_markets, list_events).
+    # Whether the offset listings do the same is not on record; here they list every version.
+    def versions(request: Request, default: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(request.query_params.getlist("version")) or default
+
+    def matching_markets(request: Request, default_versions: tuple[str, ...] = ("v1", "v2")) -> list:
         q = request.query_params
         found = list(engine.markets.values())
         for key, attr in (("active", "active"), ("closed", "closed")):
@@ -790,18 +852,18 @@ def gamma_app(state: VenueState) -> Starlette:
         if q.get("clob_token_ids"):
             wanted = set(q.getlist("clob_token_ids"))
             found = [m for m in found if wanted & set(m.tokens)]
-        if q.get("version"):
-            found = [m for m in found if m.protocol in q.getlist("version")]
-        return found
+        protocols = versions(request, default_versions)
+        return [m for m in found if m.protocol in protocols]
 
-    def matching_events(request: Request) -> list:
+    def matching_events(request: Request, default_versions: tuple[str, ...] = ("v1", "v2")) -> list:
         q = request.query_params
         found = list(state.events.values())
         if (want := flag(q.get("closed"))) is not None:
             found = [e for e in found if all(m.closed for m in e.markets) == want]
         if q.get("slug"):
             found = [e for e in found if e.slug in q.getlist("slug")]
-        return found
+        protocols = versions(request, default_versions)
+        return [e for e in found if e.protocol in protocols]
 
     def keyset(request: Request, items: list, key: Callable, render: Callable, name: str) -> Response:
         """A keyset page: the items after ``after_cursor`` in order of their numeric id; the last page has no
@@ -839,14 +901,14 @@ def gamma_app(state: VenueState) -> Starlette:
         return page_of(request, rendered)
 
     async def markets_keyset(request: Request) -> Response:
-        return keyset(request, matching_markets(request), lambda m: m.market_id,
+        return keyset(request, matching_markets(request, ("v1",)), lambda m: m.market_id,
                       lambda m: gamma_market(engine, m, state.events), "markets")
 
     async def events(request: Request) -> Response:
         return page_of(request, [gamma_event(engine, e, state.events) for e in matching_events(request)])
 
     async def events_keyset(request: Request) -> Response:
-        return keyset(request, matching_events(request), lambda e: e.id,
+        return keyset(request, matching_events(request, ("v1",)), lambda e: e.id,
                       lambda e: gamma_event(engine, e, state.events), "events")
 
     async def one_market(request: Request) -> Response:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
@@ -72,6 +73,7 @@ _ORDER_TYPE_STRING = ("Order(uint256 salt,address maker,address signer,uint256 t
 _TYPED_DATA_SIGN_TYPEHASH = keccak(
     b"TypedDataSign(Order contents,string name,string version,uint256 chainId,address verifyingContract,bytes32 salt)"
     + _ORDER_TYPE_STRING)
+_SESSION_SIGNER_MAGIC = bytes.fromhex("6492" * 16)  # ends a session signer's envelope (see session_signature)
 _SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
 _SIDES = {"BUY": 0, "SELL": 1}
 _SIGNATURE_TYPES = (0, 1, 2, 3)  # EOA, POLY_PROXY, POLY_GNOSIS_SAFE, POLY_1271
@@ -261,11 +263,45 @@ def recover_order_signer(order: SignedOrder, chain_id: int, neg_risk: bool, vers
         raise ValueError("invalid signature") from None
 
 
-def recover_deposit_wallet_owner(order: SignedOrder, chain_id: int, neg_risk: bool, version: int = 2) -> str:
-    """The checksummed EOA whose key signed a type-3 order's ERC-7739 ``TypedDataSign`` wrapper for the order's
-    wallet; ValueError unless the wrapper is for this very order under this exchange's domain."""
+@dataclass(frozen=True)
+class SessionSignature:
+    """A deposit-wallet signature made by a session signer: the envelope names the signer, ``inner`` is its ERC-7739
+    signature (0x hex), made exactly as the wallet's owner would make one."""
+
+    signer: str  # checksummed
+    inner: str
+
+
+def session_signature(signature: str) -> SessionSignature | None:
+    """The session-signer envelope of a type-3 signature, or None when the signature is the owner's own; ValueError
+    when it ends in the envelope's magic but is malformed.
+
+    polymarket-client ``_internal/wallet.py`` ``wrap_deposit_wallet_session_signer_signature``:
+    ``abi.encode(bytes32 leftpad(signer), bytes32 0, bytes inner) ‖ 0x6492…6492`` (32 bytes of magic). The magic is
+    ERC-6492's, but the layout is not ERC-6492's; Polymarket's ts-sdk review calls it "6492" for want of a name."""
     try:
-        sig = bytes.fromhex(order.signature[2:])
+        raw = bytes.fromhex(signature[2:])
+    except ValueError:
+        raise ValueError("invalid signature") from None
+    if len(raw) < 32 or raw[-32:] != _SESSION_SIGNER_MAGIC:
+        return None
+    try:
+        signer_id, zero, inner = abi_decode(["bytes32", "bytes32", "bytes"], raw[:-32], strict=True)
+    except Exception:  # eth_abi raises several types for short or inconsistent data: all mean a bad envelope
+        raise ValueError("invalid signature") from None
+    if signer_id[:12] != bytes(12) or zero != bytes(32) or abi_encode(
+            ["bytes32", "bytes32", "bytes"], [signer_id, zero, inner]) != raw[:-32]:
+        raise ValueError("invalid signature")  # only the canonical encoding: one envelope, one byte string
+    return SessionSignature(signer=to_checksum_address(signer_id[12:]), inner="0x" + inner.hex())
+
+
+def recover_deposit_wallet_owner(order: SignedOrder, chain_id: int, neg_risk: bool, version: int = 2,
+                                 signature: str | None = None) -> str:
+    """The checksummed EOA whose key signed a type-3 order's ERC-7739 ``TypedDataSign`` wrapper for the order's
+    wallet (``signature``, default the order's own: a session signer's sits inside its envelope); ValueError unless
+    the wrapper is for this very order under this exchange's domain."""
+    try:
+        sig = bytes.fromhex((order.signature if signature is None else signature)[2:])
     except ValueError:
         raise ValueError("invalid signature") from None
     # r ‖ s ‖ v ‖ appDomainSeparator ‖ contentsHash ‖ contents type ‖ uint16 length of the contents type

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--v2-markets", type=int, default=3,
                         help="protocol-v2 binary markets: Gamma version v2, position ids, orders signed for exchange "
                              "V3 (default: 3)")
+    parser.add_argument("--v2-events", type=int, default=1,
+                        help="protocol-v2 neg-risk events (--outcomes markets each): position ids of the neg-risk "
+                             "module, orders signed for exchange V3 (default: 1)")
     parser.add_argument("--page-size", type=int, default=100, help="items per page of paginated lists (default: 100)")
     parser.add_argument("--chain-id", type=int, default=137, choices=(137, 80002),
                         help="chain whose exchange domain orders are signed under (default: 137)")
@@ -60,7 +63,8 @@ def options_from(args: argparse.Namespace) -> VenueOptions:
 
     return VenueOptions(host=args.host, gamma_port=args.gamma_port, clob_port=args.clob_port, ws_port=args.ws_port,
                         seed=args.seed, markets=args.markets, events=args.events, outcomes=args.outcomes,
-                        v2_markets=args.v2_markets, chain_id=args.chain_id, page_size=args.page_size,
+                        v2_markets=args.v2_markets, v2_events=args.v2_events, chain_id=args.chain_id,
+                        page_size=args.page_size,
                         starting_collateral=args.starting_collateral, still=args.still,
                         fund_test_account=args.fund_test_account, fund_new_accounts=args.fund_new_accounts,
                         deposit_wallet_flow=args.deposit_wallet_flow,

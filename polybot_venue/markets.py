@@ -51,12 +51,31 @@ def _token(seed: int, *parts: object) -> str:
     return str(int(hashlib.sha256(":".join(map(str, ("token", seed, *parts))).encode()).hexdigest(), 16))
 
 
+# The modules of protocol-v2 position ids, their top byte (polymarket-client `_internal/protocol.py`; WALLETS.md §3).
+BINARY_MODULE, NEG_RISK_MODULE = 1, 2
+
+
 def _position_market(seed: int, i: int) -> str:
     """A protocol-v2 binary market's 31-byte structural id (62 hex digits): module 1 (binary) in the top byte, and
     zeros where its position ids keep reserved bits 40-103 -- how the unified SDK tells a position id from a token
     id (polymarket-client `_internal/protocol.py`)."""
     h = hashlib.sha256(f"v2-market:{seed}:{i}".encode()).hexdigest()
-    return "01" + h[:36] + "0" * 16 + h[36:44]
+    return f"{BINARY_MODULE:02x}" + h[:36] + "0" * 16 + h[36:44]
+
+
+def _onchain_event_id(seed: int, event: int) -> str:
+    """A protocol-v2 neg-risk event's on-chain id: 32 bytes, module 2 on top, the position ids' reserved bits zero,
+    and the bottom three bytes zero, as polymarket-client's Gamma model requires of `onchainEventId`
+    (models/gamma/market.py): they hold a member's index (two bytes) and an outcome (one) in its position ids."""
+    h = hashlib.sha256(f"v2-neg-risk:{seed}:{event}".encode()).hexdigest()
+    return f"0x{NEG_RISK_MODULE:02x}" + h[:36] + "0" * 16 + h[36:40] + "000000"
+
+
+def _neg_risk_position_market(onchain_event_id: str, member: int) -> str:
+    """A neg-risk member's 31-byte structural id: its event's on-chain id with the member's index in the two bytes
+    above the outcome byte (numbered from 1 here, so no member's condition id is the event's own id; the real
+    numbering is not on record)."""
+    return onchain_event_id[2:-6] + f"{member + 1:04x}"
 
 
 def is_v2_position_id(asset_id: str) -> bool:
@@ -73,6 +92,7 @@ class Event:
     neg_risk_market_id: str
     description: str = ""
     start_ms: int = 0
+    protocol: str = "v1"  # Gamma's `version`: a "v2" event's markets are protocol-v2 neg-risk members
 
 
 @dataclass
@@ -90,8 +110,9 @@ def schedule(market: Market, category: str) -> Market:
 
 
 def generate(seed: int, binary: int = 20, events: int = 3, outcomes: int = 4, now_ms: int | None = None,
-             v2: int = 0) -> Universe:
-    """The same seed gives the same markets, ids and prices; ``v2`` protocol-v2 binary markets come last."""
+             v2: int = 0, v2_events: int = 0) -> Universe:
+    """The same seed gives the same markets, ids and prices; ``v2`` protocol-v2 binary markets, then ``v2_events``
+    protocol-v2 neg-risk events of ``outcomes`` markets each, come last."""
     rng = random.Random(seed)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     markets, evs, fair = [], [], {}
@@ -141,10 +162,35 @@ def generate(seed: int, binary: int = 20, events: int = 3, outcomes: int = 4, no
             condition_id="0x" + structural + "00", question=f"Will {subject} (v2 #{k + 1})?",
             slug=f"{subject.lower().replace(' ', '-').replace('$', '').replace('%', 'pct')}-v2-{k + 1}",
             tokens=(str(int(structural + "00", 16)), str(int(structural + "01", 16))), tick=tick,
-            end_ms=now_ms + rng.randint(2, 120) * 86_400_000, market_id=str(700_000 + k), start_ms=now_ms,
+            end_ms=now_ms + rng.randint(2, 120) * 86_400_000, market_id=str(800_000 + k), start_ms=now_ms,
             description=f"Resolves Yes if {subject}. Local venue protocol-v2 market, seed {seed}.", protocol="v2")
         markets.append(schedule(market, category))
         fair[market.condition_id] = (Decimal(rng.randint(10, 90)) / 100).quantize(tick)
+    for e in range(v2_events):
+        # A neg-risk event on protocol v2: each member's outcomes are position ids of the neg-risk module, signed for
+        # exchange V3 like any protocol-v2 position (there is no neg-risk V3 exchange). Gamma ties the members
+        # together by the event's on-chain id (`onchainEventId`, also given as negRiskMarketID here).
+        onchain_id = _onchain_event_id(seed, e)
+        names = CANDIDATES[:outcomes]
+        weights = [rng.random() + 0.2 for _ in names]
+        members = []
+        for j, name in enumerate(names):
+            structural = _neg_risk_position_market(onchain_id, j)
+            market = Market(
+                condition_id="0x" + structural + "00", question=f"Will {name} win v2 contest {e + 1}?",
+                slug=f"{name.lower()}-wins-v2-contest-{e + 1}",
+                tokens=(str(int(structural + "00", 16)), str(int(structural + "01", 16))),
+                tick=Decimal("0.01"), neg_risk=True, neg_risk_market_id=onchain_id, event_id=str(95_000 + e),
+                end_ms=now_ms + 60 * 86_400_000, market_id=str(850_000 + e * 10 + j), start_ms=now_ms,
+                group_item_title=name, protocol="v2",
+                description=f"Resolves Yes if {name} wins v2 contest {e + 1}; exactly one outcome resolves Yes.")
+            members.append(schedule(market, "politics"))
+            price = Decimal(weights[j] / sum(weights)).quantize(Decimal("0.01"))
+            fair[market.condition_id] = min(max(price, Decimal("0.02")), Decimal("0.98"))
+        markets.extend(members)
+        evs.append(Event(id=str(95_000 + e), slug=f"v2-contest-{e + 1}", title=f"Who will win v2 contest {e + 1}?",
+                         markets=members, neg_risk_market_id=onchain_id, start_ms=now_ms, protocol="v2",
+                         description=f"Exactly one of {', '.join(names)} wins v2 contest {e + 1}."))
     return Universe(markets=markets, events=evs, fair=fair)
 
 
@@ -195,7 +241,8 @@ def _event_stub(event: Event) -> dict:
             "description": event.description, "resolutionSource": "", "startDate": _iso(event.start_ms),
             "startTime": _iso(max(m.end_ms for m in event.markets)), "endDate": _iso(max(m.end_ms for m in event.markets)),
             "active": not closed, "closed": closed, "archived": False, "negRisk": True, "enableNegRisk": True,
-            "negRiskAugmented": False, "enableOrderBook": True, "negRiskMarketID": event.neg_risk_market_id}
+            "negRiskAugmented": False, "enableOrderBook": True, "negRiskMarketID": event.neg_risk_market_id,
+            "version": event.protocol}
 
 
 def outcome_prices(engine: Engine, market: Market) -> list[Decimal]:
@@ -258,6 +305,15 @@ def gamma_market(engine: Engine, market: Market, events: dict[str, Event]) -> di
         "feeSchedule": fee_schedule(market),
         "version": market.protocol,
     }
+    if market.protocol == "v2":
+        # What polymarket-client's Gamma model reads of a protocol-v2 market (models/gamma/market.py): the outcomes'
+        # position ids (`positionIds`, deprecated there but still read), the v2 resolution state, the oracle request
+        # (the condition, or for a neg-risk member its parent event) and the parent event's on-chain id.
+        out["positionIds"] = json.dumps(list(market.tokens))
+        out["resolutionStatus"] = "resolved" if market.winner else "active"
+        out["requestId"] = market.neg_risk_market_id if market.neg_risk else market.condition_id
+        if market.neg_risk:
+            out["onchainEventId"] = market.neg_risk_market_id
     if event is not None:
         out["events"] = [_event_stub(event)]
     return out

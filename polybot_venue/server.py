@@ -14,12 +14,13 @@ from decimal import Decimal, InvalidOperation
 import msgspec
 import uvicorn
 from eth_account import Account
+from eth_utils import is_hex_address, to_checksum_address
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from websockets.asyncio.server import serve as ws_serve
 
-from . import auth, operations
+from . import auth, operations, wallets
 from .app import VenueState, clob_app, gamma_app
 from .channels import Channels
 from .engine import UNLIMITED, Engine, VenueError, allowance_units, units
@@ -30,6 +31,7 @@ from .ports import HOST, PORTS
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 TICK_S = 0.25  # how often GTD expiry, heartbeat silence and trade confirmations are checked
 LIFE_S = 0.05  # how often the living markets step
+SESSION_KEY_LIFETIME_S = 4_315 * 3600  # what the unified SDK asks for (polymarket-client actions/session_keys.py)
 
 
 class VenueOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -42,6 +44,7 @@ class VenueOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     events: int = 3  # multi-outcome neg-risk events
     outcomes: int = 4  # markets per event
     v2_markets: int = 3  # protocol-v2 binary markets (Gamma version "v2"): position ids, orders for exchange V3
+    v2_events: int = 1  # protocol-v2 neg-risk events of ``outcomes`` markets: module-2 position ids, exchange V3
     chain_id: int = 137
     page_size: int = 100  # items per page of /data/orders, /data/trades, /markets
     starting_collateral: int = 10_000  # pUSD a funded account is credited with
@@ -85,7 +88,7 @@ class LocalVenue:
         clock = clock or (lambda: time.time_ns() // 1_000_000)
         self.options = options
         universe = generate(options.seed, options.markets, options.events, options.outcomes, now_ms=clock(),
-                            v2=options.v2_markets)
+                            v2=options.v2_markets, v2_events=options.v2_events)
         engine = Engine(universe.markets, clock, heartbeat_timeout_ms=options.heartbeat_timeout_ms,
                         exchanges=(auth.EXCHANGE_V2[options.chain_id], auth.NEG_RISK_EXCHANGE_V2[options.chain_id],
                                    auth.EXCHANGE_V3[options.chain_id]))
@@ -264,6 +267,32 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
                 "allowances": {x: allowance_units(account.allowances.get(x, Decimal(0))) for x in engine.exchanges},
                 "conditional": {x: x in account.approved for x in engine.exchanges}}
 
+    def session_key(data: dict, news: News) -> dict:
+        """A deposit wallet's session signer, as the wallet's own ``authorizeSessionSigner`` sets it on chain:
+        ``signer`` may sign orders for ``wallet`` (inside the session envelope) for ``scopes`` (default ["ALL"]; "ALL"
+        stands alone) until ``valid_until`` (unix seconds; default the unified SDK's lifetime, 4315 hours from
+        now). ``"revoke": true`` withdraws the grant instead, as ``revokeSessionSigner``."""
+        wallet = checksummed(data, "wallet")
+        signer = checksummed(data, "signer")
+        if data.get("revoke") is True:
+            return {"wallet": wallet, "signer": signer, "revoked": venue.state.session_keys.revoke(wallet, signer)}
+        scopes = data.get("scopes", [wallets.ALL_SCOPES])
+        if (not isinstance(scopes, list) or not scopes or not all(isinstance(x, str) and x for x in scopes)
+                or (wallets.ALL_SCOPES in scopes and len(scopes) > 1)):
+            raise VenueError('scopes must be a non-empty list of names, with "ALL" only on its own')
+        now_s = engine.clock() // 1000
+        valid_until = data.get("valid_until", now_s + SESSION_KEY_LIFETIME_S)
+        if isinstance(valid_until, bool) or not isinstance(valid_until, int) or not now_s < valid_until < 2**40:
+            raise VenueError("valid_until must be a whole number of unix seconds in the future")
+        venue.state.session_keys.authorize(wallet, wallets.SessionKey(signer, tuple(scopes), valid_until))
+        return {"wallet": wallet, "signer": signer, "scopes": scopes, "valid_until": valid_until}
+
+    def checksummed(data: dict, key: str) -> str:
+        value = data.get(key)
+        if not isinstance(value, str) or not is_hex_address(value):
+            raise VenueError(f"give {key} as an address (0x and 40 hex digits)")
+        return to_checksum_address(value)
+
     async def drop(request: Request) -> JSONResponse:
         return JSONResponse({"dropped": await venue.channels.drop_all()})
 
@@ -304,7 +333,7 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
     endpoints = {"gap": run(gap), "move": run(move), "resolve": run(resolve), "tick": run(tick),
                  "list": run(list_market), "pay-rebates": run(pay_rebates), "fund": run(fund),
                  "approve": run(approve), "drop-connections": drop, "stall": stall, "latency": latency,
-                 "restart": restart, "rate-limits": rate_limits}
+                 "restart": restart, "rate-limits": rate_limits, "session-key": run(session_key)}
     return [Route(f"/_admin/{name}", loopback_only(endpoint), methods=["POST"]) for name, endpoint in endpoints.items()]
 
 

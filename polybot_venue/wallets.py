@@ -5,7 +5,7 @@ builder-relayer-client derive it (WALLETS.md §2), so the venue knows whose wall
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eth_utils import keccak, to_canonical_address, to_checksum_address
 
@@ -137,3 +137,51 @@ def is_wallet_of(owner: str, wallet: str, signature_type: int, chain_id: int = 1
     if signature_type == POLY_1271:
         return wallet in (w.lower() for w in deposit_wallets(owner, chain_id))
     return False
+
+
+# ------------------------------------------------------------ session signers
+
+ALL_SCOPES, CLOB_SCOPE = "ALL", "CLOB"
+
+
+@dataclass(frozen=True)
+class SessionKey:
+    """A signer a deposit wallet lets sign for it until ``valid_until_s`` (unix seconds), for ``scopes``."""
+
+    address: str  # checksummed
+    scopes: tuple[str, ...]
+    valid_until_s: int
+
+    def allows(self, scope: str, now_s: float) -> bool:
+        return now_s < self.valid_until_s and (ALL_SCOPES in self.scopes or scope in self.scopes)
+
+
+@dataclass
+class SessionKeys:
+    """Which session signers each deposit wallet has authorised: the venue's stand-in for the wallet's own
+    ``authorizeSessionSigner(address,uint256)`` / ``revokeSessionSigner(address)`` (polymarket-client
+    ``_internal/actions/relayer/calls.py``), which the owner sends through the relayer."""
+
+    _by_wallet: dict[str, dict[str, SessionKey]] = field(default_factory=dict)  # wallet -> signer lower -> key
+
+    def authorize(self, wallet: str, key: SessionKey) -> None:
+        """Authorise ``key`` for ``wallet``, replacing an earlier grant to the same signer."""
+        self._by_wallet.setdefault(to_checksum_address(wallet), {})[key.address.lower()] = key
+
+    def revoke(self, wallet: str, signer: str) -> bool:
+        """Withdraw ``signer``'s grant; whether there was one."""
+        return self._by_wallet.get(to_checksum_address(wallet), {}).pop(signer.lower(), None) is not None
+
+    def active(self, wallet: str, now_s: float) -> list[SessionKey]:
+        """The wallet's grants that have not expired, oldest first."""
+        return [k for k in self._by_wallet.get(to_checksum_address(wallet), {}).values() if now_s < k.valid_until_s]
+
+    def allows(self, wallet: str, signer: str, scope: str, now_s: float) -> bool:
+        """Whether ``signer`` may sign for ``wallet`` in ``scope`` now."""
+        key = self._by_wallet.get(to_checksum_address(wallet), {}).get(signer.lower())
+        return key is not None and key.allows(scope, now_s)
+
+    def wallet_of(self, signer: str, scope: str, now_s: float) -> str | None:
+        """A wallet (checksummed) ``signer`` may sign for now, the first granted; None if none."""
+        return next((wallet for wallet, keys in self._by_wallet.items()
+                     if (key := keys.get(signer.lower())) is not None and key.allows(scope, now_s)), None)

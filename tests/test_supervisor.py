@@ -170,7 +170,8 @@ def test_up_starts_the_local_venue_first_by_default_and_it_serves(mesh_factory) 
 
     gamma, clob, ws = _free_port(), _free_port(), _free_port()
     mesh: Mesh = mesh_factory(PAIR, venue=f"true\noptions = {{ gamma_port = {gamma}, clob_port = {clob}, "
-                                           f"ws_port = {ws}, markets = 4, events = 1, v2_markets = 1 }}")
+                                           f"ws_port = {ws}, markets = 4, events = 1, v2_markets = 1, "
+                                           f"v2_events = 0 }}")
     mesh.start()
     status = wait_for(lambda: _running(mesh, "venue", "tally", "ticker"), what="the venue and services to run")
     assert list(status) == ["supervisor", "venue", "tally", "ticker"]

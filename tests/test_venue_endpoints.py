@@ -24,7 +24,7 @@ from websockets.sync.client import connect
 
 from services.venues.polymarket import schema
 
-from .venue_harness import Venue, frames, tokens, until
+from .venue_harness import Venue, frames, rejection, tokens, until
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +68,13 @@ def test_prices_history_reflects_the_trades_made_in_the_test(venue: Venue) -> No
     assert answer.status_code == 400 and "interval" in answer.json()["error"]
 
 
-def test_notifications_are_an_empty_list_and_dropping_them_succeeds(venue: Venue) -> None:
+def test_notifications_are_an_empty_list_and_dropping_them_answers_ok_and_needs_their_ids(venue: Venue) -> None:
     client = venue.client()
     assert client.get_notifications() == []
+    # The CLOB OpenAPI: DELETE /notifications?ids=1,2,3 answers the JSON string "OK"; ids are required integers.
     assert client.drop_notifications(DropNotificationParams(ids=["1", "2"])) == "OK"
-    assert client.drop_notifications() == "OK"
+    assert rejection(client.drop_notifications) == (400, "Invalid ids")
+    assert rejection(lambda: client.drop_notifications(DropNotificationParams(ids=["1", "x"]))) == (400, "Invalid ids")
 
 
 def test_orders_are_never_scored_because_the_venue_runs_no_reward_programs(venue: Venue) -> None:
@@ -102,25 +104,32 @@ def test_the_rewards_endpoints_answer_empty_in_the_shapes_the_client_reads(venue
 
 
 @pytest.mark.parametrize("kind", ["markets", "events"])
-def test_gamma_keyset_paging_walks_every_item_once(venue: Venue, kind: str) -> None:
+def test_gamma_keyset_paging_walks_every_item_once_and_unasked_lists_protocol_v1_only(venue: Venue, kind: str) -> None:
     listed = httpx.get(f"{venue.gamma}/{kind}", params={"limit": 10_000}).json()
     limit = max(1, len(listed) // 3)  # a few pages
-    walked, cursor, pages = [], None, 0
-    while True:
-        params = {"limit": limit} | ({"after_cursor": cursor} if cursor else {})
-        page = httpx.get(f"{venue.gamma}/{kind}/keyset", params=params).json()
-        assert set(page) <= {kind, "next_cursor"} and len(page[kind]) <= limit
-        walked += page[kind]
-        pages += 1
-        cursor = page.get("next_cursor")
-        if cursor is None:  # the last page has no next_cursor: the unified SDK stops there
-            break
-        assert isinstance(cursor, str) and cursor
-    assert pages > 1
+
+    def walk(versions: list[str]) -> list[dict]:
+        walked, cursor, pages = [], None, 0
+        while True:
+            params = {"limit": limit, "version": versions} | ({"after_cursor": cursor} if cursor else {})
+            page = httpx.get(f"{venue.gamma}/{kind}/keyset", params=params).json()
+            assert set(page) <= {kind, "next_cursor"} and len(page[kind]) <= limit
+            walked += page[kind]
+            pages += 1
+            cursor = page.get("next_cursor")
+            if cursor is None:  # the last page has no next_cursor: the unified SDK stops there
+                break
+            assert isinstance(cursor, str) and cursor
+        assert pages > 1
+        return walked
+
+    walked = walk(["v1", "v2"])  # as the unified SDK asks for both versions: repeated
     ids = [item["id"] for item in walked]
     assert len(ids) == len(set(ids)) and sorted(ids) == sorted(item["id"] for item in listed)
     assert walked == sorted(walked, key=lambda item: int(item["id"]))
     msgspec.convert(walked, list[schema.GammaMarket if kind == "markets" else schema.GammaEvent])
+    # Unasked, the keyset lists CTF (v1) items only, the server default polymarket-client documents.
+    assert walk([]) == [item for item in walked if item["version"] == "v1"] != walked
 
 
 def test_gamma_keyset_filters_like_the_plain_listing_and_refuses_a_bad_cursor(venue: Venue) -> None:

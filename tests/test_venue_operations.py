@@ -3,15 +3,19 @@ restart (425, then a post-only window) and per-signer rate limits (429); and the
 What py-clob-client-v2 itself raises for each is in test_venue_py_clob_client."""
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 from eth_account import Account
+from py_clob_client_v2.clob_types import RequestArgs
+from py_clob_client_v2.headers.headers import create_level_2_headers
 
-from polybot_venue.operations import Bucket, Limiter, RateLimits, Restart
+from polybot_venue.operations import Bucket, Limiter, RateLimits, Restart, tier_limits
 from services.venues import base
 from services.venues.polymarket.client import Clob
 
@@ -75,7 +79,7 @@ def test_our_adapter_reads_a_restart_and_its_post_only_window_as_refusals_that_p
     try:
         venue.admin("restart", seconds=90, post_only_seconds=120)
         error = refused(clob, order("down"))
-        assert (error.code, error.unknown) == (base.UNAVAILABLE, False) and "restarting" in error.message
+        assert (error.code, error.unknown) == (base.UNAVAILABLE, False) and "service not ready" in error.message
         venue.admin("restart", seconds=0, post_only_seconds=120)  # the engine is back, post-only
         error = refused(clob, order("taker"))
         assert (error.code, error.unknown) == (base.UNAVAILABLE, False) and "post-only" in error.message
@@ -117,3 +121,52 @@ def test_a_bucket_refuses_past_its_burst_says_when_to_retry_and_refills_with_the
     assert limiter.charge("cancels", "0xabc", 1, 0).allowed  # and orders and cancels are separate
     assert limiter.charge("orders", "0xabc", 1, 1_000).allowed
     assert limiter.charge("orders", "0xabc", 3, 10_000).retry_after_s == 3600  # past the burst: never as one
+
+
+def test_the_default_limits_are_the_documented_standard_tier_and_each_documented_tier_keeps_its_numbers() -> None:
+    assert RateLimits() == tier_limits("standard")
+    assert (RateLimits().orders, RateLimits().cancels) == (Bucket(rate=40, burst=60), Bucket(rate=80, burst=120))
+    gold, elite = tier_limits("gold"), tier_limits("elite")
+    assert (gold.orders, gold.cancels, gold.negative_balance) == (Bucket(400, 600), Bucket(800, 1_200), True)
+    assert (elite.orders, elite.cancels, elite.negative_balance) == (Bucket(600, 900), Bucket(1_200, 1_800), False)
+    with pytest.raises(KeyError):
+        tier_limits("mythril")
+
+
+def test_cancel_all_can_take_the_cancel_bucket_below_zero_only_on_tiers_that_allow_it() -> None:
+    for tier, floor in (("standard", -5.0), ("elite", 0.0)):
+        limiter = Limiter(tier_limits(tier))
+        burst = limiter.limits.cancels.burst
+        assert limiter.charge("cancels", "0xabc", burst, 0).allowed  # cancel-all's one token, say, drains it
+        limiter.debit("cancels", "0xabc", 5)  # then five orders canceled
+        refused = limiter.charge("cancels", "0xabc", 1, 0)
+        assert (refused.allowed, refused.remaining) == (False, floor)
+        # The debt is paid back by the refill before the next cancel passes.
+        rate = limiter.limits.cancels.rate
+        assert refused.reset_s == pytest.approx((1 - floor) / rate)
+
+
+def test_the_rate_limit_tier_endpoint_answers_the_api_keys_tier_from_the_configured_limits(venue: Venue) -> None:
+    client = venue.client()
+
+    def tier() -> httpx.Response:
+        path = "/v1/user/rate-limit-tier"
+        headers = create_level_2_headers(client.signer, client.creds, RequestArgs(method="GET", request_path=path))
+        return httpx.get(f"{venue.clob}{path}", headers=headers)
+    assert tier().json() == {"tier": "standard", "orders": {"rate": 40, "burst": 60},
+                             "cancels": {"rate": 80, "burst": 120}, "negative_balance": True}
+    venue.admin("rate-limits", tier="gold", orders={"rate": 400, "burst": 600})
+    try:
+        answer = tier()
+        assert (answer.json()["tier"], answer.json()["orders"]) == ("gold", {"rate": 400, "burst": 600})
+        assert answer.headers["Poly-RateLimit-Tier"] == "gold"
+    finally:
+        venue.admin("rate-limits")
+    assert httpx.get(f"{venue.clob}/v1/user/rate-limit-tier").status_code == 401  # it is the caller's own tier
+
+
+def test_rate_limits_that_are_not_finite_or_in_range_are_refused_with_the_field_named(venue: Venue) -> None:
+    for bad in ({"orders": {"rate": float("nan"), "burst": 1}}, {"cancels": {"rate": 1, "burst": 0}},
+                {"general": {"rate": 1e12, "burst": 5}}):
+        answer = httpx.post(f"{venue.clob}/_admin/rate-limits", content=json.dumps(bad))
+        assert answer.status_code == 400 and "$." in answer.json()["error"], answer.text

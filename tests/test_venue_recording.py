@@ -25,6 +25,9 @@ ARGS = dict(markets=MARKETS, events=EVENTS, life=BUSY)
 CLI_ARGS = ["--markets", str(MARKETS), "--events", str(EVENTS), "--requotes-per-s", "8", "--trades-per-s", "4",
             "--gaps-per-s", "1", "--resolutions-per-s", "0.1"]
 ENCODE = msgspec.msgpack.Encoder().encode
+# Every market the venue opens with: binary, the neg-risk events' members, protocol-v2 binary and neg-risk members.
+OPENING = (MARKETS + EVENTS * VenueOptions().outcomes + VenueOptions().v2_markets
+           + VenueOptions().v2_events * VenueOptions().outcomes)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +64,7 @@ def test_the_same_seed_gives_byte_identical_segments_in_another_process_and_anot
 
 
 def test_it_reads_back_as_the_scanners_start_then_the_living_market_in_time_order(messages: list[m.Message]) -> None:
-    opening = MARKETS + EVENTS * VenueOptions().outcomes + VenueOptions().v2_markets
+    opening = OPENING
     markets = messages[:opening]
     assert all(isinstance(msg, m.MarketNew) for msg in markets)
     assert len({mk.market for mk in markets}) == opening
@@ -125,10 +128,11 @@ def test_the_books_in_the_recording_are_the_venues_books(messages: list[m.Messag
 def test_with_several_connections_the_dump_is_split_and_the_books_come_out_the_same(
         messages: list[m.Message]) -> None:
     split = list(simulate(SEED, SECONDS, **ARGS, assets_per_connection=6))
-    opening = MARKETS + EVENTS * VenueOptions().outcomes + VenueOptions().v2_markets
+    opening = OPENING
     tokens = 2 * opening
-    dumps = split[opening:opening + tokens // 6]
-    assert all(isinstance(msg, m.BookSnapshot) and len(msg.books) == 6 for msg in dumps)
+    dumps = split[opening:opening + -(-tokens // 6)]  # one per connection: six books each, the last the rest
+    assert all(isinstance(msg, m.BookSnapshot) for msg in dumps)
+    assert [len(msg.books) for msg in dumps] == [6] * (tokens // 6) + ([tokens % 6] if tokens % 6 else [])
     assert [b for msg in dumps for b in msg.books] == messages[opening].books
     whole, parts = Books(), Books()
     for msg in messages:

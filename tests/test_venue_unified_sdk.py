@@ -68,13 +68,14 @@ def _sdk_python() -> Path:
     return folder / "bin" / "python"
 
 
-def _run_flow(python: Path, venue: Venue, env: dict[str, str]) -> dict:
-    """Run flow.py, carry out the admin calls it asks for, and return its result; fail past FLOW_TIMEOUT_S."""
+def _run_flow(python: Path, venue: Venue, env: dict[str, str], script: str = "flow.py") -> dict:
+    """Run ``script`` (flow.py), carry out the admin calls it asks for, and return its result; fail past
+    FLOW_TIMEOUT_S."""
     env = child_env(**env)
     env.pop("PYTHONPATH")  # the flow sees the SDK's environment only, none of our packages
     deadline = time.monotonic() + FLOW_TIMEOUT_S
     with tempfile.TemporaryFile("w+") as stderr:
-        proc = subprocess.Popen([str(python), "-I", str(FLOW / "flow.py")], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([str(python), "-I", str(FLOW / script)], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=FLOW)
         lines: queue.Queue[str | None] = queue.Queue()
 
@@ -105,7 +106,7 @@ def _run_flow(python: Path, venue: Venue, env: dict[str, str]) -> dict:
             reader.join(5)
         stderr.seek(0)
         assert code == 0 and result is not None, (
-            f"flow.py exited {code}\nstdout: {''.join(seen)[-4000:]}\nstderr: {stderr.read()[-4000:]}")
+            f"{script} exited {code}\nstdout: {''.join(seen)[-4000:]}\nstderr: {stderr.read()[-4000:]}")
     return result
 
 
@@ -176,9 +177,17 @@ def test_the_unified_sdk_lists_quotes_trades_cancels_heartbeats_hits_typed_error
         return httpx.get(f"{venue.clob}/deployed", params={"address": wallet, "type": "WALLET"}).json()["deployed"]
     assert deployed(taker_wallet) and not deployed(deposit_wallet_beacon(Account.create().address))
 
-    # It lists every open market through Gamma keyset pages (7 a page).
+    # It lists every open market through Gamma keyset pages (7 a page): protocol v1 unless it asks for v2, whose
+    # markets and neg-risk events it reads with their position ids and on-chain event ids.
     gamma = httpx.get(f"{venue.gamma}/markets", params={"limit": 500}).json()
-    assert sorted(r["listed"]) == sorted(m["conditionId"] for m in gamma if not m["closed"])
+    open_markets = {version: sorted(m["conditionId"] for m in gamma if not m["closed"] and m["version"] == version)
+                    for version in ("v1", "v2")}
+    assert (sorted(r["listed"]), sorted(r["listed_v2"])) == (open_markets["v1"], open_markets["v2"])
+    (event,) = r["events_v2"]
+    served = httpx.get(f"{venue.gamma}/events", params={"version": "v2"}).json()[0]
+    assert (event["id"], event["version"], event["neg_risk"]) == (served["id"], "v2", True)
+    assert event["members"] == [[tokens(m)[0], served["negRiskMarketID"], served["negRiskMarketID"]]
+                                for m in served["markets"]]
 
     # It reads a book as the venue serves it.
     book, market = r["book"], markets["book"]

@@ -74,7 +74,7 @@ def test_a_proxy_order_whose_maker_is_another_owners_proxy_is_refused(venue: Ven
     yes, _ = tokens(venue.market())
     order = client.create_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))
     status, text = rejection(lambda: client.post_order(order))
-    assert status == 400 and text.endswith("is invalid. Signature is invalid")
+    assert (status, text) == (400, "invalid signature")
 
 
 def test_a_safe_order_signed_as_a_proxy_order_is_refused(venue: Venue) -> None:
@@ -84,7 +84,7 @@ def test_a_safe_order_signed_as_a_proxy_order_is_refused(venue: Venue) -> None:
     yes, _ = tokens(venue.market())
     status, text = rejection(lambda: client.create_and_post_order(OrderArgsV2(token_id=yes, price=0.02, size=10,
                                                                               side="BUY")))
-    assert status == 400 and "Signature is invalid" in text
+    assert (status, text) == (400, "invalid signature")
 
 
 def test_a_deposit_wallet_order_for_another_owners_wallet_is_refused_as_not_the_api_keys(venue: Venue) -> None:
@@ -118,7 +118,7 @@ def test_a_deposit_wallet_order_with_a_tampered_erc7739_wrapper_is_refused(venue
     order = client.create_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))
     assert len(order.signature) == 2 + 2 * 317
     status, text = rejection(lambda: client.post_order(replace(order, signature=_tamper(order.signature, at))))
-    assert status == 400 and text.endswith("is invalid. Signature is invalid")
+    assert (status, text) == (400, "invalid signature")
     assert client.get_open_orders() == []
 
 
@@ -127,7 +127,7 @@ def test_a_deposit_wallet_order_with_a_plain_eoa_signature_is_refused(venue: Ven
     yes, _ = tokens(venue.market())
     order = client.create_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))
     status, text = rejection(lambda: client.post_order(replace(order, signature=order.signature[:2 + 130])))
-    assert status == 400 and "Signature is invalid" in text
+    assert (status, text) == (400, "invalid signature")
 
 
 # ------------------------------------------------------------ the deposit-wallet flow for new accounts

@@ -47,7 +47,9 @@ class Venue:
         listed = httpx.get(f"{self.gamma}/markets", params={"limit": 100}).json()
         self.markets = [m for m in listed if not m["negRisk"] and m["orderPriceMinTickSize"] == 0.01
                         and m.get("version", "v1") == "v1"]
-        self.v2_markets = [m for m in listed if m.get("version") == "v2"]  # protocol-v2 positions, exchange V3
+        # Protocol-v2 positions, traded on exchange V3: binary markets, and the members of neg-risk events.
+        self.v2_markets = [m for m in listed if m.get("version") == "v2" and not m["negRisk"]]
+        self.v2_neg_risk_markets = [m for m in listed if m.get("version") == "v2" and m["negRisk"]]
         self._next = 0
 
     def _ready(self) -> bool:

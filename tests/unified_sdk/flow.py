@@ -255,6 +255,11 @@ def main() -> None:
     try:
         result = {"wallets": wallets,
                   "listed": [m.condition_id for m in maker.list_markets(page_size=7).iter_items()],
+                  "listed_v2": [m.condition_id for m in maker.list_markets(page_size=7, version="v2").iter_items()],
+                  "events_v2": [{"id": e.id, "version": e.version, "neg_risk": e.trading.neg_risk,
+                                 "members": [[m.outcomes.yes.position_id, m.resolution.onchain_event_id,
+                                              m.resolution.request_id] for m in e.markets]}
+                                for e in maker.list_events(version="v2").iter_items()],
                   "book": book_section(maker, markets["book"]),
                   "fill": fill_section(maker, taker, markets["fill"]),
                   "batch": batch_section(maker, markets["batch"]),
