@@ -18,10 +18,9 @@ from py_clob_client_v2.clob_types import OrderArgsV2
 from polybot_venue import wallets
 from polybot_venue.app import INVALID_SIGNATURE
 
-from .test_venue_clob import rejection
 from .test_venue_unified_sdk import _run_flow, _sdk_python
-from .test_venue_wallets import NOT_THE_KEYS_SIGNER, wallet_client
-from .venue_harness import Venue, tokens
+from .test_venue_wallets import NOT_THE_KEYS_SIGNER
+from .venue_harness import Venue, rejection, tokens
 
 SEED = 29
 MAGIC = "6492" * 16  # the envelope's last 32 bytes (polymarket-client _internal/wallet.py)
@@ -86,7 +85,7 @@ def test_a_session_keys_bare_signature_is_refused_before_and_after_the_wallet_au
     wallet = wallets.deposit_wallet_beacon(owner.address)
     # The session key signs the order's ERC-7739 wrapper for the owner's wallet, as py-clob-client-v2 does for
     # any POLY_1271 key: right bytes, but no envelope naming the key as a session signer.
-    client = wallet_client(venue, 3, funder=wallet)
+    client = venue.client(wallet=3, funder=wallet)
     yes, _ = tokens(venue.market())
     order = client.create_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))
     assert len(order.signature) == 2 + 2 * 317
@@ -105,7 +104,7 @@ def _envelope(signer_id: bytes, second: bytes, inner: bytes) -> str:
 def test_a_malformed_or_misaddressed_session_envelope_is_refused(venue: Venue, malformed: str) -> None:
     owner = Account.create()
     wallet = wallets.deposit_wallet_beacon(owner.address)
-    client = wallet_client(venue, 3, funder=wallet)
+    client = venue.client(wallet=3, funder=wallet)
     session = client.get_address()
     venue.admin("session-key", wallet=wallet, signer=session)
     yes, _ = tokens(venue.market())

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from py_clob_client_v2.clob_types import BalanceAllowanceParams, OrderArgsV2
 from py_clob_client_v2.config import get_contract_config
+from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2
 
 from polybot_venue import auth
 from polybot_venue.markets import is_v2_position_id
