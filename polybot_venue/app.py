@@ -69,6 +69,9 @@ class VenueState:
         self.engine.approve(address, collateral=UNLIMITED, conditional=True)
 
 
+MAX_BATCH = 15  # orders in one POST /orders
+
+
 def _error(message: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -591,6 +594,10 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
                 "transactionsHashes": [t.transaction_hash for t in placement.trades],
                 "tradeIDs": [t.id for t in placement.trades]}
 
+    def not_placed(why: str) -> dict:
+        return {"errorMsg": why, "orderID": "", "status": "", "makingAmount": "", "takingAmount": "",
+                "transactionsHashes": [], "tradeIDs": []}
+
     async def post_order(request):
         raw, payload = await body_json(request)
         creds = l2(request, raw)
@@ -602,16 +609,24 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
     async def post_orders(request):
         raw, payloads = await body_json(request)
         creds = l2(request, raw)
-        restarting([p if isinstance(p, dict) else {} for p in payloads or []])
+        if not isinstance(payloads, list):
+            raise VenueError("Invalid order payload")
+        if len(payloads) > MAX_BATCH:
+            raise VenueError(f"Too many orders in payload: {len(payloads)}, max allowed: {MAX_BATCH}")
+        restarting([])  # 425 while the engine is down; in the post-only window each order is answered on its own
+        post_only_window = state.restart.phase(engine.clock()) == "post_only"
         if state.order_delay_s:
             await asyncio.sleep(state.order_delay_s)
         out = []
-        for payload in payloads or []:
+        for payload in payloads:
+            if post_only_window and not (isinstance(payload, dict) and payload.get("postOnly") is True):
+                # The docs' per-order answer in the post-only window: "success" true, yet nothing placed.
+                out.append({"success": True, **not_placed(operations.POST_ONLY)})
+                continue
             try:
                 out.append(_place(creds, payload))
             except VenueError as exc:
-                out.append({"success": False, "errorMsg": exc.message, "orderID": "", "status": "",
-                            "makingAmount": "", "takingAmount": "", "transactionsHashes": [], "tradeIDs": []})
+                out.append({"success": False, **not_placed(exc.message)})
         return JSONResponse(out)
 
     def _cancel(creds: auth.ApiCredentials, ids: list[str]) -> JSONResponse:

@@ -504,6 +504,14 @@ def test_a_restart_answers_425_with_retry_after_then_takes_only_post_only_orders
             "error": "post-only mode: only post-only orders and cancels are allowed", "code": "post_only_mode"})
         assert 0 < wait <= 120 and int(seen[-1].headers["Retry-After"]) == wait
         assert client.post_order(order, post_only=True)["status"] == "live"
+        # A batch is answered order by order with 200, as the docs show: a plain order "succeeds" with the
+        # post-only text and no id (nothing placed); a post-only batch rests.
+        plain, maker = (PostOrdersV2Args(order=client.create_order(bid(yes, p))) for p in (0.04, 0.05))
+        (answer,) = client.post_orders([plain])
+        assert (answer["success"], answer["errorMsg"], answer["orderID"], answer["status"]) == (
+            True, "post-only mode: only post-only orders and cancels are allowed", "", "")
+        (answer,) = client.post_orders([maker], post_only=True)
+        assert (answer["success"], answer["errorMsg"], answer["status"]) == (True, "", "live")
         assert client.cancel_order(OrderPayload(orderID=resting["orderID"]))["canceled"] == [resting["orderID"]]
     finally:
         venue.admin("restart", seconds=0, post_only_seconds=0)

@@ -50,7 +50,9 @@ _CODES = (("breaks minimum tick size", base.TICK_SIZE), ("lower than the minimum
           ("crosses book", base.POST_ONLY_CROSSES), ("duplicated", base.DUPLICATE),
           ("out of range", base.PRICE_RANGE), ("invalid price", base.PRICE_RANGE),
           ("not accepting orders", base.MARKET_CLOSED), ("expiration", base.EXPIRATION),
-          ("market not found", base.UNKNOWN_MARKET))
+          ("market not found", base.UNKNOWN_MARKET),
+          # A batch's order in the post-only window after a restart: nothing placed, worth sending again later.
+          ("post-only mode", base.UNAVAILABLE))
 
 
 def classify(text: str) -> str:
