@@ -464,15 +464,6 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         l2(request, b"")
         return JSONResponse({"closed_only": False})  # no account is ever restricted to closing positions
 
-    async def deployed(request):
-        # The relayer's read (`GET /deployed?address&type=WALLET`), which the unified SDK makes for a deposit
-        # wallet: here a wallet is deployed once anything was deposited into or approved for it (the admin
-        # endpoints stand in for both), as on chain it must be deployed before it holds anything.
-        address = request.query_params.get("address", "")
-        if not (address.startswith("0x") and len(address) == 42):
-            raise VenueError("give the wallet's address as address (0x and 40 hex digits)")
-        return JSONResponse({"deployed": address.lower() in engine.accounts})
-
     async def delete_api_key(request):
         # Revokes the key the request is signed with; its (address, nonce) can then be given a key again.
         creds = l2(request, b"")
@@ -817,7 +808,6 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         Route("/auth/api-key", create_api_key, methods=["POST"]),
         Route("/auth/api-key", delete_api_key, methods=["DELETE"]), Route("/auth/derive-api-key", derive_api_key),
         Route("/auth/api-keys", api_keys), Route("/auth/ban-status/closed-only", closed_only),
-        Route("/deployed", deployed),
         Route("/order", post_order, methods=["POST"]), Route("/order", cancel_order, methods=["DELETE"]),
         Route("/orders", post_orders, methods=["POST"]), Route("/orders", cancel_orders, methods=["DELETE"]),
         Route("/cancel-all", cancel_all, methods=["DELETE"]),

@@ -1,5 +1,6 @@
 """The local venue served: Gamma and CLOB REST and both WebSocket channels on 127.0.0.1, over one engine and
-seeded, living markets; plus an admin endpoint for tests to script exact situations."""
+seeded, living markets; the relayer and JSON-RPC (``/rpc``) on the CLOB port; plus an admin endpoint for tests to
+script exact situations."""
 from __future__ import annotations
 
 import asyncio
@@ -22,14 +23,16 @@ from websockets.asyncio.server import serve as ws_serve
 
 from . import auth, operations, wallets
 from .app import VenueState, clob_app, gamma_app
+from .chain import Chain, rpc_routes
 from .channels import Channels
 from .engine import UNLIMITED, Engine, VenueError, allowance_units, units
 from .life import Life, LifeOptions, News
 from .markets import generate, seed_liquidity
 from .ports import HOST, PORTS
+from .relayer import Relayer, builder_key_routes, relayer_routes
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-TICK_S = 0.25  # how often GTD expiry, heartbeat silence and trade confirmations are checked
+TICK_S = 0.25  # how often GTD expiry, heartbeat silence, trade confirmations and chain transactions are checked
 LIFE_S = 0.05  # how often the living markets step
 SESSION_KEY_LIFETIME_S = 4_315 * 3600  # what the unified SDK asks for (polymarket-client actions/session_keys.py)
 
@@ -50,7 +53,9 @@ class VenueOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     starting_collateral: int = 10_000  # pUSD a funded account is credited with
     fund_test_account: bool = True  # the ready-made account starts funded, every exchange approved without limit
     fund_new_accounts: bool = False  # so does every new account (the real venue: 0 balance, 0 allowance)
-    mined_after_ms: int = 300  # a trade's MATCHED -> MINED -> CONFIRMED, as seen on the user channel
+    # A trade's MATCHED -> MINED -> CONFIRMED, as seen on the user channel; also when a transaction on the venue's
+    # chain (an approval, a wallet deployment) is mined and takes effect, and when it is confirmed.
+    mined_after_ms: int = 300
     confirmed_after_ms: int = 800
     heartbeat_timeout_ms: int = 10_000  # once an account heartbeats, this much silence cancels its orders
     deposit_wallet_flow: bool = False  # refuse EOA-maker (type 0) orders from accounts other than the ready-made one
@@ -107,6 +112,9 @@ class LocalVenue:
         self.state.grandfathered.add(ready.address.lower())  # an old account: it may still trade from its EOA
         if options.fund_test_account:
             self.state.fund(ready.address)
+        # The chain's transactions (approvals, wallet deployments) mine and confirm as trades do.
+        self.chain = Chain(engine, options.chain_id, options.mined_after_ms, options.confirmed_after_ms)
+        self.relayer = Relayer(self.chain, venue_secret(options.seed))
         self.life = Life(engine, universe, house_address(options.seed), options.seed, options.life)
         self.channels = Channels(self.state)
         self.channels.remember(engine.token_market)
@@ -293,6 +301,11 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
             raise VenueError(f"give {key} as an address (0x and 40 hex digits)")
         return to_checksum_address(value)
 
+    def relayer_key(data: dict, news: News) -> dict:
+        """A relayer API key for ``address`` (polymarket.com's settings page makes them on the real venue)."""
+        address = address_of(data)
+        return {"apiKey": venue.relayer.issue_relayer_key(address), "address": address}
+
     async def drop(request: Request) -> JSONResponse:
         return JSONResponse({"dropped": await venue.channels.drop_all()})
 
@@ -332,8 +345,8 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
 
     endpoints = {"gap": run(gap), "move": run(move), "resolve": run(resolve), "tick": run(tick),
                  "list": run(list_market), "pay-rebates": run(pay_rebates), "fund": run(fund),
-                 "approve": run(approve), "drop-connections": drop, "stall": stall, "latency": latency,
-                 "restart": restart, "rate-limits": rate_limits, "session-key": run(session_key)}
+                 "approve": run(approve), "relayer-key": run(relayer_key), "drop-connections": drop, "stall": stall,
+                 "latency": latency, "restart": restart, "rate-limits": rate_limits, "session-key": run(session_key)}
     return [Route(f"/_admin/{name}", loopback_only(endpoint), methods=["POST"]) for name, endpoint in endpoints.items()]
 
 
@@ -358,7 +371,8 @@ async def serve(venue: LocalVenue, halted: Callable[[], bool] = lambda: False) -
     opts = venue.options
     engine = venue.state.engine
     clob = clob_app(venue.state, venue.channels.after_change)
-    clob.router.routes.extend(admin_routes(venue))
+    clob.router.routes.extend([*admin_routes(venue), *relayer_routes(venue.relayer), *rpc_routes(venue.chain),
+                               *builder_key_routes(venue.relayer, venue.state.credentials.get)])
     servers = [_Server(uvicorn.Config(app, host=opts.host, port=port, log_level="warning", lifespan="off",
                                       access_log=False))
                for app, port in ((gamma_app(venue.state), opts.gamma_port), (clob, opts.clob_port))]
@@ -373,6 +387,7 @@ async def serve(venue: LocalVenue, halted: Callable[[], bool] = lambda: False) -
                     venue.publish(venue.life.step(engine.clock()))
                 if now >= next_tick:
                     canceled = engine.tick()
+                    venue.chain.settle()
                     engine.advance_trades(opts.mined_after_ms, opts.confirmed_after_ms)
                     venue.channels.after_change(o.token_id for o in canceled)
                     next_tick = now + TICK_S

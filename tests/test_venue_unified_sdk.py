@@ -7,12 +7,13 @@ tests/unified_sdk/requirements.txt pins it; the environment is created once per 
 index cannot be reached, and fails on anything else.
 
 This side does what only we can: it starts the venue, funds and approves the accounts through the admin endpoints
-(deposit wallets derived with ``polybot_venue.wallets``), answers the flow's mid-run admin requests (a restart, rate
-limits), computes fees, and asserts on the one JSON result the flow prints. Both SDK accounts pass ``wallet=``, so
-the SDK's default bootstrap (relayer deployment, JSON-RPC approvals) is not used; even so, a deposit wallet makes
-the SDK ask the relayer ``GET /deployed`` once, which the venue answers (its relayer host is the venue's CLOB).
-Every other host the flow's environment names is a closed loopback port, so a call the flow
-did not expect fails instead of reaching the network."""
+(wallets derived with ``polybot_venue.wallets``), answers the flow's mid-run admin requests (a restart, rate
+limits, deposits), computes fees, and asserts on the one JSON result the flow prints and on the venue's own state.
+The trading test's accounts pass ``wallet=``; the wallet test runs the SDK's default flow (no ``wallet=``: it
+deploys a deposit wallet through the relayer and approves through relayer batches) and an EOA's approval over
+JSON-RPC. The venue's CLOB is the flow's relayer and, at ``/rpc``, its JSON-RPC endpoint. Every other host the
+flow's environment names is a closed loopback port, so a call the flow did not expect fails instead of reaching
+the network."""
 from __future__ import annotations
 
 import json
@@ -31,9 +32,11 @@ from pathlib import Path
 import httpx
 import pytest
 from eth_account import Account
+from eth_utils import keccak
 
+from polybot_venue.chain import CONTRACTS
 from polybot_venue.engine import taker_fee
-from polybot_venue.wallets import deposit_wallet_beacon
+from polybot_venue.wallets import deposit_wallet_beacon, proxy_wallet, safe_wallet
 
 from .cached_install import installed, step
 from .conftest import child_env
@@ -43,6 +46,8 @@ SEED = 17
 V2_EXCHANGE = "0xE111180000d2663C0091e4f400237545B87B996B"
 NEG_RISK_V2_EXCHANGE = "0xe2222d279d744050d28e00520010520000310F59"
 EXCHANGE_V3 = "0xe3333700cA9d93003F00f0F71f8515005F6c00Aa"  # protocol-v2 positions settle here
+MAX = 2**256 - 1
+AUTO_REDEEM = "0xa1200000d0002264C9a1698e001292D00E1b00af"  # an operator the SDK's trading setup approves
 FLOW = Path(__file__).resolve().parent / "unified_sdk"
 INSTALL_TIMEOUT_S = 300
 FLOW_TIMEOUT_S = 120
@@ -110,6 +115,36 @@ def _run_flow(python: Path, venue: Venue, env: dict[str, str], script: str = "fl
     return result
 
 
+def _flow_env(venue: Venue, **extra: str) -> dict[str, str]:
+    return dict(SDK_FLOW_CLOB=venue.clob, SDK_FLOW_GAMMA=venue.gamma, SDK_FLOW_MARKET_WS=venue.market_ws,
+                SDK_FLOW_USER_WS=venue.user_ws, SDK_FLOW_RELAYER=venue.clob, SDK_FLOW_RPC=f"{venue.clob}/rpc", **extra)
+
+
+def deployed(venue: Venue, wallet: str) -> bool:
+    """What the venue's relayer says of the wallet."""
+    return httpx.get(f"{venue.clob}/deployed", params={"address": wallet, "type": "WALLET"}).json()["deployed"]
+
+
+def rpc(venue: Venue, method: str, *params) -> object:
+    """The result of one JSON-RPC call to the venue's chain."""
+    answer = httpx.post(f"{venue.clob}/rpc", json={"jsonrpc": "2.0", "id": 1, "method": method,
+                                                    "params": list(params)}).json()
+    assert "error" not in answer, answer
+    return answer["result"]
+
+
+def eth_call(venue: Venue, to: str, signature: str, *addresses: str) -> int:
+    """A read of the venue's chain: a function of addresses, its one word of result as a number."""
+    data = keccak(text=signature)[:4] + b"".join(bytes(12) + bytes.fromhex(a[2:]) for a in addresses)
+    return int(rpc(venue, "eth_call", {"to": to, "data": "0x" + data.hex()}, "latest"), 16)
+
+
+def relayer_nonce(venue: Venue, owner: str) -> int:
+    """The nonce the relayer gives for the owner's deposit wallet: how many batches it has run."""
+    answer = httpx.get(f"{venue.clob}/v1/account/transactions/params", params={"address": owner, "type": "WALLET"})
+    return int(answer.json()["nonce"])
+
+
 def fund(venue: Venue, address: str) -> None:
     venue.admin("fund", address=address, collateral=1_000)
     venue.admin("approve", address=address, exchange="all", unlimited=True)
@@ -157,9 +192,8 @@ def test_the_unified_sdk_lists_quotes_trades_cancels_heartbeats_hits_typed_error
     wire = {name: {k: m[k] for k in ("condition_id", "yes", "no")} for name, m in markets.items()}
 
     try:
-        r = _run_flow(sdk_python, venue, dict(
-            SDK_FLOW_CLOB=venue.clob, SDK_FLOW_GAMMA=venue.gamma, SDK_FLOW_MARKET_WS=venue.market_ws,
-            SDK_FLOW_USER_WS=venue.user_ws, SDK_FLOW_RELAYER=venue.clob, SDK_FLOW_MARKETS=json.dumps(wire),
+        r = _run_flow(sdk_python, venue, _flow_env(
+            venue, SDK_FLOW_MARKETS=json.dumps(wire),
             SDK_FLOW_MAKER_KEY=keys["maker"], SDK_FLOW_MAKER_WALLET=maker_wallet,
             SDK_FLOW_TAKER_KEY=keys["taker"], SDK_FLOW_TAKER_WALLET=taker_wallet,
             SDK_FLOW_ALLOWANCE_KEY=keys["allowance"], SDK_FLOW_ALLOWANCE_WALLET=allowance_wallet,
@@ -173,9 +207,7 @@ def test_the_unified_sdk_lists_quotes_trades_cancels_heartbeats_hits_typed_error
     wallets = r["wallets"]
     assert (wallets["maker_type"], wallets["taker_type"]) == ("EOA", "DEPOSIT_WALLET")
     assert (wallets["maker_wallet"], wallets["taker_wallet"]) == (maker_wallet, taker_wallet)
-    def deployed(wallet: str) -> bool:
-        return httpx.get(f"{venue.clob}/deployed", params={"address": wallet, "type": "WALLET"}).json()["deployed"]
-    assert deployed(taker_wallet) and not deployed(deposit_wallet_beacon(Account.create().address))
+    assert deployed(venue, taker_wallet) and not deployed(venue, deposit_wallet_beacon(Account.create().address))
 
     # It lists every open market through Gamma keyset pages (7 a page): protocol v1 unless it asks for v2, whose
     # markets and neg-risk events it reads with their position ids and on-chain event ids.
@@ -278,3 +310,107 @@ def test_the_unified_sdk_lists_quotes_trades_cancels_heartbeats_hits_typed_error
     # The venue prints a trade on the taker's token, here NO.
     printed = stream["printed"]
     assert (printed["asset_id"], D(printed["price"]), D(printed["size"])) == (market["no"], 1 - price, 10)
+
+
+def test_the_unified_sdk_deploys_its_deposit_wallet_and_approves_through_the_venues_relayer_and_json_rpc(
+        sdk_python: Path, venue: Venue) -> None:
+    keys = {name: Account.create().key.hex()
+            for name in ("builder_owner", "default", "relayed", "eoa", "proxy", "safe")}
+    address = {name: Account.from_key(key).address for name, key in keys.items()}
+    default_wallet = deposit_wallet_beacon(address["default"])
+    relayed_wallet = deposit_wallet_beacon(address["relayed"])
+    proxy, safe = proxy_wallet(address["proxy"]), safe_wallet(address["safe"])
+    assert not deployed(venue, default_wallet) and not deployed(venue, relayed_wallet)
+    venue.admin("fund", address=address["eoa"], collateral=100)  # an EOA with pUSD and no approvals
+    fund(venue, proxy)
+    fund(venue, safe)
+    relayer_key = venue.admin("relayer-key", address=address["relayed"])
+    v2_market = venue.v2_markets[0]
+    markets = {name: _market(venue) for name in ("default", "eoa", "proxy", "safe")}
+    markets["v2"] = {"condition_id": v2_market["conditionId"], "yes": tokens(v2_market)[0], "no": tokens(v2_market)[1]}
+    wire = {name: {k: m[k] for k in ("condition_id", "yes", "no")} for name, m in markets.items()}
+
+    r = _run_flow(sdk_python, venue, _flow_env(
+        venue, SDK_FLOW_PART="wallets", SDK_FLOW_MARKETS=json.dumps(wire),
+        SDK_FLOW_BUILDER_OWNER_KEY=keys["builder_owner"], SDK_FLOW_BUILDER_OWNER=address["builder_owner"],
+        SDK_FLOW_DEFAULT_KEY=keys["default"], SDK_FLOW_RELAYED_KEY=keys["relayed"],
+        SDK_FLOW_RELAYER_API_KEY=json.dumps(relayer_key), SDK_FLOW_EOA_KEY=keys["eoa"], SDK_FLOW_EOA=address["eoa"],
+        SDK_FLOW_PROXY_KEY=keys["proxy"], SDK_FLOW_PROXY_WALLET=proxy,
+        SDK_FLOW_SAFE_KEY=keys["safe"], SDK_FLOW_SAFE_WALLET=safe))
+    pusd, positions = CONTRACTS[137].collateral, CONTRACTS[137].position_manager
+    ctf = CONTRACTS[137].conditional_tokens
+
+    # With a builder key from the CLOB and no wallet=, the SDK deployed the owner's deposit wallet through the
+    # relayer. A BUY before any deposit was refused for the balance (no approval was tried: the wallet's batch
+    # nonce is 1, from the one approval below); after the deposit the venue refused it for the allowance, the SDK
+    # approved pUSD to the exchange in a batch it signed, and posted it again.
+    default = r["default"]
+    assert (default["wallet"], default["wallet_type"], default["builder_key_listed"]) == (
+        default_wallet, "DEPOSIT_WALLET", True)
+    assert deployed(venue, default_wallet)
+    # The requests the SDK made, as its transports logged them (a repeated poll once), are WALLETS.md §5's: the
+    # relayer's deployed read (legacy wallet, then the beacon one), a deployment and its polls; a refusal for the
+    # balance taken as it is; a refusal for the allowance answered by a relayer batch (its deadline from the chain's
+    # latest block) and a second post.
+    tx, ok = "/v1/account/transactions/{id}", 200
+    requests = default["requests"]
+    assert requests["create"] == [["GET", "/deployed", ok], ["POST", "/auth/api-key", ok], ["GET", "/deployed", ok],
+                                  ["POST", "/submit", ok], ["GET", tx, ok]]
+    assert requests["unfunded"] == [["GET", f"/markets-by-token/{markets['default']['yes']}", ok],
+                                    ["GET", f"/clob-markets/{markets['default']['condition_id']}", ok],
+                                    ["POST", "/order", 400]]
+    assert requests["placed"] == [
+        ["POST", "/order", 400], ["GET", "/balance-allowance", ok], ["GET", "/v1/account/transactions/params", ok],
+        ["POST", "<rpc>", ok], ["POST", "/submit", ok], ["GET", tx, ok], ["GET", "/balance-allowance/update", ok],
+        ["GET", "/balance-allowance", ok], ["POST", "/order", ok]]
+    unfunded = default["unfunded"]
+    assert "RequestRejectedError" in unfunded["raised"] and unfunded["status"] == 400, unfunded
+    assert "the balance is not enough" in unfunded["message"], unfunded
+    assert default["placed"] == {"ok": True, "status": "live", "id": default["placed"]["id"]}
+    assert default["listed"] == [default["placed"]["id"]] == default["canceled"]
+    assert {k: int(v) for k, v in default["allowances"].items()} == {V2_EXCHANGE: MAX, NEG_RISK_V2_EXCHANGE: 0,
+                                                                      EXCHANGE_V3: 0}
+    assert relayer_nonce(venue, address["default"]) == 1
+    assert eth_call(venue, pusd, "allowance(address,address)", default_wallet, V2_EXCHANGE) == MAX
+
+    # With a relayer API key, on a protocol-v2 market: the BUY approved pUSD to exchange V3, the SELL the position
+    # manager's tokens to it (each its own batch); the trading setup then approved the rest in one batch, and the
+    # second setup found nothing missing (three batches in all).
+    relayed = r["relayed"]
+    assert (relayed["wallet"], relayed["wallet_type"]) == (relayed_wallet, "DEPOSIT_WALLET")
+    assert deployed(venue, relayed_wallet)
+    assert (relayed["bought"]["ok"], relayed["bought"]["status"], len(relayed["bought"]["trade_ids"])) == (
+        True, "matched", 1)
+    assert int(relayed["shares"]) == 10 * 10**6 and int(relayed["share_allowances"][EXCHANGE_V3]) == 0
+    assert (relayed["sold"]["ok"], relayed["sold"]["status"], len(relayed["sold"]["trade_ids"])) == (
+        True, "matched", 1)
+    assert int(relayed["shares_after_sale"]) == 0
+    assert relayed["resting"]["status"] == "live" and relayed["canceled"] == [relayed["resting"]["id"]]
+    assert {k: int(v) for k, v in relayed["before_setup"].items()} == {V2_EXCHANGE: 0, NEG_RISK_V2_EXCHANGE: 0,
+                                                                        EXCHANGE_V3: MAX}
+    assert {k: int(v) for k, v in relayed["after_setup"].items()} == {
+        V2_EXCHANGE: MAX, NEG_RISK_V2_EXCHANGE: MAX, EXCHANGE_V3: MAX}
+    assert relayer_nonce(venue, address["relayed"]) == 3
+    assert eth_call(venue, positions, "isApprovedForAll(address,address)", relayed_wallet, EXCHANGE_V3) == 1
+    assert eth_call(venue, ctf, "isApprovedForAll(address,address)", relayed_wallet, AUTO_REDEEM) == 1
+    assert eth_call(venue, ctf, "isApprovedForAll(address,address)", default_wallet, AUTO_REDEEM) == 0
+
+    # The EOA approved with a transaction of its own over JSON-RPC: one mined, the allowance it set.
+    eoa = r["eoa"]
+    assert eoa["wallet_type"] == "EOA" and eoa["placed"] == {"ok": True, "status": "live"}
+    assert int(eoa["allowances"][V2_EXCHANGE]) == MAX and int(eoa["allowances"][EXCHANGE_V3]) == 0
+    assert len(eoa["canceled"]) == 1
+    assert int(rpc(venue, "eth_getTransactionCount", address["eoa"], "latest"), 16) == 1
+
+    # Proxy and Safe wallets named by wallet= trade as themselves: the fill is the wallet's, so are the shares.
+    for name, wallet, kind in (("proxy", proxy, "POLY_PROXY"), ("safe", safe, "GNOSIS_SAFE")):
+        got = r[name]
+        assert got["wallet_type"] == kind
+        assert (got["bought"]["ok"], got["bought"]["status"], len(got["bought"]["trade_ids"])) == (
+            True, "matched", 1), got
+        assert int(got["shares"]) == 10 * 10**6
+        (filled,) = got["trades"]
+        assert (filled["id"], filled["trader_side"], filled["maker_address"]) == (
+            got["bought"]["trade_ids"][0], "TAKER", wallet)
+        assert D(filled["price"]) <= D(got["top"]["ask"])
+        assert got["resting"]["status"] == "live" and got["canceled"] == [got["resting"]["id"]]

@@ -1,17 +1,20 @@
 """Polymarket's unified SDK (polymarket-client) driven through its real flow against a local venue.
 
 Run by tests/test_venue_unified_sdk.py with the Python of the SDK's own virtual environment, so it imports only the
-SDK and the standard library. Everything else comes from the environment: the venue's URLs (its CLOB also
-answers the relayer's deployed read), keys and wallets (funded by the test), and the markets to use
-(``SDK_FLOW_MARKETS``). It records what the SDK returns and raises, raw, and prints one JSON line
-``{"result": ...}``; the test does the arithmetic and asserts. To change the venue's state mid-flow (a restart, rate limits) it prints ``{"admin": action, "body": {...}}`` and
-waits for the test's ``ok`` on stdin. Keys are never printed."""
+SDK and the standard library. Everything else comes from the environment: the venue's URLs (its CLOB also serves
+the relayer and JSON-RPC), keys and wallets (funded by the test), the markets to use (``SDK_FLOW_MARKETS``) and
+which part of the flow to run (``SDK_FLOW_PART``: ``trading``, or ``wallets`` for the SDK's own wallet setup). It
+records what the SDK returns and raises, raw, and prints one JSON line ``{"result": ...}``; the test does the
+arithmetic and asserts. To change the venue's state mid-flow (a restart, rate limits, a deposit) it prints
+``{"admin": action, "body": {...}}`` and waits for the test's ``ok`` on stdin. Keys are never printed."""
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import json
+import logging
 import os
+import re
 import sys
 import time
 from decimal import Decimal
@@ -20,6 +23,7 @@ from polymarket import (
     PRODUCTION,
     AsyncSecureClient,
     RateLimitError,
+    RelayerApiKey,
     SecureClient,
 )
 from polymarket._internal.environment import create_environment, get_environment_config
@@ -31,15 +35,17 @@ ENV = os.environ
 
 
 def venue_environment():
-    """Production's environment with every host replaced: the venue's (the relayer too) or nowhere."""
+    """Production's environment with every host replaced: the venue's (the relayer and JSON-RPC too) or nowhere.
+    The relayer is polled every 25 ms: the venue confirms a transaction in under a second, within the SDK's 100
+    polls."""
     config = dataclasses.replace(
         get_environment_config(PRODUCTION), chain_id=137,
         clob_url=ENV["SDK_FLOW_CLOB"], gamma_url=ENV["SDK_FLOW_GAMMA"],
         clob_market_ws_url=ENV["SDK_FLOW_MARKET_WS"], clob_user_ws_url=ENV["SDK_FLOW_USER_WS"],
-        relayer_url=ENV["SDK_FLOW_RELAYER"], data_url=NOWHERE, rfq_url=NOWHERE, rpc_url=NOWHERE,
+        relayer_url=ENV["SDK_FLOW_RELAYER"], rpc_url=ENV["SDK_FLOW_RPC"], data_url=NOWHERE, rfq_url=NOWHERE,
         rtds_ws_url=NOWHERE_WS, sports_ws_url=NOWHERE_WS, builder_gateway_url=NOWHERE,
         collateral_return_url=NOWHERE, perps_url=NOWHERE, perps_ws_url=NOWHERE_WS, realtime_ws_url=NOWHERE_WS,
-        rfq_quoter_ws_url=NOWHERE_WS, relayer_poll_frequency_ms=10)
+        rfq_quoter_ws_url=NOWHERE_WS, relayer_poll_frequency_ms=25)
     return create_environment(name="local-venue", config=config)
 
 
@@ -248,9 +254,158 @@ async def stream_section(environment, taker: SecureClient, market: dict) -> dict
         await client.close()
 
 
+def allowances(client: SecureClient) -> dict:
+    return dict(client.get_balance_allowance(asset_type="COLLATERAL").allowances)
+
+
+class Requests(logging.Handler):
+    """The SDK's HTTP requests as its transports log them, ``[method, path, status]`` (JSON-RPC's path is
+    ``<rpc>``); a poll repeating the same request is kept once."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen: list[list] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not str(record.msg).startswith("polymarket http %s %s -> %d"):
+            return
+        method, path, status = record.args[:3]
+        path = re.sub(r"^/v1/account/transactions/[0-9a-f-]{36}$", "/v1/account/transactions/{id}", path)
+        entry = [method, path or "<rpc>", status]
+        if not self.seen or self.seen[-1] != entry:
+            self.seen.append(entry)
+
+    def take(self) -> list[list]:
+        seen, self.seen = self.seen, []
+        return seen
+
+
+def recording_logger(name: str) -> tuple[logging.Logger, Requests]:
+    logger = logging.getLogger(f"sdk-flow.{name}")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    requests = Requests()
+    logger.addHandler(requests)
+    return logger, requests
+
+
+def default_wallet_section(environment, market: dict) -> dict:
+    """The SDK's default flow with a builder key: no ``wallet=``, so it deploys the owner's deposit wallet through
+    the relayer; an order without funds is refused as it is, one without an allowance makes the SDK approve
+    through a signed relayer batch and post again."""
+    boot = SecureClient.create(private_key=ENV["SDK_FLOW_BUILDER_OWNER_KEY"], wallet=ENV["SDK_FLOW_BUILDER_OWNER"],
+                               environment=environment)
+    try:
+        builder = boot.create_builder_api_key()
+        builder_keys = [info.key for info in boot.fetch_builder_api_keys()]
+    finally:
+        boot.close()
+    logger, requests = recording_logger("default")
+    client = SecureClient.create(private_key=ENV["SDK_FLOW_DEFAULT_KEY"], environment=environment, api_key=builder,
+                                 logger=logger)
+    try:
+        created = requests.take()
+        yes = market["yes"]
+        at = top(client, yes)
+        requests.take()
+        unfunded = raised(client.place_limit_order, token_id=yes, price=at["price"], size=10, side="BUY")
+        unfunded_requests = requests.take()
+        admin("fund", address=client.wallet, collateral=100)
+        placed = client.place_limit_order(token_id=yes, price=at["price"], size=10, side="BUY")
+        placed_requests = requests.take()
+        listed = open_ids(client, token_id=yes)
+        canceled = client.cancel_order(order_id=placed.order_id).canceled
+        return {"wallet": client.wallet, "wallet_type": client.wallet_type,
+                "builder_key_listed": builder.key in builder_keys,
+                "requests": {"create": created, "unfunded": unfunded_requests, "placed": placed_requests},
+                "unfunded": unfunded, "placed": {"ok": placed.ok, "status": placed.status, "id": placed.order_id},
+                "listed": listed, "allowances": allowances(client), "canceled": list(canceled)}
+    finally:
+        client.close()
+
+
+def relayed_wallet_section(environment, market: dict) -> dict:
+    """The default flow with a relayer API key, on a protocol-v2 market: buying approves pUSD to exchange V3,
+    selling approves the position manager's tokens to it, each through a relayer batch; then the SDK's trading
+    setup approves the rest in one batch, and a second setup finds nothing missing."""
+    key = json.loads(ENV["SDK_FLOW_RELAYER_API_KEY"])
+    client = SecureClient.create(private_key=ENV["SDK_FLOW_RELAYED_KEY"], environment=environment,
+                                 api_key=RelayerApiKey(key=key["apiKey"], address=key["address"]))
+    try:
+        yes = market["yes"]
+        admin("fund", address=client.wallet, collateral=100)
+        at = top(client, yes)
+        bought = client.place_limit_order(token_id=yes, price=at["ask"], size=10, side="BUY")
+        shares = client.get_balance_allowance(asset_type="CONDITIONAL-V2", token_id=yes)
+        sold = client.place_limit_order(token_id=yes, price=at["bid"], size=10, side="SELL")
+        after_sale = client.get_balance_allowance(asset_type="CONDITIONAL-V2", token_id=yes)
+        resting = client.place_limit_order(token_id=yes, price=at["bid"], size=5, side="BUY", post_only=True)
+        canceled = client.cancel_order(order_id=resting.order_id).canceled
+        before_setup = allowances(client)
+        client.setup_trading_approvals()
+        after_setup = allowances(client)
+        client.setup_trading_approvals()  # everything approved: reads the chain and submits nothing
+        return {"wallet": client.wallet, "wallet_type": client.wallet_type, "top": at,
+                "bought": {"ok": bought.ok, "status": bought.status, "trade_ids": list(bought.trade_ids)},
+                "shares": shares.balance, "share_allowances": dict(shares.allowances),
+                "sold": {"ok": sold.ok, "status": sold.status, "trade_ids": list(sold.trade_ids)},
+                "shares_after_sale": after_sale.balance,
+                "resting": {"status": resting.status, "id": resting.order_id}, "canceled": list(canceled),
+                "before_setup": before_setup, "after_setup": after_setup}
+    finally:
+        client.close()
+
+
+def eoa_wallet_section(environment, market: dict) -> dict:
+    """An EOA (``wallet=`` its own address) has no relayer: it approves by sending its own transaction over
+    JSON-RPC, then posts again."""
+    client = SecureClient.create(private_key=ENV["SDK_FLOW_EOA_KEY"], wallet=ENV["SDK_FLOW_EOA"],
+                                 environment=environment)
+    try:
+        yes = market["yes"]
+        at = top(client, yes)
+        placed = client.place_limit_order(token_id=yes, price=at["price"], size=10, side="BUY")
+        canceled = client.cancel_order(order_id=placed.order_id).canceled
+        return {"wallet_type": client.wallet_type, "placed": {"ok": placed.ok, "status": placed.status},
+                "allowances": allowances(client), "canceled": list(canceled)}
+    finally:
+        client.close()
+
+
+def owned_wallet_section(environment, market: dict, name: str) -> dict:
+    """A proxy or Safe wallet the test funded and approved, named by ``wallet=``: a fill and a cancel."""
+    client = SecureClient.create(private_key=ENV[f"SDK_FLOW_{name}_KEY"], wallet=ENV[f"SDK_FLOW_{name}_WALLET"],
+                                 environment=environment)
+    try:
+        yes, condition = market["yes"], market["condition_id"]
+        at = top(client, yes)
+        bought = client.place_limit_order(token_id=yes, price=at["ask"], size=10, side="BUY")
+        shares = client.get_balance_allowance(asset_type="CONDITIONAL", token_id=yes).balance
+        resting = client.place_limit_order(token_id=yes, price=at["bid"], size=5, side="BUY")
+        canceled = client.cancel_order(order_id=resting.order_id).canceled
+        return {"wallet_type": client.wallet_type, "top": at,
+                "bought": {"ok": bought.ok, "status": bought.status, "trade_ids": list(bought.trade_ids)},
+                "shares": shares,
+                "trades": [trade(t) for t in client.list_account_trades(market=condition).iter_items()],
+                "resting": {"status": resting.status, "id": resting.order_id}, "canceled": list(canceled)}
+    finally:
+        client.close()
+
+
+def wallets_main(environment, markets: dict) -> dict:
+    return {"default": default_wallet_section(environment, markets["default"]),
+            "relayed": relayed_wallet_section(environment, markets["v2"]),
+            "eoa": eoa_wallet_section(environment, markets["eoa"]),
+            "proxy": owned_wallet_section(environment, markets["proxy"], "PROXY"),
+            "safe": owned_wallet_section(environment, markets["safe"], "SAFE")}
+
+
 def main() -> None:
     markets = json.loads(ENV["SDK_FLOW_MARKETS"])
     environment = venue_environment()
+    if ENV.get("SDK_FLOW_PART") == "wallets":
+        print(json.dumps({"result": wallets_main(environment, markets)}, default=_decimal), flush=True)
+        return
     maker, taker, wallets = clients(environment)
     try:
         result = {"wallets": wallets,
