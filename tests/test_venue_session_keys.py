@@ -18,7 +18,7 @@ from py_clob_client_v2.clob_types import OrderArgsV2
 from polybot_venue import wallets
 from polybot_venue.app import INVALID_SIGNATURE
 
-from .test_venue_unified_sdk import _run_flow, _sdk_python
+from .test_venue_unified_sdk import _flow_env, _run_flow, _sdk_python
 from .test_venue_wallets import NOT_THE_KEYS_SIGNER
 from .venue_harness import Venue, rejection, tokens
 
@@ -48,10 +48,8 @@ def test_the_unified_sdk_trades_through_a_session_key_only_while_the_wallet_auth
     wallet = funded(venue, wallets.deposit_wallet_beacon(owner.address))
     other_wallet = funded(venue, wallets.deposit_wallet_beacon(stranger.address))
     yes, _ = tokens(venue.market())
-    r = _run_flow(python, venue, dict(
-        SDK_FLOW_CLOB=venue.clob, SDK_FLOW_GAMMA=venue.gamma, SDK_FLOW_MARKET_WS=venue.market_ws,
-        SDK_FLOW_USER_WS=venue.user_ws, SDK_FLOW_RELAYER=venue.clob, SDK_SESSION_TOKEN=yes,
-        SDK_SESSION_OWNER_KEY=owner.key.hex(), SDK_SESSION_KEY=session.key.hex(), SDK_SESSION_SIGNER=session.address,
+    r = _run_flow(python, venue, _flow_env(
+        venue, SDK_SESSION_TOKEN=yes, SDK_SESSION_OWNER_KEY=owner.key.hex(), SDK_SESSION_KEY=session.key.hex(), SDK_SESSION_SIGNER=session.address,
         SDK_SESSION_WALLET=wallet, SDK_SESSION_OTHER_WALLET=other_wallet), script="session_keys.py")
 
     # Both clients trade for the owner's deposit wallet; the session key's does not derive it, so the SDK takes it
