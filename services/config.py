@@ -116,6 +116,20 @@ class PolymarketConfig(_Section):
     chain_id: int = 137
 
 
+class AccountConfig(_Section):
+    """The account live orders are signed for. The key (POLYBOT_PRIVATE_KEY) is always the owner's EOA; ``wallet``
+    says what holds the money and makes the orders, as Polymarket's signature types do: "eoa" (0, the key's own
+    address), "proxy" (1, Polymarket's proxy wallet of the key), "safe" (2, its Gnosis Safe) or "deposit" (3, its
+    deposit wallet, ERC-1271: what new API users are told to use). ``funder`` is that wallet's address; empty:
+    derived from the key as Polymarket's clients derive it (for "deposit", the beacon form new wallets have)."""
+
+    wallet: Literal["eoa", "proxy", "safe", "deposit"] = "eoa"
+    funder: str = ""
+
+
+WALLET_SIGNATURE_TYPES = {"eoa": 0, "proxy": 1, "safe": 2, "deposit": 3}
+
+
 class LocalVenueConfig(_Section):
     start: bool = True  # `polybot up` starts the local venue first when venue = "local"
     # The host the other services reach it at (a container's name, when it binds options.host = "0.0.0.0");
@@ -147,6 +161,7 @@ class Config(_Section):
     mode: Literal["", "paper", "live"] = ""
     local_venue: LocalVenueConfig = LocalVenueConfig()
     polymarket: PolymarketConfig = PolymarketConfig()
+    account: AccountConfig = AccountConfig()
     bus: BusConfig = BusConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     log: LogConfig = LogConfig()
@@ -422,6 +437,13 @@ def _finish(config: Config, environ: Mapping[str, str]) -> Config:
             raise ConfigError(f"bus.addresses.{name}: unknown socket; the sockets are {', '.join(SOCKET_NAMES)}")
     if not 1 <= config.bus.buffer <= 8192:
         raise ConfigError("bus.buffer: must be between 1 and 8192 (NNG's maximum)")
+    funder = config.account.funder
+    if funder and not re.fullmatch(r"0x[0-9a-fA-F]{40}", funder):
+        raise ConfigError(f"account.funder: {funder!r} is not an address (0x and 40 hex digits); leave it empty to "
+                          "derive the wallet from the key")
+    if funder and config.account.wallet == "eoa":
+        raise ConfigError('account.funder: an "eoa" account trades from the key\'s own address; set account.wallet '
+                          'to "proxy", "safe" or "deposit" for a wallet, or remove funder')
     state_dir = config.state_dir or _default_state_dir(environ)
     state = Path(state_dir).expanduser()
     if not state.is_absolute():
