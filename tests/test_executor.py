@@ -14,7 +14,7 @@ from py_clob_client_v2.clob_types import AssetType, BalanceAllowanceParams, Orde
 import msgspec
 
 from services import messages as m
-from services.executor import Submitting, Taken
+from services.executor.journal import Submitting, Taken
 from services.venues.base import VenueError
 from services.venues.polymarket.client import Clob, salt_of
 

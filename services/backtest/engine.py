@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from .. import messages as m
-from ..executor import matches
+from ..executor.desk import matches
 from ..ledger import Ledger, marked
 from ..recording import read
 from ..strategies import REGISTRY

@@ -15,400 +15,34 @@ is set and ``venue = "local"``); paper mode fills against the scanner's books (`
 from __future__ import annotations
 
 import asyncio
-import os
-import time
-from collections import Counter, deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import deque
 from decimal import Decimal
-from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
-from . import messages as m
-from .bus import REDIAL, BusError, Requester, topic
-from .config import control_address, trading_mode, venue_urls
-from .ledger import Ledger
-from .runtime import Service, StartupError
-from .sync import start_from_scanner
-from .venues import base
-from .venues.base import ONE, ZERO, Balance, MarketRules, OrderRequest, Placed, VenueError, VenueFill, VenueOrder
+from .. import messages as m
+from ..bus import REDIAL, BusError, Requester, topic
+from ..config import control_address, trading_mode
+from ..runtime import Service, StartupError
+from ..sync import start_from_scanner
+from ..venues import base
+from ..venues.base import ONE, Balance, MarketRules, OrderRequest, VenueError, VenueFill
+from .desk import IOC, RISK_SOURCE, UNANSWERED, Desk, Tracked, matches
+from .journal import Journal
+from .options import ExecutorOptions
+from .venue import TimedVenue, make_venue
 
-OPEN = ("pending", "submitting", "unknown", "live")
-IOC = ("FOK", "FAK")
 HALTED = "HALTED"
 NOT_SUBMITTED = "NOT_SUBMITTED"
 SIGNAL_FAILED = "SIGNAL_FAILED"
 STOPPING = "STOPPING"
 STALE_ORDER = "STALE_ORDER"
-RISK_SOURCE = "risk"  # a Cancel from risk itself (its kill switch) covers every source's orders
-UNANSWERED = ("pending", "submitting")  # taken, and the venue has not answered yet
 STRATEGIES_KIND = "services.strategies.host:Strategies"
 BACKPRESSURE_S = 0.1  # how often the lag is looked at
 THROTTLE_REFRESH_S = 1.0  # a throttle is repeated this often while it holds (it runs out after THROTTLE_FOR_S)
 SETTLE_S = 0.3  # subscribers back after a restart: their number has not grown for this long
 THROTTLE_FOR_S = 5.0
-
-
-class ExecutorOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    scanner: str = "scanner"  # whose snapshot market rules and (paper) books start from; "" for none (live only)
-    leg_wait_ms: float = 1.0  # how long a signal's first order waits for its other legs, so they go out together
-    call_timeout_s: float = 10.0  # the longest one venue call may take
-    workers: int = 4  # threads for venue calls
-    heartbeat_s: float = 5.0  # venue heartbeats; once started, the venue cancels our orders when they stop. 0: none
-    reconcile_s: float = 30.0  # REST reconciliation of orders and trades, besides after each reconnection
-    ping_s: float = 10.0  # user channel
-    stale_after_s: float = 30.0
-    reconnect_initial_s: float = 0.5
-    reconnect_max_s: float = 30.0
-    fsync: bool = False  # fsync the journal on every record: survives power loss, not only a crash
-    # An order older than this when it could go out is refused, not sent: risk priced it on a book that is gone
-    # (orders queue up in risk's socket while the executor is down, and arrive in a burst when it is back).
-    max_order_age_ms: int = 3000
-    # Backpressure. The executor's lag is the age of its oldest order the venue has not answered yet (from when
-    # risk sent it), or the wait of the latest order to be handled, whichever is larger. Past throttle_lag_ms the
-    # signal producers are throttled over control to throttle_signals_per_s; they are released once the lag has
-    # stayed under release_lag_ms for release_after_s.
-    throttle_lag_ms: float = 750.0  # 0: never throttle
-    release_lag_ms: float = 250.0
-    release_after_s: float = 2.0
-    throttle_signals_per_s: float = 1.0
-    throttle_services: list[str] = []  # whom to throttle; empty: every enabled strategies host of the config
-
-
-# ---------------------------------------------------------------- the journal
-
-
-class Taken(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True):
-    order: m.Order
-
-
-class Submitting(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True):
-    order_id: str
-    venue_order_id: str
-    price: Decimal
-    size: Decimal
-    submitted_ts_ns: int
-
-
-Record = Union[Taken, Submitting, m.OrderAck, m.OrderRejected, m.OrderCanceled, m.Fill, m.ResidualExposure,
-               m.MarketResolved]
-
-
-class Journal:
-    """Append-only JSON lines: each order as taken, before it is sent, and what became of it."""
-
-    def __init__(self, path: Path, fsync: bool = False) -> None:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.parent.chmod(0o700)
-        self.path = path
-        self.fsync = fsync
-        self.bad = 0
-        self._encoder = msgspec.json.Encoder()
-        self._file: Any = None
-
-    def replay(self) -> list[Any]:
-        """Every record so far; a line that does not decode (a write cut short by a crash) is counted and skipped."""
-        if not self.path.exists():
-            return []
-        decoder = msgspec.json.Decoder(Record)
-        out = []
-        for line in self.path.read_bytes().splitlines():
-            if not line.strip():
-                continue
-            try:
-                out.append(decoder.decode(line))
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                self.bad += 1
-        return out
-
-    def open(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-        self._file = os.fdopen(fd, "a+b")
-        if self._file.seek(0, os.SEEK_END):
-            self._file.seek(-1, os.SEEK_END)
-            if self._file.read(1) != b"\n":
-                self._file.write(b"\n")  # end a line a crash cut short, so the next record stands alone
-
-    def write(self, record: Any) -> None:
-        self._file.write(self._encoder.encode(record) + b"\n")
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-
-
-# ---------------------------------------------------------------- order states, fills, positions
-
-
-@dataclass(eq=False)
-class Tracked:
-    order: m.Order
-    status: str = "pending"  # pending, submitting, unknown (sent, answer lost), live, matched, canceled, rejected
-    venue_order_id: str = ""
-    price: Decimal = ZERO  # as sent: rounded to the market's rules
-    size: Decimal = ZERO
-    filled: Decimal = ZERO
-    cost: Decimal = ZERO  # sum of fill size x price
-    venue_matched: Decimal = ZERO  # what the venue last said had matched
-    acked: bool = False
-    inflight: bool = False
-    submitted_ts_ns: int = 0
-    cancel_reason: str = ""  # why we asked to cancel it (sent once the venue has answered, if it was on its way)
-    failure: str = ""  # why this leg failed its signal
-
-    def __post_init__(self) -> None:
-        self.price = self.price or self.order.limit_price
-        self.size = self.size or self.order.size
-
-    @property
-    def open(self) -> bool:
-        return self.status in OPEN
-
-    @property
-    def remaining(self) -> Decimal:
-        return max(ZERO, self.size - max(self.filled, self.venue_matched))
-
-
-class Desk:
-    """Order states and positions, pure: venue answers in, ``executions`` messages out through ``publish``."""
-
-    def __init__(self, publish: Callable[[m.Message], None], record: Callable[[Any], None]) -> None:
-        self.publish = publish  # send on executions, then journal
-        self.record = record  # journal only
-        self.orders: dict[str, Tracked] = {}
-        self.by_venue: dict[str, Tracked] = {}
-        self.signals: dict[str, list[Tracked]] = {}
-        self.failed: set[str] = set()  # signals whose residual exposure was reported
-        self.ledger = Ledger()
-        self.seen: set[tuple[str, str]] = set()  # (trade id, venue order id)
-        self.foreign: dict[str, VenueOrder] = {}  # open orders of the account that are not ours
-        self.rules: dict[str, MarketRules] = {}
-        self.counts: Counter[str] = Counter()
-
-    def _track(self, order: m.Order) -> Tracked:
-        tracked = self.orders[order.id] = Tracked(order)
-        self.signals.setdefault(order.signal_id, []).append(tracked)
-        return tracked
-
-    def replay(self, rec: Any) -> None:
-        """One journal record: rebuild state as it was, publishing nothing."""
-        match rec:
-            case Taken(order=order):
-                self._track(order)
-            case Submitting():
-                t = self.orders.get(rec.order_id)
-                if t is not None:
-                    t.status, t.venue_order_id, t.price, t.size = "submitting", rec.venue_order_id, rec.price, rec.size
-                    t.submitted_ts_ns = rec.submitted_ts_ns
-                    self.by_venue[rec.venue_order_id] = t
-            case m.OrderAck():
-                if (t := self.orders.get(rec.order_id)) is not None:
-                    t.acked = True
-                    if t.open:
-                        t.status = "matched" if t.order.order_type in IOC else "live"
-            case m.OrderRejected() | m.OrderCanceled():
-                if (t := self.orders.get(rec.order_id)) is not None:
-                    t.status = "rejected" if isinstance(rec, m.OrderRejected) else "canceled"
-            case m.Fill():
-                self.seen.add((rec.trade_id, rec.venue_order_id))
-                self.ledger.apply(rec)
-                if (t := self.orders.get(rec.order_id)) is not None:
-                    self._count_fill(t, rec.size, rec.price)
-            case m.ResidualExposure():
-                self.failed.add(rec.signal_id)
-            case m.MarketResolved():
-                self.ledger.settle(rec.market, rec.winning_token_id)
-
-    def resolved(self, msg: m.MarketResolved) -> None:
-        """The venue redeems a resolved market's shares (1 per winning share, 0 per losing one)."""
-        self.record(msg)
-        self.ledger.settle(msg.market, msg.winning_token_id)
-
-    def take(self, order: m.Order) -> Tracked | None:
-        """A new order; None when its id was taken before (it is never sent twice)."""
-        if order.id in self.orders:
-            self.counts["duplicates"] += 1
-            return None
-        self.record(Taken(order=order))
-        return self._track(order)
-
-    def _msg(self, t: Tracked, cls: type, **fields: Any) -> Any:
-        o = t.order
-        return cls(trace_id=o.trace_id, order_id=o.id, signal_id=o.signal_id, source=o.source, **fields)
-
-    def reject(self, t: Tracked, code: str, message: str) -> None:
-        if not t.open:
-            return
-        t.status, t.failure = "rejected", f"leg {t.order.leg} rejected ({code}): {message}"
-        self.counts["rejected"] += 1
-        self.publish(self._msg(t, m.OrderRejected, code=code, message=message))
-
-    def submitting(self, t: Tracked, venue_order_id: str, price: Decimal, size: Decimal, now_ns: int) -> None:
-        t.status, t.venue_order_id, t.price, t.size, t.submitted_ts_ns = "submitting", venue_order_id, price, size, now_ns
-        t.inflight = True
-        self.by_venue[venue_order_id] = t
-        self.record(Submitting(order_id=t.order.id, venue_order_id=venue_order_id, price=price, size=size,
-                               submitted_ts_ns=now_ns))
-
-    def ack(self, t: Tracked, status: str) -> None:
-        if t.acked:
-            return
-        t.acked = True
-        self.publish(self._msg(t, m.OrderAck, venue_order_id=t.venue_order_id, status=status,
-                               submitted_ts_ns=t.submitted_ts_ns))
-
-    def placed(self, t: Tracked, placed: Placed) -> None:
-        """The venue's answer to sending the order."""
-        t.inflight = False
-        if not placed.ok:
-            if placed.code == base.DUPLICATE:  # it reached the venue before (our id is deterministic): find out how
-                t.status = "unknown"
-            else:
-                self.reject(t, placed.code, placed.message)
-            return
-        self.ack(t, placed.status)
-        t.venue_matched = max(t.venue_matched, placed.matched)
-        if not t.open:
-            return
-        if t.order.order_type in IOC:
-            if placed.matched < t.size:
-                t.failure = f"leg {t.order.leg} ({t.order.order_type}) matched {placed.matched} of {t.size}"
-                self.end(t, t.size - placed.matched, f"{t.order.order_type} remainder")
-            else:
-                t.status = "matched"
-        else:
-            t.status = "matched" if t.filled >= t.size else "live"
-
-    def end(self, t: Tracked, remaining: Decimal, reason: str) -> None:
-        """Canceled: by us, by the venue, or the unmatched part of an FOK/FAK order."""
-        if not t.open:
-            return
-        t.status = "canceled"
-        self.publish(self._msg(t, m.OrderCanceled, venue_order_id=t.venue_order_id, remaining=remaining,
-                               reason=reason))
-
-    def _count_fill(self, t: Tracked, size: Decimal, price: Decimal) -> None:
-        t.filled += size
-        t.cost += size * price
-        if t.filled >= t.size and t.open and t.status != "pending":
-            t.status = "matched"
-
-    def fill(self, f: VenueFill, publish: bool = True) -> None:
-        """One fill, once. ``publish=False`` counts it in the positions only (history found at start)."""
-        key = (f.trade_id, f.venue_order_id)
-        if key in self.seen:
-            return
-        if f.status.upper() == "FAILED":  # the trade did not settle: nothing changed hands
-            self.counts["failed_trades"] += 1
-            return
-        self.seen.add(key)
-        t = self.by_venue.get(f.venue_order_id)
-        if f.fee is not None:
-            fee = f.fee
-        elif f.liquidity == "TAKER":  # the rate the trade itself reports, else the market's
-            rules = self.rules.get(f.token_id)
-            fee = base.taker_fee(f.size, f.price, f.fee_rate or (rules.fee_rate if rules is not None else ZERO),
-                                 rules.fee_exponent if rules is not None else base.ONE)
-        else:
-            fee = ZERO
-        o = t.order if t is not None else None
-        fill = m.Fill(trace_id=o.trace_id if o else m.new_id(), order_id=o.id if o else f.venue_order_id,
-                      venue_order_id=f.venue_order_id, trade_id=f.trade_id, token_id=f.token_id, market=f.market,
-                      side=f.side, price=f.price, size=f.size, fee=fee, liquidity=f.liquidity, status=f.status,
-                      signal_id=o.signal_id if o else "", source=o.source if o else "", venue_ts_ms=f.ts_ms)
-        self.ledger.apply(fill)
-        if t is not None:
-            self.ack(t, "matched")
-            self._count_fill(t, f.size, f.price)
-        if publish:
-            self.counts["fills"] += 1
-            self.publish(fill)
-
-    def update(self, v: VenueOrder) -> None:
-        """An order's state as the venue reports it."""
-        t = self.by_venue.get(v.venue_order_id)
-        if t is None:
-            if v.status == "LIVE":
-                self.foreign[v.venue_order_id] = v
-            else:
-                self.foreign.pop(v.venue_order_id, None)
-            return
-        t.venue_matched = max(t.venue_matched, v.matched)
-        if v.status == "CANCELED":
-            self.ack(t, "live")
-            if t.order.order_type in IOC and v.matched < t.size and not t.failure:
-                t.failure = f"leg {t.order.leg} ({t.order.order_type}) matched {v.matched} of {t.size}"
-            self.end(t, t.size - v.matched, t.cancel_reason or v.reason or "canceled at the venue")
-        elif v.status == "MATCHED":
-            self.ack(t, "matched")
-            if t.open:
-                t.status = "matched"
-        else:
-            self.ack(t, "live")
-            if t.status in ("submitting", "unknown"):
-                t.status = "live"
-
-    def open_orders(self) -> list[Tracked]:
-        return [t for t in self.orders.values() if t.open]
-
-    def account(self, mode: str, reconciled_ns: int) -> m.AccountReply:
-        orders = [m.OpenOrder(order_id=t.order.id, venue_order_id=t.venue_order_id, signal_id=t.order.signal_id,
-                              source=t.order.source, token_id=t.order.token_id, market=t.order.market,
-                              side=t.order.side, price=t.price, size=t.size, filled=t.filled, status=t.status,
-                              order_type=t.order.order_type, ts_ns=t.order.ts_ns)
-                  for t in self.open_orders()]
-        # Orders of the account that this executor did not place are named by their venue id.
-        orders += [m.OpenOrder(order_id=v.venue_order_id, venue_order_id=v.venue_order_id, signal_id="", source="",
-                               token_id=v.token_id, market=v.market, side=v.side, price=v.price, size=v.size,
-                               filled=v.matched, status="live", order_type=v.order_type, ts_ns=v.created_ms * 10**6)
-                   for v in self.foreign.values()]
-        # Whose fills bought what is held comes from the journal's fills (they carry their order's source).
-        return m.AccountReply(mode=mode, positions=self.ledger.positions(), orders=orders,
-                              reconciled_ts_ns=reconciled_ns, holdings=self.ledger.source_holdings())
-
-
-def matches(cancel: m.Cancel, order: m.Order) -> bool:
-    if cancel.source != RISK_SOURCE and order.source != cancel.source:
-        return False
-    if cancel.order_ids:
-        return order.id in cancel.order_ids
-    return (not cancel.token_id or order.token_id == cancel.token_id) and (not cancel.market or order.market == cancel.market)
-
-
-# ---------------------------------------------------------------- the service
-
-TIMED = ("prepare", "place", "cancel", "order", "open_orders", "trades", "rules")  # prepare: rounding and signing
-
-
-class TimedVenue:
-    """The venue, with each call in ``TIMED`` timed and its failures counted by operation."""
-
-    def __init__(self, venue: Any, latency: Any, errors: Any) -> None:
-        self._venue = venue
-        self._latency = latency
-        self._errors = errors
-
-    def __getattr__(self, name: str) -> Any:
-        call = getattr(self._venue, name)
-        if name not in TIMED:
-            return call
-        latency, errors = self._latency.labels(name), self._errors.labels(name)
-
-        async def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return await call(*args, **kwargs)
-            except VenueError:
-                errors.inc()
-                raise
-            finally:
-                latency.observe(time.perf_counter() - started)
-        return timed
 
 
 class Executor(Service):
@@ -450,7 +84,7 @@ class Executor(Service):
         self.throttling = False
         self.throttles = 0
         self.lag_ms = 0.0
-        self.venue = TimedVenue(self._venue(), metrics.histogram("venue_request_seconds", "venue calls, by operation",
+        self.venue = TimedVenue(make_venue(ctx, self.mode), metrics.histogram("venue_request_seconds", "venue calls, by operation",
                                                                  ["op"]),
                                 metrics.counter("venue_errors", "venue calls that failed, by operation", ["op"]))
         self.journal.open()
@@ -468,27 +102,6 @@ class Executor(Service):
         self.balance: Balance | None = None  # the venue's word on collateral and allowance, at balance_ns
         self.balance_ns = 0
         self.balance_due = asyncio.Event()
-
-    def _venue(self) -> Any:
-        opts: ExecutorOptions = self.ctx.options
-        if self.mode == "paper":
-            from .venues.paper import PaperVenue
-            return PaperVenue(self.ctx.clock)
-        from .venues.polymarket.client import PolymarketVenue
-        secrets, config = self.ctx.secrets, self.ctx.config
-        key = secrets.private_key
-        if not key and config.venue == "local":
-            from polybot_venue.server import VenueOptions, ready_made_account
-            key = ready_made_account(int(config.local_venue.options.get("seed", VenueOptions().seed))).private_key
-        if not key:
-            raise StartupError("live trading needs a key: set POLYBOT_PRIVATE_KEY (or choose mode = \"paper\")")
-        creds = None
-        if secrets.api_key and secrets.api_secret and secrets.api_passphrase:
-            creds = {"api_key": secrets.api_key, "api_secret": secrets.api_secret,
-                     "api_passphrase": secrets.api_passphrase}
-        return PolymarketVenue(venue_urls(config), key, creds, self.ctx.log, opts.call_timeout_s, opts.workers,
-                               opts.heartbeat_s, opts.ping_s, opts.stale_after_s, opts.reconnect_initial_s,
-                               opts.reconnect_max_s)
 
     # ------------------------------------------------------------ lifecycle
 

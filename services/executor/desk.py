@@ -1,0 +1,255 @@
+"""The order desk, pure: order states, fills and positions; venue answers in, ``executions`` messages out."""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from .. import messages as m
+from ..ledger import Ledger
+from ..venues import base
+from ..venues.base import ZERO, MarketRules, Placed, VenueFill, VenueOrder
+from .journal import Submitting, Taken
+
+OPEN = ("pending", "submitting", "unknown", "live")
+IOC = ("FOK", "FAK")
+RISK_SOURCE = "risk"  # a Cancel from risk itself (its kill switch) covers every source's orders
+UNANSWERED = ("pending", "submitting")  # taken, and the venue has not answered yet
+
+
+@dataclass(eq=False)
+class Tracked:
+    order: m.Order
+    status: str = "pending"  # pending, submitting, unknown (sent, answer lost), live, matched, canceled, rejected
+    venue_order_id: str = ""
+    price: Decimal = ZERO  # as sent: rounded to the market's rules
+    size: Decimal = ZERO
+    filled: Decimal = ZERO
+    cost: Decimal = ZERO  # sum of fill size x price
+    venue_matched: Decimal = ZERO  # what the venue last said had matched
+    acked: bool = False
+    inflight: bool = False
+    submitted_ts_ns: int = 0
+    cancel_reason: str = ""  # why we asked to cancel it (sent once the venue has answered, if it was on its way)
+    failure: str = ""  # why this leg failed its signal
+
+    def __post_init__(self) -> None:
+        self.price = self.price or self.order.limit_price
+        self.size = self.size or self.order.size
+
+    @property
+    def open(self) -> bool:
+        return self.status in OPEN
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(ZERO, self.size - max(self.filled, self.venue_matched))
+
+
+class Desk:
+    """Order states and positions, pure: venue answers in, ``executions`` messages out through ``publish``."""
+
+    def __init__(self, publish: Callable[[m.Message], None], record: Callable[[Any], None]) -> None:
+        self.publish = publish  # send on executions, then journal
+        self.record = record  # journal only
+        self.orders: dict[str, Tracked] = {}
+        self.by_venue: dict[str, Tracked] = {}
+        self.signals: dict[str, list[Tracked]] = {}
+        self.failed: set[str] = set()  # signals whose residual exposure was reported
+        self.ledger = Ledger()
+        self.seen: set[tuple[str, str]] = set()  # (trade id, venue order id)
+        self.foreign: dict[str, VenueOrder] = {}  # open orders of the account that are not ours
+        self.rules: dict[str, MarketRules] = {}
+        self.counts: Counter[str] = Counter()
+
+    def _track(self, order: m.Order) -> Tracked:
+        tracked = self.orders[order.id] = Tracked(order)
+        self.signals.setdefault(order.signal_id, []).append(tracked)
+        return tracked
+
+    def replay(self, rec: Any) -> None:
+        """One journal record: rebuild state as it was, publishing nothing."""
+        match rec:
+            case Taken(order=order):
+                self._track(order)
+            case Submitting():
+                t = self.orders.get(rec.order_id)
+                if t is not None:
+                    t.status, t.venue_order_id, t.price, t.size = "submitting", rec.venue_order_id, rec.price, rec.size
+                    t.submitted_ts_ns = rec.submitted_ts_ns
+                    self.by_venue[rec.venue_order_id] = t
+            case m.OrderAck():
+                if (t := self.orders.get(rec.order_id)) is not None:
+                    t.acked = True
+                    if t.open:
+                        t.status = "matched" if t.order.order_type in IOC else "live"
+            case m.OrderRejected() | m.OrderCanceled():
+                if (t := self.orders.get(rec.order_id)) is not None:
+                    t.status = "rejected" if isinstance(rec, m.OrderRejected) else "canceled"
+            case m.Fill():
+                self.seen.add((rec.trade_id, rec.venue_order_id))
+                self.ledger.apply(rec)
+                if (t := self.orders.get(rec.order_id)) is not None:
+                    self._count_fill(t, rec.size, rec.price)
+            case m.ResidualExposure():
+                self.failed.add(rec.signal_id)
+            case m.MarketResolved():
+                self.ledger.settle(rec.market, rec.winning_token_id)
+
+    def resolved(self, msg: m.MarketResolved) -> None:
+        """The venue redeems a resolved market's shares (1 per winning share, 0 per losing one)."""
+        self.record(msg)
+        self.ledger.settle(msg.market, msg.winning_token_id)
+
+    def take(self, order: m.Order) -> Tracked | None:
+        """A new order; None when its id was taken before (it is never sent twice)."""
+        if order.id in self.orders:
+            self.counts["duplicates"] += 1
+            return None
+        self.record(Taken(order=order))
+        return self._track(order)
+
+    def _msg(self, t: Tracked, cls: type, **fields: Any) -> Any:
+        o = t.order
+        return cls(trace_id=o.trace_id, order_id=o.id, signal_id=o.signal_id, source=o.source, **fields)
+
+    def reject(self, t: Tracked, code: str, message: str) -> None:
+        if not t.open:
+            return
+        t.status, t.failure = "rejected", f"leg {t.order.leg} rejected ({code}): {message}"
+        self.counts["rejected"] += 1
+        self.publish(self._msg(t, m.OrderRejected, code=code, message=message))
+
+    def submitting(self, t: Tracked, venue_order_id: str, price: Decimal, size: Decimal, now_ns: int) -> None:
+        t.status, t.venue_order_id, t.price, t.size, t.submitted_ts_ns = "submitting", venue_order_id, price, size, now_ns
+        t.inflight = True
+        self.by_venue[venue_order_id] = t
+        self.record(Submitting(order_id=t.order.id, venue_order_id=venue_order_id, price=price, size=size,
+                               submitted_ts_ns=now_ns))
+
+    def ack(self, t: Tracked, status: str) -> None:
+        if t.acked:
+            return
+        t.acked = True
+        self.publish(self._msg(t, m.OrderAck, venue_order_id=t.venue_order_id, status=status,
+                               submitted_ts_ns=t.submitted_ts_ns))
+
+    def placed(self, t: Tracked, placed: Placed) -> None:
+        """The venue's answer to sending the order."""
+        t.inflight = False
+        if not placed.ok:
+            if placed.code == base.DUPLICATE:  # it reached the venue before (our id is deterministic): find out how
+                t.status = "unknown"
+            else:
+                self.reject(t, placed.code, placed.message)
+            return
+        self.ack(t, placed.status)
+        t.venue_matched = max(t.venue_matched, placed.matched)
+        if not t.open:
+            return
+        if t.order.order_type in IOC:
+            if placed.matched < t.size:
+                t.failure = f"leg {t.order.leg} ({t.order.order_type}) matched {placed.matched} of {t.size}"
+                self.end(t, t.size - placed.matched, f"{t.order.order_type} remainder")
+            else:
+                t.status = "matched"
+        else:
+            t.status = "matched" if t.filled >= t.size else "live"
+
+    def end(self, t: Tracked, remaining: Decimal, reason: str) -> None:
+        """Canceled: by us, by the venue, or the unmatched part of an FOK/FAK order."""
+        if not t.open:
+            return
+        t.status = "canceled"
+        self.publish(self._msg(t, m.OrderCanceled, venue_order_id=t.venue_order_id, remaining=remaining,
+                               reason=reason))
+
+    def _count_fill(self, t: Tracked, size: Decimal, price: Decimal) -> None:
+        t.filled += size
+        t.cost += size * price
+        if t.filled >= t.size and t.open and t.status != "pending":
+            t.status = "matched"
+
+    def fill(self, f: VenueFill, publish: bool = True) -> None:
+        """One fill, once. ``publish=False`` counts it in the positions only (history found at start)."""
+        key = (f.trade_id, f.venue_order_id)
+        if key in self.seen:
+            return
+        if f.status.upper() == "FAILED":  # the trade did not settle: nothing changed hands
+            self.counts["failed_trades"] += 1
+            return
+        self.seen.add(key)
+        t = self.by_venue.get(f.venue_order_id)
+        if f.fee is not None:
+            fee = f.fee
+        elif f.liquidity == "TAKER":  # the rate the trade itself reports, else the market's
+            rules = self.rules.get(f.token_id)
+            fee = base.taker_fee(f.size, f.price, f.fee_rate or (rules.fee_rate if rules is not None else ZERO),
+                                 rules.fee_exponent if rules is not None else base.ONE)
+        else:
+            fee = ZERO
+        o = t.order if t is not None else None
+        fill = m.Fill(trace_id=o.trace_id if o else m.new_id(), order_id=o.id if o else f.venue_order_id,
+                      venue_order_id=f.venue_order_id, trade_id=f.trade_id, token_id=f.token_id, market=f.market,
+                      side=f.side, price=f.price, size=f.size, fee=fee, liquidity=f.liquidity, status=f.status,
+                      signal_id=o.signal_id if o else "", source=o.source if o else "", venue_ts_ms=f.ts_ms)
+        self.ledger.apply(fill)
+        if t is not None:
+            self.ack(t, "matched")
+            self._count_fill(t, f.size, f.price)
+        if publish:
+            self.counts["fills"] += 1
+            self.publish(fill)
+
+    def update(self, v: VenueOrder) -> None:
+        """An order's state as the venue reports it."""
+        t = self.by_venue.get(v.venue_order_id)
+        if t is None:
+            if v.status == "LIVE":
+                self.foreign[v.venue_order_id] = v
+            else:
+                self.foreign.pop(v.venue_order_id, None)
+            return
+        t.venue_matched = max(t.venue_matched, v.matched)
+        if v.status == "CANCELED":
+            self.ack(t, "live")
+            if t.order.order_type in IOC and v.matched < t.size and not t.failure:
+                t.failure = f"leg {t.order.leg} ({t.order.order_type}) matched {v.matched} of {t.size}"
+            self.end(t, t.size - v.matched, t.cancel_reason or v.reason or "canceled at the venue")
+        elif v.status == "MATCHED":
+            self.ack(t, "matched")
+            if t.open:
+                t.status = "matched"
+        else:
+            self.ack(t, "live")
+            if t.status in ("submitting", "unknown"):
+                t.status = "live"
+
+    def open_orders(self) -> list[Tracked]:
+        return [t for t in self.orders.values() if t.open]
+
+    def account(self, mode: str, reconciled_ns: int) -> m.AccountReply:
+        orders = [m.OpenOrder(order_id=t.order.id, venue_order_id=t.venue_order_id, signal_id=t.order.signal_id,
+                              source=t.order.source, token_id=t.order.token_id, market=t.order.market,
+                              side=t.order.side, price=t.price, size=t.size, filled=t.filled, status=t.status,
+                              order_type=t.order.order_type, ts_ns=t.order.ts_ns)
+                  for t in self.open_orders()]
+        # Orders of the account that this executor did not place are named by their venue id.
+        orders += [m.OpenOrder(order_id=v.venue_order_id, venue_order_id=v.venue_order_id, signal_id="", source="",
+                               token_id=v.token_id, market=v.market, side=v.side, price=v.price, size=v.size,
+                               filled=v.matched, status="live", order_type=v.order_type, ts_ns=v.created_ms * 10**6)
+                   for v in self.foreign.values()]
+        # Whose fills bought what is held comes from the journal's fills (they carry their order's source).
+        return m.AccountReply(mode=mode, positions=self.ledger.positions(), orders=orders,
+                              reconciled_ts_ns=reconciled_ns, holdings=self.ledger.source_holdings())
+
+
+def matches(cancel: m.Cancel, order: m.Order) -> bool:
+    if cancel.source != RISK_SOURCE and order.source != cancel.source:
+        return False
+    if cancel.order_ids:
+        return order.id in cancel.order_ids
+    return (not cancel.token_id or order.token_id == cancel.token_id) and (not cancel.market or order.market == cancel.market)
+

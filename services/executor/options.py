@@ -1,0 +1,30 @@
+"""The executor's options: ``[services.executor] options = {...}`` in the config."""
+from __future__ import annotations
+
+import msgspec
+
+
+class ExecutorOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    scanner: str = "scanner"  # whose snapshot market rules and (paper) books start from; "" for none (live only)
+    leg_wait_ms: float = 1.0  # how long a signal's first order waits for its other legs, so they go out together
+    call_timeout_s: float = 10.0  # the longest one venue call may take
+    workers: int = 4  # threads for venue calls
+    heartbeat_s: float = 5.0  # venue heartbeats; once started, the venue cancels our orders when they stop. 0: none
+    reconcile_s: float = 30.0  # REST reconciliation of orders and trades, besides after each reconnection
+    ping_s: float = 10.0  # user channel
+    stale_after_s: float = 30.0
+    reconnect_initial_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    fsync: bool = False  # fsync the journal on every record: survives power loss, not only a crash
+    # An order older than this when it could go out is refused, not sent: risk priced it on a book that is gone
+    # (orders queue up in risk's socket while the executor is down, and arrive in a burst when it is back).
+    max_order_age_ms: int = 3000
+    # Backpressure. The executor's lag is the age of its oldest order the venue has not answered yet (from when
+    # risk sent it), or the wait of the latest order to be handled, whichever is larger. Past throttle_lag_ms the
+    # signal producers are throttled over control to throttle_signals_per_s; they are released once the lag has
+    # stayed under release_lag_ms for release_after_s.
+    throttle_lag_ms: float = 750.0  # 0: never throttle
+    release_lag_ms: float = 250.0
+    release_after_s: float = 2.0
+    throttle_signals_per_s: float = 1.0
+    throttle_services: list[str] = []  # whom to throttle; empty: every enabled strategies host of the config
