@@ -1,22 +1,35 @@
-"""The order desk, pure: order states, fills and positions; venue answers in, ``executions`` messages out."""
+"""The order desk, pure: order states, fills and positions; venue answers in, ``executions`` messages out.
+
+An order is ``pending`` when taken, ``submitting`` once journaled with its venue id and handed to the venue,
+then ``live``, ``matched``, ``canceled`` or ``rejected``; ``unknown`` when it was sent and no answer says what
+became of it (only reconciliation can tell). No I/O here: the service asks the venue and tells the desk what it
+said; messages go out through ``publish`` (executions, then the journal), state through ``record`` (journal).
+"""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import messages as m
 from ..ledger import Ledger
 from ..venues import base
-from ..venues.base import ZERO, MarketRules, Placed, VenueFill, VenueOrder
+from ..venues.base import ONE, ZERO, MarketRules, OrderRequest, Placed, VenueError, VenueFill, VenueOrder
 from .journal import Submitting, Taken
 
 OPEN = ("pending", "submitting", "unknown", "live")
 IOC = ("FOK", "FAK")
 RISK_SOURCE = "risk"  # a Cancel from risk itself (its kill switch) covers every source's orders
 UNANSWERED = ("pending", "submitting")  # taken, and the venue has not answered yet
+
+# Why the executor refused an order itself: OrderRejected.code, beside the venue's codes in venues.base.
+HALTED = "HALTED"
+NOT_SUBMITTED = "NOT_SUBMITTED"
+SIGNAL_FAILED = "SIGNAL_FAILED"
+STOPPING = "STOPPING"
+STALE_ORDER = "STALE_ORDER"
 
 
 @dataclass(eq=False)
@@ -51,9 +64,11 @@ class Tracked:
 class Desk:
     """Order states and positions, pure: venue answers in, ``executions`` messages out through ``publish``."""
 
-    def __init__(self, publish: Callable[[m.Message], None], record: Callable[[Any], None]) -> None:
+    def __init__(self, publish: Callable[[m.Message], None], record: Callable[[Any], None],
+                 clock: Callable[[], int]) -> None:
         self.publish = publish  # send on executions, then journal
         self.record = record  # journal only
+        self.clock = clock  # ns since the epoch: the time of each message, and of each send
         self.orders: dict[str, Tracked] = {}
         self.by_venue: dict[str, Tracked] = {}
         self.signals: dict[str, list[Tracked]] = {}
@@ -69,11 +84,19 @@ class Desk:
         self.signals.setdefault(order.signal_id, []).append(tracked)
         return tracked
 
+    def restore(self, records: Iterable[Any]) -> list[Tracked]:
+        """Rebuild from the journal's records; returns the orders taken but never sent (refused at start, never
+        sent late)."""
+        for rec in records:
+            self.replay(rec)
+        return [t for t in self.orders.values() if t.status == "pending"]
+
     def replay(self, rec: Any) -> None:
         """One journal record: rebuild state as it was, publishing nothing."""
         match rec:
             case Taken(order=order):
-                self._track(order)
+                if order.id not in self.orders:  # a record written twice counts once
+                    self._track(order)
             case Submitting():
                 t = self.orders.get(rec.order_id)
                 if t is not None:
@@ -113,7 +136,8 @@ class Desk:
 
     def _msg(self, t: Tracked, cls: type, **fields: Any) -> Any:
         o = t.order
-        return cls(trace_id=o.trace_id, order_id=o.id, signal_id=o.signal_id, source=o.source, **fields)
+        return cls(ts_ns=self.clock(), trace_id=o.trace_id, order_id=o.id, signal_id=o.signal_id, source=o.source,
+                   **fields)
 
     def reject(self, t: Tracked, code: str, message: str) -> None:
         if not t.open:
@@ -122,7 +146,9 @@ class Desk:
         self.counts["rejected"] += 1
         self.publish(self._msg(t, m.OrderRejected, code=code, message=message))
 
-    def submitting(self, t: Tracked, venue_order_id: str, price: Decimal, size: Decimal, now_ns: int) -> None:
+    def submitting(self, t: Tracked, venue_order_id: str, price: Decimal, size: Decimal) -> None:
+        """About to be sent: journaled with the venue id it will have first, so it is never sent twice."""
+        now_ns = self.clock()
         t.status, t.venue_order_id, t.price, t.size, t.submitted_ts_ns = "submitting", venue_order_id, price, size, now_ns
         t.inflight = True
         self.by_venue[venue_order_id] = t
@@ -136,15 +162,21 @@ class Desk:
         self.publish(self._msg(t, m.OrderAck, venue_order_id=t.venue_order_id, status=status,
                                submitted_ts_ns=t.submitted_ts_ns))
 
-    def placed(self, t: Tracked, placed: Placed) -> None:
-        """The venue's answer to sending the order."""
+    def answered(self, t: Tracked, answer: Placed | VenueError) -> None:
+        """The one place the venue's answer to sending an order lands: placed (``Placed``, perhaps matched at once),
+        refused with a code (a ``Placed`` with a code, or a ``VenueError`` for the whole batch), or unknown (a
+        ``VenueError`` that may have taken effect, or a duplicate: it reached the venue before, since our venue id
+        is derived from the client id). An unknown order stays open until reconciliation finds out."""
         t.inflight = False
-        if not placed.ok:
-            if placed.code == base.DUPLICATE:  # it reached the venue before (our id is deterministic): find out how
+        if isinstance(answer, Placed) and answer.ok:
+            self._placed(t, answer)
+        elif answer.unknown if isinstance(answer, VenueError) else answer.code == base.DUPLICATE:
+            if t.open:  # the user channel may have told its fate already
                 t.status = "unknown"
-            else:
-                self.reject(t, placed.code, placed.message)
-            return
+        else:
+            self.reject(t, answer.code, answer.message)
+
+    def _placed(self, t: Tracked, placed: Placed) -> None:
         self.ack(t, placed.status)
         t.venue_matched = max(t.venue_matched, placed.matched)
         if not t.open:
@@ -191,10 +223,11 @@ class Desk:
         else:
             fee = ZERO
         o = t.order if t is not None else None
-        fill = m.Fill(trace_id=o.trace_id if o else m.new_id(), order_id=o.id if o else f.venue_order_id,
-                      venue_order_id=f.venue_order_id, trade_id=f.trade_id, token_id=f.token_id, market=f.market,
-                      side=f.side, price=f.price, size=f.size, fee=fee, liquidity=f.liquidity, status=f.status,
-                      signal_id=o.signal_id if o else "", source=o.source if o else "", venue_ts_ms=f.ts_ms)
+        fill = m.Fill(ts_ns=self.clock(), trace_id=o.trace_id if o else m.new_id(),
+                      order_id=o.id if o else f.venue_order_id, venue_order_id=f.venue_order_id, trade_id=f.trade_id,
+                      token_id=f.token_id, market=f.market, side=f.side, price=f.price, size=f.size, fee=fee,
+                      liquidity=f.liquidity, status=f.status, signal_id=o.signal_id if o else "",
+                      source=o.source if o else "", venue_ts_ms=f.ts_ms)
         self.ledger.apply(fill)
         if t is not None:
             self.ack(t, "matched")
@@ -227,6 +260,69 @@ class Desk:
             if t.status in ("submitting", "unknown"):
                 t.status = "live"
 
+    def looked_up(self, t: Tracked, state: VenueOrder | None) -> None:
+        """The venue's answer when asked about one order: its state, or None when it does not know the order."""
+        if state is not None:
+            self.update(state)
+        elif t.status in ("submitting", "unknown"):
+            self.reject(t, NOT_SUBMITTED, "the venue never received it")
+        else:
+            self.end(t, t.remaining, "the venue no longer knows the order")
+
+    def reconcile(self, open_orders: list[VenueOrder], trades: list[VenueFill], startup: bool) -> None:
+        """The venue's word on the account: every trade it reports (each counted once) and its open orders (ours
+        updated, the others kept as foreign). At start, fills of orders this executor never placed are the
+        account's history, not news: counted, not published."""
+        for f in trades:
+            self.fill(f, publish=not startup or f.venue_order_id in self.by_venue)
+        self.foreign = {}
+        for v in open_orders:
+            self.update(v)
+
+    @staticmethod
+    def unexplained(t: Tracked, live: set[str], read_ns: int) -> bool:
+        """An open order that the venue's list of open orders (read at ``read_ns``) should name and does not:
+        sent before it was read and answered since. Only the venue can say what became of it."""
+        return not (t.status == "pending" or t.inflight or t.venue_order_id in live or t.submitted_ts_ns >= read_ns)
+
+    # ------------------------------------------------------------ canceling and failing signals
+
+    def cancel(self, targets: Iterable[Tracked], reason: str) -> list[Tracked]:
+        """Cancel these orders: one not sent yet ends now (it never will be sent), one on its way is canceled once
+        the venue has answered; returns those to cancel at the venue now."""
+        at_venue = []
+        for t in targets:
+            if t.status == "pending":
+                self.end(t, t.size, reason)
+            elif t.inflight:
+                t.cancel_reason = reason
+            elif t.open:
+                t.cancel_reason = reason  # the user channel may report the cancel before the REST answer
+                at_venue.append(t)
+        return at_venue
+
+    def signal_failure(self, sid: str) -> str:
+        """Why a multi-leg signal failed (a leg refused, or an FOK/FAK leg not filled whole), when it did and was
+        not unwound yet; else ""."""
+        legs = self.signals.get(sid, [])
+        failed = [t for t in legs if t.failure]
+        multi_leg = len(legs) > 1 or any(t.order.leg > 0 for t in legs)
+        return failed[0].failure if failed and multi_leg and sid not in self.failed else ""
+
+    def unwinding(self, sid: str) -> list[Tracked]:
+        """A failed signal is being unwound: its orders from now on are refused; returns its legs still open."""
+        self.failed.add(sid)
+        return [t for t in self.signals.get(sid, []) if t.open]
+
+    def residual(self, sid: str, reason: str) -> None:
+        """An unwound signal's report: what its legs filled, now held unhedged."""
+        legs = self.signals.get(sid, [])
+        exposure = [m.Exposure(token_id=t.order.token_id, market=t.order.market, side=t.order.side, size=t.filled,
+                               avg_price=t.cost / t.filled) for t in legs if t.filled > 0]
+        first = legs[0].order
+        self.publish(m.ResidualExposure(ts_ns=self.clock(), trace_id=first.trace_id, signal_id=sid,
+                                        source=first.source, reason=reason, exposure=exposure))
+
     def open_orders(self) -> list[Tracked]:
         return [t for t in self.orders.values() if t.open]
 
@@ -253,3 +349,29 @@ def matches(cancel: m.Cancel, order: m.Order) -> bool:
         return order.id in cancel.order_ids
     return (not cancel.token_id or order.token_id == cancel.token_id) and (not cancel.market or order.market == cancel.market)
 
+
+
+class Refusal(NamedTuple):
+    code: str
+    message: str
+
+
+def sendable(order: m.Order, rules: MarketRules) -> OrderRequest | Refusal:
+    """The order as the venue gets it, price and size rounded to the market's rules (never more aggressive than
+    asked); or why it cannot be sent as it is."""
+    price = base.round_price(order.side, order.limit_price, rules.tick)
+    size = base.round_size(order.size)
+    if not rules.tick <= price <= ONE - rules.tick:
+        return Refusal(base.PRICE_RANGE, f"price {order.limit_price} rounds to {price}, outside "
+                                         f"[{rules.tick}, {ONE - rules.tick}]")
+    if size <= 0:
+        return Refusal(base.MIN_SIZE, f"size {order.size} rounds to {size}")
+    return request(order, rules, price, size)
+
+
+def request(order: m.Order, rules: MarketRules, price: Decimal, size: Decimal) -> OrderRequest:
+    """The order at this price and size. Its creation time is the order's own, so the same order always signs
+    to the same venue order (and id)."""
+    return OrderRequest(client_id=order.id, token_id=order.token_id, market=order.market or rules.market,
+                        side=order.side, price=price, size=size, order_type=order.order_type, rules=rules,
+                        post_only=order.post_only, expires_s=order.expires_s, created_ms=order.ts_ns // 1_000_000)

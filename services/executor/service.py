@@ -15,34 +15,26 @@ is set and ``venue = "local"``); paper mode fills against the scanner's books (`
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from decimal import Decimal
 from typing import Any
 
 import msgspec
 
 from .. import messages as m
-from ..bus import REDIAL, BusError, Requester, topic
-from ..config import control_address, trading_mode
+from ..bus import REDIAL, topic
+from ..config import trading_mode
 from ..runtime import Service, StartupError
 from ..sync import start_from_scanner
 from ..venues import base
-from ..venues.base import ONE, Balance, MarketRules, OrderRequest, VenueError, VenueFill
-from .desk import IOC, RISK_SOURCE, UNANSWERED, Desk, Tracked, matches
+from ..venues.base import Balance, MarketRules, OrderRequest, VenueError, VenueFill
+from .backpressure import Backpressure
+from .desk import (HALTED, IOC, RISK_SOURCE, SIGNAL_FAILED, STALE_ORDER, STOPPING, Desk, Refusal, Tracked, matches,
+                   request, sendable)
 from .journal import Journal
 from .options import ExecutorOptions
+from .reconcile import Reconciler
 from .venue import TimedVenue, make_venue
 
-HALTED = "HALTED"
-NOT_SUBMITTED = "NOT_SUBMITTED"
-SIGNAL_FAILED = "SIGNAL_FAILED"
-STOPPING = "STOPPING"
-STALE_ORDER = "STALE_ORDER"
-STRATEGIES_KIND = "services.strategies.host:Strategies"
-BACKPRESSURE_S = 0.1  # how often the lag is looked at
-THROTTLE_REFRESH_S = 1.0  # a throttle is repeated this often while it holds (it runs out after THROTTLE_FOR_S)
 SETTLE_S = 0.3  # subscribers back after a restart: their number has not grown for this long
-THROTTLE_FOR_S = 5.0
 
 
 class Executor(Service):
@@ -57,13 +49,11 @@ class Executor(Service):
         if self.mode == "paper" and not opts.scanner:
             raise StartupError("paper trading fills against the scanner's books: set the executor's scanner option")
         self.journal = Journal(ctx.config.state_path / ctx.name / f"journal-{self.mode}.jsonl", opts.fsync)
-        self.desk = Desk(self._publish, self.journal.write)
-        for rec in self.journal.replay():
-            self.desk.replay(rec)
+        self.desk = Desk(self._publish, self.journal.write, ctx.clock)
+        # Taken before a crash but never sent: refused at start, never sent late.
+        unsent = self.desk.restore(self.journal.replay())
         if self.journal.bad:
             ctx.log.warning("%d journal lines did not decode and were skipped", self.journal.bad)
-        # Taken before a crash but never sent: refused at start, never sent late.
-        self.unsent = [t for t in self.desk.orders.values() if t.status == "pending"]
         metrics = ctx.metrics
         self.m_orders = metrics.counter("orders", "orders received from risk", ["side", "order_type"])
         self.m_submitted = metrics.counter("orders_submitted", "orders handed to the venue")
@@ -77,15 +67,9 @@ class Executor(Service):
         self.m_open = metrics.gauge("open_orders", "orders open at the venue or on their way")
         self.m_positions = metrics.gauge("positions", "tokens held")
         self.connections = 0
-        self.m_lag = metrics.gauge("executor_lag_seconds", "the executor's lag, as backpressure measures it")
-        self.m_throttling = metrics.gauge("backpressure_throttling", "1 while the executor throttles signal producers")
-        self.m_throttles = metrics.counter("backpressure_throttles", "times the executor began throttling")
-        self.taken: deque[Tracked] = deque()  # in arrival order, for the age of the oldest unanswered order
-        self.throttling = False
-        self.throttles = 0
-        self.lag_ms = 0.0
-        self.venue = TimedVenue(make_venue(ctx, self.mode), metrics.histogram("venue_request_seconds", "venue calls, by operation",
-                                                                 ["op"]),
+        self.backpressure = Backpressure(ctx)
+        self.venue = TimedVenue(make_venue(ctx, self.mode),
+                                metrics.histogram("venue_request_seconds", "venue calls, by operation", ["op"]),
                                 metrics.counter("venue_errors", "venue calls that failed, by operation", ["op"]))
         self.journal.open()
         self.ready = False  # reconciled with the venue (live) or restored on the book (paper)
@@ -95,13 +79,11 @@ class Executor(Service):
         self.market_backlog: list[m.Message] = []  # market data that came before the scanner's snapshot
         self.gathering: dict[str, list[Tracked]] = {}  # signal id -> its orders waiting for their siblings
         self.tasks: set[asyncio.Task] = set()
-        self.reconciling: asyncio.Task | None = None
-        self.reconcile_again = False  # asked for while one ran: run another after it
-        self.reconciled_ns = 0
-        self.reconciles = 0
         self.balance: Balance | None = None  # the venue's word on collateral and allowance, at balance_ns
         self.balance_ns = 0
         self.balance_due = asyncio.Event()
+        self.reconciler = Reconciler(self.venue, self.desk, opts, ctx.clock, ctx.log, self._spawn, unsent,
+                                     self.balance_due.set)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -112,7 +94,7 @@ class Executor(Service):
         tasks = [asyncio.create_task(self.venue.start(self._on_events, self._on_connected), name="venue"),
                  asyncio.create_task(self._start(), name="start"),
                  asyncio.create_task(self._reconcile_every(), name="reconcile"),
-                 asyncio.create_task(self._backpressure(), name="backpressure"),
+                 asyncio.create_task(self.backpressure.run(), name="backpressure"),
                  asyncio.create_task(self._balances(), name="balances")]
         try:
             await asyncio.gather(*tasks)
@@ -130,7 +112,7 @@ class Executor(Service):
         if self.mode == "paper":
             self._restore_paper()
         await self._heard_by_subscribers()
-        await self._reconcile(startup=True)
+        await self.reconciler.run(startup=True)
         self.ready = True
         self.ctx.log.info("ready", extra={"mode": self.mode, "open_orders": len(self.desk.open_orders())})
         waiting, self.waiting = self.waiting, []
@@ -165,7 +147,7 @@ class Executor(Service):
             rules = self.desk.rules.get(t.order.token_id)
             if t.status == "pending" or rules is None or t.order.order_type in IOC:
                 continue
-            self.venue.restore(self._request(t, rules, t.price, t.size), t.venue_order_id, t.filled,
+            self.venue.restore(request(t.order, rules, t.price, t.size), t.venue_order_id, t.filled,
                                sum(1 for trade, vid in self.desk.seen if vid == t.venue_order_id))
 
     def _on_connected(self) -> None:
@@ -174,7 +156,7 @@ class Executor(Service):
             self.m_reconnects.labels("user").inc()
         self.connected.set()
         if self.ready:
-            self._reconcile_soon()
+            self.reconciler.soon()
 
     def on_stop(self) -> None:
         for t in [*(i for i in self.waiting if isinstance(i, Tracked)), *(t for g in self.gathering.values() for t in g)]:
@@ -184,10 +166,11 @@ class Executor(Service):
     def on_halt(self, reason: str) -> None:
         self.ctx.log.warning("halted: new orders are refused until resumed; cancels still go through")
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)
@@ -243,7 +226,7 @@ class Executor(Service):
         if t is None:
             self.ctx.log.warning("order %s was taken before; not sent again", order.id)
             return
-        self.taken.append(t)
+        self.backpressure.took(t)
         if self.ctx.halted:
             self.desk.reject(t, HALTED, f"the executor is halted: {self.ctx.halt_reason}")
         elif order.signal_id in self.desk.failed:
@@ -276,12 +259,6 @@ class Executor(Service):
 
     # ------------------------------------------------------------ submitting
 
-    def _request(self, t: Tracked, rules: MarketRules, price: Decimal, size: Decimal) -> OrderRequest:
-        o = t.order
-        return OrderRequest(client_id=o.id, token_id=o.token_id, market=o.market or rules.market, side=o.side,
-                            price=price, size=size, order_type=o.order_type, rules=rules, post_only=o.post_only,
-                            expires_s=o.expires_s, created_ms=o.ts_ns // 1_000_000)
-
     async def _rules(self, t: Tracked) -> MarketRules:
         rules = self.desk.rules.get(t.order.token_id)
         if rules is None:
@@ -298,15 +275,11 @@ class Executor(Service):
             except VenueError as exc:
                 self.desk.reject(t, exc.code, exc.message)
                 continue
-            price = base.round_price(t.order.side, t.order.limit_price, rules.tick)
-            size = base.round_size(t.order.size)
-            if not rules.tick <= price <= ONE - rules.tick:
-                self.desk.reject(t, base.PRICE_RANGE, f"price {t.order.limit_price} rounds to {price}, outside "
-                                                      f"[{rules.tick}, {ONE - rules.tick}]")
-            elif size <= 0:
-                self.desk.reject(t, base.MIN_SIZE, f"size {t.order.size} rounds to {size}")
+            req = sendable(t.order, rules)
+            if isinstance(req, Refusal):
+                self.desk.reject(t, req.code, req.message)
             elif t.open:
-                requests.append((t, self._request(t, rules, price, size)))
+                requests.append((t, req))
         sent = await self._send(requests)
         if self.ctx.tracing:  # each order's span ends once the venue has answered
             for t in group:
@@ -330,53 +303,40 @@ class Executor(Service):
             if not p.ok:
                 self.desk.reject(t, p.code, p.message)
             elif t.open:  # journaled with its venue id before it goes: never sent twice
-                self.desk.submitting(t, p.venue_order_id, req.price, req.size, self.ctx.clock())
+                self.desk.submitting(t, p.venue_order_id, req.price, req.size)
                 self.m_submitted.inc()
                 batch.append((t, req))
         if not batch:
             return []
+        answers: list[base.Placed] | list[VenueError]
         try:
-            placed = await self.venue.place([r for _, r in batch])
+            answers = await self.venue.place([r for _, r in batch])
         except VenueError as exc:
-            for t, _ in batch:
-                t.inflight = False
-                if exc.unknown:
-                    t.status = "unknown"
-                else:
-                    self.desk.reject(t, exc.code, exc.message)
+            answers = [exc] * len(batch)
             if exc.unknown:
                 self.ctx.log.warning("orders sent with no answer (%s); reconciling", exc)
-                self._reconcile_soon()
-            return [t for t, _ in batch]
-        for (t, _), p in zip(batch, placed):
-            self.desk.placed(t, p)
+        for (t, _), answer in zip(batch, answers):
+            self.desk.answered(t, answer)
         if any(t.status == "unknown" for t, _ in batch):
-            self._reconcile_soon()
+            self.reconciler.soon()
         return [t for t, _ in batch]
 
     async def _check_signals(self, signal_ids: set[str]) -> None:
         for sid in signal_ids:
-            legs = self.desk.signals.get(sid, [])
-            failed = [t for t in legs if t.failure]
-            multi_leg = len(legs) > 1 or any(t.order.leg > 0 for t in legs)
-            if failed and multi_leg and sid not in self.desk.failed:
-                await self._unwind(sid, legs, failed[0].failure)
+            if reason := self.desk.signal_failure(sid):
+                await self._unwind(sid, reason)
 
-    async def _unwind(self, sid: str, legs: list[Tracked], reason: str) -> None:
+    async def _unwind(self, sid: str, reason: str) -> None:
         """A multi-leg signal that failed: cancel what rests, then report what was filled and is now held."""
-        self.desk.failed.add(sid)
+        resting = self.desk.unwinding(sid)
         self.ctx.log.warning("signal %s failed (%s); canceling its resting legs", sid, reason)
-        await self._cancel_orders([t for t in legs if t.open], "another leg of the signal failed")
+        await self._cancel_orders(resting, "another leg of the signal failed")
         try:
-            for f in await self.venue.trades(sorted({t.order.token_id for t in legs})):
+            for f in await self.venue.trades(sorted({t.order.token_id for t in self.desk.signals[sid]})):
                 self.desk.fill(f)
         except VenueError as exc:
             self.ctx.log.warning("could not read the signal's trades (%s); reporting the fills seen", exc)
-        exposure = [m.Exposure(token_id=t.order.token_id, market=t.order.market, side=t.order.side, size=t.filled,
-                               avg_price=t.cost / t.filled) for t in legs if t.filled > 0]
-        first = legs[0].order
-        self._publish(m.ResidualExposure(trace_id=first.trace_id, signal_id=sid, source=first.source, reason=reason,
-                                         exposure=exposure))
+        self.desk.residual(sid, reason)
 
     # ------------------------------------------------------------ canceling
 
@@ -387,16 +347,7 @@ class Executor(Service):
             self._spawn(self._cancel_orders(targets, cancel.reason or f"canceled by {cancel.source}", foreign))
 
     async def _cancel_orders(self, targets: list[Tracked], reason: str, foreign: list[str] | None = None) -> None:
-        at_venue = []
-        for t in targets:
-            if t.status == "pending":  # not sent yet: it never will be
-                self.desk.end(t, t.size, reason)
-            elif t.inflight:
-                t.cancel_reason = reason  # canceled once the venue has answered
-            elif t.open:
-                t.cancel_reason = reason  # the user channel may report the cancel before the REST answer
-                at_venue.append(t)
-        await self._cancel_at_venue(at_venue, reason, foreign or [])
+        await self._cancel_at_venue(self.desk.cancel(targets, reason), reason, foreign or [])
 
     async def _cancel_at_venue(self, targets: list[Tracked], reason: str, foreign: list[str] | None = None) -> None:
         ids = [t.venue_order_id for t in targets] + (foreign or [])
@@ -406,7 +357,7 @@ class Executor(Service):
             result = await self.venue.cancel(ids)
         except VenueError as exc:
             self.ctx.log.warning("cancel failed (%s); reconciling", exc)
-            self._reconcile_soon()
+            self.reconciler.soon()
             return
         for t in targets:
             why = result.get(t.venue_order_id)
@@ -414,10 +365,10 @@ class Executor(Service):
                 self.desk.end(t, t.remaining, reason)
             elif t.open:  # matched or gone meanwhile: ask what became of it
                 try:
-                    await self._check_order(t)
+                    await self.reconciler.check(t)
                 except VenueError as exc:
                     self.ctx.log.warning("order %s: cannot read its state (%s); reconciling", t.order.id, exc)
-                    self._reconcile_soon()
+                    self.reconciler.soon()
         for vid in foreign or []:
             if result.get(vid) == "":
                 self.desk.foreign.pop(vid, None)
@@ -431,68 +382,11 @@ class Executor(Service):
             else:
                 self.desk.update(event)
 
-    def _reconcile_soon(self) -> None:
-        """Reconcile now; one asked for while another runs follows it (that one may have read the venue too early)."""
-        if self.reconciling is None or self.reconciling.done():
-            self.reconciling = asyncio.get_running_loop().create_task(self._reconcile_while_asked())
-            self.reconciling.add_done_callback(self._done)
-        else:
-            self.reconcile_again = True
-
-    async def _reconcile_while_asked(self) -> None:
-        opts: ExecutorOptions = self.ctx.options
-        delay, self.reconcile_again = opts.reconnect_initial_s, True
-        while self.reconcile_again:
-            self.reconcile_again = False
-            if await self._reconcile():
-                continue
-            if any(t.status == "unknown" and not t.inflight for t in self.desk.open_orders()):
-                # The venue could not be read and only it knows what became of these: ask again soon.
-                await asyncio.sleep(delay)
-                delay, self.reconcile_again = min(delay * 2, opts.reconcile_s), True
-
     async def _reconcile_every(self) -> None:
         while True:
             await asyncio.sleep(self.ctx.options.reconcile_s)
             if self.ready:
-                self._reconcile_soon()
-
-    async def _reconcile(self, startup: bool = False) -> bool:
-        """Take the venue's word for our open orders and trades: what the stream missed is published now.
-
-        False when the venue could not be read (at startup it is asked until it answers)."""
-        while True:
-            try:
-                await self._reconcile_once(startup)
-                return True
-            except VenueError as exc:
-                if not startup:
-                    self.ctx.log.warning("reconciliation failed (%s); trying again later", exc)
-                    return False
-                self.ctx.log.warning("cannot reconcile with the venue yet (%s); retrying", exc)
-                await asyncio.sleep(self.ctx.options.reconnect_initial_s)
-
-    async def _reconcile_once(self, startup: bool) -> None:
-        started = self.ctx.clock()
-        open_orders = await self.venue.open_orders()
-        for f in await self.venue.trades():
-            # At start, fills of orders this executor never placed are the account's history, not news.
-            self.desk.fill(f, publish=not startup or f.venue_order_id in self.desk.by_venue)
-        live = {v.venue_order_id for v in open_orders}
-        self.desk.foreign = {}
-        for v in open_orders:
-            self.desk.update(v)
-        if startup:
-            for t in self.unsent:
-                self.desk.reject(t, NOT_SUBMITTED, "the executor stopped before sending it; it was not sent")
-            self.unsent = []
-        for t in self.desk.open_orders():
-            if t.status == "pending" or t.inflight or t.venue_order_id in live or t.submitted_ts_ns >= started:
-                continue
-            await self._check_order(t)
-        self.reconciled_ns = self.ctx.clock()
-        self.reconciles += 1
-        self.balance_due.set()
+                self.reconciler.soon()
 
     async def _balances(self) -> None:
         """The collateral and allowance, read after each reconciliation and soon after fills (at most once a
@@ -507,88 +401,6 @@ class Executor(Service):
                 self.ctx.log.warning("could not read the collateral balance (%s); keeping the last reading", exc)
             await asyncio.sleep(1.0)  # pacing the venue's rate limit, not waiting for anything
 
-    async def _check_order(self, t: Tracked) -> None:
-        state = await self.venue.order(t.venue_order_id)
-        if state is not None:
-            self.desk.update(state)
-        elif t.status in ("submitting", "unknown"):
-            self.desk.reject(t, NOT_SUBMITTED, "the venue never received it")
-        else:
-            self.desk.end(t, t.remaining, "the venue no longer knows the order")
-
-    # ------------------------------------------------------------ backpressure
-
-    def _lag_ns(self, now: int, handled_before: int) -> int:
-        taken = self.taken
-        while taken and taken[0].status not in UNANSWERED:
-            taken.popleft()
-        oldest = now - taken[0].order.ts_ns if taken else 0
-        flow = self.ctx.flows["orders"]
-        inbound = flow.lag.last_ns if flow.handled != handled_before or flow.depth else 0
-        return max(oldest, inbound)
-
-    def _throttle_targets(self) -> list[str]:
-        config = self.ctx.config
-        return list(self.ctx.options.throttle_services) or [
-            n for n in config.enabled_services if config.services[n].kind == STRATEGIES_KIND]
-
-    async def _backpressure(self) -> None:
-        """Throttle the signal producers while the executor lags; release them once it has caught up."""
-        opts: ExecutorOptions = self.ctx.options
-        targets = self._throttle_targets()
-        if not opts.throttle_lag_ms or not targets:
-            return
-        requesters = {name: Requester(control_address(self.ctx.config, name), 1000) for name in targets}
-        handled, told_ns, calm_since = self.ctx.flows["orders"].handled, 0, None
-        try:
-            while True:
-                await asyncio.sleep(BACKPRESSURE_S)
-                now = self.ctx.clock()
-                lag_ns = self._lag_ns(now, handled)
-                handled = self.ctx.flows["orders"].handled
-                self.lag_ms = lag_ns / 1e6
-                self.m_lag.set(lag_ns / 1e9)
-                if self.lag_ms > opts.throttle_lag_ms and not self.throttling:
-                    self.throttling, calm_since = True, None
-                    self.throttles += 1
-                    self.m_throttles.inc()
-                    self.m_throttling.set(1)
-                    self.ctx.log.warning("lagging %.0f ms (limit %.0f ms): throttling %s to %s signals/s",
-                                         self.lag_ms, opts.throttle_lag_ms, ", ".join(targets),
-                                         opts.throttle_signals_per_s)
-                if not self.throttling:
-                    continue
-                if self.lag_ms > opts.release_lag_ms:
-                    calm_since = None
-                elif calm_since is None:
-                    calm_since = now
-                elif now - calm_since >= opts.release_after_s * 1e9:
-                    self.throttling = False
-                    self.m_throttling.set(0)
-                    self.ctx.log.info("caught up (lag %.0f ms): releasing %s", self.lag_ms, ", ".join(targets))
-                    await self._tell(requesters, m.ThrottleRequest(throttle=False, by=self.ctx.name,
-                                                                   reason="the executor caught up"))
-                    continue
-                if now - told_ns >= THROTTLE_REFRESH_S * 1e9:
-                    told_ns = now
-                    await self._tell(requesters, m.ThrottleRequest(
-                        max_signals_per_s=opts.throttle_signals_per_s, for_s=THROTTLE_FOR_S, by=self.ctx.name,
-                        reason=f"the executor lags {self.lag_ms:.0f} ms (limit {opts.throttle_lag_ms:.0f} ms)"))
-        finally:
-            for requester in requesters.values():
-                requester.close()
-
-    async def _tell(self, requesters: dict[str, Requester], request: m.ThrottleRequest) -> None:
-        for name, requester in requesters.items():
-            try:
-                reply = await asyncio.to_thread(requester.request, request)
-            except BusError as exc:  # down or busy: a restarted producer is told again on the next refresh
-                self.ctx.log.warning("could not tell %s to %s: %s", name,
-                                     "slow down" if request.throttle else "resume", exc)
-                continue
-            if isinstance(reply, m.Error):
-                self.ctx.log.warning("%s refused the throttle: %s", name, reply.message)
-
     # ------------------------------------------------------------ control
 
     def control(self, request: m.Message) -> m.Message | None:
@@ -596,7 +408,7 @@ class Executor(Service):
             if not self.ready:
                 return m.Error(request_id=request.id, message="the executor has not reconciled with the venue yet; "
                                                               "ask again shortly")
-            reply = self.desk.account(self.mode, self.reconciled_ns)
+            reply = self.desk.account(self.mode, self.reconciler.reconciled_ns)
             if self.balance is None:
                 return reply
             return msgspec.structs.replace(reply, collateral=self.balance.collateral,
@@ -613,6 +425,4 @@ class Executor(Service):
                 "open_orders": str(len(desk.open_orders())), "positions": str(len(desk.ledger.positions())),
                 "fills": str(desk.counts["fills"]), "rejected": str(desk.counts["rejected"]),
                 "duplicates": str(desk.counts["duplicates"]), "journal_bad_lines": str(self.journal.bad),
-                "reconciles": str(self.reconciles), "lag_ms": f"{self.lag_ms:.1f}",
-                "throttling": str(self.throttling), "throttles": str(self.throttles),
-                **self.venue.detail()}
+                "reconciles": str(self.reconciler.count), **self.backpressure.detail(), **self.venue.detail()}
