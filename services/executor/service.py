@@ -35,6 +35,7 @@ from .reconcile import Reconciler
 from .venue import TimedVenue, make_venue
 
 SETTLE_S = 0.3  # subscribers back after a restart: their number has not grown for this long
+SKIPPED_LOGGED = 10  # journal lines skipped at start, each logged with why; the rest only counted
 
 
 class Executor(Service):
@@ -52,8 +53,11 @@ class Executor(Service):
         self.desk = Desk(self._publish, self.journal.write, ctx.clock)
         # Taken before a crash but never sent: refused at start, never sent late.
         unsent = self.desk.restore(self.journal.replay())
+        for skipped in self.journal.skipped[:SKIPPED_LOGGED]:
+            ctx.log.warning("journal line %d skipped: %s", skipped.line, skipped.reason)
         if self.journal.bad:
-            ctx.log.warning("%d journal lines did not decode and were skipped", self.journal.bad)
+            ctx.log.warning("%d journal lines could not be trusted and were skipped (%s)", self.journal.bad,
+                            self.journal.path)
         metrics = ctx.metrics
         self.m_orders = metrics.counter("orders", "orders received from risk", ["side", "order_type"])
         self.m_submitted = metrics.counter("orders_submitted", "orders handed to the venue")

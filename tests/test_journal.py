@@ -1,0 +1,269 @@
+"""The executor's journal on its own, a real file and no processes: records come back as written, a replay
+rebuilds the order desk as it was, and a line that cannot be trusted (cut short, corrupt, a number not finite or
+out of range) is skipped with its reason while every other line still counts."""
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from decimal import Decimal as D
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from services import messages as m
+from services.executor.desk import Desk, Tracked
+from services.executor.journal import Journal, Skipped, Submitting, Taken, read
+from services.venues.base import BALANCE, MarketRules, Placed, VenueError, VenueFill, VenueOrder
+
+T0 = 1_790_000_000 * 10**9
+RULES = MarketRules(token_id="yes", market="mk", tick=D("0.01"), min_size=D(5), fee_rate=D("0.02"))
+
+
+def order(oid: str, size: str = "10", price: str = "0.40", order_type: str = "GTC", signal_id: str = "",
+          leg: int = 0) -> m.Order:
+    return m.Order(id=oid, ts_ns=T0, trace_id=f"trace-{oid}", signal_id=signal_id or f"sig-{oid}", leg=leg,
+                   source="strategy:test", token_id="yes", market="mk", side="BUY", size=D(size),
+                   limit_price=D(price), order_type=order_type)  # type: ignore[arg-type]
+
+
+def venue_fill(trade_id: str, venue_order_id: str, size: str, price: str = "0.40") -> VenueFill:
+    return VenueFill(trade_id=trade_id, venue_order_id=venue_order_id, token_id="yes", market="mk", side="BUY",
+                     price=D(price), size=D(size), liquidity="TAKER")
+
+
+def a_fill(**changes: Any) -> m.Fill:
+    fields = dict(order_id="a", venue_order_id="0xa", trade_id="t1", token_id="yes", market="mk", side="BUY",
+                  price=D("0.40"), size=D("10"), fee=D("0.048"))
+    return m.Fill(**{**fields, **changes})
+
+
+def line(record: Any) -> bytes:
+    return msgspec.json.encode(record) + b"\n"
+
+
+def desk_on(journal: Journal) -> Desk:
+    ticks = count()
+    desk = Desk(journal.write, journal.write, lambda: T0 + next(ticks) * 10**6)
+    desk.rules["yes"] = RULES
+    return desk
+
+
+def state(desk: Desk) -> tuple:
+    """What the journal keeps: each order's state and fills, positions and whose they are, failed signals."""
+    orders = {oid: (t.status, t.venue_order_id, t.price, t.size, t.filled, t.cost, t.acked, t.submitted_ts_ns)
+              for oid, t in desk.orders.items()}
+    by_venue = {vid: t.order.id for vid, t in desk.by_venue.items()}
+    signals = {sid: [t.order.id for t in legs] for sid, legs in desk.signals.items()}
+    return (orders, by_venue, signals, desk.seen, desk.failed, desk.ledger.positions(),
+            desk.ledger.source_holdings())
+
+
+def reopened(path: Path) -> tuple[Journal, Desk]:
+    """The journal and the desk as a restarted executor finds them."""
+    journal = Journal(path)
+    desk = desk_on(journal)
+    desk.restore(journal.replay())
+    return journal, desk
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    journal = Journal(tmp_path / "executor" / "journal-live.jsonl")
+    journal.open()
+    yield journal
+    journal.close()
+
+
+def sent(desk: Desk, o: m.Order) -> Tracked:
+    t = desk.take(o)
+    assert t is not None
+    desk.submitting(t, f"0x{o.id}", o.limit_price, o.size)
+    return t
+
+
+def trade_a_day(desk: Desk) -> None:
+    """Every way an order can end, and some that have not ended yet."""
+    desk.take(order("unsent"))
+    live = sent(desk, order("live"))
+    desk.answered(live, Placed(venue_order_id="0xlive", status="live"))
+    desk.fill(venue_fill("t1", "0xlive", "4"))
+    full = sent(desk, order("full"))
+    desk.answered(full, Placed(venue_order_id="0xfull", status="live"))
+    desk.fill(venue_fill("t2", "0xfull", "6"))
+    desk.fill(venue_fill("t3", "0xfull", "4", price="0.39"))
+    fok = sent(desk, order("fok", order_type="FOK", signal_id="arb", leg=0))
+    fak = sent(desk, order("fak", order_type="FAK", signal_id="arb", leg=1))
+    desk.answered(fok, Placed(venue_order_id="0xfok", status="matched", matched=D(10)))
+    desk.fill(venue_fill("t4", "0xfok", "10"))
+    desk.answered(fak, Placed(venue_order_id="0xfak", status="matched", matched=D(3)))
+    desk.fill(venue_fill("t5", "0xfak", "3"))
+    reason = desk.signal_failure("arb")
+    desk.unwinding("arb")
+    desk.residual("arb", reason)
+    refused = sent(desk, order("refused"))
+    desk.answered(refused, Placed(venue_order_id="0xrefused", code=BALANCE, message="not enough balance"))
+    canceled = sent(desk, order("canceled"))
+    desk.answered(canceled, Placed(venue_order_id="0xcanceled", status="live"))
+    desk.cancel([canceled], "canceled by strategy:test")
+    desk.update(VenueOrder(venue_order_id="0xcanceled", token_id="yes", market="mk", side="BUY", price=D("0.40"),
+                           size=D(10), matched=D(0), status="CANCELED"))
+    sent(desk, order("in-flight"))  # handed to the venue, no answer yet
+    desk.fill(venue_fill("t6", "0xsomeone-elses", "2", price="0.5"))  # an order this desk never placed
+
+
+# ---------------------------------------------------------------- replay
+
+
+def test_records_come_back_as_written_with_exact_decimals(journal: Journal) -> None:
+    records = [Taken(order=order("a", size="10.123456789")),
+               Submitting(order_id="a", venue_order_id="0xa", price=D("0.40"), size=D("10.12"), submitted_ts_ns=T0),
+               m.OrderAck(order_id="a", venue_order_id="0xa", submitted_ts_ns=T0), a_fill(fee=D("0.04857")),
+               m.OrderCanceled(order_id="b", remaining=D(3)), m.OrderRejected(order_id="c", code=BALANCE),
+               m.ResidualExposure(signal_id="s", source="strategy:test", reason="leg 1 failed", exposure=[]),
+               m.MarketResolved(market="mk", winning_token_id="yes")]
+    for record in records:
+        journal.write(record)
+    again = Journal(journal.path)
+    assert again.replay() == records and again.bad == 0
+
+
+def test_a_replayed_journal_rebuilds_the_desk_as_it_was(journal: Journal) -> None:
+    desk = desk_on(journal)
+    trade_a_day(desk)
+    journal.close()
+    _, restarted = reopened(journal.path)
+    assert state(restarted) == state(desk)
+    statuses = {oid: t.status for oid, t in restarted.orders.items()}
+    assert statuses == {"unsent": "pending", "live": "live", "full": "matched", "fok": "matched", "fak": "canceled",
+                        "refused": "rejected", "canceled": "canceled", "in-flight": "submitting"}
+    assert restarted.orders["live"].filled == D(4) and restarted.failed == {"arb"}
+
+
+def test_after_a_replay_no_order_id_is_taken_again_and_those_never_sent_are_named(journal: Journal) -> None:
+    desk = desk_on(journal)
+    trade_a_day(desk)
+    journal.close()
+    restarted = desk_on(Journal(journal.path))
+    unsent = restarted.restore(Journal(journal.path).replay())
+    assert [t.order.id for t in unsent] == ["unsent"]
+    assert all(restarted.take(order(oid)) is None for oid in desk.orders)
+    assert restarted.counts["duplicates"] == len(desk.orders)
+
+
+def test_an_order_whose_answer_was_lost_replays_as_submitting_for_reconciliation_to_settle(journal: Journal) -> None:
+    desk = desk_on(journal)
+    lost = sent(desk, order("lost"))
+    desk.answered(lost, VenueError("VENUE_UNAVAILABLE", "timed out", unknown=True))
+    assert lost.status == "unknown"
+    journal.close()
+    after, restarted = reopened(journal.path)
+    after.open()
+    again = restarted.orders["lost"]
+    assert (again.status, again.venue_order_id, again.inflight) == ("submitting", "0xlost", False)
+    # What the venue says settles it, as for any order it was not heard from about.
+    assert restarted.unexplained(again, set(), T0 + 10**12)
+    restarted.looked_up(again, None)
+    after.close()
+    assert again.status == "rejected"
+
+
+def test_a_record_written_twice_counts_once(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    taken = Taken(order=order("a"))
+    fill = a_fill()
+    path.write_bytes(line(taken) + line(taken) + line(fill) + line(fill))
+    _, desk = reopened(path)
+    assert list(desk.orders) == ["a"] and [t.order.id for t in desk.signals["sig-a"]] == ["a"]
+    held, = desk.ledger.positions()
+    assert held.size == D(10)
+
+
+def test_no_journal_yet_is_an_empty_one(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "executor" / "journal-paper.jsonl")
+    assert journal.replay() == [] and journal.bad == 0
+
+
+def test_the_journal_is_readable_by_its_owner_only(journal: Journal) -> None:
+    journal.write(Taken(order=order("a")))
+    assert stat.S_IMODE(journal.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(journal.path.parent.stat().st_mode) == 0o700
+
+
+# ---------------------------------------------------------------- lines that cannot be trusted
+
+
+def test_a_last_line_cut_short_by_a_crash_is_skipped_with_why_and_nothing_else_is_lost(journal: Journal) -> None:
+    desk = desk_on(journal)
+    trade_a_day(desk)
+    journal.close()
+    whole = journal.path.read_bytes()
+    lines = whole.count(b"\n")
+    with journal.path.open("ab") as f:
+        f.write(line(Taken(order=order("late")))[:25])  # the crash came mid-write
+    after, restarted = reopened(journal.path)
+    assert state(restarted) == state(desk)
+    (skipped,) = after.skipped
+    assert skipped.line == lines + 1 and skipped.reason == "cut short by a crash: Input data was truncated"
+    assert after.bad == 1
+    # The next record written stands on a line of its own: it counts, and the torn line stays skipped.
+    after.open()
+    after.write(Taken(order=order("next")))
+    after.close()
+    again, restarted = reopened(journal.path)
+    assert "next" in restarted.orders and "late" not in restarted.orders
+    assert [s.line for s in again.skipped] == [lines + 1] and again.skipped[0].reason.startswith("corrupt: ")
+
+
+def test_a_corrupt_line_in_the_middle_is_skipped_and_the_lines_around_it_count() -> None:
+    first, last = Taken(order=order("a")), Taken(order=order("b"))
+    records, skipped = read(line(first) + b'{"type": "Taken", "order": 12}\n' + b"\x00\xff garbage\n" + line(last))
+    assert records == [first, last]
+    assert [s.line for s in skipped] == [2, 3]
+    assert skipped[0].reason == "corrupt: Expected `object`, got `int` - at `$.order`"
+    assert skipped[1].reason.startswith("corrupt: JSON is malformed")
+
+
+@pytest.mark.parametrize(("record", "why"), [
+    (Taken(order=order("a", size="NaN")), "Taken has order.size = NaN, not a number"),
+    (Submitting(order_id="a", venue_order_id="0xa", price=D("Infinity"), size=D(10), submitted_ts_ns=T0),
+     "Submitting has price = Infinity, not a number"),
+    (a_fill(fee=D("sNaN")), "Fill has fee = sNaN, not a number"),
+    (m.OrderCanceled(order_id="a", remaining=D("-Infinity")), "OrderCanceled has remaining = -Infinity, not a number"),
+    (m.ResidualExposure(signal_id="s", source="x", reason="r", exposure=[
+        m.Exposure(token_id="yes", market="mk", side="BUY", size=D(1), avg_price=D("NaN"))]),
+     "ResidualExposure has exposure[0].avg_price = NaN, not a number"),
+])
+def test_a_number_that_is_not_finite_is_skipped_with_where_it_was_never_a_crash(record: Any, why: str) -> None:
+    good = Taken(order=order("good"))
+    records, skipped = read(line(good) + line(record) + line(good))
+    assert records == [good, good] and skipped == [Skipped(2, why)]
+    desk = Desk([].append, [].append, lambda: T0)
+    desk.restore(records)  # what is left replays
+    assert list(desk.orders) == ["good"]
+
+
+@pytest.mark.parametrize(("record", "why"), [
+    (Taken(order=order("a", size="0")), "Taken has order.size 0, not positive"),
+    (Taken(order=order("a", size="-5")), "Taken has order.size -5, not positive"),
+    (Taken(order=order("a", price="1")), "Taken has order.limit_price 1, outside (0, 1)"),
+    (Submitting(order_id="a", venue_order_id="0xa", price=D("0"), size=D(10), submitted_ts_ns=T0),
+     "Submitting has price 0, outside (0, 1)"),
+    (Submitting(order_id="a", venue_order_id="0xa", price=D("0.4"), size=D("-1"), submitted_ts_ns=T0),
+     "Submitting has size -1, not positive"),
+    (a_fill(price=D("1.5")), "Fill has price 1.5, outside (0, 1)"),
+    (a_fill(size=D("0")), "Fill has size 0, not positive"),
+    (a_fill(fee=D("-0.01")), "Fill has fee -0.01, outside [0, its size 10]"),
+    (a_fill(fee=D("10.5")), "Fill has fee 10.5, outside [0, its size 10]"),
+    (a_fill(fee=D("1E+400")), "Fill has fee 1E+400, outside [0, its size 10]"),
+])
+def test_a_number_out_of_its_range_is_skipped_with_why(record: Any, why: str) -> None:
+    records, skipped = read(line(record))
+    assert records == [] and skipped == [Skipped(1, why)]
+
+
+def test_a_fill_at_the_edges_of_its_ranges_is_kept() -> None:
+    edges = [a_fill(price=D("0.001"), fee=D(0)), a_fill(trade_id="t2", price=D("0.999"), fee=D(10))]
+    assert read(b"".join(line(f) for f in edges)) == (edges, [])
