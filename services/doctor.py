@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
 from eth_account import Account
@@ -25,6 +25,7 @@ from .venues.base import VenueError
 from .venues.polymarket import wallets
 from .venues.polymarket.account import AccountProbe, Funds, market_channel_book, user_channel_pong
 
+T = TypeVar("T")
 Status = Literal["ok", "fail", "skip"]
 MARKS = {"ok": "✓", "fail": "✗", "skip": "–"}
 MAX_SKEW_S = 5.0  # GTD expiries (60 s ahead at least), heartbeats (10 s) and signed timestamps all lean on the clock
@@ -119,6 +120,10 @@ def _amount(value: Decimal) -> str:
     return f"{value.normalize():f}"
 
 
+class _Failed(Exception):
+    """A venue request failed; its check's line, saying so, is already written."""
+
+
 @dataclass
 class _Doctor:
     config: Config
@@ -147,6 +152,21 @@ class _Doctor:
     def skip(self, name: str, why: str) -> bool:
         return self.add(name, "skip", f"not checked: {why}")
 
+    def ask(self, name: str, request: str, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)``, a request to the CLOB; if it fails, the check ``name`` fails saying so (_Failed)."""
+        try:
+            return fn(*args)
+        except VenueError as exc:
+            self.add(name, "fail", f"{request} failed: {exc.message}", f"check {self.setting('clob_url')}")
+            raise _Failed from None
+
+    @staticmethod
+    def attempt(check: Callable[[], object]) -> None:
+        try:
+            check()
+        except _Failed:
+            pass
+
     def setting(self, key: str) -> str:
         """Where the config says this of the venue (a [polymarket] key), for a fix."""
         if not self.local:
@@ -162,12 +182,12 @@ class _Doctor:
         else:
             self.check_funder()
         reachable = self.check_venue()
-        self.check_clock() if reachable else self.skip("clock", "the venue does not answer")
+        self.attempt(self.check_clock) if reachable else self.skip("clock", "the venue does not answer")
         self.check_credentials(key, reachable)
         for name, check in (("closed-only", self.check_closed_only), ("balance", self.check_balance)):
-            check() if self.creds else self.skip(name, "no working API credentials")
-        self.check_allowances()
-        self.check_heartbeat() if self.creds else self.skip("heartbeat", "no working API credentials")
+            self.attempt(check) if self.creds else self.skip(name, "no working API credentials")
+        self.attempt(self.check_allowances)
+        self.attempt(self.check_heartbeat) if self.creds else self.skip("heartbeat", "no working API credentials")
         self.check_market_channel(reachable)
         self.check_user_channel() if self.creds else self.skip("user channel", "no working API credentials")
         self.check_limits()
@@ -256,13 +276,9 @@ class _Doctor:
         return Account.create().key.hex()
 
     def check_clock(self) -> bool:
-        try:
-            before = self.clock()
-            venue_s = self.probe.server_time_s()
-            after = self.clock()
-        except VenueError as exc:
-            return self.add("clock", "fail", f"GET /time failed: {exc.message}",
-                            f"check {self.setting('clob_url')}")
+        before = self.clock()
+        venue_s = self.ask("clock", "GET /time", self.probe.server_time_s)
+        after = self.clock()
         # /time is in whole seconds: its middle is half a second on, and this machine's is the request's middle.
         skew = venue_s + 0.5 - (before + after) / 2
         if abs(skew) > MAX_SKEW_S:
@@ -322,11 +338,7 @@ class _Doctor:
         return self.add("credentials", "ok", f"the key's API credentials: {how} (L1)")
 
     def check_closed_only(self) -> bool:
-        try:
-            closed = self.probe.closed_only()
-        except VenueError as exc:
-            return self.add("closed-only", "fail", f"GET /auth/ban-status/closed-only failed: {exc.message}",
-                            f"check {self.setting('clob_url')}")
+        closed = self.ask("closed-only", "GET /auth/ban-status/closed-only", self.probe.closed_only)
         if closed:
             return self.add("closed-only", "fail", f"{self.owner} is in closed-only mode: the venue refuses every "
                                                    "order that opens a position",
@@ -337,12 +349,8 @@ class _Doctor:
     def check_balance(self) -> bool:
         if not self.funder:
             return self.skip("balance", "the funder is not the key's wallet (see above)")
-        try:
-            funds = self.probe.funds(WALLET_SIGNATURE_TYPES[self.kind])
-        except VenueError as exc:
-            return self.add("balance", "fail", f"GET /balance-allowance failed: {exc.message}",
-                            f"check {self.setting('clob_url')}")
-        self.funds = funds
+        funds = self.funds = self.ask("balance", "GET /balance-allowance", self.probe.funds,
+                                      WALLET_SIGNATURE_TYPES[self.kind])
         mine = _wallet(self.kind, self.funder)
         if funds.collateral > 0:
             return self.add("balance", "ok", f"{mine} holds {_amount(funds.collateral)} pUSD")
@@ -376,11 +384,8 @@ class _Doctor:
         names = self.probe.exchanges
         approved_tokens: dict[str, bool] = {}
         if self.token:
-            try:
-                approved_tokens = self.probe.token_approvals(WALLET_SIGNATURE_TYPES[self.kind], self.token)
-            except VenueError as exc:
-                return self.add("allowances", "fail", f"GET /balance-allowance failed: {exc.message}",
-                                f"check {self.setting('clob_url')}")
+            approved_tokens = self.ask("allowances", "GET /balance-allowance", self.probe.token_approvals,
+                                       WALLET_SIGNATURE_TYPES[self.kind], self.token)
         spend = [names.get(x, x) for x, a in funds.allowances.items() if a is not None and a <= 0]
         move = [names.get(x, x) for x, ok in approved_tokens.items() if not ok]
         if not funds.allowances:
@@ -410,11 +415,7 @@ class _Doctor:
             return ""
 
     def check_heartbeat(self) -> bool:
-        try:
-            open_orders = self.probe.open_orders()
-        except VenueError as exc:
-            return self.add("heartbeat", "fail", f"GET /data/orders failed: {exc.message}",
-                            f"check {self.setting('clob_url')}")
+        open_orders = self.ask("heartbeat", "GET /data/orders", self.probe.open_orders)
         if open_orders:
             orders = "1 open order" if open_orders == 1 else f"{open_orders} open orders"
             return self.skip("heartbeat", f"the account has {orders}, and a heartbeat starts the "
