@@ -142,7 +142,7 @@ def _doctor_refuses(config: Config, args: argparse.Namespace) -> int | None:
         return 2
     report = doctor.run(config, load_secrets())
     if report.ok:
-        print(f"polybot: doctor: {doctor.format_report(report).splitlines()[-1]}", flush=True)
+        print(f"polybot: doctor: {doctor.summary(report)}", flush=True)
         return None
     print(doctor.format_report(report), file=sys.stderr)
     failed = len(report.failures)

@@ -73,12 +73,16 @@ def format_report(report: Report) -> str:
         lines.append(f"{MARKS[c.status]} {c.name.ljust(width)}  {c.detail}")
         if c.fix:
             lines.append(f"  {' ' * width}  fix: {c.fix}")
+    lines.append(summary(report))
+    return "\n".join(lines)
+
+
+def summary(report: Report) -> str:
+    """One line: how many checks failed, or that all passed."""
     count = {status: sum(c.status == status for c in report.checks) for status in MARKS}
     if count["fail"]:
-        lines.append(f"{count['fail']} of {len(report.checks)} checks failed")
-    else:
-        lines.append(f"all {count['ok']} checks pass" + (f" ({count['skip']} skipped)" if count["skip"] else ""))
-    return "\n".join(lines)
+        return f"{count['fail']} of {len(report.checks)} checks failed"
+    return f"all {count['ok']} checks pass" + (f" ({count['skip']} skipped)" if count["skip"] else "")
 
 
 def derived_wallets(owner: str, chain_id: int) -> dict[str, tuple[str, ...]]:

@@ -55,7 +55,6 @@ class _SimplifiedMarket(msgspec.Struct, frozen=True):
 
 class _Page(msgspec.Struct, frozen=True):
     data: list[_SimplifiedMarket]
-    next_cursor: str = ""
 
 
 class AccountProbe:
@@ -115,13 +114,11 @@ class AccountProbe:
         executor would at start. True when they were created."""
         client = self._client(0)
         try:
-            creds, created = client.derive_api_key(), False
-        except PolyApiException as exc:
-            if not (exc.status_code == 400 and NOT_DERIVABLE in str(exc.error_msg)):
-                raise venue_error(exc) from None
+            creds, created = self._call(client.derive_api_key), False
+        except VenueError as exc:
+            if NOT_DERIVABLE not in exc.message:
+                raise
             creds, created = self._call(client.create_api_key), True
-        except PolyException as exc:
-            raise venue_error(exc) from None
         self.use_credentials(creds.api_key, creds.api_secret, creds.api_passphrase)
         return created
 
