@@ -27,6 +27,8 @@ _USE_DEPOSIT_WALLET = "maker address not allowed, please use the deposit wallet 
 # A signature that does not verify, as the V2 venue words it: 400 {"error": "invalid signature"} (rs-clob-client-v2
 # #21 and py-clob-client-v2 #32, both on the V2 venue after the 2026-04-28 cutover; WALLETS.md "Unconfirmed / open").
 INVALID_SIGNATURE = "invalid signature"
+# An account that may only close positions, as Polymarket's docs give the refusal of its orders (POST /order, 400).
+CLOSED_ONLY = "'{address}' address in closed only mode"
 # An order signed for the other exchange version (V2 vs V3): the clients look for this text and refetch /version
 # (py-clob-client-v2 constants.py ORDER_VERSION_MISMATCH_ERROR; WALLETS.md §3).
 ORDER_VERSION_MISMATCH = "order_version_mismatch"
@@ -53,6 +55,8 @@ class VenueState:
     grandfathered: set[str] = field(default_factory=set)  # owners (lower-case) exempt from deposit_wallet_flow
     deposit_wallets: dict[str, str] = field(default_factory=dict)  # owner lower-case -> the deposit wallet it used
     session_keys: wallets.SessionKeys = field(default_factory=wallets.SessionKeys)  # signers wallets authorised
+    closed_only: set[str] = field(default_factory=set)  # owners (lower-case) that may only close positions
+    clock_offset_ms: int = 0  # how far the venue's clock (what /time says) is from this machine's
 
     def register(self, address: str, nonce: int) -> auth.ApiCredentials:
         creds = auth.derive_credentials(self.secret, address, nonce)
@@ -285,7 +289,7 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         return PlainTextResponse("OK")
 
     async def server_time(request):
-        return JSONResponse(engine.clock() // 1000)
+        return JSONResponse((engine.clock() + state.clock_offset_ms) // 1000)
 
     async def version(request):
         return JSONResponse({"version": 2})
@@ -461,8 +465,8 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         return creds_json(state.register(address, nonce))
 
     async def closed_only(request):
-        l2(request, b"")
-        return JSONResponse({"closed_only": False})  # no account is ever restricted to closing positions
+        creds = l2(request, b"")
+        return JSONResponse({"closed_only": creds.address.lower() in state.closed_only})
 
     async def delete_api_key(request):
         # Revokes the key the request is signed with; its (address, nonce) can then be given a key again.
@@ -562,6 +566,9 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         market = engine.market_of(signed.tokenId)
         order_id = auth.order_hash(signed, state.chain_id, market.neg_risk, market.exchange_version)
         authorise(creds, signed, market)
+        if signed.side == "BUY" and creds.address.lower() in state.closed_only:
+            # Closing positions is selling what is held; a BUY opens (or adds to) one.
+            raise VenueError(CLOSED_ONLY.format(address=creds.address))
         order_type = payload.get("orderType", "GTC")
         if order_type not in ("GTC", "GTD", "FOK", "FAK"):
             raise VenueError(f"invalid order type: {order_type}")

@@ -295,6 +295,26 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
         venue.state.session_keys.authorize(wallet, wallets.SessionKey(signer, tuple(scopes), valid_until))
         return {"wallet": wallet, "signer": signer, "scopes": scopes, "valid_until": valid_until}
 
+    def closed_only(data: dict, news: News) -> dict:
+        """Put the account of the owner ``address`` (the API key's address) in closed-only mode, or take it out
+        (``"closed_only": false``): /auth/ban-status/closed-only says so, and its BUY orders are refused with the
+        real venue's text; SELLs, which close positions, and cancels pass."""
+        owner = checksummed(data, "address")
+        flag = data.get("closed_only", True)
+        if not isinstance(flag, bool):
+            raise VenueError("closed_only must be true or false")
+        (venue.state.closed_only.add if flag else venue.state.closed_only.discard)(owner.lower())
+        return {"address": owner, "closed_only": flag}
+
+    def clock(data: dict, news: News) -> dict:
+        """Set the venue's clock ``offset_ms`` from this machine's, as ``/time`` reports it (what a client on a
+        skewed clock sees); the engine keeps its own time, so expiries and heartbeats stay as they were."""
+        offset = data.get("offset_ms", 0)
+        if isinstance(offset, bool) or not isinstance(offset, int) or abs(offset) > 86_400_000:
+            raise VenueError("offset_ms must be a whole number of milliseconds within a day either way")
+        venue.state.clock_offset_ms = offset
+        return {"offset_ms": offset, "time": (engine.clock() + offset) // 1000}
+
     def checksummed(data: dict, key: str) -> str:
         value = data.get(key)
         if not isinstance(value, str) or not is_hex_address(value):
@@ -346,7 +366,8 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
     endpoints = {"gap": run(gap), "move": run(move), "resolve": run(resolve), "tick": run(tick),
                  "list": run(list_market), "pay-rebates": run(pay_rebates), "fund": run(fund),
                  "approve": run(approve), "relayer-key": run(relayer_key), "drop-connections": drop, "stall": stall,
-                 "latency": latency, "restart": restart, "rate-limits": rate_limits, "session-key": run(session_key)}
+                 "latency": latency, "restart": restart, "rate-limits": rate_limits, "session-key": run(session_key),
+                 "closed-only": run(closed_only), "clock": run(clock)}
     return [Route(f"/_admin/{name}", loopback_only(endpoint), methods=["POST"]) for name, endpoint in endpoints.items()]
 
 

@@ -13,8 +13,8 @@ import msgspec
 from . import messages as m
 from .backtest import cli as backtests
 from .bus import BusError, BusTimeout, Requester
-from .config import (Config, ConfigError, control_address, ensure_state_dir, load, load_secrets,
-                     service_of_kind)
+from .config import (Config, ConfigError, control_address, embeds_local_venue, ensure_state_dir, load,
+                     load_secrets, service_of_kind, trading_mode)
 from .periods import since_ns
 
 STATUS_TIMEOUT_MS = 1000
@@ -24,7 +24,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="polybot", description="A trading mesh for prediction markets.")
     parser.add_argument("--config", help="TOML config file (default: $POLYBOT_CONFIG or ~/.config/polybot/polybot.toml)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("up", help="start every configured service and keep them running (Ctrl-C stops)")
+    up = commands.add_parser(
+        "up", help="start every configured service and keep them running (Ctrl-C stops)",
+        description="Start every configured service and keep them running (Ctrl-C stops). Live on Polymarket, "
+                    "`polybot doctor` runs first and a failing check stops the start.")
+    checked = up.add_mutually_exclusive_group()
+    checked.add_argument("--skip-doctor", action="store_true",
+                         help="start even though `polybot doctor` fails (live on Polymarket it runs first)")
+    checked.add_argument("--doctor", action="store_true",
+                         help="run `polybot doctor` first in any mode and against any venue, and start only if "
+                              "it passes")
+    doctor = commands.add_parser(
+        "doctor", help="check the account before trading live: one line per check, with the fix for each ✗",
+        description="A check of what live trading needs: key, addresses, wallet kind and funder, API credentials, "
+                    "clock, closed-only mode, balance, allowances, a heartbeat, both channels, and the risk limits "
+                    "against the balance. It changes nothing but what the executor would at start: an account with "
+                    "no API key gets one, and a heartbeat is sent when no order is open. Exit status 1 when any "
+                    "check fails.")
+    doctor.add_argument("--json", action="store_true", help="print JSON instead of lines")
     commands.add_parser("down", help="stop the running supervisor and its services")
     status = commands.add_parser("status", help="every service's state, pid, uptime, counters and lag")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -61,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"polybot: config: {exc}", file=sys.stderr)
         return 2
-    handler = {"up": _up, "down": _down, "status": _status, "restart": _restart, "run": _run,
+    handler = {"up": _up, "doctor": _doctor, "down": _down, "status": _status, "restart": _restart, "run": _run,
                "halt": _halt, "resume": _resume, "venue": _venue, "risk": _risk, "approve": _approve, "audit": _audit, "record": backtests.record, "backtest": backtests.backtest,
                **{v: _view for v in VIEWS}}[args.command]
     try:
@@ -97,8 +114,42 @@ def _up(config: Config, args: argparse.Namespace) -> int:
 
     ensure_state_dir(config)
     check_services(config)  # fail before starting anything if a service is misconfigured
+    if (refused := _doctor_refuses(config, args)) is not None:
+        return refused
     options = SupervisorOptions(config_path=str(args.config or ""))
     return Runner(config, "supervisor", load_secrets(), cls=Supervisor, options=options).run()
+
+
+def _doctor(config: Config, args: argparse.Namespace) -> int:
+    from . import doctor
+
+    report = doctor.run(config, load_secrets())
+    print(msgspec.json.encode(report).decode() if args.json else doctor.format_report(report))
+    return 0 if report.ok else 1
+
+
+def _doctor_refuses(config: Config, args: argparse.Namespace) -> int | None:
+    """Run doctor before `polybot up` where it is due (live on Polymarket, or asked); the exit status when it
+    fails, None to start. Against the local venue it is not run unasked: the demo and the tests start at once."""
+    from . import doctor
+
+    if args.skip_doctor or not (args.doctor or (config.venue == "polymarket" and trading_mode(config) == "live")):
+        return None
+    if embeds_local_venue(config):
+        print("polybot: --doctor checks a venue that is already up, and this config starts the local venue with "
+              "the mesh: set [local_venue] start = false and serve it with `polybot venue`, or run `polybot "
+              "doctor` once the mesh is up", file=sys.stderr)
+        return 2
+    report = doctor.run(config, load_secrets())
+    if report.ok:
+        print(f"polybot: doctor: {doctor.summary(report)}", flush=True)
+        return None
+    print(doctor.format_report(report), file=sys.stderr)
+    failed = len(report.failures)
+    print(f"polybot: not starting: doctor found {failed} problem{'s' if failed > 1 else ''} (the ✗ "
+          f"line{'s' if failed > 1 else ''} above, each with its fix); fix {'them' if failed > 1 else 'it'}, or "
+          "start anyway with `polybot up --skip-doctor`", file=sys.stderr)
+    return 1
 
 
 def _venue(config: Config, args: argparse.Namespace) -> int:

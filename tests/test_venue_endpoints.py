@@ -18,6 +18,7 @@ from py_clob_client_v2.clob_types import (
     OrderArgsV2,
     OrderScoringParams,
     OrdersScoringParams,
+    PostOrdersV2Args,
     PricesHistoryParams,
 )
 from websockets.sync.client import connect
@@ -42,8 +43,39 @@ def best_bid(venue: Venue, token: str) -> Decimal:
     return max(Decimal(b["price"]) for b in httpx.get(f"{venue.clob}/book", params={"token_id": token}).json()["bids"])
 
 
-def test_no_account_is_in_closed_only_mode(venue: Venue) -> None:
-    assert venue.client().get_closed_only_mode() == {"closed_only": False}
+def test_an_account_is_in_closed_only_mode_only_when_put_there_and_then_may_sell_but_not_buy(venue: Venue) -> None:
+    client, other = venue.client(), venue.client()
+    yes, _ = tokens(venue.market())
+    venue.admin("fund", address=client.get_address(), shares={yes: 20})
+    assert client.get_closed_only_mode() == {"closed_only": False}
+    resting = client.create_and_post_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))
+    venue.admin("closed-only", address=client.get_address())
+    assert client.get_closed_only_mode() == {"closed_only": True}
+    assert other.get_closed_only_mode() == {"closed_only": False}
+    status, text = rejection(lambda: client.create_and_post_order(OrderArgsV2(token_id=yes, price=0.02, size=10,
+                                                                              side="BUY")))
+    assert (status, text) == (400, f"'{client.get_address()}' address in closed only mode")
+    batch = client.post_orders([PostOrdersV2Args(order=client.create_order(OrderArgsV2(
+        token_id=yes, price=0.03, size=10, side="BUY")), orderType="GTC")])
+    assert [(a["success"], a["errorMsg"]) for a in batch] == [(False, text)]
+    sold = client.create_and_post_order(OrderArgsV2(token_id=yes, price=0.98, size=10, side="SELL"))
+    assert sold["status"] == "live"  # closing a position passes
+    assert client.cancel_orders([resting["orderID"]])["canceled"] == [resting["orderID"]]
+    venue.admin("closed-only", address=client.get_address(), closed_only=False)
+    assert client.get_closed_only_mode() == {"closed_only": False}
+    assert client.create_and_post_order(OrderArgsV2(token_id=yes, price=0.02, size=10, side="BUY"))["success"]
+
+
+def test_the_venues_clock_as_time_reports_it_can_be_set_off_from_this_machines(venue: Venue) -> None:
+    client = venue.client()
+    venue.admin("clock", offset_ms=-90_000)
+    try:
+        assert abs(client.get_server_time() - (time.time() - 90)) <= 2
+    finally:
+        venue.admin("clock", offset_ms=0)
+    assert abs(client.get_server_time() - time.time()) <= 2
+    refused = httpx.post(f"{venue.clob}/_admin/clock", json={"offset_ms": "soon"})
+    assert refused.status_code == 400 and "offset_ms" in refused.json()["error"]
 
 
 def test_prices_history_reflects_the_trades_made_in_the_test(venue: Venue) -> None:
