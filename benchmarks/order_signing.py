@@ -16,7 +16,8 @@ Each client runs in a process of its own: PCC2 in this Python, PMC in the unifie
 with ``--sdk-python``; without it only PCC2 is measured, and the output says so. Both are measured with eth-keys on
 coincurve (our dependency; PMC's environment gets ours on its path, as it would have if we adopted it) and on its
 pure-Python fallback. Both sign the same order with the same salt and timestamp once, and the output says whether
-their signatures are byte for byte the same. Figures are reported, never asserted.
+their signatures are byte for byte the same. Figures are CPU time of the measuring process, reported, never
+asserted.
 
 Run: ``python benchmarks/order_signing.py [--budget S] [--repeat R] [--sdk-python PATH]``.
 """
@@ -144,7 +145,8 @@ def pmc_worker(wallet: str, budget_s: float, repeat: int) -> dict:
                                     environment=environment, credentials=creds, validate_credentials=False)
 
     eoa, deposit = client(None), client(wallet)
-    assert deposit.wallet_type == "DEPOSIT_WALLET", deposit.wallet_type  # else this would time another signature
+    if deposit.wallet_type != "DEPOSIT_WALLET":  # the SDK classifies the wallet from its address
+        raise SystemExit(f"polymarket-client takes {wallet} for a {deposit.wallet_type}, not the key's deposit wallet")
 
     def draft(c: SecureClient) -> OrderDraft:
         return OrderDraft(chain_id=CHAIN_ID, exchange_address=config.standard_exchange, expiration=0,
