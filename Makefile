@@ -19,6 +19,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/trade_path.py
 	$(BIN)/python benchmarks/replay.py
 	$(BIN)/python benchmarks/metrics_overhead.py
+	$(BIN)/python benchmarks/order_signing.py
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
