@@ -75,6 +75,7 @@ class ExecutorOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     release_after_s: float = 2.0
     throttle_signals_per_s: float = 1.0
     throttle_services: list[str] = []  # whom to throttle; empty: every enabled strategies host of the config
+    rebates_s: float = 60.0  # live: how often the venue's report of the account's maker rebates is read; 0: never
 
 
 # ---------------------------------------------------------------- the journal
@@ -93,7 +94,7 @@ class Submitting(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", ta
 
 
 Record = Union[Taken, Submitting, m.OrderAck, m.OrderRejected, m.OrderCanceled, m.Fill, m.ResidualExposure,
-               m.MarketResolved]
+               m.MarketResolved, m.Rebate]
 
 
 class Journal:
@@ -223,6 +224,8 @@ class Desk:
                 self.failed.add(rec.signal_id)
             case m.MarketResolved():
                 self.ledger.settle(rec.market, rec.winning_token_id)
+            case m.Rebate():
+                self.ledger.rebate(rec)
 
     def resolved(self, msg: m.MarketResolved) -> None:
         """The venue redeems a resolved market's shares (1 per winning share, 0 per losing one)."""
@@ -308,19 +311,13 @@ class Desk:
             return
         self.seen.add(key)
         t = self.by_venue.get(f.venue_order_id)
-        if f.fee is not None:
-            fee = f.fee
-        elif f.liquidity == "TAKER":  # the rate the trade itself reports, else the market's
-            rules = self.rules.get(f.token_id)
-            fee = base.taker_fee(f.size, f.price, f.fee_rate or (rules.fee_rate if rules is not None else ZERO),
-                                 rules.fee_exponent if rules is not None else base.ONE)
-        else:
-            fee = ZERO
+        fee, rebate = base.charges(f, self.rules.get(f.token_id))
         o = t.order if t is not None else None
         fill = m.Fill(trace_id=o.trace_id if o else m.new_id(), order_id=o.id if o else f.venue_order_id,
                       venue_order_id=f.venue_order_id, trade_id=f.trade_id, token_id=f.token_id, market=f.market,
                       side=f.side, price=f.price, size=f.size, fee=fee, liquidity=f.liquidity, status=f.status,
-                      signal_id=o.signal_id if o else "", source=o.source if o else "", venue_ts_ms=f.ts_ms)
+                      signal_id=o.signal_id if o else "", source=o.source if o else "", venue_ts_ms=f.ts_ms,
+                      rebate=rebate)
         self.ledger.apply(fill)
         if t is not None:
             self.ack(t, "matched")
@@ -501,12 +498,25 @@ class Executor(Service):
                  asyncio.create_task(self._reconcile_every(), name="reconcile"),
                  asyncio.create_task(self._backpressure(), name="backpressure"),
                  asyncio.create_task(self._balances(), name="balances")]
+        if self.mode == "live" and self.ctx.options.rebates_s > 0:
+            tasks.append(asyncio.create_task(self._rebates().run(), name="rebates"))
         try:
             await asyncio.gather(*tasks)
         finally:
             for task in [*tasks, *self.tasks]:
                 task.cancel()
             self.venue.close()
+
+    def _rebates(self) -> Any:
+        """The venue's reports of the account's maker rebates, published (and journaled) as they change."""
+        from .venues.polymarket.rebates import RebatePoller
+
+        def publish(msg: m.Rebate) -> None:
+            self.desk.ledger.rebate(msg)
+            self._publish(msg)
+        opts: ExecutorOptions = self.ctx.options
+        return RebatePoller(venue_urls(self.ctx.config).clob_url, self.venue.funder, publish, self.ctx.log,
+                            self.desk.ledger.rebates.reports.values(), opts.rebates_s, opts.call_timeout_s)
 
     async def _start(self) -> None:
         if self.mode == "paper":  # paper needs the books before it can fill anything
