@@ -5,16 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 from decimal import Decimal as D
 from pathlib import Path
 
 import httpx
 import msgspec
 import pytest
+from py_clob_client_v2.clob_types import AssetType, BalanceAllowanceParams, OrderArgsV2
 
 from polybot_venue.app import VenueState, clob_app
 from polybot_venue.engine import UNLIMITED, Engine
 from polybot_venue.markets import Market
+from polybot_venue.server import ready_made_account
 from services import messages as m
 from services.backtest.engine import backtest
 from services.backtest.report import summarize
@@ -25,10 +32,17 @@ from services.venues.paper import PaperBook, paper_order_id
 from services.venues.polymarket import feed, schema
 from services.venues.polymarket.rebates import RebatePoller
 
+from .conftest import child_env, wait_for
+from .test_mcp_tools import call
+from .trading_harness import Trading
+from .venue_harness import Venue as LiveVenue
+from .venue_harness import best, tokens
+
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "polymarket"
 DAY_MS = 86_400_000
 JAN_15 = 1_800_000_000_000  # 2027-01-15T08:00Z
 MAKER = "0x" + "ab" * 20
+SEED = 61
 
 
 def venue_fee(size: D, price: D, rate: D, exponent: D = D(1)) -> D:
@@ -276,3 +290,106 @@ def test_the_wire_shape_of_a_rebate_row_decodes() -> None:
                                type=list[schema.RebatedFee] | None)
     assert rows[0].rebated_fees_usdc == "0.237519"
     assert msgspec.json.decode(b"null", type=list[schema.RebatedFee] | None) is None
+
+
+# ---------------------------------------------------------------- the mesh against the venue
+
+
+def test_a_resting_order_another_account_crosses_earns_the_rebate_the_venue_reports_in_polybot_pnl() -> None:
+    root = Path(tempfile.mkdtemp(prefix="pbr-", dir="/tmp"))  # ipc socket paths must stay under 107 bytes
+    venue = LiveVenue(root / "venue", SEED, 100, "--still")
+    mesh = None
+    try:
+        mesh = Trading(root, venue, {"analytics": "", "scanner": "", "executor": "rebates_s = 0.2, heartbeat_s = 0.5"})
+        mesh.start("analytics", "scanner", "executor")
+        wait_for(lambda: mesh.detail("executor").get("ready") == "True", what="the executor to reconcile", timeout=30)
+        mesh.wait_ready("scanner", "analytics")
+        _crossed_maker_orders_agree_with_the_venue(mesh, venue)
+    finally:
+        if mesh is not None:
+            mesh.close()
+        venue.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _crossed_maker_orders_agree_with_the_venue(mesh: Trading, venue: LiveVenue) -> None:
+    market = next(mk for mk in venue.markets if mk["feesEnabled"] and mk["feeSchedule"]["rebateRate"] > 0)
+    cid, (yes, no) = market["conditionId"], tokens(market)
+    rate, rebate_rate = D(str(market["feeSchedule"]["rate"])), D(str(market["feeSchedule"]["rebateRate"]))
+    ours = venue.client(ready_made_account(SEED).private_key)  # the venue's own view of the account we trade as
+    taker = venue.client()  # another account, funded, trading through py-clob-client-v2
+    orders = mesh.bus.outbound("orders")  # the test plays risk
+    wait_for(lambda: orders.socket.pipes, what="the executor to take orders")
+
+    def cross(n: int, size: int) -> D:
+        """Our post-only bid inside the spread, then the taker buying NO against it; the taker's fee."""
+        bid, ask = best(ours, yes)
+        price = bid + D("0.01")
+        assert price < ask
+        assert orders.send(m.Order(signal_id=f"rest-{n}", leg=0, source="strategy:test", token_id=yes, market=cid,
+                                   side="BUY", size=D(size), limit_price=price, post_only=True))
+        wait_for(lambda: any(D(o["price"]) == price for o in ours.get_open_orders()), what="our bid to rest")
+        answer = taker.create_and_post_order(OrderArgsV2(token_id=no, price=float(1 - price), size=size, side="BUY"))
+        assert answer["status"] == "matched"
+        return venue_fee(D(size), 1 - price, rate)
+
+    def reported() -> D:
+        """What the venue reports for us in this market, today and yesterday (the test may straddle midnight)."""
+        now_s = httpx.get(f"{venue.clob}/time").json()
+        rows = [row for day in (now_s - 86_400, now_s)
+                for row in httpx.get(f"{venue.clob}/rebates/current", params={
+                    "date": time.strftime("%Y-%m-%d", time.gmtime(day)), "maker_address": ours.get_address()}
+                ).json() or [] if row["condition_id"] == cid]
+        return sum((D(row["rebated_fees_usdc"]) for row in rows), D(0))
+
+    def pnl_agrees(owed: D):
+        def check():
+            row = next((r for r in cli(mesh, "pnl", "--by", "market") if r["market"] == cid), None)
+            return row if row and D(row["rebates"]) == owed and D(row["rebates_estimated"]) == 0 else None
+        return wait_for(check, what=f"polybot pnl to credit the {owed} the venue reports", timeout=20)
+
+    fee = cross(1, 40)
+    owed = reported()
+    assert owed == (fee * rebate_rate).quantize(D("0.000001"), rounding="ROUND_FLOOR") > 0
+    row = pnl_agrees(owed)
+    assert D(row["total"]) == D(row["realized"]) + D(row["unrealized"]) + owed
+    held, = [p for p in cli(mesh, "positions", "--market", cid)]
+    assert (held["token_id"], D(held["rebates"]), D(held["rebates_estimated"])) == (yes, owed, 0)
+    got = {r["group"]: r for r in call(mesh, "get_pnl", {"by": "market"}).structured_content["rows"]}
+    assert (D(got[cid]["rebates"]), D(got[cid]["rebates_estimated"])) == (owed, 0)
+
+    # Paid at once: the wallet gains exactly what we credited, and the venue still reports it (so do we, once).
+    before = collateral(ours)
+    assert D(venue.admin("pay-rebates")["paid"][ours.get_address().lower()]) == owed
+    assert collateral(ours) == before + owed and reported() == owed
+    assert D(pnl_agrees(owed)["total"]) == D(row["total"])
+
+    # Analytics restarted: the reports are in its file, counted once.
+    mesh.stop("analytics")
+    mesh.start("analytics")
+    assert D(pnl_agrees(owed)["total"]) == D(row["total"])
+
+    # The executor restarted: it knows what it published (its journal) and sends only the day's new total.
+    mesh.stop("executor")
+    mesh.start("executor")
+    wait_for(lambda: mesh.detail("executor").get("ready") == "True", what="the executor to reconcile", timeout=30)
+    wait_for(lambda: orders.socket.pipes, what="the executor to take orders again")
+    cross(2, 25)
+    grown = reported()
+    assert grown > owed
+    pnl_agrees(grown)
+    amounts = [r["amount"] for r in cli(mesh, "query", f"SELECT amount FROM rebates WHERE market = '{cid}' "
+                                                      "ORDER BY ts_ns")]
+    assert [D(a) for a in amounts] == [owed, grown]
+
+
+def cli(mesh: Trading, *args: str) -> list[dict]:
+    done = subprocess.run([sys.executable, "-m", "services", "--config", str(mesh.config_file), *args, "--json"],
+                          env=child_env(), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def collateral(client) -> D:
+    answer = client.get_balance_allowance(BalanceAllowanceParams(asset_type=AssetType.COLLATERAL))
+    return D(answer["balance"]) / 10**6
