@@ -34,6 +34,7 @@ from .runtime import Service, StartupError
 from .sync import start_from_scanner
 from .venues import base
 from .venues.base import ONE, ZERO, Balance, MarketRules, OrderRequest, Placed, VenueError, VenueFill, VenueOrder
+from .venues.polymarket.rebates import RebatePoller
 
 OPEN = ("pending", "submitting", "unknown", "live")
 IOC = ("FOK", "FAK")
@@ -507,10 +508,8 @@ class Executor(Service):
                 task.cancel()
             self.venue.close()
 
-    def _rebates(self) -> Any:
+    def _rebates(self) -> RebatePoller:
         """The venue's reports of the account's maker rebates, published (and journaled) as they change."""
-        from .venues.polymarket.rebates import RebatePoller
-
         def publish(msg: m.Rebate) -> None:
             self.desk.ledger.rebate(msg)
             self._publish(msg)
