@@ -53,9 +53,11 @@ class BacktestView(BaseModel):
     trades: int
     volume: str
     fees: str
+    rebates: str = Field(description="Maker rebates, estimated as the venue pays them: the market's rebate rate x "
+                                     "the taker fee of each maker fill")
     realized: str
     unrealized: str
-    pnl: str
+    pnl: str = Field(description="realized + unrealized + rebates")
     max_drawdown: str
     max_exposure: str
     hit_rate: str | None = Field(description="Share of signals that filled and made money by the end")
@@ -132,6 +134,7 @@ def register_backtest_tools(server: MCPServer, config: Config) -> None:
         return BacktestView(
             strategy=strategy, params=summary.params, recording=recording, messages=summary.messages,
             signals=summary.signals, trades=summary.trades, volume=str(summary.volume), fees=str(summary.fees),
+            rebates=str(summary.rebates),
             realized=str(summary.realized), unrealized=str(summary.unrealized), pnl=str(summary.pnl),
             max_drawdown=str(summary.max_drawdown), max_exposure=str(summary.max_exposure),
             hit_rate=None if summary.hit_rate is None else str(summary.hit_rate),

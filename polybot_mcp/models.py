@@ -368,7 +368,11 @@ class PositionView(BaseModel):
     unrealized: str | None = Field(None, description="Value at the mark (a complete set at its payout) minus cost")
     realized: str
     fees: str
-    pnl: str = Field(description="realized + unrealized")
+    rebates: str = Field("0", description="Maker rebates this outcome's fills earned: as the venue reported them, "
+                                          "else estimated (the market's rebate rate x the taker fee)")
+    rebates_estimated: str = Field("0", description="The part of rebates that is our estimate, not yet reported by "
+                                                    "the venue")
+    pnl: str = Field(description="realized + unrealized + rebates")
     in_sets: str = Field(description="Shares held with every other outcome of the market: worth 1 per set")
 
 
@@ -384,11 +388,16 @@ class PnlRow(BaseModel):
     realized: str
     unrealized: str
     fees: str
+    rebates: str = Field("0", description="Maker rebates earned: as the venue reported them per day and market, "
+                                          "else estimated (the market's rebate rate x the taker fee)")
+    rebates_estimated: str = Field("0", description="The part of rebates that is our estimate, not yet reported by "
+                                                    "the venue (paper fills never are)")
     open_cost: str
-    total: str
+    total: str = Field(description="realized + unrealized + rebates")
     total_at_since: str | None = Field(None, description="With since: the total as it stood then")
     period_realized: str | None = None
     period_fees: str | None = None
+    period_rebates: str | None = None
     period_pnl: str | None = Field(None, description="With since: the change over the period")
 
 

@@ -840,8 +840,8 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         ctx: Context = None,  # type: ignore[assignment]
     ) -> Positions:
         """Positions from the recorded fills, by market and outcome: size, average price, mark, unrealized and
-        realized PnL, fees, and in_sets: the shares held with every other outcome of the market, worth the 1 per
-        set they merge into."""
+        realized PnL, fees, maker rebates, and in_sets: the shares held with every other outcome of the market, worth
+        the 1 per set they merge into."""
         offset = decode_cursor(cursor)
         market_id = (await tools.market_of(market))[0].market if market else ""
         who = source_filter(source, ctx)
@@ -884,9 +884,10 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         limit: Annotated[int, Field(ge=1, le=200, description="Groups per page, largest total first")] = 25,
         cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
     ) -> Pnl:
-        """Realized and unrealized PnL, fees and open cost to date, grouped (a complete set valued at its payout).
-        With `since`, also the total as it stood then (marked to that time's prices) and the change over the
-        period: period_pnl, period_realized, period_fees."""
+        """Realized and unrealized PnL, fees, maker rebates (reported by the venue, or estimated until it reports
+        them: rebates_estimated) and open cost to date, grouped (a complete set valued at its payout). With `since`,
+        also the total as it stood then (marked to that time's prices) and the change over the period: period_pnl,
+        period_realized, period_fees, period_rebates."""
         offset = decode_cursor(cursor)
         reply = await tools.query("pnl", by=by, since=since_param(since))
         found = [dict(zip(reply.columns, r)) for r in reply.rows]

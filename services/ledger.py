@@ -10,17 +10,23 @@ shares its fills bought less those they sold, so an agent can be kept to selling
 Marking (``marked``): a complete set (one share of every outcome of a market, or of every YES of a neg-risk
 event) merges back into 1 collateral whatever the books say, so it is worth exactly 1; only what is left over
 is marked to the books.
+
+Maker rebates (``Rebates``) are counted per UTC day and market, as the venue pays them: the total the venue
+reported for that day and market (``Rebate``), else our estimate (the sum of the maker fills' ``rebate``, floored
+to the micro-unit as the venue floors its totals). They are PnL apart from ``realized`` and ``unrealized``.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import NamedTuple
 
 from . import messages as m
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
+MICRO = Decimal("0.000001")  # the venue reports and pays rebates in micro-units of USDC
 
 
 class Holding:
@@ -43,11 +49,115 @@ class Holding:
                           realized=self.realized, fees=self.fees)
 
 
+def utc_day(ms: int) -> str:
+    """The UTC day (YYYY-MM-DD) of an epoch time in ms: the day the venue counts a trade's rebate in."""
+    return time.strftime("%Y-%m-%d", time.gmtime(ms // 1000))
+
+
+class Earned(NamedTuple):
+    """One maker fill's part in its day's rebates in its market."""
+
+    source: str
+    token_id: str
+    estimate: Decimal  # the fill's rebate as we estimate it
+    weight: Decimal  # its fee-curve weight, size x p(1 - p): how the venue shares a market's rebates out
+
+
+class Credit(NamedTuple):
+    """Rebates credited to one (market, source, token): ``amount`` in all, ``estimated`` the part of it that the
+    venue has not reported (yet)."""
+
+    market: str
+    source: str
+    token_id: str
+    amount: Decimal
+    estimated: Decimal
+
+
+class Rebates:
+    """Maker rebates per (UTC day, market): the venue's reported total where it gave one, else our estimate.
+
+    A day's amount in a market is shared out over the maker fills that earned it, by their estimates (by their
+    fee-curve weights where every estimate is 0), in micro-units, the last fill taking what rounding leaves, so the
+    parts add up to the amount exactly. An amount the venue reported where we know of no maker fill is credited to
+    the market alone (no source, no token).
+    """
+
+    def __init__(self) -> None:
+        self.earned: dict[tuple[str, str], list[Earned]] = {}  # (day, market) -> our maker fills
+        self.estimates: dict[tuple[str, str], Decimal] = {}  # (day, market) -> the sum of their estimates
+        self.reports: dict[tuple[str, str], m.Rebate] = {}  # (day, market) -> the venue's latest report
+
+    def fill(self, fill: m.Fill) -> None:
+        """Count a maker fill (the caller counts each fill once); taker fills earn nothing."""
+        if fill.liquidity != "MAKER":
+            return
+        day = utc_day(fill.venue_ts_ms or fill.ts_ns // 1_000_000)
+        weight = fill.size * fill.price * (ONE - fill.price)
+        key = (day, fill.market)
+        self.earned.setdefault(key, []).append(Earned(fill.source, fill.token_id, fill.rebate, weight))
+        self.estimates[key] = self.estimates.get(key, ZERO) + fill.rebate
+
+    def report(self, msg: m.Rebate) -> bool:
+        """The venue's total for a day and market; False when it says nothing new."""
+        key = (msg.day, msg.market)
+        known = self.reports.get(key)
+        if known is not None and (known.amount, known.final) == (msg.amount, msg.final):
+            return False
+        self.reports[key] = msg
+        return True
+
+    def _amount(self, key: tuple[str, str]) -> tuple[Decimal, bool]:
+        """A day's rebates in a market and whether they are our estimate."""
+        report = self.reports.get(key)
+        if report is not None:
+            return report.amount, False
+        return self.estimates[key].quantize(MICRO, ROUND_FLOOR), True
+
+    def credits(self) -> list[Credit]:
+        """What every (market, source, token) is credited, summed over days; by market, source, token."""
+        out: dict[tuple[str, str, str], list[Decimal]] = {}
+        for key in self.earned.keys() | self.reports.keys():
+            amount, estimated = self._amount(key)
+            for (source, token), part in _shares(amount, self.earned.get(key, [])):
+                acc = out.setdefault((key[1], source, token), [ZERO, ZERO])
+                acc[0] += part
+                if estimated:
+                    acc[1] += part
+        return [Credit(market, source, token, amount, estimated)
+                for (market, source, token), (amount, estimated) in sorted(out.items()) if amount]
+
+    def total(self) -> tuple[Decimal, Decimal]:
+        """(every rebate credited, the part of it estimated)."""
+        amount = estimated = ZERO
+        for key in self.estimates.keys() | self.reports.keys():
+            value, guess = self._amount(key)
+            amount += value
+            estimated += value if guess else ZERO
+        return amount, estimated
+
+
+def _shares(amount: Decimal, earned: list[Earned]) -> list[tuple[tuple[str, str], Decimal]]:
+    """``amount`` shared over the fills that earned it, by estimate, else by fee-curve weight, else equally."""
+    if not earned:
+        return [(("", ""), amount)]
+    weights = [e.estimate for e in earned]
+    if not any(weights):
+        weights = [e.weight for e in earned]
+    if not any(weights):
+        weights = [ONE] * len(earned)
+    whole = sum(weights, ZERO)
+    parts = [(amount * w / whole).quantize(MICRO, ROUND_FLOOR) for w in weights[:-1]]
+    parts.append(amount - sum(parts, ZERO))  # the last takes what rounding leaves
+    return [((e.source, e.token_id), part) for e, part in zip(earned, parts)]
+
+
 class Ledger:
     def __init__(self) -> None:
         self.holdings: dict[str, Holding] = {}
         self.by_source: dict[tuple[str, str], Decimal] = {}  # (source, token) -> net shares its fills bought
         self.seen: set[tuple[str, str]] = set()  # (trade id, order id): a fill reported twice counts once
+        self.rebates = Rebates()
 
     def holding(self, token_id: str, market: str = "") -> Holding:
         held = self.holdings.get(token_id)
@@ -63,6 +173,7 @@ class Ledger:
         if key in self.seen:
             return False
         self.seen.add(key)
+        self.rebates.fill(fill)
         held = self.holding(fill.token_id, fill.market)
         whose = (fill.source, fill.token_id)
         self.by_source[whose] = self.by_source.get(whose, ZERO) + (fill.size if fill.side == "BUY" else -fill.size)
@@ -79,6 +190,10 @@ class Ledger:
             if held.size <= 0:
                 held.cost = ZERO
         return True
+
+    def rebate(self, msg: m.Rebate) -> bool:
+        """The venue's report of a day's maker rebates in a market; False when it says nothing new."""
+        return self.rebates.report(msg)
 
     def settle(self, market: str, winning_token_id: str) -> None:
         """A resolved market: every share of it is redeemed at 1 (winner) or 0."""

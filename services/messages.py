@@ -125,6 +125,7 @@ class MarketNew(Message, frozen=True, kw_only=True):
     volume: Decimal = Decimal("0")  # as Gamma reported it when the market was loaded (USDC)
     liquidity: Decimal = Decimal("0")
     protocol: str = "v1"  # Gamma's `version`: "v2" markets' tokens are protocol-v2 position ids (exchange V3)
+    rebate_rate: Decimal = Decimal("0")  # feeSchedule.rebateRate: the share of each taker fee paid to the trade's maker
 
 
 class TickSizeChange(Message, frozen=True, kw_only=True):
@@ -282,6 +283,24 @@ class Fill(Message, frozen=True, kw_only=True):
     signal_id: str = ""
     source: str = ""
     venue_ts_ms: int = 0
+    # A maker fill's rebate as we estimate it (the market's rebate_rate x the taker fee of the trade), counted until
+    # the venue reports that day's rebates for the market (``Rebate``); paper and backtest fills are never reported.
+    rebate: Decimal = Decimal("0")
+
+
+class Rebate(Message, frozen=True, kw_only=True):
+    """The maker rebates the venue reports for the account on one UTC day in one market: a total, not an increment
+    (a later report for the same day and market replaces an earlier one).
+
+    ``final``: the day is over at the venue, so the total will not change; Polymarket pays a day's rebates into
+    the wallet after it ends (once at least $1 is owed). Whether they were paid is not on the wire.
+    """
+
+    day: str  # YYYY-MM-DD, UTC
+    market: str
+    maker: str  # the wallet address the rebates are for
+    amount: Decimal  # USDC, to the micro-unit
+    final: bool = False
 
 
 class OrderCanceled(Message, frozen=True, kw_only=True):
@@ -532,7 +551,7 @@ PricesMsg = Union[BookSnapshot, BookDelta, LastTrade, Heartbeat]
 EventsMsg = Union[MarketNew, TickSizeChange, MarketHalted, MarketResolved, MarketStale, Heartbeat]
 SignalsMsg = Union[Signal, Cancel]
 OrdersMsg = Union[Order, Cancel]
-ExecutionsMsg = Union[OrderAck, OrderRejected, Fill, OrderCanceled, ResidualExposure, Heartbeat]
+ExecutionsMsg = Union[OrderAck, OrderRejected, Fill, OrderCanceled, ResidualExposure, Rebate, Heartbeat]
 DecisionsMsg = Union[SignalAccepted, SignalRejected, SignalPending, Heartbeat]
 ControlRequest = Union[StatusRequest, HaltRequest, ResumeRequest, ThrottleRequest, RestartRequest, ShutdownRequest,
                        SnapshotRequest, PreviewRequest, RiskRequest, ApproveRequest, AccountRequest, QueryRequest]

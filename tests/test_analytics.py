@@ -178,7 +178,7 @@ def test_every_published_message_lands_in_its_table_within_a_deadline(an: Harnes
         ("verdict_reasons", "verdict_id", m.SignalRejected): 1, ("executions", "id", m.OrderAck): 1,
         ("executions", "id", m.OrderRejected): 1, ("executions", "id", m.Fill): 1,
         ("executions", "id", m.OrderCanceled): 1, ("executions", "id", m.ResidualExposure): 1,
-        ("exposures", "execution_id", m.ResidualExposure): 1,
+        ("exposures", "execution_id", m.ResidualExposure): 1, ("rebates", "id", m.Rebate): 1,
     }
     for (table, key, kind), count in expect.items():
         wait_for(lambda: an.sql(f"SELECT count(*) FROM {table} WHERE {key} = '{msgs[kind].id}'") == [[count]],
@@ -189,8 +189,13 @@ def test_every_published_message_lands_in_its_table_within_a_deadline(an: Harnes
     assert an.sql(f"SELECT count(*), sum(size) FROM signal_legs WHERE signal_id = '{accepted.signal_id}'") == [
         [2, "20"]]
     f = msgs[m.Fill]
-    assert an.sql(f"SELECT ts_ns, price, size, fee, liquidity, status FROM executions WHERE id = '{f.id}'") == [
-        [f.ts_ns, "0.45", "10", "0.1732", "MAKER", "CONFIRMED"]]
+    assert an.sql(f"SELECT ts_ns, price, size, fee, liquidity, status, rebate FROM executions WHERE id = '{f.id}'") \
+        == [[f.ts_ns, "0.45", "10", "0.1732", "MAKER", "CONFIRMED", "0.0346"]]
+    r = msgs[m.Rebate]
+    assert an.sql(f"SELECT day, market, maker, amount, final FROM rebates WHERE id = '{r.id}'") == [
+        [r.day, r.market, r.maker, "0.03464", True]]
+    assert an.sql(f"SELECT fee_rate, fee_exponent, rebate_rate FROM markets WHERE id = '{msgs[m.MarketNew].id}'") == [
+        ["0.07", "2", "0.2"]]
     reason = msgs[m.SignalRejected].reasons[0]
     assert an.sql(f"SELECT code, limit_value, value, max_size FROM verdict_reasons "
                   f"WHERE verdict_id = '{msgs[m.SignalRejected].id}'") == [[reason.code, "500", "600", "1111.11"]]
@@ -228,14 +233,14 @@ def test_positions_and_pnl_for_buys_a_partial_sell_fees_and_a_resolution_are_exa
         "size": "30", "avg_price": "0.35", "mark": "0.41", "unrealized": "1.8", "realized": "0", "fees": "0"}
     by_market = {r["market"]: r for r in an.named("pnl")}
     assert by_market[mk] == {"market": mk, "realized": "5.2365", "unrealized": "17.1", "fees": "2.5635",
-                             "open_cost": "48.3", "total": "22.3365"}
+                             "rebates": "0", "rebates_estimated": "0", "open_cost": "48.3", "total": "22.3365"}
     before = time.time_ns()
     an.send(m.MarketResolved(market=mk, winning_token_id=yes, winning_outcome="Yes"))
     wait_for(lambda: an.named("positions", market=mk) == [], timeout=5, what="the resolution to close both")
     # Cash: -41.2 - 23.621 + 32.2575 - 10.5 + 90 paid for 90 winning shares = 46.9365.
     assert {r["market"]: r for r in an.named("pnl")}[mk] == {
-        "market": mk, "realized": "46.9365", "unrealized": "0", "fees": "2.5635", "open_cost": "0",
-        "total": "46.9365"}
+        "market": mk, "realized": "46.9365", "unrealized": "0", "fees": "2.5635", "rebates": "0",
+        "rebates_estimated": "0", "open_cost": "0", "total": "46.9365"}
     # Over the period since just before the resolution: it stood at 22.3365 (marked then), it is 46.9365 now.
     period = {r["market"]: r for r in an.named("pnl", since=str(before))}[mk]
     assert {k: period[k] for k in ("total", "total_at_since", "period_realized", "period_fees", "period_pnl")} == {
@@ -245,6 +250,76 @@ def test_positions_and_pnl_for_buys_a_partial_sell_fees_and_a_resolution_are_exa
     assert (start["total_at_since"], start["period_pnl"], start["period_fees"]) == ("0", "46.9365", "2.5635")
     closed = {p["outcome"]: (p["size"], p["realized"]) for p in an.named("positions", market=mk, all="true")}
     assert closed == {"Yes": ("0", "57.4365"), "No": ("0", "-10.5")}
+
+
+def test_pnl_credits_maker_rebates_reported_by_the_venue_else_estimated_by_market_source_and_token(an: Harness) -> None:
+    mk, yes, no, other = "0xreb", "reb-yes", "reb-no", "0xreb2"
+    day0, day1 = 1_800_000_000_000, 1_800_000_000_000 + 86_400_000  # 2027-01-15 and -16, UTC
+    an.send(m.MarketNew(market=mk, question="Rebates?", outcomes=[m.Outcome(token_id=yes, name="Yes"),
+                                                                   m.Outcome(token_id=no, name="No")],
+                        fee_rate=D("0.07"), rebate_rate=D("0.2")),
+            fill(mk, yes, "BUY", "10", "0.40", liquidity="MAKER", order="r-1", source="strategy:quoter",
+                 venue_ts_ms=day0, rebate=D("0.2") * D(taker_fee("10", "0.40", "0.07"))),  # 0.2 x 0.168
+            fill(mk, no, "BUY", "10", "0.50", liquidity="MAKER", order="r-2", source="mcp:claude",
+                 venue_ts_ms=day0, rebate=D("0.2") * D(taker_fee("10", "0.50", "0.07"))),  # 0.2 x 0.175
+            fill(mk, yes, "BUY", "5", "0.40", liquidity="MAKER", order="r-3", source="strategy:quoter",
+                 venue_ts_ms=day1, rebate=D("0.2") * D(taker_fee("5", "0.40", "0.07"))),  # 0.2 x 0.084
+            fill(mk, yes, "SELL", "5", "0.41", taker_fee("5", "0.41", "0.07"), order="r-4", source="strategy:quoter",
+                 venue_ts_ms=day1))
+    wait_for(lambda: an.sql(f"SELECT count(*) FROM fills WHERE market = '{mk}'") == [[4]], timeout=5, what="fills")
+
+    def row(by: str, group: str) -> dict:
+        return next((r for r in an.named("pnl", by=by) if r[by] == group), {})
+    estimated = row("market", mk)
+    assert (estimated["rebates"], estimated["rebates_estimated"]) == ("0.0854", "0.0854")  # 0.0336 + 0.035 + 0.0168
+    assert D(estimated["total"]) == D(estimated["realized"]) + D(estimated["unrealized"]) + D("0.0854")
+    before = time.time_ns()
+    # The venue reports day 0 in this market: its total replaces our estimate of that day; day 1 stays estimated.
+    an.send(m.Rebate(day="2027-01-15", market=mk, maker="0x" + "ab" * 20, amount=D("0.0686")),
+            m.Rebate(day="2027-01-15", market=other, maker="0x" + "ab" * 20, amount=D("0.011")))
+    wait_for(lambda: an.sql(f"SELECT count(*) FROM rebates WHERE market IN ('{mk}', '{other}')") == [[2]], timeout=5,
+             what="the reports")
+    reported = row("market", mk)
+    assert (reported["rebates"], reported["rebates_estimated"]) == ("0.0854", "0.0168")
+    assert row("market", other)["rebates"] == "0.011"  # no fill of ours known there: the market's alone
+    # A later report for the same day and market is the day's new total, not an addition.
+    an.send(m.Rebate(day="2027-01-15", market=mk, maker="0x" + "ab" * 20, amount=D("0.07"), final=True))
+    wait_for(lambda: row("market", mk)["rebates"] == "0.0868", timeout=5, what="the new total")
+    # Shared out by what each maker fill earned, in micro-units: day 0's 0.07 as 0.0336 : 0.035 (0.034285 and the
+    # rest), day 1's estimate to its one fill.
+    assert {s: row("source", s)["rebates"] for s in ("strategy:quoter", "mcp:claude")} == {
+        "strategy:quoter": "0.051085", "mcp:claude": "0.035715"}
+    assert {t: row("token", t)["rebates"] for t in (yes, no)} == {yes: "0.051085", no: "0.035715"}
+    positions = {p["outcome"]: p for p in an.named("positions", market=mk, all="true")}
+    assert D(positions["Yes"]["rebates"]) + D(positions["No"]["rebates"]) == D("0.0868")
+    assert positions["No"]["rebates_estimated"] == "0" and positions["Yes"]["rebates_estimated"] == "0.0168"
+    assert all(D(p["pnl"]) == D(p["realized"]) + D(p["unrealized"] or 0) + D(p["rebates"]) for p in positions.values())
+    period = row_since = next(r for r in an.named("pnl", by="market", since=str(before)) if r["market"] == mk)
+    assert (period["period_rebates"], D(row_since["total"]) - D(row_since["total_at_since"])) == (
+        "0.0014", D(period["period_pnl"]))
+
+
+def test_a_database_written_before_rebates_gains_their_columns_and_keeps_its_rows(short_root: Path) -> None:
+    path = short_root / "v1.duckdb"
+    added = {"markets": ("fee_exponent", "rebate_rate"), "executions": ("rebate",)}
+    with duckdb.connect(str(path)) as db:  # the tables as version 1 made them
+        for name, cols in schema.TABLES.items():
+            kept = [f"{c} {t}" for c, t in cols if c not in added.get(name, ())]
+            if name != "rebates":
+                db.execute(f"CREATE TABLE {name} ({', '.join(kept)})")
+        db.execute("INSERT INTO executions (id, ts_ns, kind, order_id, trade_id, token_id, market, side, price, size, "
+                   "fee, liquidity, status) VALUES ('old', 1, 'Fill', 'o', 't', 'y', '0xold', 'BUY', 0.5, 10, 0, "
+                   "'MAKER', 'MATCHED')")
+    harness = Harness(short_root, f', db = "{path}"')
+    try:
+        harness.send(fill("0xold", "y", "BUY", "4", "0.5", liquidity="MAKER", order="new", rebate=D("0.01")))
+        wait_for(lambda: harness.sql("SELECT count(*) FROM fills WHERE market = '0xold'") == [[2]], timeout=5,
+                 what="the new fill beside the old one")
+        assert harness.sql("SELECT order_id, rebate FROM fills WHERE market = '0xold' ORDER BY ts_ns") == [
+            ["o", "0"], ["new", "0.01"]]
+        assert next(r for r in harness.named("pnl") if r["market"] == "0xold")["rebates"] == "0.01"
+    finally:
+        harness.close()
 
 
 def test_a_complete_set_held_is_worth_its_payout_and_only_the_excess_is_marked(an: Harness) -> None:

@@ -3,6 +3,9 @@
 Each takes a reader (one read-only transaction) and string parameters, and returns a ``Table``. Positions
 and PnL come from ``services.ledger`` (the venue's way: average cost, taker fees in collateral, settlement at
 1 or 0), replayed over every fill and resolution in time order, so they agree with risk's book-keeping.
+Maker rebates (``services.ledger.Rebates``) are the venue's reported totals per UTC day and market where it
+reported them, else the maker fills' estimates (``rebates_estimated`` says how much of ``rebates`` that is),
+shared out to tokens and sources by what their maker fills earned; they are part of the PnL.
 Shares held in complete sets (every outcome of a market) are worth the 1 a set pays (``services.ledger.marked``);
 the rest of an open position is marked at its latest mid (book tops with both sides), else its last trade; with
 neither its unrealized PnL is 0 (held at cost). Quotients (average prices) are rounded to 10 decimal places.
@@ -14,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from .. import messages as m
-from ..ledger import Ledger, marked
+from ..ledger import Ledger, Rebates, marked
 from .store import QueryError, Reader, Table
 
 ZERO = Decimal(0)
@@ -111,6 +114,23 @@ def ledgers(db: Reader, by_source: bool = False, until: int = END) -> dict[str, 
     return out
 
 
+def rebates(db: Reader, until: int = END) -> Rebates:
+    """The maker rebates as they stood at ``until``: every maker fill's estimate, and the venue's latest report of
+    each day and market."""
+    out = Rebates()
+    for ts, trade, order, token, market, side, price, size, source, venue_ms, rebate in db.select("""
+            SELECT ts_ns, trade_id, order_id, token_id, market, side, price, size, source, venue_ts_ms, rebate
+            FROM fills WHERE liquidity = 'MAKER' AND ts_ns <= ? ORDER BY ts_ns, trade_id, order_id""", [until]).rows:
+        out.fill(m.Fill(ts_ns=ts, order_id=order, venue_order_id="", trade_id=trade, token_id=token, market=market,
+                        side=side, price=price, size=size, liquidity="MAKER", source=source or "",
+                        venue_ts_ms=venue_ms or 0, rebate=rebate))
+    for day, market, maker, amount, final in db.select("""
+            SELECT day, market, arg_max(maker, ts_ns), arg_max(amount, ts_ns), arg_max(final, ts_ns)
+            FROM rebates WHERE ts_ns <= ? GROUP BY day, market""", [until]).rows:
+        out.report(m.Rebate(day=day, market=market, maker=maker, amount=amount, final=final))
+    return out
+
+
 def marks(db: Reader, tokens: list[str], until: int = END) -> dict[str, Decimal]:
     """Each token's latest mid (both sides quoted) at ``until``, else its last trade price then."""
     if not tokens:
@@ -157,21 +177,28 @@ def positions(db: Reader, p: Params) -> Table:
     tokens = [h.token_id for h in held]
     mark, names = marks(db, tokens), outcomes(db, tokens)
     figures = marked(ledger.holdings.values(), mark, market_sets(db, ledger))
+    rebated: dict[str, list[Decimal]] = {}  # token -> [rebates, of which estimated]
+    for c in rebates(db).credits():
+        if not source or c.source == source:
+            acc = rebated.setdefault(c.token_id, [ZERO, ZERO])
+            acc[0], acc[1] = acc[0] + c.amount, acc[1] + c.estimated
     rows = []
     for h in sorted(held, key=lambda h: (h.market, h.token_id)):
         price = mark.get(h.token_id) if h.size else None
         x = figures.get(h.token_id)
         unrealized = x.unrealized if x is not None and (price is not None or x.in_sets) else None
         outcome, question = names.get(h.token_id, ("", ""))
+        rebate, estimated = rebated.get(h.token_id, (ZERO, ZERO))
         rows.append([h.token_id, h.market, outcome, exact(h.size), exact(h.avg_price),
-                     exact(h.cost), exact(price), exact(unrealized), exact(h.realized), exact(h.fees),
-                     exact(h.realized + (unrealized or ZERO)), exact(x.in_sets if x is not None else ZERO), question])
+                     exact(h.cost), exact(price), exact(unrealized), exact(h.realized), exact(h.fees), exact(rebate),
+                     exact(estimated), exact(h.realized + (unrealized or ZERO) + rebate),
+                     exact(x.in_sets if x is not None else ZERO), question])
     return Table(["token_id", "market", "outcome", "size", "avg_price", "cost", "mark", "unrealized", "realized",
-                  "fees", "pnl", "in_sets", "question"], rows)
+                  "fees", "rebates", "rebates_estimated", "pnl", "in_sets", "question"], rows)
 
 
 def totals(db: Reader, by: str, until: int = END) -> dict[str, list[Decimal]]:
-    """[realized, unrealized, fees, open cost] per group, as they stood at ``until``."""
+    """[realized, unrealized, fees, open cost, rebates, rebates estimated] per group, as they stood at ``until``."""
     books = ledgers(db, by_source=by == "source", until=until)
     holdings = [(key, h) for key, ledger in books.items() for h in ledger.holdings.values()]
     mark = marks(db, sorted({h.token_id for _, h in holdings if h.size}), until)
@@ -181,30 +208,35 @@ def totals(db: Reader, by: str, until: int = END) -> dict[str, list[Decimal]]:
         group = {"market": h.market, "source": key, "token": h.token_id, "total": "total"}[by]
         x = figures[key].get(h.token_id)
         unrealized = x.unrealized if x is not None else ZERO
-        acc = sums.setdefault(group, [ZERO, ZERO, ZERO, ZERO])
+        acc = sums.setdefault(group, [ZERO] * 6)
         for i, value in enumerate((h.realized, unrealized, h.fees, h.cost if h.size else ZERO)):
             acc[i] += value
+    for c in rebates(db, until).credits():
+        acc = sums.setdefault({"market": c.market, "source": c.source, "token": c.token_id, "total": "total"}[by],
+                              [ZERO] * 6)
+        acc[4] += c.amount
+        acc[5] += c.estimated
     return sums
 
 
 def pnl(db: Reader, p: Params) -> Table:
-    """PnL now per group; with ``since`` (epoch ns) also what it was then, marked to that time's prices, and the
-    change over the period (realized, fees and total)."""
+    """PnL now per group (realized + unrealized + rebates); with ``since`` (epoch ns) also what it was then, marked
+    to that time's prices, and the change over the period (realized, fees, rebates and total)."""
     by = p.choice("by", ("market", "source", "token", "total"))
     now = totals(db, by)
-    columns = [by, "realized", "unrealized", "fees", "open_cost", "total"]
+    columns = [by, "realized", "unrealized", "fees", "rebates", "rebates_estimated", "open_cost", "total"]
     if not p.text("since"):
-        return Table(columns, [[group, exact(r), exact(u), exact(f), exact(c), exact(r + u)]
-                               for group, (r, u, f, c) in sorted(now.items())])
+        return Table(columns, [[group, exact(r), exact(u), exact(f), exact(b), exact(e), exact(c), exact(r + u + b)]
+                               for group, (r, u, f, c, b, e) in sorted(now.items())])
     then = totals(db, by, p.integer("since", 0))
-    nothing = [ZERO, ZERO, ZERO, ZERO]
+    nothing = [ZERO] * 6
     rows = []
     for group in sorted(now.keys() | then.keys()):
-        r, u, f, c = now.get(group, nothing)
-        r0, u0, f0, _ = then.get(group, nothing)
-        rows.append([group, exact(r), exact(u), exact(f), exact(c), exact(r + u), exact(r0 + u0),
-                     exact(r - r0), exact(f - f0), exact(r + u - r0 - u0)])
-    return Table(columns + ["total_at_since", "period_realized", "period_fees", "period_pnl"], rows)
+        r, u, f, c, b, e = now.get(group, nothing)
+        r0, u0, f0, _, b0, _ = then.get(group, nothing)
+        rows.append([group, exact(r), exact(u), exact(f), exact(b), exact(e), exact(c), exact(r + u + b),
+                     exact(r0 + u0 + b0), exact(r - r0), exact(f - f0), exact(b - b0), exact(r + u + b - r0 - u0 - b0)])
+    return Table(columns + ["total_at_since", "period_realized", "period_fees", "period_rebates", "period_pnl"], rows)
 
 
 # ---------------------------------------------------------------- orders, fills, signals, decisions

@@ -82,7 +82,8 @@ def trade_rows(msg: m.LastTrade) -> list[Row]:
 
 def market_rows(msg: m.MarketNew) -> list[Row]:
     return [("markets", (msg.ts_ns, msg.id, msg.market, msg.question, msg.slug, msg.tick_size, msg.min_size,
-                         msg.fee_rate, msg.neg_risk, msg.neg_risk_market_id, msg.end_ts_ms, msg.accepting_orders)),
+                         msg.fee_rate, msg.neg_risk, msg.neg_risk_market_id, msg.end_ts_ms, msg.accepting_orders,
+                         msg.fee_exponent, msg.rebate_rate)),
             *(("outcomes", (msg.ts_ns, msg.market, i, o.token_id, o.name)) for i, o in enumerate(msg.outcomes))]
 
 
@@ -145,39 +146,43 @@ def rejected_rows(msg: m.SignalRejected) -> list[Row]:
 # ---------------------------------------------------------------- executions
 # executions columns: id, ts_ns, trace_id, kind, order_id, venue_order_id, signal_id, source, status,
 # submitted_ts_ns, code, message, trade_id, token_id, market, side, price, size, fee, liquidity, venue_ts_ms,
-# remaining, reason
+# remaining, reason, rebate
 
 
 def ack_rows(msg: m.OrderAck) -> list[Row]:
     return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "OrderAck", msg.order_id, msg.venue_order_id,
                             msg.signal_id, msg.source, msg.status, msg.submitted_ts_ns or None, "", "", "", "", "",
-                            "", None, None, None, "", None, None, ""))]
+                            "", None, None, None, "", None, None, "", None))]
 
 
 def order_rejected_rows(msg: m.OrderRejected) -> list[Row]:
     return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "OrderRejected", msg.order_id, "", msg.signal_id,
                             msg.source, "", None, msg.code, msg.message, "", "", "", "", None, None, None, "", None,
-                            None, ""))]
+                            None, "", None))]
 
 
 def fill_rows(msg: m.Fill) -> list[Row]:
     return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "Fill", msg.order_id, msg.venue_order_id,
                             msg.signal_id, msg.source, msg.status, None, "", "", msg.trade_id, msg.token_id,
                             msg.market, msg.side, msg.price, msg.size, msg.fee, msg.liquidity, msg.venue_ts_ms, None,
-                            ""))]
+                            "", msg.rebate))]
 
 
 def canceled_rows(msg: m.OrderCanceled) -> list[Row]:
     return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "OrderCanceled", msg.order_id, msg.venue_order_id,
                             msg.signal_id, msg.source, "", None, "", "", "", "", "", "", None, None, None, "", None,
-                            msg.remaining, msg.reason))]
+                            msg.remaining, msg.reason, None))]
 
 
 def residual_rows(msg: m.ResidualExposure) -> list[Row]:
     return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "ResidualExposure", "", "", msg.signal_id, msg.source,
-                            "", None, "", "", "", "", "", "", None, None, None, "", None, None, msg.reason)),
+                            "", None, "", "", "", "", "", "", None, None, None, "", None, None, msg.reason, None)),
             *(("exposures", (msg.id, msg.ts_ns, msg.signal_id, msg.source, e.token_id, e.market, e.side, e.size,
                              e.avg_price)) for e in msg.exposure)]
+
+
+def rebate_rows(msg: m.Rebate) -> list[Row]:
+    return [("rebates", (msg.ts_ns, msg.id, msg.trace_id, msg.day, msg.market, msg.maker, msg.amount, msg.final))]
 
 
 ROWS: dict[type, Callable[[Any], list[Row]]] = {
@@ -185,5 +190,5 @@ ROWS: dict[type, Callable[[Any], list[Row]]] = {
     m.MarketResolved: resolved_rows, m.MarketStale: stale_rows, m.SignalAccepted: accepted_rows,
     m.SignalRejected: rejected_rows, m.SignalPending: pending_rows, m.OrderAck: ack_rows,
     m.OrderRejected: order_rejected_rows, m.Fill: fill_rows,
-    m.OrderCanceled: canceled_rows, m.ResidualExposure: residual_rows,
+    m.OrderCanceled: canceled_rows, m.ResidualExposure: residual_rows, m.Rebate: rebate_rows,
 }

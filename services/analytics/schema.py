@@ -2,7 +2,8 @@
 
 Tables (every ``ts_ns`` is the message's origin time, ns since the epoch; ``id`` the message id):
 
-- ``markets``: each ``MarketNew`` seen (a market re-announced appears again; ``market_tokens`` has the latest).
+- ``markets``: each ``MarketNew`` seen (a market re-announced appears again; ``market_tokens`` has the latest),
+  with its fee schedule (``fee_rate``, ``fee_exponent``, ``rebate_rate``).
 - ``outcomes``: the tokens of each announced market, in outcome order (``idx``), with their names.
 - ``market_events``: ``TickSizeChange``, ``MarketHalted``, ``MarketResolved`` (``winning_token_id``) and
   ``MarketStale`` (one row per market, ``stale`` true or false), told apart by ``kind``.
@@ -18,19 +19,26 @@ Tables (every ``ts_ns`` is the message's origin time, ns since the epoch; ``id``
 - ``orders``: the orders risk sent for an accepted signal (``order_id`` is the client order id).
 - ``executions``: the order lifecycle, told apart by ``kind``: ``OrderAck`` (``status``, ``venue_order_id``,
   ``submitted_ts_ns``: handed to the venue client), ``OrderRejected`` (``code``, ``message``), ``Fill``
-  (``trade_id``, ``price``, ``size``, ``fee`` paid in collateral, ``liquidity``, ``status``), ``OrderCanceled``
-  (``remaining``, ``reason``) and ``ResidualExposure`` (``reason``; its legs in ``exposures``).
+  (``trade_id``, ``price``, ``size``, ``fee`` paid in collateral, ``liquidity``, ``status``, ``rebate``: a maker
+  fill's estimated rebate), ``OrderCanceled`` (``remaining``, ``reason``) and ``ResidualExposure`` (``reason``;
+  its legs in ``exposures``).
+- ``rebates``: each ``Rebate``: the maker rebates the venue reported for one UTC ``day`` in one market, a total
+  (the latest report of a day and market holds), ``final`` once the day is over at the venue.
 - ``meta``: the schema version.
 
 Views: ``fills`` (each fill once: the latest report of a (trade, order) pair, failed ones left out, at the time
-it was first reported) and ``market_tokens`` (token -> market, outcome name and question, latest announcement).
+it was first reported; ``rebate`` 0 where not recorded) and ``market_tokens`` (token -> market, outcome name and
+question, latest announcement).
 
 Prices, sizes and money are DECIMAL(38,18): exact, and wider than any venue amount (6 decimals).
-Positions and PnL are derived from ``fills`` and ``market_events`` by the named queries, not stored.
+Positions and PnL are derived from ``fills``, ``rebates`` and ``market_events`` by the named queries, not stored.
+
+A table only ever gains columns, at its end: a file written by an older version gets them on opening (its old
+rows hold NULL there).
 """
 from __future__ import annotations
 
-VERSION = 1
+VERSION = 2
 MONEY = "DECIMAL(38,18)"
 
 # table -> columns in order; every row a writer builds is a tuple in this order
@@ -39,6 +47,7 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("ts_ns", "BIGINT"), ("id", "VARCHAR"), ("market", "VARCHAR"), ("question", "VARCHAR"), ("slug", "VARCHAR"),
         ("tick_size", MONEY), ("min_size", MONEY), ("fee_rate", MONEY), ("neg_risk", "BOOLEAN"),
         ("neg_risk_market_id", "VARCHAR"), ("end_ts_ms", "BIGINT"), ("accepting_orders", "BOOLEAN"),
+        ("fee_exponent", MONEY), ("rebate_rate", MONEY),
     ),
     "outcomes": (
         ("ts_ns", "BIGINT"), ("market", "VARCHAR"), ("idx", "INTEGER"), ("token_id", "VARCHAR"), ("name", "VARCHAR"),
@@ -84,11 +93,15 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("submitted_ts_ns", "BIGINT"), ("code", "VARCHAR"), ("message", "VARCHAR"), ("trade_id", "VARCHAR"),
         ("token_id", "VARCHAR"), ("market", "VARCHAR"), ("side", "VARCHAR"), ("price", MONEY), ("size", MONEY),
         ("fee", MONEY), ("liquidity", "VARCHAR"), ("venue_ts_ms", "BIGINT"), ("remaining", MONEY),
-        ("reason", "VARCHAR"),
+        ("reason", "VARCHAR"), ("rebate", MONEY),
     ),
     "exposures": (
         ("execution_id", "VARCHAR"), ("ts_ns", "BIGINT"), ("signal_id", "VARCHAR"), ("source", "VARCHAR"),
         ("token_id", "VARCHAR"), ("market", "VARCHAR"), ("side", "VARCHAR"), ("size", MONEY), ("avg_price", MONEY),
+    ),
+    "rebates": (
+        ("ts_ns", "BIGINT"), ("id", "VARCHAR"), ("trace_id", "VARCHAR"), ("day", "VARCHAR"), ("market", "VARCHAR"),
+        ("maker", "VARCHAR"), ("amount", MONEY), ("final", "BOOLEAN"),
     ),
 }
 
@@ -99,7 +112,7 @@ VIEWS = {
         SELECT * EXCLUDE (latest) FROM (
             SELECT id, min(ts_ns) OVER w AS ts_ns, trace_id, coalesce(nullif(trade_id, ''), id) AS trade_id, order_id,
                    venue_order_id, signal_id, source, token_id, market, side, price, size, fee, liquidity, status,
-                   venue_ts_ms, row_number() OVER (w ORDER BY ts_ns DESC) = 1 AS latest
+                   venue_ts_ms, coalesce(rebate, 0) AS rebate, row_number() OVER (w ORDER BY ts_ns DESC) = 1 AS latest
             FROM executions WHERE kind = 'Fill'
             WINDOW w AS (PARTITION BY coalesce(nullif(trade_id, ''), id), order_id))
         WHERE latest AND status <> 'FAILED'""",
@@ -115,6 +128,8 @@ def ddl() -> list[str]:
     """Statements that create whatever is missing (safe to run on every start)."""
     out = [f"CREATE TABLE IF NOT EXISTS {name} ({', '.join(f'{c} {t}' for c, t in cols)})"
            for name, cols in TABLES.items()]
+    # An older file's tables lack the columns added since: each is added, in order, at the end (a no-op when there).
+    out += [f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS {c} {t}" for name, cols in TABLES.items() for c, t in cols]
     out += [f"CREATE OR REPLACE VIEW {name} AS {sql}" for name, sql in VIEWS.items()]
     out += ["CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
             f"INSERT OR REPLACE INTO meta VALUES ('schema_version', '{VERSION}')"]

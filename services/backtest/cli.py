@@ -179,7 +179,8 @@ def _summary_text(s) -> str:
     rows = [("strategy", f"{s.strategy} {' '.join(f'{k}={v}' for k, v in sorted(s.params.items()))}"),
             ("data", f"{s.data}: {s.messages} messages, {s.started} to {s.ended}"),
             ("signals", str(s.signals)), ("trades", str(s.trades)), ("volume", str(s.volume)),
-            ("fees", str(s.fees)), ("pnl", f"{s.pnl} (realized {s.realized}, unrealized {s.unrealized})"),
+            ("fees", str(s.fees)), ("rebates", f"{s.rebates} (estimated: maker fills x the markets' rebate rates)"),
+            ("pnl", f"{s.pnl} (realized {s.realized}, unrealized {s.unrealized}, rebates {s.rebates})"),
             ("max drawdown", str(s.max_drawdown)), ("max exposure", str(s.max_exposure)),
             ("hit rate", "-" if s.hit_rate is None else str(s.hit_rate))]
     width = max(len(k) for k, _ in rows)

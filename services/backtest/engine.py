@@ -2,8 +2,8 @@
 recording's own clock, with the executor replaced by a recorder of signals and the paper fill model.
 
 Orders are rounded to the market's rules as the executor does, then matched by ``PaperBook`` (book walk,
-queue position, taker fees); fills go to the shared ``Ledger`` (the PnL paper trading and analytics compute)
-and back to the strategy, as ``executions`` would. No risk checks: a backtest shows what the strategy asks
+queue position, taker fees, maker rebates estimated by the venue's rule); fills go to the shared ``Ledger`` (the
+PnL paper trading and analytics compute) and back to the strategy, as ``executions`` would. No risk checks: a backtest shows what the strategy asks
 for. Every id and time comes from the recording, so the same data and parameters give the same bytes.
 """
 from __future__ import annotations
@@ -168,7 +168,7 @@ class Replay:
                       venue_order_id=f.venue_order_id, trade_id=f.trade_id, token_id=f.token_id, market=f.market,
                       side=f.side, price=f.price, size=f.size, fee=f.fee if f.fee is not None else ZERO,
                       liquidity=f.liquidity, status=f.status, signal_id=order.signal_id, source=order.source,
-                      venue_ts_ms=f.ts_ms)
+                      venue_ts_ms=f.ts_ms, rebate=f.rebate if f.rebate is not None else ZERO)
         self.fills.append(fill)
         self.ledger.apply(fill)
         self.by_signal.setdefault(order.signal_id, Ledger()).apply(fill)
@@ -190,11 +190,12 @@ class Replay:
         figures = marked(held, self.marks(h.token_id for h in held), self.ledger.market_sets(self.outcomes)).values()
         realized = self.ledger.realized()
         unrealized = sum((x.unrealized for x in figures), ZERO)
+        rebates, _ = self.ledger.rebates.total()
         resting = sum((r.remaining * r.order.price for r in self.paper.resting.values()
                        if r.order.side == "BUY"), ZERO)
-        point = Point(ts_ns=self.clock_ns, equity=realized + unrealized, realized=realized, unrealized=unrealized,
-                      exposure=sum((x.exposed for x in figures), ZERO) + resting,
-                      fees=sum((h.fees for h in self.ledger.holdings.values()), ZERO))
+        point = Point(ts_ns=self.clock_ns, equity=realized + unrealized + rebates, realized=realized,
+                      unrealized=unrealized, exposure=sum((x.exposed for x in figures), ZERO) + resting,
+                      fees=sum((h.fees for h in self.ledger.holdings.values()), ZERO), rebates=rebates)
         if self.equity and self.equity[-1].ts_ns == point.ts_ns:
             self.equity[-1] = point
         else:
@@ -207,7 +208,7 @@ class Replay:
                   for h in ledger.holdings.values() if h.size}
         mark = self.marks(sorted(tokens))
         signal_pnl = {sid: ledger.realized() + ledger.unrealized(mark, ledger.market_sets(self.outcomes))
-                      for sid, ledger in self.by_signal.items()}
+                      + ledger.rebates.total()[0] for sid, ledger in self.by_signal.items()}
         return BacktestResult(
             strategy=self.name, params=self.params, data=data, started_ns=self.first_ns, ended_ns=self.clock_ns,
             messages=self.messages, signals=self.signals, cancels=self.cancels, refusals=self.refusals,

@@ -37,7 +37,8 @@ class MarketRow(msgspec.Struct, frozen=True, kw_only=True):
     fees: Decimal
     realized: Decimal  # after fees, settlements included
     unrealized: Decimal
-    pnl: Decimal
+    pnl: Decimal  # realized + unrealized + rebates
+    rebates: Decimal = ZERO  # maker rebates, estimated (the venue's rule; see result.Point)
 
 
 class Summary(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,9 +55,10 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     trades: int  # fills
     volume: Decimal  # sum of size * price
     fees: Decimal
+    rebates: Decimal  # maker rebates, estimated (the venue's rule; see result.Point)
     realized: Decimal
     unrealized: Decimal
-    pnl: Decimal  # realized + unrealized at the end: the last equity point
+    pnl: Decimal  # realized + unrealized + rebates at the end: the last equity point
     max_drawdown: Decimal  # the largest fall of equity from a running peak that starts at 0
     max_drawdown_pct: Decimal | None  # that fall as a fraction of its peak; None when the peak was <= 0
     max_exposure: Decimal
@@ -99,6 +101,7 @@ def summarize(result: BacktestResult) -> Summary:
     last = result.equity[-1] if result.equity else None
     realized = last.realized if last else sum((r.realized for r in rows), ZERO)
     unrealized = last.unrealized if last else sum((r.unrealized for r in rows), ZERO)
+    rebates = last.rebates if last else sum((r.rebates for r in rows), ZERO)
     peak = drawdown = ZERO
     drawdown_peak = ZERO
     for point in result.equity:
@@ -115,8 +118,8 @@ def summarize(result: BacktestResult) -> Summary:
         messages=result.messages, signals=len(result.signals), refused=len(result.refusals),
         cancels=result.cancels, trades=len(result.fills),
         volume=sum((f.size * f.price for f in result.fills), ZERO),
-        fees=last.fees if last else sum((r.fees for r in rows), ZERO),
-        realized=realized, unrealized=unrealized, pnl=last.equity if last else realized + unrealized,
+        fees=last.fees if last else sum((r.fees for r in rows), ZERO), rebates=rebates,
+        realized=realized, unrealized=unrealized, pnl=last.equity if last else realized + unrealized + rebates,
         max_drawdown=drawdown,
         max_drawdown_pct=(drawdown / drawdown_peak).quantize(RATIO) if drawdown_peak > 0 else None,
         max_exposure=max((p.exposure for p in result.equity), default=ZERO),
@@ -143,11 +146,13 @@ def per_market(result: BacktestResult) -> list[MarketRow]:
     # resolution moves a position away from the replay, and a resolved position holds no shares.
     replay = Ledger()
     trades = Counter(f.market for f in result.fills)
-    volume, fees, realized, unrealized = (defaultdict(Decimal) for _ in range(4))
+    volume, fees, realized, unrealized, rebates = (defaultdict(Decimal) for _ in range(5))
     for fill in result.fills:
         replay.apply(fill)
         volume[fill.market] += fill.size * fill.price
         fees[fill.market] += fill.fee
+    for credit in replay.rebates.credits():
+        rebates[credit.market] += credit.amount
     final = Ledger()
     final.load(result.positions)
     for held in final.holdings.values():
@@ -161,7 +166,7 @@ def per_market(result: BacktestResult) -> list[MarketRow]:
         unrealized[final.holdings[token].market] += figures.unrealized
     return [MarketRow(market=k, question=result.markets[k].question if k in result.markets else "",
                       trades=trades[k], volume=volume[k], fees=fees[k], realized=realized[k],
-                      unrealized=unrealized[k], pnl=realized[k] + unrealized[k])
+                      unrealized=unrealized[k], pnl=realized[k] + unrealized[k] + rebates[k], rebates=rebates[k])
             for k in sorted(trades.keys() | realized.keys())]
 
 
@@ -208,11 +213,11 @@ def _trades_csv(result: BacktestResult) -> str:
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
     out.writerow(["time", "ts_ns", "signal_id", "order_id", "trade_id", "market", "token_id", "outcome", "side",
-                  "price", "size", "notional", "fee", "liquidity"])
+                  "price", "size", "notional", "fee", "liquidity", "rebate_estimated"])
     for f in sorted(result.fills, key=lambda f: f.ts_ns):  # stable: fills at one time keep their order
         out.writerow([iso(f.ts_ns), f.ts_ns, f.signal_id, f.order_id, f.trade_id, f.market, f.token_id,
                       _outcome(result, f.market, f.token_id), f.side, f.price, f.size, f.size * f.price, f.fee,
-                      f.liquidity])
+                      f.liquidity, f.rebate])
     return buf.getvalue()
 
 
@@ -295,12 +300,13 @@ def _report_html(result: BacktestResult, s: Summary, png: bytes) -> str:
         ["strategy", s.strategy], ["parameters", ", ".join(f"{k}={v}" for k, v in s.params.items()) or "-"],
         ["data", s.data], ["from", s.started], ["to", s.ended], ["duration (s)", s.duration_s],
         ["messages", s.messages], ["signals", s.signals], ["orders refused", s.refused], ["cancels", s.cancels],
-        ["trades", s.trades], ["volume", s.volume], ["fees paid", s.fees], ["realized", s.realized],
+        ["trades", s.trades], ["volume", s.volume], ["fees paid", s.fees],
+        ["maker rebates (estimated)", s.rebates], ["realized", s.realized],
         ["unrealized", s.unrealized], ["PnL", s.pnl], ["max drawdown", s.max_drawdown],
         ["max drawdown (of peak)", _ratio(s.max_drawdown_pct)], ["max exposure", s.max_exposure],
         ["average exposure (time-weighted)", s.avg_exposure], ["signals filled", s.signals_filled],
         ["winners / losers", f"{s.winners} / {s.losers}"], ["hit rate", _ratio(s.hit_rate)]]
-    markets = [[r.market, r.question, r.trades, r.volume, r.fees, r.realized, r.unrealized, r.pnl]
+    markets = [[r.market, r.question, r.trades, r.volume, r.fees, r.rebates, r.realized, r.unrealized, r.pnl]
                for r in s.per_market]
     fills = sorted(result.fills, key=lambda f: f.ts_ns)
     trades = [[iso(f.ts_ns), f.signal_id, f.market, _outcome(result, f.market, f.token_id) or f.token_id, f.side,
@@ -311,7 +317,8 @@ def _report_html(result: BacktestResult, s: Summary, png: bytes) -> str:
     body = (_table(["figure", "value"], figures)
             + f'<img alt="equity, drawdown and exposure over time" src="data:image/png;base64,{image}">\n'
             + "<h2>Per market</h2>\n"
-            + _table(["market", "question", "trades", "volume", "fees", "realized", "unrealized", "PnL"], markets)
+            + _table(["market", "question", "trades", "volume", "fees", "rebates (est.)", "realized", "unrealized",
+                      "PnL"], markets)
             + f"<h2>Trades ({len(fills)})</h2>\n" + shown
             + _table(["time (UTC)", "signal", "market", "outcome", "side", "price", "size", "fee", "liquidity"],
                      trades))

@@ -13,12 +13,15 @@ class Point(msgspec.Struct, frozen=True, kw_only=True):
     """The account at one moment of the replay's clock."""
 
     ts_ns: int
-    equity: Decimal  # realized + unrealized: the PnL so far, fees included
+    equity: Decimal  # realized + unrealized + rebates: the PnL so far, fees included
     realized: Decimal  # after fees
     unrealized: Decimal  # shares held, less their cost: complete sets (YES and NO) at the 1 they pay, the rest
     # marked to the mid (else the last trade)
     exposure: Decimal  # what BUYs risk: shares held in no complete set at cost, plus resting BUY orders at their limit
     fees: Decimal
+    # Maker rebates, estimated by the venue's rule (the market's rebate rate x the taker fee of each maker fill,
+    # summed per UTC day and market and floored to the micro-unit): no venue reports a backtest's.
+    rebates: Decimal = Decimal(0)
 
 
 class MarketInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,7 +54,7 @@ class BacktestResult(msgspec.Struct, frozen=True, kw_only=True):
     equity: list[Point]  # sampled on the replay clock, and at every fill
     positions: list[m.Position]  # at the end, closed ones included (their realized PnL)
     marks: dict[str, Decimal]  # token -> its mark at the end
-    signal_pnl: dict[str, Decimal]  # signal id -> what its fills made by the end (realized + marked)
+    signal_pnl: dict[str, Decimal]  # signal id -> what its fills made by the end (realized + marked + rebates)
     markets: dict[str, MarketInfo]  # every market the recording lists
 
 

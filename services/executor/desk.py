@@ -120,6 +120,8 @@ class Desk:
                 self.failed.add(rec.signal_id)
             case m.MarketResolved():
                 self.ledger.settle(rec.market, rec.winning_token_id)
+            case m.Rebate():
+                self.ledger.rebate(rec)
 
     def resolved(self, msg: m.MarketResolved) -> None:
         """The venue redeems a resolved market's shares (1 per winning share, 0 per losing one)."""
@@ -214,20 +216,13 @@ class Desk:
             return
         self.seen.add(key)
         t = self.by_venue.get(f.venue_order_id)
-        if f.fee is not None:
-            fee = f.fee
-        elif f.liquidity == "TAKER":  # the rate the trade itself reports, else the market's
-            rules = self.rules.get(f.token_id)
-            fee = base.taker_fee(f.size, f.price, f.fee_rate or (rules.fee_rate if rules is not None else ZERO),
-                                 rules.fee_exponent if rules is not None else base.ONE)
-        else:
-            fee = ZERO
+        fee, rebate = base.charges(f, self.rules.get(f.token_id))
         o = t.order if t is not None else None
         fill = m.Fill(ts_ns=self.clock(), trace_id=o.trace_id if o else m.new_id(),
                       order_id=o.id if o else f.venue_order_id, venue_order_id=f.venue_order_id, trade_id=f.trade_id,
                       token_id=f.token_id, market=f.market, side=f.side, price=f.price, size=f.size, fee=fee,
                       liquidity=f.liquidity, status=f.status, signal_id=o.signal_id if o else "",
-                      source=o.source if o else "", venue_ts_ms=f.ts_ms)
+                      source=o.source if o else "", venue_ts_ms=f.ts_ms, rebate=rebate)
         self.ledger.apply(fill)
         if t is not None:
             self.ack(t, "matched")

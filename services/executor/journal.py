@@ -30,7 +30,7 @@ class Submitting(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", ta
 
 
 Record = Union[Taken, Submitting, m.OrderAck, m.OrderRejected, m.OrderCanceled, m.Fill, m.ResidualExposure,
-               m.MarketResolved]
+               m.MarketResolved, m.Rebate]
 
 
 class Skipped(NamedTuple):

@@ -28,3 +28,4 @@ class ExecutorOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     release_after_s: float = 2.0
     throttle_signals_per_s: float = 1.0
     throttle_services: list[str] = []  # whom to throttle; empty: every enabled strategies host of the config
+    rebates_s: float = 60.0  # live: how often the venue's report of the account's maker rebates is read; 0: never

@@ -21,11 +21,12 @@ import msgspec
 
 from .. import messages as m
 from ..bus import REDIAL, topic
-from ..config import trading_mode
+from ..config import trading_mode, venue_urls
 from ..runtime import Service, StartupError
 from ..sync import start_from_scanner
 from ..venues import base
 from ..venues.base import Balance, MarketRules, OrderRequest, VenueError, VenueFill
+from ..venues.polymarket.rebates import RebatePoller
 from .backpressure import Backpressure
 from .desk import (HALTED, IOC, RISK_SOURCE, SIGNAL_FAILED, STALE_ORDER, STOPPING, Desk, Refusal, Tracked, matches,
                    request, sendable)
@@ -100,12 +101,23 @@ class Executor(Service):
                  asyncio.create_task(self._reconcile_every(), name="reconcile"),
                  asyncio.create_task(self.backpressure.run(), name="backpressure"),
                  asyncio.create_task(self._balances(), name="balances")]
+        if self.mode == "live" and self.ctx.options.rebates_s > 0:
+            tasks.append(asyncio.create_task(self._rebates().run(), name="rebates"))
         try:
             await asyncio.gather(*tasks)
         finally:
             for task in [*tasks, *self.tasks]:
                 task.cancel()
             self.venue.close()
+
+    def _rebates(self) -> RebatePoller:
+        """The venue's reports of the account's maker rebates, published (and journaled) as they change."""
+        def publish(msg: m.Rebate) -> None:
+            self.desk.ledger.rebate(msg)
+            self._publish(msg)
+        opts: ExecutorOptions = self.ctx.options
+        return RebatePoller(venue_urls(self.ctx.config).clob_url, self.venue.funder, publish, self.ctx.log,
+                            self.desk.ledger.rebates.reports.values(), opts.rebates_s, opts.call_timeout_s)
 
     async def _start(self) -> None:
         if self.mode == "paper":  # paper needs the books before it can fill anything

@@ -52,9 +52,10 @@ class MarketRules(Struct, frozen=True, kw_only=True):
     min_size: Decimal
     neg_risk: bool = False
     fee_rate: Decimal = ZERO
-    complement: str = ""
-    fee_exponent: Decimal = ONE  # the other token of a binary market: its book mirrors this one's
+    complement: str = ""  # the other token of a binary market: its book mirrors this one's
+    fee_exponent: Decimal = ONE
     exchange_version: int = 2  # the exchange its orders are signed for: 3 (exchange V3) for protocol-v2 positions
+    rebate_rate: Decimal = ZERO  # the share of each taker fee the venue pays the trade's maker
 
 
 class OrderRequest(Struct, frozen=True, kw_only=True):
@@ -104,7 +105,8 @@ class VenueOrder(Struct, frozen=True, kw_only=True):
 
 
 class VenueFill(Struct, frozen=True, kw_only=True):
-    """One of our orders' part in one trade. ``fee_rate`` is the venue's (the executor prefers the market's)."""
+    """One of our orders' part in one trade. ``fee_rate`` is the rate the trade reports (``charges`` takes the
+    market's where the trade gives none)."""
 
     trade_id: str
     venue_order_id: str
@@ -118,6 +120,7 @@ class VenueFill(Struct, frozen=True, kw_only=True):
     status: str = "MATCHED"
     ts_ms: int = 0
     fee: Decimal | None = None  # set by a venue that charges it itself (paper); else the executor computes it
+    rebate: Decimal | None = None  # a maker fill's estimated rebate, likewise
 
 
 class Balance(Struct, frozen=True, kw_only=True):
@@ -186,6 +189,34 @@ def taker_fee(shares: Decimal, price: Decimal, rate: Decimal, exponent: Decimal 
     return (shares * fee_per_share(price, rate, exponent)).quantize(FEE_QUANTUM, rounding=ROUND_FLOOR)
 
 
+def maker_rebate(shares: Decimal, price: Decimal, rules: MarketRules) -> Decimal:
+    """What a trade earns its maker: the market's rebate rate x the trade's taker fee, unrounded (the venue sums a
+    day's rebates per market and floors the total to the micro-unit). The fee curve p(1 - p) is symmetric, so the
+    fee at the maker's price is the taker's, whichever token the taker bought."""
+    if not rules.rebate_rate:
+        return ZERO
+    return rules.rebate_rate * taker_fee(shares, price, rules.fee_rate, rules.fee_exponent)
+
+
+def charges(fill: VenueFill, rules: MarketRules | None) -> tuple[Decimal, Decimal]:
+    """(fee paid, rebate estimated) of one fill: as the venue set them where it did (paper), else by the market's
+    fee schedule (a taker's fee at the rate its trade reports, else the market's); no rules, no rebate."""
+    if fill.fee is not None:
+        fee = fill.fee
+    elif fill.liquidity == "TAKER":
+        fee = taker_fee(fill.size, fill.price, fill.fee_rate or (rules.fee_rate if rules is not None else ZERO),
+                        rules.fee_exponent if rules is not None else ONE)
+    else:
+        fee = ZERO
+    if fill.rebate is not None:
+        rebate = fill.rebate
+    elif fill.liquidity == "MAKER" and rules is not None:
+        rebate = maker_rebate(fill.size, fill.price, rules)
+    else:
+        rebate = ZERO
+    return fee, rebate
+
+
 def round_price(side: m.Side, price: Decimal, tick: Decimal) -> Decimal:
     """To the tick, never more aggressive than asked: a BUY rounds down, a SELL up."""
     steps = (price / tick).to_integral_value(rounding=ROUND_FLOOR if side == "BUY" else ROUND_CEILING)
@@ -205,5 +236,5 @@ def rules_from(market: m.MarketNew) -> dict[str, MarketRules]:
         out[token] = MarketRules(token_id=token, market=market.market, tick=market.tick_size,
                                  min_size=market.min_size, neg_risk=market.neg_risk, fee_rate=market.fee_rate,
                                  fee_exponent=market.fee_exponent, complement=other[0] if len(tokens) == 2 else "",
-                                 exchange_version=3 if market.protocol == "v2" else 2)
+                                 exchange_version=3 if market.protocol == "v2" else 2, rebate_rate=market.rebate_rate)
     return out

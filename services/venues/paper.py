@@ -3,8 +3,9 @@
 Taking: an order walks the opposite levels at their own prices up to its limit and never takes more than a
 level displays. What it took stays taken (the real book does not know about us) until that level empties:
 on later updates the taken amount is capped at what the level shows, so two orders cannot take the same
-size. Takers pay the venue's fee; makers pay none. A binary market's two books mirror each other (a YES
-ask at p is a NO bid at 1 - p), so liquidity is counted once in whichever token it is seen through.
+size. Takers pay the venue's fee; makers pay none and earn an estimated rebate (the market's rebate rate x
+the taker fee of the fill: the venue's rule). A binary market's two books mirror each other (a YES ask at p
+is a NO bid at 1 - p), so liquidity is counted once in whichever token it is seen through.
 
 Resting: the remainder of a GTC/GTD order rests at its limit behind ``ahead``, the size the level showed
 when it arrived. The conservative rules, so a paper fill is never earlier or larger than a real one:
@@ -170,13 +171,13 @@ class PaperBook:
         order = resting.order
         resting.remaining -= qty
         resting.fills += 1
-        rate = order.rules.fee_rate
+        rules = self.rules.get(order.token_id, order.rules)  # the market's schedule as it stands at the match
+        taker = liquidity == "TAKER"
         fill = VenueFill(trade_id=f"paper-{resting.venue_order_id[6:22]}-{resting.fills}",
                          venue_order_id=resting.venue_order_id, token_id=order.token_id, market=order.market,
-                         side=order.side, price=price, size=qty, liquidity=liquidity, fee_rate=rate,
-                         fee=(base.taker_fee(qty, price, rate, order.rules.fee_exponent) if liquidity == "TAKER"
-                              else ZERO),
-                         ts_ms=self.clock_ms())
+                         side=order.side, price=price, size=qty, liquidity=liquidity, fee_rate=rules.fee_rate,
+                         fee=base.taker_fee(qty, price, rules.fee_rate, rules.fee_exponent) if taker else ZERO,
+                         rebate=ZERO if taker else base.maker_rebate(qty, price, rules), ts_ms=self.clock_ms())
         self.fills.append(fill)
         return fill
 

@@ -307,6 +307,11 @@ class PolymarketVenue:
         self.heartbeats = 0
         self.heartbeat_failures = 0
 
+    @property
+    def funder(self) -> str:
+        """The wallet whose trades earn the account's maker rebates."""
+        return self.clob.address
+
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         try:

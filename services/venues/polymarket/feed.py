@@ -38,6 +38,7 @@ def market_new(market: schema.GammaMarket, now_ns: int) -> m.MarketNew:
     charged = market.fee_schedule is not None and market.fees_enabled
     fee = market.fee_schedule.rate if charged else 0
     exponent = market.fee_schedule.exponent if charged and market.fee_schedule.exponent else 1
+    rebate = market.fee_schedule.rebate_rate if charged else 0
     return m.MarketNew(
         ts_ns=now_ns, market=market.condition_id, question=market.question, slug=market.slug,
         outcomes=[m.Outcome(token_id=t, name=n) for t, n in zip(tokens, names)],
@@ -46,7 +47,7 @@ def market_new(market: schema.GammaMarket, now_ns: int) -> m.MarketNew:
         end_ts_ms=_end_ms(market.end_date), fee_rate=_dec(fee, "0"), fee_exponent=_dec(exponent, "1"),
         accepting_orders=bool(market.accepting_orders) and not market.closed,
         volume=_dec(market.volume_num, "0"), liquidity=_dec(market.liquidity_num, "0"),
-        protocol="v2" if market.version == "v2" else "v1")
+        protocol="v2" if market.version == "v2" else "v1", rebate_rate=_dec(rebate, "0"))
 
 
 def _end_ms(iso: str | None) -> int:

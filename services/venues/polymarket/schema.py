@@ -289,6 +289,18 @@ class BalanceAllowance(_Wire, frozen=True, kw_only=True):
     allowances: dict[str, str] = {}
 
 
+class RebatedFee(_Wire, frozen=True, kw_only=True):
+    """One row of ``GET /rebates/current?date=&maker_address=`` (the answer is a list of them, or null when there
+    are none): a maker's rebates on one day in one market. No capture of it exists; the shape is Polymarket's API
+    reference's (``date`` there is a bare day, ours ends in ``T00:00:00Z``: read its first 10 characters)."""
+
+    date: str
+    condition_id: str
+    asset_address: str = ""
+    maker_address: str = ""
+    rebated_fees_usdc: str  # USDC, 6 decimals
+
+
 class ClobMarketInfoToken(_Wire, frozen=True, kw_only=True):
     token_id: str = field(name="t")
     outcome: str = field(name="o")
