@@ -113,6 +113,7 @@ class PolymarketConfig(_Section):
     clob_url: str = "https://clob.polymarket.com"
     market_ws_url: str = "wss://ws-subscriptions-clob.polymarket.com/ws/market"
     user_ws_url: str = "wss://ws-subscriptions-clob.polymarket.com/ws/user"
+    relayer_url: str = "https://relayer-v2.polymarket.com"  # asked whether a deposit wallet exists
     chain_id: int = 137
 
 
@@ -485,9 +486,11 @@ def venue_urls(config: Config) -> PolymarketConfig:
     options = config.local_venue.options
     host = config.local_venue.address or options.get("host", LOCAL_VENUE_HOST)
     port = {k: options.get(k, v) for k, v in LOCAL_VENUE_PORTS.items()}
-    return PolymarketConfig(gamma_url=f"http://{host}:{port['gamma_port']}", clob_url=f"http://{host}:{port['clob_port']}",
+    clob = f"http://{host}:{port['clob_port']}"
+    return PolymarketConfig(gamma_url=f"http://{host}:{port['gamma_port']}", clob_url=clob,
                             market_ws_url=f"ws://{host}:{port['ws_port']}/ws/market",
                             user_ws_url=f"ws://{host}:{port['ws_port']}/ws/user",
+                            relayer_url=clob,  # the local venue serves its relayer on the CLOB's port
                             chain_id=options.get("chain_id", 137))
 
 

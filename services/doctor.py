@@ -23,6 +23,7 @@ from .risk.limits import RiskOptions
 from .venues import base
 from .venues.base import VenueError
 from .venues.polymarket import wallets
+from .venues.polymarket.wallets import KINDS, WALLET_NAMES, derived_wallets
 from .venues.polymarket.account import AccountProbe, Funds, market_channel_book, user_channel_pong
 
 T = TypeVar("T")
@@ -31,8 +32,6 @@ MARKS = {"ok": "✓", "fail": "✗", "skip": "–"}
 MAX_SKEW_S = 5.0  # GTD expiries (60 s ahead at least), heartbeats (10 s) and signed timestamps all lean on the clock
 CHANNEL_TIMEOUT_S = 10.0
 RISK_KIND = "services.risk:Risk"
-KINDS = ("eoa", "proxy", "safe", "deposit")
-WALLET_NAMES = {"eoa": "own address", "proxy": "proxy wallet", "safe": "Safe", "deposit": "deposit wallet"}
 
 
 def _wallet(kind: str, address: str) -> str:
@@ -83,23 +82,6 @@ def summary(report: Report) -> str:
     if count["fail"]:
         return f"{count['fail']} of {len(report.checks)} checks failed"
     return f"all {count['ok']} checks pass" + (f" ({count['skip']} skipped)" if count["skip"] else "")
-
-
-def derived_wallets(owner: str, chain_id: int) -> dict[str, tuple[str, ...]]:
-    """The addresses each wallet kind of ``owner`` may have on this chain (the one new wallets get first); a kind
-    the chain cannot derive is left out."""
-    out: dict[str, tuple[str, ...]] = {"eoa": (owner,)}
-    for kind, derive in (("proxy", (wallets.proxy_wallet,)), ("safe", (wallets.safe_wallet,)),
-                         ("deposit", (wallets.deposit_wallet, wallets.legacy_deposit_wallet))):
-        found = []
-        for fn in derive:
-            try:
-                found.append(fn(owner, chain_id))
-            except ValueError:  # this chain has no such wallet
-                pass
-        if found:
-            out[kind] = tuple(found)
-    return out
 
 
 def spendable(funds_collateral: Decimal, allowances: dict[str, Decimal | None]) -> Decimal:
@@ -249,7 +231,7 @@ class _Doctor:
         if given.lower() in (w.lower() for w in self.wallets[kind]):
             self.funder = given
             return self.add("funder", "ok", f"account.funder {given} is the key's {name}")
-        other = next((k for k, found in self.wallets.items() if given.lower() in (w.lower() for w in found)), None)
+        other = wallets.kind_of(self.owner, given, self.urls.chain_id)
         if other == "eoa":
             return self.add("funder", "fail", f"account.funder {given} is the key's own address, not a {name}",
                             'set account.wallet = "eoa" and remove account.funder')

@@ -294,6 +294,11 @@ class Runner:
             await coro
         except asyncio.CancelledError:
             raise
+        except StartupError as exc:  # found only once running (e.g. by asking the venue): said as at construction
+            self.failed = True
+            self.last_error = f"cannot start: {exc}"
+            self.log.error("cannot start: %s", exc)
+            stop.set()
         except Exception as exc:
             self.failed = True
             self.last_error = f"service run() failed: {type(exc).__name__}: {exc}"

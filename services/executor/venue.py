@@ -48,7 +48,8 @@ def make_venue(ctx: Any, mode: str) -> Any:
     from ..venues.polymarket.client import PolymarketVenue
     return PolymarketVenue(venue_urls(ctx.config), signing_key(ctx.secrets, ctx.config), api_creds(ctx.secrets),
                            ctx.log, opts.call_timeout_s, opts.workers, opts.heartbeat_s, opts.ping_s,
-                           opts.stale_after_s, opts.reconnect_initial_s, opts.reconnect_max_s)
+                           opts.stale_after_s, opts.reconnect_initial_s, opts.reconnect_max_s,
+                           account=ctx.config.account)
 
 
 def signing_key(secrets: Secrets, config: Config) -> str:

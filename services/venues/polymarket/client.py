@@ -8,6 +8,12 @@ itself refuses a second copy as a duplicate. Orders go out in one ``POST /orders
 client's own payload and L2-header functions (``ClobClient.post_orders`` would block for up to 30 s polling
 trades for their transaction hashes, which the executor gets from the user channel instead).
 
+Each order is signed for the configured account (``funder.Wallet``) as the client's own ``OrderBuilder`` would:
+maker = the funder, signer = the key's EOA (a proxy, a Safe or the EOA itself: a plain EIP-712 signature) or the
+deposit wallet itself (its ERC-7739 ``TypedDataSign`` wrapper, which ``ExchangeOrderBuilderV2`` makes for type 3).
+Before the first order the account is checked against the venue: the API key must be the EOA's, and a deposit
+wallet must exist (the relayer's ``/deployed``, which also tells which of the owner's two deposit wallets is his).
+
 Blocking calls run on a small thread pool with a timeout each, so the event loop never waits on the venue.
 """
 from __future__ import annotations
@@ -29,13 +35,16 @@ from py_clob_client_v2.constants import BYTES32_ZERO
 from py_clob_client_v2.exceptions import PolyApiException, PolyException
 from py_clob_client_v2.headers.headers import create_level_2_headers
 from py_clob_client_v2.http_helpers import helpers
-from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2, OrderDataV2, Side, SignatureTypeV2
+from py_clob_client_v2.order_builder.builder import OrderBuilder
+from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2, OrderDataV2, Side
 from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 
-from ...config import PolymarketConfig
+from ...config import AccountConfig, PolymarketConfig
+from ...runtime import StartupError
 from .. import base
 from ..base import Balance, MarketRules, OnEvents, OrderRequest, Placed, VenueError, VenueFill, VenueOrder
-from . import schema
+from . import schema, wallets
+from .funder import Wallet, foreign_api_key, owner_of, undeployed, wallet_for
 from .user import UserFeed, fills_of, order_of
 
 T = TypeVar("T")
@@ -118,14 +127,25 @@ def amounts(order: OrderRequest) -> tuple[int, int]:
 class Clob:
     """The CLOB REST API, blocking, through py-clob-client-v2."""
 
-    def __init__(self, host: str, chain_id: int, private_key: str, creds: dict[str, str] | None = None) -> None:
+    def __init__(self, host: str, chain_id: int, private_key: str, creds: dict[str, str] | None = None,
+                 account: AccountConfig = AccountConfig(), relayer_url: str = "") -> None:
         self.host = host.rstrip("/")
         self.chain_id = chain_id
-        self._client = ClobClient(self.host, chain_id=chain_id, key=private_key)
-        self.address: str = self._client.get_address()
+        self.relayer_url = relayer_url.rstrip("/")
+        self.wallet = wallet_for(account, owner_of(private_key), chain_id)
+        self._client = ClobClient(self.host, chain_id=chain_id, key=private_key,
+                                  signature_type=self.wallet.signature_type, funder=self.wallet.funder)
+        self.address: str = self._client.get_address()  # the EOA: it holds the API key
+        self.given_creds = bool(creds)
         if creds:
             self._client.set_api_creds(ApiCreds(creds["api_key"], creds["api_secret"], creds["api_passphrase"]))
+        self.unchecked = ""  # why part of the account could not be checked at start, if it could not
         self._signed: dict[str, dict] = {}  # client id -> signed payload, until it is sent
+
+    @property
+    def funder(self) -> str:
+        """The address that makes our orders and holds the money."""
+        return self._client.builder.funder
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -136,9 +156,56 @@ class Clob:
             raise VenueError(base.UNAVAILABLE, f"unexpected answer from the venue: {exc}", unknown=True) from None
 
     def connect(self) -> None:
-        """API credentials: given ones, else created or derived with the key (L1)."""
+        """API credentials: given ones (which must be the key's: StartupError if not), else created or derived with
+        the key (L1); then, for a deposit wallet, which one it is and that it exists."""
         if self._client.creds is None:
             self._client.set_api_creds(self._call(self._client.create_or_derive_api_key))
+        elif self.given_creds:
+            self._check_api_key()
+        if self.wallet.kind == "deposit":
+            self._check_deposit_wallet()
+
+    def _check_api_key(self) -> None:
+        """The venue answers an API key's L2 headers only from the address that created it (polymarket-client
+        checks given credentials the same way: ``GET /auth/api-keys``, a 401 or a list without them is not ours)."""
+        try:
+            answer = self._client.get_api_keys()
+        except PolyApiException as exc:
+            if exc.status_code == 401:
+                raise foreign_api_key(self.address) from None
+            raise venue_error(exc) from None
+        except PolyException as exc:
+            raise venue_error(exc) from None
+        keys = answer.get("apiKeys") if isinstance(answer, dict) else None
+        if isinstance(keys, list) and self.api_key not in keys:
+            raise foreign_api_key(self.address)
+
+    def _deployed(self, address: str) -> bool | None:
+        """The relayer's word on whether a wallet exists; None when it cannot be asked."""
+        if not self.relayer_url:
+            return None
+        try:
+            answer = helpers.get(f"{self.relayer_url}/deployed", params={"address": address, "type": "WALLET"})
+        except PolyException:
+            return None
+        deployed = answer.get("deployed") if isinstance(answer, dict) else None
+        return deployed if isinstance(deployed, bool) else None
+
+    def _check_deposit_wallet(self) -> None:
+        """As polymarket-client resolves an owner's deposit wallet: the legacy one if the relayer has it deployed,
+        else the current one; and the wallet must exist before it can sign anything (ERC-1271)."""
+        wallet = self.wallet
+        if not wallet.configured:
+            legacy = wallets.legacy_deposit_wallet(wallet.owner, self.chain_id)
+            if legacy != wallet.funder and self._deployed(legacy):
+                wallet = self.wallet = Wallet("deposit", wallet.owner, legacy, note="its legacy deposit wallet, "
+                                              "which the relayer has deployed")
+                self._client.builder = OrderBuilder(self._client.signer, wallet.signature_type, legacy)
+        deployed = self._deployed(wallet.funder)
+        if deployed is False:
+            raise undeployed(wallet)
+        self.unchecked = "" if deployed else (f"could not ask the relayer at {self.relayer_url or '(none configured)'} "
+                                              "whether the deposit wallet is deployed")
 
     @property
     def api_key(self) -> str:
@@ -175,10 +242,13 @@ class Clob:
         else:
             exchange = contracts.neg_risk_exchange_v2 if order.rules.neg_risk else contracts.exchange_v2
             builder = ExchangeOrderBuilderV2(exchange, self.chain_id, self._client.signer, generate_salt=lambda: salt)
-        data = OrderDataV2(maker=self.address, tokenId=order.token_id, makerAmount=str(maker),
+        # Maker, signer and signature type as the client's OrderBuilder.build_order sets them for its
+        # signature_type and funder; the builder wraps a type-3 signature in ERC-7739 itself.
+        account = self._client.builder
+        data = OrderDataV2(maker=account.funder, tokenId=order.token_id, makerAmount=str(maker),
                            takerAmount=str(taker), side=Side.BUY if order.side == "BUY" else Side.SELL,
-                           signer=self.address, signatureType=SignatureTypeV2.EOA, timestamp=str(order.created_ms),
-                           metadata=BYTES32_ZERO, builder=BYTES32_ZERO,
+                           signer=account._v2_order_signer(), signatureType=account.signature_type,
+                           timestamp=str(order.created_ms), metadata=BYTES32_ZERO, builder=BYTES32_ZERO,
                            expiration=str(order.expires_s if order.order_type == "GTD" else 0))
         try:
             signed = builder.build_signed_order(data)
@@ -243,7 +313,7 @@ class Clob:
             items += self._call(self._client.get_trades, params)
         fills = []
         for trade in self._call(msgspec.convert, items, list[schema.ClobTrade]):
-            fills += fills_of(trade, self.api_key, self.address)
+            fills += fills_of(trade, self.api_key, self.funder)
         return fills
 
     def balance(self) -> Balance:
@@ -294,8 +364,10 @@ class PolymarketVenue:
     def __init__(self, urls: PolymarketConfig, private_key: str, creds: dict[str, str] | None,
                  log: logging.Logger, timeout_s: float = 10.0, workers: int = 4, heartbeat_s: float = 5.0,
                  ping_s: float = 10.0, stale_after_s: float = 30.0, reconnect_initial_s: float = 0.5,
-                 reconnect_max_s: float = 30.0) -> None:
-        self.clob = Clob(urls.clob_url, urls.chain_id, private_key, creds)
+                 reconnect_max_s: float = 30.0, account: AccountConfig = AccountConfig()) -> None:
+        """StartupError when the key, ``account`` and the credentials cannot trade together; the parts only the
+        venue can tell (whose API key, whether a deposit wallet exists) are checked in ``start``."""
+        self.clob = Clob(urls.clob_url, urls.chain_id, private_key, creds, account, urls.relayer_url)
         self.user_ws_url = urls.user_ws_url
         self.log = log
         self.timeout_s = timeout_s
@@ -318,7 +390,7 @@ class PolymarketVenue:
             return await asyncio.wait_for(loop.run_in_executor(self._pool, fn, *args), self.timeout_s)
         except TimeoutError:
             raise VenueError(base.UNAVAILABLE, f"no answer within {self.timeout_s}s", unknown=True) from None
-        except VenueError:
+        except (VenueError, StartupError):
             raise
         except Exception as exc:  # anything else the client raised: whether the request took effect is unknown
             self.log.error("venue call %s failed: %s: %s", getattr(fn, "__name__", fn), type(exc).__name__, exc,
@@ -329,14 +401,17 @@ class PolymarketVenue:
         delay = self.feed_options["reconnect_initial_s"]
         while True:
             try:
-                await self._run(self.clob.connect)
+                await self._run(self.clob.connect)  # StartupError when the account is not the key's
                 break
             except VenueError as exc:
                 self.log.warning("cannot get API credentials from the venue (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.feed_options["reconnect_max_s"])
-        self.log.info("venue credentials ready", extra={"address": self.clob.address})
-        self.feed = UserFeed(self.user_ws_url, self.clob.ws_auth(), self.clob.address, self.log, **self.feed_options)
+        self.log.info("venue credentials ready; trading through %s", self.clob.wallet.describe(),
+                      extra={"address": self.clob.address, "funder": self.clob.funder})
+        if self.clob.unchecked:
+            self.log.warning("%s; if it is not, every order will be refused", self.clob.unchecked)
+        self.feed = UserFeed(self.user_ws_url, self.clob.ws_auth(), self.clob.funder, self.log, **self.feed_options)
         tasks = [asyncio.create_task(self.feed.run(on_events, on_connected), name="user-channel")]
         if self.heartbeat_s > 0:
             tasks.append(asyncio.create_task(self._heartbeats(), name="venue-heartbeats"))
@@ -390,6 +465,7 @@ class PolymarketVenue:
 
     def detail(self) -> dict[str, str]:
         feed = self.feed
-        return {"heartbeats": str(self.heartbeats), "heartbeat_failures": str(self.heartbeat_failures),
+        return {"wallet": self.clob.wallet.kind, "funder": self.clob.funder,
+                "heartbeats": str(self.heartbeats), "heartbeat_failures": str(self.heartbeat_failures),
                 "user_connects": str(feed.connects if feed else 0),
                 "user_bad_frames": str(feed.bad_frames if feed else 0)}

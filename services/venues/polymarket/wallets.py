@@ -74,3 +74,31 @@ def legacy_deposit_wallet(owner: str, chain_id: int = 137) -> str:
         "60095155f3363d3d373d3d363d7f360894a13ba1a3210667c828492db98dca3e2076cc3735a920a3ca505d382bbc545af43d6000"
         "803e6038573d6000fd5b3d6000f3", args)
     return _create2(factory, keccak(args), keccak(init))
+
+
+KINDS = ("eoa", "proxy", "safe", "deposit")  # [account] wallet, by signature type: 0, 1, 2, 3
+WALLET_NAMES = {"eoa": "own address", "proxy": "proxy wallet", "safe": "Safe", "deposit": "deposit wallet"}
+
+
+def derived_wallets(owner: str, chain_id: int) -> dict[str, tuple[str, ...]]:
+    """The addresses each wallet kind of ``owner`` may have on this chain (the one new wallets get first); a kind
+    the chain cannot derive is left out."""
+    out: dict[str, tuple[str, ...]] = {"eoa": (to_checksum_address(owner),)}
+    for kind, derive in (("proxy", (proxy_wallet,)), ("safe", (safe_wallet,)),
+                         ("deposit", (deposit_wallet, legacy_deposit_wallet))):
+        found = []
+        for fn in derive:
+            try:
+                found.append(fn(owner, chain_id))
+            except ValueError:  # this chain has no such wallet
+                pass
+        if found:
+            out[kind] = tuple(found)
+    return out
+
+
+def kind_of(owner: str, wallet: str, chain_id: int = 137) -> str | None:
+    """Which of the owner's wallets ``wallet`` is ("eoa", "proxy", "safe" or "deposit"); None if none of them."""
+    wanted = wallet.lower()
+    return next((kind for kind, found in derived_wallets(owner, chain_id).items()
+                 if wanted in (w.lower() for w in found)), None)
