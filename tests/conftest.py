@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,38 @@ from services.config import DEFAULT_SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+# Ports for the servers tests start are taken below the kernel's ephemeral range, one after another from a place
+# of this process's own, so that no outgoing connection and no server on port 0 (a metrics endpoint) can take a port
+# between our choosing it and the server binding it: a port picked by binding port 0 was taken that way in a CI run.
+_PORTS = range(20_000, min(_ephemeral_low(), 32_768))
+_next_port = _PORTS.start + os.getpid() * 37 % len(_PORTS)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now, outside the ephemeral range (see _PORTS)."""
+    global _next_port
+    for _ in range(len(_PORTS)):
+        port, _next_port = _next_port, _PORTS.start + (_next_port + 1 - _PORTS.start) % len(_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise AssertionError(f"no free loopback port in {_PORTS.start}..{_PORTS.stop - 1}")
+
+
+def free_ports(n: int) -> list[int]:
+    return [free_port() for _ in range(n)]
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 20.0, what: str = "condition", every: float = 0.05) -> T:

@@ -11,7 +11,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tomllib
@@ -29,7 +28,7 @@ from services.bus import BusError, BusTimeout, Requester
 from services.runtime import bound_sockets, resolve
 from polybot_venue.server import VenueOptions
 
-from .conftest import ROOT, child_env, wait_for
+from .conftest import ROOT, child_env, free_ports, wait_for
 
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
@@ -374,17 +373,6 @@ def test_local_venue_address_is_the_host_clients_use_and_defaults_to_the_venues_
 
 
 # ---------------------------------------------------------------- the deployment really runs
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def on_this_host(config: c.Config, state: Path) -> dict[str, str]:

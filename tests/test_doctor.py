@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from services.config import Config, Secrets, load
 from services.venues.polymarket import wallets
 from polybot_venue.server import ready_made_account
 
-from .conftest import child_env, only, wait_for
+from .conftest import child_env, free_port, only, wait_for
 from .venue_harness import Venue
 
 SEED = 29
@@ -38,10 +37,8 @@ def venue(tmp_path_factory) -> Iterator[Venue]:
 
 
 def closed_port() -> int:
-    """A port nothing listens on (bound, then let go)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on."""
+    return free_port()
 
 
 def config_text(state: Path, venue: Venue, extra: str = "", market_ws: str = "", clob: str = "") -> str:

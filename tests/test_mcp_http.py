@@ -20,7 +20,7 @@ from polybot_mcp.http import is_loopback
 
 from .conftest import Mesh, child_env, wait_for
 from .test_supervisor import PAIR
-from .venue_harness import _free_port
+from .conftest import free_port
 
 TOKEN = "pb-test-token-7f3c9a1e5d2b8c4f6a0e"
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -33,7 +33,7 @@ class Server:
     """`python -m polybot_mcp --http` on a free loopback port, its output kept in a file."""
 
     def __init__(self, config: Path, *args: str, **env: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self.output = config.parent / f"mcp-{self.port}.log"
         with open(self.output, "w") as out:
@@ -141,18 +141,18 @@ def test_the_token_and_wrong_guesses_never_appear_in_the_server_output(server: S
 
 
 def test_without_a_token_in_the_environment_the_http_server_refuses_to_start(config: Path) -> None:
-    done = refused(["--http", "--port", str(_free_port()), "--config", str(config)])
+    done = refused(["--http", "--port", str(free_port()), "--config", str(config)])
     assert done.returncode != 0
     assert "POLYBOT_MCP_TOKEN" in done.stderr and done.stdout == ""
     weak = "short-token"
-    done = refused(["--http", "--port", str(_free_port()), "--config", str(config)], POLYBOT_MCP_TOKEN=weak)
+    done = refused(["--http", "--port", str(free_port()), "--config", str(config)], POLYBOT_MCP_TOKEN=weak)
     assert done.returncode != 0 and "shorter than" in done.stderr
     assert weak not in done.stderr + done.stdout
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.7", "example.com"])
 def test_a_non_loopback_host_is_refused_without_allow_remote(config: Path, host: str) -> None:
-    done = refused(["--http", "--host", host, "--port", str(_free_port()), "--config", str(config)],
+    done = refused(["--http", "--host", host, "--port", str(free_port()), "--config", str(config)],
                    POLYBOT_MCP_TOKEN=TOKEN)
     assert done.returncode != 0
     assert "--allow-remote" in done.stderr and "loopback" in done.stderr
@@ -160,7 +160,7 @@ def test_a_non_loopback_host_is_refused_without_allow_remote(config: Path, host:
 
 
 def test_allow_remote_still_needs_the_token(config: Path) -> None:
-    done = refused(["--http", "--host", "0.0.0.0", "--allow-remote", "--port", str(_free_port()),
+    done = refused(["--http", "--host", "0.0.0.0", "--allow-remote", "--port", str(free_port()),
                     "--config", str(config)])
     assert done.returncode != 0 and "POLYBOT_MCP_TOKEN" in done.stderr
 

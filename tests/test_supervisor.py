@@ -6,7 +6,7 @@ import os
 import signal
 from pathlib import Path
 
-from .conftest import Mesh, only, pid_alive, wait_for
+from .conftest import Mesh, free_port, only, pid_alive, wait_for
 
 PAIR = only("""
 [services.tally]
@@ -166,9 +166,7 @@ def test_service_logs_are_json_lines_in_the_state_dir(mesh_factory) -> None:
 def test_up_starts_the_local_venue_first_by_default_and_it_serves(mesh_factory) -> None:
     import httpx
 
-    from .venue_harness import _free_port
-
-    gamma, clob, ws = _free_port(), _free_port(), _free_port()
+    gamma, clob, ws = free_port(), free_port(), free_port()
     mesh: Mesh = mesh_factory(PAIR, venue=f"true\noptions = {{ gamma_port = {gamma}, clob_port = {clob}, "
                                            f"ws_port = {ws}, markets = 4, events = 1, v2_markets = 1, "
                                            f"v2_events = 0 }}")

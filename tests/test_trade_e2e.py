@@ -15,7 +15,7 @@ from polybot_venue.engine import taker_fee
 from polybot_venue.server import ready_made_account
 
 from .conftest import Mesh, risk_takes_signals, wait_for
-from .venue_harness import _free_port
+from .conftest import free_port
 
 SEED = 53
 
@@ -24,7 +24,7 @@ class Up:
     """`polybot up` with the default services and an embedded, still local venue on free ports."""
 
     def __init__(self, mesh_factory, mode: str = "", venue: str = "still = true") -> None:
-        ports = {"gamma_port": _free_port(), "clob_port": _free_port(), "ws_port": _free_port()}
+        ports = {"gamma_port": free_port(), "clob_port": free_port(), "ws_port": free_port()}
         options = ", ".join(f"{k} = {v}" for k, v in ports.items())
         self.mesh: Mesh = mesh_factory(venue=f"true\noptions = {{ {options}, seed = {SEED}, {venue} }}")
         if mode:

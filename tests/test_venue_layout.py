@@ -11,7 +11,7 @@ import httpx
 import polybot_venue
 
 from .conftest import ROOT, child_env, wait_for
-from .venue_harness import _free_port
+from .conftest import free_port
 
 
 def test_importing_every_venue_module_loads_no_module_of_the_mesh() -> None:
@@ -25,7 +25,7 @@ def test_importing_every_venue_module_loads_no_module_of_the_mesh() -> None:
 
 
 def test_python_m_polybot_venue_serves_gamma_and_the_clob_on_its_own(tmp_path) -> None:
-    gamma, clob, ws = _free_port(), _free_port(), _free_port()
+    gamma, clob, ws = free_port(), free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "polybot_venue", "--seed", "5", "--still", "--gamma-port",
                              str(gamma), "--clob-port", str(clob), "--ws-port", str(ws)],
                             cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

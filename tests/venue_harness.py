@@ -18,22 +18,16 @@ from websockets.sync.client import ClientConnection
 
 from polybot_venue import wallets
 
-from .conftest import child_env, only, wait_for
+from .conftest import child_env, free_port, only, wait_for
 
 # The wallet an owner trades through, by signature type, as the official clients derive it (polybot_venue/WALLETS.md).
 WALLET_OF = {1: wallets.proxy_wallet, 2: wallets.safe_wallet, 3: wallets.deposit_wallet_beacon}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Venue:
     def __init__(self, state: Path, seed: int, page_size: int = 100, *extra: str) -> None:
         self.seed = seed
-        self.gamma_port, self.clob_port, self.ws_port = _free_port(), _free_port(), _free_port()
+        self.gamma_port, self.clob_port, self.ws_port = free_port(), free_port(), free_port()
         self.market_ws = f"ws://127.0.0.1:{self.ws_port}/ws/market"
         self.user_ws = f"ws://127.0.0.1:{self.ws_port}/ws/user"
         self.gamma = f"http://127.0.0.1:{self.gamma_port}"
