@@ -11,6 +11,7 @@ before it stops.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import importlib
 import logging
 import os
@@ -188,6 +189,9 @@ class Runner:
     # ---------------------------------------------------------------- lifecycle
 
     def run(self) -> int:
+        # SIGUSR1 prints every thread's stack to stderr (the service's log file under the supervisor): how to see
+        # where a service that does not stop is waiting, before it is killed.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         try:
             return asyncio.run(self._main())
         except (BusError, StartupError) as exc:
