@@ -155,7 +155,10 @@ class Scanner(Service):
                     pinger = asyncio.create_task(self._ping(ws))
                     try:
                         while True:
-                            raw = await asyncio.wait_for(ws.recv(), timeout=opts.stale_after_s)
+                            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
+                            # arrives as recv completes (gh-86296), and the feed then never stops.
+                            async with asyncio.timeout(opts.stale_after_s):
+                                raw = await ws.recv()
                             backoff = opts.reconnect_initial_s
                             new_assets = self._on_frame(raw, assets)
                             self.dumped.add(number)

@@ -381,13 +381,14 @@ class PolymarketVenue:
 
     @property
     def funder(self) -> str:
-        """The wallet whose trades earn the account's maker rebates."""
-        return self.clob.address
+        """The wallet whose trades earn the account's maker rebates: the funder, not the EOA that signs."""
+        return self.clob.funder
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(loop.run_in_executor(self._pool, fn, *args), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):  # not wait_for, which can lose a cancellation on 3.11
+                return await loop.run_in_executor(self._pool, fn, *args)
         except TimeoutError:
             raise VenueError(base.UNAVAILABLE, f"no answer within {self.timeout_s}s", unknown=True) from None
         except (VenueError, StartupError):

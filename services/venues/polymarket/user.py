@@ -122,7 +122,8 @@ class UserFeed:
                     try:
                         subscribed = False
                         while True:
-                            raw = await asyncio.wait_for(ws.recv(), timeout=self.stale_after_s)
+                            async with asyncio.timeout(self.stale_after_s):  # not wait_for: see the scanner's feed
+                                raw = await ws.recv()
                             if raw == "PONG" and not subscribed:
                                 subscribed = True
                                 self.connects += 1
