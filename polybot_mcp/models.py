@@ -297,8 +297,21 @@ class HoldingView(BaseModel):
     sellable: str = Field(description="The most a new SELL of this token may be (size less selling)")
 
 
+class VenueConditionView(BaseModel):
+    code: str = Field(description="VENUE_RESTARTING, POST_ONLY_WINDOW, HEARTBEAT_FAILING, NO_BALANCE or NO_ALLOWANCE: "
+                                  "risk refuses the orders it applies to with this code")
+    message: str = Field(description="What it means and what to do")
+    until: str | None = Field(None, description="When it is expected to end (UTC); null: until the venue shows "
+                                                "otherwise")
+    applies_to: str = Field(description="Which orders it holds back, e.g. `every order`, `BUY orders`, `orders that "
+                                        "are not post-only`")
+
+
 class RiskView(BaseModel):
     source: str = Field(description="This client's source name: its signals, orders and fills carry it")
+    venue_conditions: list[VenueConditionView] = Field(
+        [], description="What keeps the venue from taking some orders now (a restart, its post-only window, failing "
+                        "heartbeats, a wallet that cannot pay); empty: it takes every order")
     collateral: str | None = Field(None, description="USDC the account holds at the venue, as last read; null in "
                                                      "paper mode or before the executor has read it")
     allowance: str | None = Field(None, description="USDC the exchanges may spend of it (`unlimited` when approved "

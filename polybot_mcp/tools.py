@@ -33,7 +33,8 @@ from .mesh import MeshDown, MeshLink
 from .models import (Approval, CancelResult, CancelResults, FillPage, FillView, HoldingView, Hop, LegIn, LegOut,
                      LegResult, Level, MarketDetail, MarketList, MarketSummary, OpenOrderView, OpenOrders,
                      Opportunities, OpportunityView, OrderBook, Outcome, OutcomeView, Pnl, PnlRow, PositionView,
-                     Positions, ReasonView, RiskView, SignalPage, SignalSummary, SignalTrace, UsageView, Verdict)
+                     Positions, ReasonView, RiskView, SignalPage, SignalSummary, SignalTrace, UsageView,
+                     VenueConditionView, Verdict)
 
 READ = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 TRADE = ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=False, openWorldHint=True)
@@ -182,6 +183,13 @@ def allowance_text(allowance: Decimal | None) -> str | None:
     return "unlimited" if allowance >= UNLIMITED else text(allowance)
 
 
+def condition_view(c: m.VenueCondition) -> VenueConditionView:
+    side = f"{c.side} orders" if c.side else "orders"
+    applies = f"{side} that are not post-only" if c.post_only_pass else (side if c.side else "every order")
+    return VenueConditionView(code=c.code, message=c.message, until=iso_ns(c.until_ts_ns) if c.until_ts_ns else None,
+                              applies_to=applies)
+
+
 def notional_size(leg: LegIn) -> Decimal:
     """The shares a leg's notional buys at its limit: 2 decimals, and for a market BUY (FOK/FAK, signed as a
     whole-cent amount) the most whose cost is whole cents, so that it fills exactly that many."""
@@ -295,6 +303,7 @@ class Tools:
             account = None  # the risk figures stand on their own; the balance is then unknown
         balance = account if isinstance(account, m.AccountReply) and account.collateral is not None else None
         return RiskView(source=source, halted=reply.halted, halt_reason=reply.halt_reason,
+                        venue_conditions=[condition_view(c) for c in reply.venue],
                         collateral=text(balance.collateral) if balance else None,
                         allowance=allowance_text(balance.allowance) if balance else None,
                         balance_at=iso_ns(balance.balance_ts_ns) if balance else None,

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import re
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -32,6 +33,7 @@ CLOSED_ONLY = "'{address}' address in closed only mode"
 # An order signed for the other exchange version (V2 vs V3): the clients look for this text and refetch /version
 # (py-clob-client-v2 constants.py ORDER_VERSION_MISMATCH_ERROR; WALLETS.md §3).
 ORDER_VERSION_MISMATCH = "order_version_mismatch"
+RECEIVED_KEPT = 100_000  # orders remembered as received (AppState.received)
 
 
 @dataclass
@@ -57,6 +59,11 @@ class VenueState:
     session_keys: wallets.SessionKeys = field(default_factory=wallets.SessionKeys)  # signers wallets authorised
     closed_only: set[str] = field(default_factory=set)  # owners (lower-case) that may only close positions
     clock_offset_ms: int = 0  # how far the venue's clock (what /time says) is from this machine's
+    # Every order that reached the order endpoints, whatever the answer (the last RECEIVED_KEPT): its hash, the
+    # restart phase it came in, whether it was post-only and whether the rate limit turned it away. Tests check
+    # by it that no order was sent twice and that only post-only orders came in the post-only window.
+    received: deque = field(default_factory=lambda: deque(maxlen=RECEIVED_KEPT))
+    heartbeats_refused: bool = False  # set by the admin endpoint: heartbeats answer 503, as in an outage of them
 
     def register(self, address: str, nonce: int) -> auth.ApiCredentials:
         creds = auth.derive_credentials(self.secret, address, nonce)
@@ -249,9 +256,29 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
         who = signer.lower() if bucket != "general" and signer else (request.client.host if request.client else "")
         return state.limiter.charge(bucket, who, _cost(raw, request.url.path), engine.clock()), bucket, who
 
+    def note_received(request: Request, raw: bytes, rate_limited: bool) -> None:
+        if request.method != "POST" or request.url.path not in ("/order", "/orders"):
+            return
+        try:
+            given = json.loads(raw)
+        except ValueError:
+            return
+        phase = state.restart.phase(engine.clock())
+        for payload in given if isinstance(given, list) else [given]:
+            try:
+                signed = auth.SignedOrder.from_json(payload.get("order") or {})
+                market = engine.market_of(signed.tokenId)
+            except (AttributeError, TypeError, ValueError, VenueError):  # not an order: nothing to note
+                continue
+            state.received.append({"id": auth.order_hash(signed, state.chain_id, market.neg_risk,
+                                                         market.exchange_version),
+                                   "phase": phase, "post_only": payload.get("postOnly") is True,
+                                   "rate_limited": rate_limited})
+
     def handler(fn):
         async def wrapped(request: Request) -> Response:
             charge, _, _ = limited(request, await request.body())
+            note_received(request, await request.body(), not charge.allowed)
             try:
                 if not charge.allowed:
                     raise Refusal(429, {"error": operations.RATE_LIMITED},
@@ -753,6 +780,8 @@ def clob_app(state: VenueState, on_change: Callable[[list[str]], None] | None = 
     async def heartbeat(request):
         raw, payload = await body_json(request)
         creds = l2(request, raw)
+        if state.heartbeats_refused:  # the deadline is not refreshed: the owner's orders go when it passes
+            raise Refusal(503, {"error": "heartbeats are unavailable"})
         given = (payload or {}).get("heartbeat_id", "") if isinstance(payload, dict) else ""
         expected = state.heartbeat_ids.get(creds.api_key)
         if creds.api_key not in engine.heartbeats:

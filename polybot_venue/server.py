@@ -306,6 +306,18 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
         (venue.state.closed_only.add if flag else venue.state.closed_only.discard)(owner.lower())
         return {"address": owner, "closed_only": flag}
 
+    def heartbeats(data: dict, news: News) -> dict:
+        """``{"refuse": true}``: heartbeats answer 503 until ``{"refuse": false}`` (their deadline keeps running)."""
+        refuse = data.get("refuse", True)
+        if not isinstance(refuse, bool):
+            raise VenueError("refuse must be true or false")
+        venue.state.heartbeats_refused = refuse
+        return {"refuse": refuse}
+
+    def received(data: dict, news: News) -> dict:
+        """Every order that reached the order endpoints lately, in order, whatever the answer (AppState.received)."""
+        return {"orders": list(venue.state.received)}
+
     def clock(data: dict, news: News) -> dict:
         """Set the venue's clock ``offset_ms`` from this machine's, as ``/time`` reports it (what a client on a
         skewed clock sees); the engine keeps its own time, so expiries and heartbeats stay as they were."""
@@ -367,7 +379,8 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
                  "list": run(list_market), "pay-rebates": run(pay_rebates), "fund": run(fund),
                  "approve": run(approve), "relayer-key": run(relayer_key), "drop-connections": drop, "stall": stall,
                  "latency": latency, "restart": restart, "rate-limits": rate_limits, "session-key": run(session_key),
-                 "closed-only": run(closed_only), "clock": run(clock)}
+                 "closed-only": run(closed_only), "clock": run(clock), "received": run(received),
+                 "heartbeats": run(heartbeats)}
     return [Route(f"/_admin/{name}", loopback_only(endpoint), methods=["POST"]) for name, endpoint in endpoints.items()]
 
 

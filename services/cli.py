@@ -212,6 +212,8 @@ def _risk(config: Config, args: argparse.Namespace) -> int:
         return 0
     print(f"risk: {'HALTED (' + reply.halt_reason + ')' if reply.halted else 'trading'}; "
           f"{reply.open_orders} open orders; realized {reply.realized_pnl:.2f}, marked {reply.marked_pnl:.2f}")
+    for c in reply.venue:
+        print(f"venue: {c.code}: {c.message}")
     used = {u.name: u for u in reply.usage if not u.scope or u.name.startswith("max_position")}
     rows = [["limit", "value", "used", "where"]]
     for name_, limit in reply.limits.items():

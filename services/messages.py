@@ -312,6 +312,28 @@ class OrderCanceled(Message, frozen=True, kw_only=True):
     source: str = ""
 
 
+class VenueCondition(Struct, frozen=True, kw_only=True):
+    """Something that keeps the venue from taking some of our orders now, as the executor learned it from the
+    venue's answers: a matching-engine restart (VENUE_RESTARTING), the post-only window after it
+    (POST_ONLY_WINDOW), heartbeats that fail (HEARTBEAT_FAILING), a wallet that cannot pay (NO_BALANCE,
+    NO_ALLOWANCE). Risk refuses the orders it applies to with its code and message."""
+
+    code: str
+    message: str  # what it means and what to do about it
+    since_ts_ns: int = 0
+    until_ts_ns: int = 0  # when it is expected to end; 0: until the venue shows otherwise
+    side: str = ""  # only orders of this side; "": every side
+    post_only_pass: bool = False  # post-only orders are not held back (the post-only window)
+    available: Decimal | None = None  # NO_BALANCE: the wallet's collateral (USDC) as last read
+
+
+class VenueStatus(Message, frozen=True, kw_only=True):
+    """The executor's view of what the venue takes now, published whenever it changes (and now and then while any
+    condition holds); no conditions: the venue takes every order."""
+
+    conditions: list[VenueCondition] = []
+
+
 class Exposure(Struct, frozen=True, kw_only=True):
     token_id: str
     market: str
@@ -494,6 +516,7 @@ class RiskReply(Message, frozen=True, kw_only=True):
     pending: list[SignalPending] = []  # agent signals waiting for a human's approval
     client_approval: bool = False  # agent signals wait for a human, who may answer in the MCP client's dialog
     holdings: list[SourceHolding] = []  # the positions by whose fills bought them: what each agent may sell
+    venue: list[VenueCondition] = []  # what keeps the venue from taking some orders now, as risk last heard
 
 
 class AccountRequest(Message, frozen=True, kw_only=True):
@@ -511,6 +534,7 @@ class AccountReply(Message, frozen=True, kw_only=True):
     collateral: Decimal | None = None
     allowance: Decimal | None = None
     balance_ts_ns: int = 0
+    venue: list[VenueCondition] = []  # what keeps the venue from taking some orders now (VenueStatus)
 
 
 class QueryRequest(Message, frozen=True, kw_only=True):
@@ -551,7 +575,7 @@ PricesMsg = Union[BookSnapshot, BookDelta, LastTrade, Heartbeat]
 EventsMsg = Union[MarketNew, TickSizeChange, MarketHalted, MarketResolved, MarketStale, Heartbeat]
 SignalsMsg = Union[Signal, Cancel]
 OrdersMsg = Union[Order, Cancel]
-ExecutionsMsg = Union[OrderAck, OrderRejected, Fill, OrderCanceled, ResidualExposure, Rebate, Heartbeat]
+ExecutionsMsg = Union[OrderAck, OrderRejected, Fill, OrderCanceled, ResidualExposure, Rebate, VenueStatus, Heartbeat]
 DecisionsMsg = Union[SignalAccepted, SignalRejected, SignalPending, Heartbeat]
 ControlRequest = Union[StatusRequest, HaltRequest, ResumeRequest, ThrottleRequest, RestartRequest, ShutdownRequest,
                        SnapshotRequest, PreviewRequest, RiskRequest, ApproveRequest, AccountRequest, QueryRequest]

@@ -73,6 +73,12 @@ def samples() -> dict[type[m.Message], m.Message]:
         m.ResidualExposure(signal_id="s1", source="strategy:arbitrage", reason="leg 1 rejected: not enough balance",
                            exposure=[m.Exposure(token_id="t1", market="0x311d", side="BUY", size=D("10"),
                                                 avg_price=D("0.45"))]),
+        m.VenueStatus(conditions=[
+            m.VenueCondition(code="POST_ONLY_WINDOW", message="only post-only orders until 12:02:00 UTC",
+                             since_ts_ns=1_790_658_000_000_000_000, until_ts_ns=1_790_658_120_000_000_000,
+                             post_only_pass=True),
+            m.VenueCondition(code="NO_BALANCE", message="the wallet holds 12.50 USDC", side="BUY",
+                             available=D("12.5"))]),
         m.Heartbeat(service="scanner", pid=99, seq=7),
         m.StatusRequest(),
         m.HaltRequest(reason="drill"),

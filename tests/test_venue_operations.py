@@ -79,13 +79,14 @@ def test_our_adapter_reads_a_restart_and_its_post_only_window_as_refusals_that_p
     try:
         venue.admin("restart", seconds=90, post_only_seconds=120)
         error = refused(clob, order("down"))
-        assert (error.code, error.unknown) == (base.UNAVAILABLE, False) and "service not ready" in error.message
+        assert (error.code, error.unknown) == (base.RESTARTING, False) and "service not ready" in error.message
+        assert 89 <= error.retry_after_s <= 90  # the venue's Retry-After: how long the engine stays down
         venue.admin("restart", seconds=0, post_only_seconds=120)  # the engine is back, post-only
         # Our adapter sends a batch (POST /orders): the venue answers each order, the plain one "not placed".
         taker, maker = order("taker"), order("maker", post_only=True)
         assert all(p.ok for p in clob.prepare([taker, maker]))
         answers = clob.place([taker, maker])
-        assert (answers[0].code, answers[0].venue_order_id) == (base.UNAVAILABLE, "")
+        assert (answers[0].code, answers[0].venue_order_id) == (base.POST_ONLY_WINDOW, "")
         assert "post-only mode" in answers[0].message
         assert (answers[1].code, answers[1].status) == ("", "live")
     finally:

@@ -185,10 +185,18 @@ def rebate_rows(msg: m.Rebate) -> list[Row]:
     return [("rebates", (msg.ts_ns, msg.id, msg.trace_id, msg.day, msg.market, msg.maker, msg.amount, msg.final))]
 
 
+def venue_status_rows(msg: m.VenueStatus) -> list[Row]:
+    """What the venue takes, as the executor saw it change: the codes, and their messages, in one row."""
+    return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "VenueStatus", "", "", "", "", "", None,
+                            ",".join(c.code for c in msg.conditions), "; ".join(c.message for c in msg.conditions),
+                            "", "", "", "", None, None, None, "", None, None, "", None))]
+
+
 ROWS: dict[type, Callable[[Any], list[Row]]] = {
     m.LastTrade: trade_rows, m.MarketNew: market_rows, m.TickSizeChange: tick_rows, m.MarketHalted: halted_rows,
     m.MarketResolved: resolved_rows, m.MarketStale: stale_rows, m.SignalAccepted: accepted_rows,
     m.SignalRejected: rejected_rows, m.SignalPending: pending_rows, m.OrderAck: ack_rows,
     m.OrderRejected: order_rejected_rows, m.Fill: fill_rows,
     m.OrderCanceled: canceled_rows, m.ResidualExposure: residual_rows, m.Rebate: rebate_rows,
+    m.VenueStatus: venue_status_rows,
 }

@@ -28,4 +28,12 @@ class ExecutorOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     release_after_s: float = 2.0
     throttle_signals_per_s: float = 1.0
     throttle_services: list[str] = []  # whom to throttle; empty: every enabled strategies host of the config
+    # The venue's bad days (see gate.py). A 425 without a Retry-After is taken to last restart_retry_s; the post-only
+    # window after a restart, when the venue does not say how long it lasts, post_only_after_restart_s (Polymarket's
+    # docs: about 2 minutes). rate_tier: the account's rate-limit tier (GET /v1/user/rate-limit-tier), whose rates
+    # orders and cancels are paced to. While a wallet cannot pay, its balance is read again every funds_recheck_s.
+    restart_retry_s: float = 5.0
+    post_only_after_restart_s: float = 120.0
+    rate_tier: str = "standard"
+    funds_recheck_s: float = 10.0
     rebates_s: float = 60.0  # live: how often the venue's report of the account's maker rebates is read; 0: never

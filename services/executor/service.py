@@ -15,6 +15,7 @@ is set and ``venue = "local"``); paper mode fills against the scanner's books (`
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -30,6 +31,7 @@ from ..venues.polymarket.rebates import RebatePoller
 from .backpressure import Backpressure
 from .desk import (HALTED, IOC, RISK_SOURCE, SIGNAL_FAILED, STALE_ORDER, STOPPING, Desk, Refusal, Tracked, matches,
                    request, sendable)
+from .gate import Gate, Go, Refuse, Wait
 from .journal import Journal
 from .options import ExecutorOptions
 from .reconcile import Reconciler
@@ -37,6 +39,8 @@ from .venue import TimedVenue, make_venue
 
 SETTLE_S = 0.3  # subscribers back after a restart: their number has not grown for this long
 SKIPPED_LOGGED = 10  # journal lines skipped at start, each logged with why; the rest only counted
+WATCH_S = 0.25  # how often the venue's conditions are looked at (windows ending, heartbeats failing)
+REPEAT_STATUS_S = 5.0  # a VenueStatus with conditions is published again this often, for subscribers that missed it
 
 
 class Executor(Service):
@@ -89,6 +93,10 @@ class Executor(Service):
         self.balance_due = asyncio.Event()
         self.reconciler = Reconciler(self.venue, self.desk, opts, ctx.clock, ctx.log, self._spawn, unsent,
                                      self.balance_due.set)
+        self.gate = Gate(opts)  # what the venue takes now: restarts, the post-only window, heartbeats, funds
+        self.told = (0, 0)  # the gate's version last published, and when
+        self.cancels_due: list[tuple[list[Tracked], str, list[str]]] = []  # refused by a restart: sent again after
+        self.funds_read_ns = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -100,7 +108,8 @@ class Executor(Service):
                  asyncio.create_task(self._start(), name="start"),
                  asyncio.create_task(self._reconcile_every(), name="reconcile"),
                  asyncio.create_task(self.backpressure.run(), name="backpressure"),
-                 asyncio.create_task(self._balances(), name="balances")]
+                 asyncio.create_task(self._balances(), name="balances"),
+                 asyncio.create_task(self._watch(), name="venue-conditions")]
         if self.mode == "live" and self.ctx.options.rebates_s > 0:
             tasks.append(asyncio.create_task(self._rebates().run(), name="rebates"))
         try:
@@ -296,7 +305,7 @@ class Executor(Service):
                 self.desk.reject(t, req.code, req.message)
             elif t.open:
                 requests.append((t, req))
-        sent = await self._send(requests)
+        sent = await self._send(self._through_gate(requests))
         if self.ctx.tracing:  # each order's span ends once the venue has answered
             for t in group:
                 self.ctx.tracing.order(t.order, t.status, t.venue_order_id, t.price, t.submitted_ts_ns, t.failure)
@@ -304,6 +313,33 @@ class Executor(Service):
             if t.cancel_reason and t.status == "live":
                 await self._cancel_at_venue([t], t.cancel_reason)
         await self._check_signals({t.order.signal_id for t in group})
+
+    def _through_gate(self, requests: list[tuple[Tracked, OrderRequest]]) -> list[tuple[Tracked, OrderRequest]]:
+        """The orders the venue takes now; the others wait for a window to end (sent again through the gate then)
+        or are refused with the condition's reason."""
+        if not requests:
+            return []
+        now, going, waiting = self.ctx.clock(), [], []
+        delay = self.venue.send_delay(len(requests))
+        for t, req in requests:
+            match self.gate.verdict(t.order, now, self._deadline(t), delay):
+                case Go():
+                    going.append((t, req))
+                case Wait(until_ns=until):
+                    waiting.append((t, until))
+                case Refuse(code=code, message=message):
+                    self.desk.reject(t, code, message)
+        if waiting:
+            self._spawn(self._send_later([t for t, _ in waiting], max(u for _, u in waiting)))
+        return going
+
+    def _deadline(self, t: Tracked) -> int:
+        """The last moment the order may go: risk priced it on books that are gone after that."""
+        return t.order.ts_ns + int(self.ctx.options.max_order_age_ms * 1e6)
+
+    async def _send_later(self, group: list[Tracked], until_ns: int) -> None:
+        await asyncio.sleep(max(0.0, (until_ns - self.ctx.clock()) / 1e9))  # a window's known end
+        await self._submit([t for t in group if t.open])
 
     async def _send(self, requests: list[tuple[Tracked, OrderRequest]]) -> list[Tracked]:
         if not requests:
@@ -333,9 +369,32 @@ class Executor(Service):
                 self.ctx.log.warning("orders sent with no answer (%s); reconciling", exc)
         for (t, _), answer in zip(batch, answers):
             self.desk.answered(t, answer)
+            self._learn(t, answer)
         if any(t.status == "unknown" for t, _ in batch):
             self.reconciler.soon()
         return [t for t, _ in batch]
+
+    def _learn(self, t: Tracked, answer: base.Placed | VenueError) -> None:
+        """What an answer tells of the venue: a restart, the post-only window, a wallet that cannot pay."""
+        now = self.ctx.clock()
+        retry_after = answer.retry_after_s if isinstance(answer, VenueError) else 0.0
+        if answer.code == base.RESTARTING:
+            self.gate.restarting(now, retry_after)
+        elif answer.code == base.POST_ONLY_WINDOW:
+            self.gate.post_only(now, retry_after)
+        elif answer.code == base.BALANCE and t.order.side == "BUY":
+            self._spawn(self._funds(t.price * t.size))
+
+    async def _funds(self, needed: Decimal) -> None:
+        """A BUY refused for what the wallet can pay: read the wallet, and say what is short."""
+        try:
+            balance = await self.venue.balance()
+        except VenueError as exc:
+            self.ctx.log.warning("a BUY was refused for the wallet's funds, which cannot be read now: %s", exc)
+            return
+        if balance is not None:
+            self.balance, self.balance_ns = balance, self.ctx.clock()
+            self.gate.funds(self.ctx.clock(), balance, needed, self.venue.funder)
 
     async def _check_signals(self, signal_ids: set[str]) -> None:
         for sid in signal_ids:
@@ -372,6 +431,12 @@ class Executor(Service):
         try:
             result = await self.venue.cancel(ids)
         except VenueError as exc:
+            if exc.code in (base.RESTARTING, base.RATE_LIMITED):  # nothing canceled: asked again once it can be
+                if exc.code == base.RESTARTING:
+                    self.gate.restarting(self.ctx.clock(), exc.retry_after_s)
+                self.ctx.log.warning("cancel refused (%s); asking again when the venue takes cancels", exc)
+                self.cancels_due.append((targets, reason, foreign or []))
+                return
             self.ctx.log.warning("cancel failed (%s); reconciling", exc)
             self.reconciler.soon()
             return
@@ -413,9 +478,40 @@ class Executor(Service):
             try:
                 self.balance = await self.venue.balance()
                 self.balance_ns = self.ctx.clock() if self.balance is not None else 0
+                if self.balance is not None:
+                    self.gate.funds_read(self.balance)
             except VenueError as exc:
                 self.ctx.log.warning("could not read the collateral balance (%s); keeping the last reading", exc)
             await asyncio.sleep(1.0)  # pacing the venue's rate limit, not waiting for anything
+
+    async def _watch(self) -> None:
+        """The venue's conditions as time passes: windows end, heartbeats fail or recover, a wallet that could not
+        pay is read again; every change is published (``VenueStatus``), and cancels a restart refused go again."""
+        opts: ExecutorOptions = self.ctx.options
+        while True:
+            now = self.ctx.clock()
+            self.gate.tick(now)
+            self.gate.heartbeats(self.venue.heartbeat_failing(), now)
+            version, told_ns = self.told
+            if self.gate.version != version or (self.gate.conditions and now - told_ns >= REPEAT_STATUS_S * 1e9):
+                self._tell_conditions(now, changed=self.gate.version != version)
+            if self.cancels_due and base.RESTARTING not in self.gate.conditions:
+                due, self.cancels_due = self.cancels_due, []
+                for targets, reason, foreign in due:
+                    self._spawn(self._cancel_at_venue([t for t in targets if t.open], reason, foreign))
+            short = base.NO_BALANCE in self.gate.conditions or base.NO_ALLOWANCE in self.gate.conditions
+            if short and now - self.funds_read_ns >= opts.funds_recheck_s * 1e9:
+                self.funds_read_ns = now
+                self.balance_due.set()
+            await asyncio.sleep(WATCH_S)
+
+    def _tell_conditions(self, now: int, changed: bool) -> None:
+        conditions = self.gate.status()
+        if changed:
+            what = "; ".join(f"{c.code}: {c.message}" for c in conditions) or "the venue takes every order again"
+            (self.ctx.log.warning if conditions else self.ctx.log.info)("venue conditions: %s", what)
+        self.told = (self.gate.version, now)
+        self.ctx.send("executions", m.VenueStatus(ts_ns=now, conditions=conditions))
 
     # ------------------------------------------------------------ control
 
@@ -424,7 +520,8 @@ class Executor(Service):
             if not self.ready:
                 return m.Error(request_id=request.id, message="the executor has not reconciled with the venue yet; "
                                                               "ask again shortly")
-            reply = self.desk.account(self.mode, self.reconciler.reconciled_ns)
+            reply = msgspec.structs.replace(self.desk.account(self.mode, self.reconciler.reconciled_ns),
+                                            venue=self.gate.status())
             if self.balance is None:
                 return reply
             return msgspec.structs.replace(reply, collateral=self.balance.collateral,
@@ -441,4 +538,6 @@ class Executor(Service):
                 "open_orders": str(len(desk.open_orders())), "positions": str(len(desk.ledger.positions())),
                 "fills": str(desk.counts["fills"]), "rejected": str(desk.counts["rejected"]),
                 "duplicates": str(desk.counts["duplicates"]), "journal_bad_lines": str(self.journal.bad),
-                "reconciles": str(self.reconciler.count), **self.backpressure.detail(), **self.venue.detail()}
+                "reconciles": str(self.reconciler.count),
+                "venue_conditions": ",".join(self.gate.conditions) or "none",
+                **self.backpressure.detail(), **self.venue.detail()}

@@ -49,7 +49,8 @@ def make_venue(ctx: Any, mode: str) -> Any:
     return PolymarketVenue(venue_urls(ctx.config), signing_key(ctx.secrets, ctx.config), api_creds(ctx.secrets),
                            ctx.log, opts.call_timeout_s, opts.workers, opts.heartbeat_s, opts.ping_s,
                            opts.stale_after_s, opts.reconnect_initial_s, opts.reconnect_max_s,
-                           account=ctx.config.account)
+                           account=ctx.config.account, rate_tier=opts.rate_tier,
+                           max_wait_s=opts.max_order_age_ms / 1000)
 
 
 def signing_key(secrets: Secrets, config: Config) -> str:

@@ -17,6 +17,7 @@ from .. import messages as m
 from ..books import Books
 from ..ledger import ZERO, Ledger
 from ..sizing import CENTS, exact_buy_size, exact_step, is_exact
+from ..venues import base
 from ..venues.base import GTD_MIN_LEAD_S
 from .limits import AgentLimits, Limits, is_agent
 
@@ -105,6 +106,7 @@ class RiskEngine:
         self.recent: deque[str] = deque(maxlen=recent_signals)
         self.recent_set: set[str] = set()
         self.fills_after_ns = 0  # fills up to this time are in the reconciled positions already
+        self.venue: list[m.VenueCondition] = []  # what the executor says the venue does not take now
 
     # ---------------------------------------------------------------- what happened
 
@@ -137,6 +139,8 @@ class RiskEngine:
                 self._filled(msg)
             case m.OrderRejected() | m.OrderCanceled():
                 self.open.pop(msg.order_id, None)
+            case m.VenueStatus():
+                self.venue = list(msg.conditions)
 
     def _filled(self, fill: m.Fill) -> None:
         rest = self.open.get(fill.order_id)
@@ -152,6 +156,7 @@ class RiskEngine:
         """
         self.ledger.load(account.positions, account.holdings)
         self.fills_after_ns = account.ts_ns
+        self.venue = list(account.venue)
         ours = {oid: rest for oid, rest in self.open.items() if rest.order.ts_ns >= asked_ns}
         self.open = {}
         for o in account.orders:
@@ -252,6 +257,7 @@ class RiskEngine:
             reasons.append(m.Reason(code=EXECUTOR_DOWN, message="no executor is connected to take orders; "
                                     "`polybot status` shows whether it runs: send a new signal once it does",
                                     max_size=ZERO))
+        reasons += self._venue_conditions(signal, now_ns)
         agent = is_agent(signal.source)
         rate_limit = self.agent.max_signals_per_minute if agent else self.limits.max_signals_per_minute
         seen = self.rate(signal.source, now_ns)
@@ -274,6 +280,27 @@ class RiskEngine:
         for i, leg in enumerate(signal.legs):
             reasons += self._check_leg(signal, i, leg, now_ns)
         return reasons
+
+    def _venue_conditions(self, signal: m.Signal, now_ns: int) -> list[m.Reason]:
+        """What the venue will not take now, as the executor learned it: a matching-engine restart, the post-only
+        window after it, heartbeats that fail, a wallet that cannot pay."""
+        out = []
+        for c in self.venue:
+            if c.until_ts_ns and c.until_ts_ns <= now_ns:  # over; the executor's next status says what follows
+                continue
+            legs = [leg for leg in signal.legs
+                    if (not c.side or leg.side == c.side) and not (c.post_only_pass and leg.post_only)]
+            if not legs:
+                continue
+            if c.code != base.NO_BALANCE:
+                out.append(m.Reason(code=c.code, message=c.message, max_size=ZERO))
+                continue
+            cost = sum((leg.size * leg.limit_price for leg in legs), ZERO)
+            held = sum((r.buy_notional for r in self.open.values()), ZERO)
+            if c.available is not None and held + cost > c.available:
+                out.append(m.Reason(code=c.code, message=f"{c.message} (this signal's BUYs cost {cost:.2f} and open "
+                                    f"BUYs hold {held:.2f})", limit=c.available, value=held + cost, max_size=ZERO))
+        return out
 
     def _check_leg(self, signal: m.Signal, i: int, leg: m.Leg, now_ns: int) -> list[m.Reason]:
         def reason(code: str, message: str, limit: Decimal | None = None, value: Decimal | None = None,

@@ -256,7 +256,7 @@ class Risk(Service):
                                    realized_pnl=engine.ledger.realized(), marked_pnl=engine.marked_pnl(),
                                    pending=list(self.pending.values()),
                                    client_approval=self.approval and self.ctx.options.client_approval,
-                                   holdings=engine.holdings())
+                                   holdings=engine.holdings(), venue=engine.venue)
         return None
 
     def sample(self) -> None:

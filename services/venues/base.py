@@ -32,17 +32,26 @@ UNKNOWN_MARKET = "UNKNOWN_MARKET"
 AUTH = "AUTH"
 RATE_LIMITED = "RATE_LIMITED"
 UNAVAILABLE = "VENUE_UNAVAILABLE"
+# The venue's bad days: a matching-engine restart (425), the post-only window after it, heartbeats that fail, and
+# an account whose wallet cannot pay (its balance, or the exchanges' allowance to spend it).
+RESTARTING = "VENUE_RESTARTING"
+POST_ONLY_WINDOW = "POST_ONLY_WINDOW"
+HEARTBEAT_FAILING = "HEARTBEAT_FAILING"
+NO_BALANCE = "NO_BALANCE"
+NO_ALLOWANCE = "NO_ALLOWANCE"
 REJECTED = "REJECTED"  # refused, for a reason no other code names (the message says which)
 
 
 class VenueError(Exception):
-    """The venue refused, or could not be asked. ``unknown`` means a request may or may not have taken effect."""
+    """The venue refused, or could not be asked. ``unknown`` means a request may or may not have taken effect;
+    ``retry_after_s``, when the venue said how long to wait before asking again (0: it did not)."""
 
-    def __init__(self, code: str, message: str, unknown: bool = False) -> None:
+    def __init__(self, code: str, message: str, unknown: bool = False, retry_after_s: float = 0.0) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.unknown = unknown
+        self.retry_after_s = retry_after_s
 
 
 class MarketRules(Struct, frozen=True, kw_only=True):
@@ -166,6 +175,12 @@ class Venue(Protocol):
 
     async def balance(self) -> Balance | None:
         """The account's collateral and allowance; None where there is no account to ask (paper)."""
+
+    def send_delay(self, orders: int) -> float:
+        """Seconds until ``orders`` more orders may go without passing the venue's rate limit (0: now)."""
+
+    def heartbeat_failing(self) -> str:
+        """Why the venue's heartbeats fail now; "" while they are answered, or where there are none."""
 
     def observe(self, msg: m.Message) -> None:
         """Market data from the bus (the paper venue fills against it; the live venue ignores it)."""

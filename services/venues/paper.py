@@ -350,6 +350,12 @@ class PaperVenue:
     async def balance(self) -> base.Balance | None:
         return None  # paper trading spends no collateral
 
+    def send_delay(self, orders: int) -> float:
+        return 0.0  # paper has no rate limit
+
+    def heartbeat_failing(self) -> str:
+        return ""  # nor heartbeats
+
     def restore(self, order: OrderRequest, venue_order_id: str, matched: Decimal, fills: int) -> None:
         self.book.restore(order, venue_order_id, matched, fills)
 

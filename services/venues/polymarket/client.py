@@ -22,11 +22,13 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, TypeVar
 
+import httpx
 import msgspec
 from py_clob_client_v2 import ClobClient
 from py_clob_client_v2.clob_types import ApiCreds, AssetType, BalanceAllowanceParams, RequestArgs, TradeParams
@@ -45,6 +47,7 @@ from .. import base
 from ..base import Balance, MarketRules, OnEvents, OrderRequest, Placed, VenueError, VenueFill, VenueOrder
 from . import schema, wallets
 from .funder import Wallet, foreign_api_key, owner_of, undeployed, wallet_for
+from .limits import RateLimiter
 from .user import UserFeed, fills_of, order_of
 
 T = TypeVar("T")
@@ -52,6 +55,7 @@ UNITS = Decimal(10**6)  # amounts inside a signed order are 6-decimal integers
 BATCH = 15  # orders per POST /orders, the venue's limit
 CENTS = Decimal("0.01")
 SHARES_DP = Decimal("0.0001")
+MAX_RETRY_AFTER_S = 3600.0  # a longer Retry-After is not believed
 
 # The venue's refusal texts (see POLYMARKET_WIRE.md), by what they mean; first match wins.
 _CODES = (("breaks minimum tick size", base.TICK_SIZE), ("lower than the minimum", base.MIN_SIZE),
@@ -60,8 +64,8 @@ _CODES = (("breaks minimum tick size", base.TICK_SIZE), ("lower than the minimum
           ("out of range", base.PRICE_RANGE), ("invalid price", base.PRICE_RANGE),
           ("not accepting orders", base.MARKET_CLOSED), ("expiration", base.EXPIRATION),
           ("market not found", base.UNKNOWN_MARKET),
-          # A batch's order in the post-only window after a restart: nothing placed, worth sending again later.
-          ("post-only mode", base.UNAVAILABLE))
+          # A batch's order in the post-only window after a restart: nothing placed.
+          ("post-only mode", base.POST_ONLY_WINDOW))
 
 
 def classify(text: str) -> str:
@@ -79,24 +83,43 @@ def _post_only_mode(error: Any) -> bool:
     return isinstance(error, dict) and error.get("code") == "post_only_mode"
 
 
+def refusal(status: int | None, error: Any, retry_after_s: float = 0.0) -> VenueError:
+    """The venue's answer other than 200 as our own error: refusals keep the venue's text; a restart, its post-only
+    window and a rate limit say the venue took nothing and when to ask again; other trouble is ``unknown``."""
+    text = _message(error)
+    if status == 425:  # a matching-engine restart: orders and cancels are refused until it is over
+        return VenueError(base.RESTARTING, f"the matching engine is restarting: {text} (status 425)",
+                          retry_after_s=retry_after_s)
+    if _post_only_mode(error):  # the window after a restart: only post-only orders (and cancels) are taken
+        seconds = error.get("retry_after_seconds")
+        given = seconds if isinstance(seconds, (int, float)) and 0 <= seconds <= MAX_RETRY_AFTER_S else 0
+        return VenueError(base.POST_ONLY_WINDOW, f"{text} (status {status})", retry_after_s=given or retry_after_s)
+    if status is None or status >= 500:
+        return VenueError(base.UNAVAILABLE, f"{text} (status {status})", unknown=True)
+    if status == 429:
+        return VenueError(base.RATE_LIMITED, text, retry_after_s=retry_after_s)
+    if status in (401, 403):
+        return VenueError(base.AUTH, text)
+    if status == 404:
+        return VenueError(base.UNKNOWN_MARKET if "market" in text.lower() else base.REJECTED, text)
+    return VenueError(classify(text), text)
+
+
 def venue_error(exc: PolyException) -> VenueError:
-    """A client exception as our own error: refusals keep the venue's text, transport trouble is ``unknown``."""
+    """A client exception as our own error (py-clob-client-v2 keeps no headers, so no Retry-After)."""
     if isinstance(exc, PolyApiException):
-        text, status = _message(exc.error_msg), exc.status_code
-        if status == 425 or _post_only_mode(exc.error_msg):
-            # A matching-engine restart (425), or the post-only window after it (503 post_only_mode): the venue
-            # said it took nothing, so this is a known refusal worth retrying later, not an unknown state.
-            return VenueError(base.UNAVAILABLE, f"{text} (status {status})")
-        if status is None or status >= 500:
-            return VenueError(base.UNAVAILABLE, f"{text} (status {status})", unknown=True)
-        if status == 429:
-            return VenueError(base.RATE_LIMITED, text)
-        if status in (401, 403):
-            return VenueError(base.AUTH, text)
-        if status == 404:
-            return VenueError(base.UNKNOWN_MARKET if "market" in text.lower() else base.REJECTED, text)
-        return VenueError(classify(text), text)
+        return refusal(exc.status_code, exc.error_msg)
     return VenueError(classify(str(exc.msg)), str(exc.msg))
+
+
+def retry_after(value: str | None) -> float:
+    """A Retry-After header's seconds; 0 when absent or not a number of seconds within reason (an HTTP date is
+    not worth trusting over our own clock)."""
+    try:
+        seconds = float(value or "")
+    except ValueError:
+        return 0.0
+    return seconds if 0 <= seconds <= MAX_RETRY_AFTER_S else 0.0
 
 
 def salt_of(client_id: str) -> int:
@@ -128,8 +151,11 @@ class Clob:
     """The CLOB REST API, blocking, through py-clob-client-v2."""
 
     def __init__(self, host: str, chain_id: int, private_key: str, creds: dict[str, str] | None = None,
-                 account: AccountConfig = AccountConfig(), relayer_url: str = "") -> None:
+                 account: AccountConfig = AccountConfig(), relayer_url: str = "", timeout_s: float = 10.0) -> None:
         self.host = host.rstrip("/")
+        # Orders and cancels go through a client of our own: py-clob-client-v2's drops the answer's headers, and
+        # with them the Retry-After of a 425, 503 or 429. The environment's proxy settings apply, as to the client's.
+        self._http = httpx.Client(timeout=timeout_s)
         self.chain_id = chain_id
         self.relayer_url = relayer_url.rstrip("/")
         self.wallet = wallet_for(account, owner_of(private_key), chain_id)
@@ -211,6 +237,9 @@ class Clob:
     def api_key(self) -> str:
         return self._client.creds.api_key
 
+    def close(self) -> None:
+        self._http.close()
+
     def ws_auth(self) -> dict[str, str]:
         creds = self._client.creds
         return {"apiKey": creds.api_key, "secret": creds.api_secret, "passphrase": creds.api_passphrase}
@@ -262,17 +291,35 @@ class Clob:
         out: list[Placed] = []
         payloads = [self._signed.pop(o.client_id) for o in orders]
         for start in range(0, len(payloads), BATCH):
-            chunk = payloads[start:start + BATCH]
-            body = json.dumps(chunk, separators=(",", ":"), ensure_ascii=False)
-            headers = create_level_2_headers(self._client.signer, self._client.creds,
-                                             RequestArgs(method="POST", request_path="/orders", body=chunk,
-                                                         serialized_body=body))
-            answer = self._call(helpers.post, f"{self.host}/orders", headers, body)
+            answer = self._request("POST", "/orders", payloads[start:start + BATCH])
             responses = self._call(msgspec.convert, answer, list[schema.OrderResponse])
+            chunk = orders[start:start + BATCH]
             if len(responses) != len(chunk):
                 raise VenueError(base.UNAVAILABLE, f"{len(responses)} answers to {len(chunk)} orders", unknown=True)
-            out += [self._placed(r, o) for r, o in zip(responses, orders[start:start + BATCH])]
+            out += [self._placed(r, o) for r, o in zip(responses, chunk)]
         return out
+
+    def _request(self, method: str, path: str, payload: Any) -> Any:
+        """One trading request, signed with the client's L2 headers; the venue's refusals as VenueErrors (a request
+        that could not connect was never sent: known, not ``unknown``)."""
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        headers = create_level_2_headers(self._client.signer, self._client.creds,
+                                         RequestArgs(method=method, request_path=path, body=payload,
+                                                     serialized_body=body))
+        try:
+            response = self._http.request(method, f"{self.host}{path}", content=body.encode(),
+                                          headers={**headers, "Content-Type": "application/json"})
+        except httpx.ConnectError as exc:
+            raise VenueError(base.UNAVAILABLE, f"cannot connect to {self.host}: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise VenueError(base.UNAVAILABLE, f"{type(exc).__name__}: {exc}", unknown=True) from None
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = response.text
+        if response.status_code != 200:
+            raise refusal(response.status_code, answer, retry_after(response.headers.get("Retry-After")))
+        return answer
 
     @staticmethod
     def _placed(response: schema.OrderResponse, order: OrderRequest) -> Placed:
@@ -287,7 +334,9 @@ class Clob:
     def cancel(self, venue_order_ids: list[str]) -> dict[str, str]:
         out: dict[str, str] = {}
         for start in range(0, len(venue_order_ids), 1000):
-            answer = self._call(self._client.cancel_orders, venue_order_ids[start:start + 1000])
+            answer = self._request("DELETE", "/orders", venue_order_ids[start:start + 1000])
+            if not isinstance(answer, dict):
+                raise VenueError(base.UNAVAILABLE, f"unexpected answer to a cancel: {answer!r}", unknown=True)
             out.update({i: "" for i in answer.get("canceled") or []})
             out.update({i: str(why) for i, why in (answer.get("not_canceled") or {}).items()})
         return out
@@ -364,10 +413,11 @@ class PolymarketVenue:
     def __init__(self, urls: PolymarketConfig, private_key: str, creds: dict[str, str] | None,
                  log: logging.Logger, timeout_s: float = 10.0, workers: int = 4, heartbeat_s: float = 5.0,
                  ping_s: float = 10.0, stale_after_s: float = 30.0, reconnect_initial_s: float = 0.5,
-                 reconnect_max_s: float = 30.0, account: AccountConfig = AccountConfig()) -> None:
+                 reconnect_max_s: float = 30.0, account: AccountConfig = AccountConfig(),
+                 rate_tier: str = "standard", max_wait_s: float = 3.0) -> None:
         """StartupError when the key, ``account`` and the credentials cannot trade together; the parts only the
         venue can tell (whose API key, whether a deposit wallet exists) are checked in ``start``."""
-        self.clob = Clob(urls.clob_url, urls.chain_id, private_key, creds, account, urls.relayer_url)
+        self.clob = Clob(urls.clob_url, urls.chain_id, private_key, creds, account, urls.relayer_url, timeout_s)
         self.user_ws_url = urls.user_ws_url
         self.log = log
         self.timeout_s = timeout_s
@@ -378,6 +428,12 @@ class PolymarketVenue:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="venue")
         self.heartbeats = 0
         self.heartbeat_failures = 0
+        self.heartbeat_error = ""  # why the last heartbeat failed; "" once one is answered again
+        self.max_wait_s = max_wait_s  # the longest a request waits for the rate limit before it is refused unsent
+        try:
+            self.limiter = RateLimiter(rate_tier)
+        except ValueError as exc:
+            raise StartupError(f"the executor's rate_tier option: {exc}") from None
 
     @property
     def funder(self) -> str:
@@ -423,25 +479,58 @@ class PolymarketVenue:
                 task.cancel()
 
     async def _heartbeats(self) -> None:
-        """Once started, the venue cancels every order of ours if these stop (the executor died or hung)."""
+        """Once started, the venue cancels every order of ours if these stop (the executor died or hung); while
+        they fail, ``heartbeat_failing`` says why, so no new order goes out that the venue is about to cancel."""
         last_id = ""
         while True:
             try:
                 last_id = await self._run(self.clob.heartbeat, last_id)
                 self.heartbeats += 1
+                if self.heartbeat_error:
+                    self.log.info("venue heartbeats answered again")
+                self.heartbeat_error = ""
             except VenueError as exc:
                 self.heartbeat_failures += 1
+                self.heartbeat_error = exc.message
                 self.log.warning("venue heartbeat failed: %s", exc)
             await asyncio.sleep(self.heartbeat_s)
+
+    def heartbeat_failing(self) -> str:
+        """Why heartbeats fail now; "" while they are answered (or not started)."""
+        return self.heartbeat_error
+
+    def send_delay(self, orders: int) -> float:
+        """Seconds until ``orders`` orders may go without passing the venue's rate limit."""
+        return self.limiter.delay("orders", orders, time.monotonic())
+
+    async def _paced(self, kind: str, cost: int, fn: Callable[..., T], *args: Any) -> T:
+        """A trading request once its class has the tokens; refused unsent if that is more than ``max_wait_s``
+        away. A 429 holds the class for its Retry-After."""
+        now = time.monotonic()
+        wait = self.limiter.delay(kind, cost, now)
+        if wait > self.max_wait_s:
+            raise VenueError(base.RATE_LIMITED, f"the venue's rate limit for {kind} has no room for {wait:.1f} s "
+                                                f"(tier {self.limiter.tier}); not sent")
+        self.limiter.take(kind, cost, now)
+        if wait > 0:
+            await asyncio.sleep(wait)  # pacing to the venue's rate, not waiting for an event
+        try:
+            return await self._run(fn, *args)
+        except VenueError as exc:
+            if exc.code == base.RATE_LIMITED:
+                self.limiter.hold(kind, exc.retry_after_s or 1.0, time.monotonic())
+            raise
 
     async def prepare(self, orders: list[OrderRequest]) -> list[Placed]:
         return await self._run(self.clob.prepare, orders)
 
     async def place(self, orders: list[OrderRequest]) -> list[Placed]:
-        return await self._run(self.clob.place, orders)
+        return await self._paced("orders", len(orders), self.clob.place, orders)
 
     async def cancel(self, venue_order_ids: list[str]) -> dict[str, str]:
-        return await self._run(self.clob.cancel, venue_order_ids) if venue_order_ids else {}
+        if not venue_order_ids:
+            return {}
+        return await self._paced("cancels", len(venue_order_ids), self.clob.cancel, venue_order_ids)
 
     async def open_orders(self) -> list[VenueOrder]:
         return await self._run(self.clob.open_orders)
@@ -463,10 +552,12 @@ class PolymarketVenue:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.clob.close()
 
     def detail(self) -> dict[str, str]:
         feed = self.feed
         return {"wallet": self.clob.wallet.kind, "funder": self.clob.funder,
                 "heartbeats": str(self.heartbeats), "heartbeat_failures": str(self.heartbeat_failures),
+                "rate_tier": self.limiter.tier, "rate_limit_holds": str(self.limiter.holds),
                 "user_connects": str(feed.connects if feed else 0),
                 "user_bad_frames": str(feed.bad_frames if feed else 0)}
