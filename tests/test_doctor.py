@@ -16,8 +16,10 @@ import pytest
 from eth_account import Account
 
 from services import doctor
-from services.config import Config, Secrets, load
+from services.config import AccountConfig, Config, Secrets, load
+from services.runtime import StartupError
 from services.venues.polymarket import wallets
+from services.venues.polymarket.funder import wallet_for
 from polybot_venue.server import ready_made_account
 
 from .conftest import child_env, free_port, only, wait_for
@@ -158,7 +160,40 @@ def test_a_funder_of_another_wallet_kind_fails_and_names_the_kind_it_is(tmp_path
     key, proxy = account(venue, "proxy")
     report = examine(polymarket(tmp_path, venue, f'[account]\nwallet = "safe"\nfunder = "{proxy}"\n'), key)
     assert set(failed(report)) == {"funder"}, doctor.format_report(report)
-    assert failed(report)["funder"].fix == 'set account.wallet = "proxy"'
+    check = failed(report)["funder"]
+    safe = wallets.safe_wallet(Account.from_key(key).address)
+    assert check.detail.startswith(f'account.wallet: "safe", but account.funder {proxy} is the proxy wallet')
+    assert check.fix.startswith(f'set account.wallet = "proxy", or set account.funder = "{safe}"')
+
+
+# Where the executor takes a wallet the doctor must too, and where it refuses one the doctor fails saying the same.
+FUNDER_CASES = {
+    "a configured legacy deposit wallet": (137, "deposit", wallets.legacy_deposit_wallet, "ok",
+                                           "the key's legacy deposit wallet"),
+    "a deposit wallet on Amoy, not given": (80002, "deposit", None, "fail", "account.funder: chain 80002's deposit"),
+    "a deposit wallet on Amoy, given": (80002, "deposit", lambda owner: Account.create().address, "ok",
+                                        "not checked: chain 80002's current deposit wallets cannot be derived"),
+    "a proxy wallet on Amoy": (80002, "proxy", None, "fail", "account.wallet: chain 80002 has no proxy wallet"),
+}
+
+
+@pytest.mark.parametrize("case", list(FUNDER_CASES))
+def test_the_funder_check_takes_and_refuses_what_the_executor_takes_and_refuses(tmp_path: Path, venue: Venue,
+                                                                                 case: str) -> None:
+    chain, wallet, funder_of, status, said = FUNDER_CASES[case]
+    key = Account.create().key.hex()
+    owner = Account.from_key(key).address
+    funder = funder_of(owner) if funder_of else ""
+    account = AccountConfig(wallet=wallet, funder=funder)
+    extra = f'chain_id = {chain}\n[account]\nwallet = "{wallet}"\nfunder = "{funder}"\n'
+    check = next(c for c in examine(polymarket(tmp_path, venue, extra), key).checks if c.name == "funder")
+    assert check.status == status and said in check.detail, check
+    if status == "ok":
+        assert check.detail.endswith(wallet_for(account, owner, chain).describe())
+    else:
+        with pytest.raises(StartupError) as refused:
+            wallet_for(account, owner, chain)
+        assert str(refused.value) == f"{check.detail}: {check.fix}"
 
 
 def test_the_wrong_wallet_kind_fails_on_an_empty_balance_and_names_the_kind_that_holds_the_money(
