@@ -22,7 +22,7 @@ from .config import (WALLET_SIGNATURE_TYPES, Config, ConfigError, Secrets, servi
 from .risk.limits import RiskOptions
 from .venues import base
 from .venues.base import VenueError
-from .venues.polymarket import wallets
+from .venues.polymarket.funder import Mismatch, match_wallet
 from .venues.polymarket.wallets import KINDS, WALLET_NAMES, derived_wallets
 from .venues.polymarket.account import AccountProbe, Funds, market_channel_book, user_channel_pong
 
@@ -211,37 +211,16 @@ class _Doctor:
             return self.add("addresses", "fail", f"chain {chain} is neither Polygon (137) nor Amoy (80002)",
                             f"set {self.setting('chain_id')} to 137")
         self.wallets = derived_wallets(self.owner, chain)
-        if self.kind not in self.wallets:
-            return self.add("addresses", "fail", f"chain {chain} has no {WALLET_NAMES[self.kind]} to derive",
-                            f"set account.wallet to one of {', '.join(repr(k) for k in self.wallets)}, or set "
-                            "account.funder to the wallet's address")
-        mine = self.wallets[self.kind][0]
-        where = "it holds the money and makes the orders itself" if self.kind == "eoa" else \
-            f"its {WALLET_NAMES[self.kind]} {mine} holds the money and makes the orders"
-        return self.add("addresses", "ok", f"owner {self.owner}; {where} (account.wallet = \"{self.kind}\")")
+        theirs = ", ".join(f"{WALLET_NAMES[kind]} {found[0]}" + "".join(f" (or the older {w})" for w in found[1:])
+                           for kind, found in self.wallets.items() if kind != "eoa")
+        return self.add("addresses", "ok", f"owner {self.owner}; its wallets on chain {chain}: {theirs}")
 
     def check_funder(self) -> bool:
-        given, kind = self.config.account.funder, self.kind
-        name = WALLET_NAMES[kind]
-        if not given:
-            self.funder = self.wallets[kind][0]
-            what = ": orders are made from the key's own address" if kind == "eoa" else \
-                f", so it is derived: the key's {name} {self.funder}"
-            return self.add("funder", "ok", f"account.funder is empty{what}")
-        if given.lower() in (w.lower() for w in self.wallets[kind]):
-            self.funder = given
-            return self.add("funder", "ok", f"account.funder {given} is the key's {name}")
-        other = wallets.kind_of(self.owner, given, self.urls.chain_id)
-        if other == "eoa":
-            return self.add("funder", "fail", f"account.funder {given} is the key's own address, not a {name}",
-                            'set account.wallet = "eoa" and remove account.funder')
-        if other is not None:
-            return self.add("funder", "fail", f"account.funder {given} is the key's {WALLET_NAMES[other]}, "
-                                              f"not its {name}", f'set account.wallet = "{other}"')
-        return self.add("funder", "fail", f"account.funder {given} is no wallet of the key's owner {self.owner} "
-                                          f"(its {name} is {self.wallets[kind][0]})",
-                        f'set account.funder = "{self.wallets[kind][0]}" or leave it empty to derive it; or, if '
-                        f"{given} is the wallet to trade from, set POLYBOT_PRIVATE_KEY to the key that owns it")
+        match = match_wallet(self.config.account, self.owner, self.urls.chain_id)
+        if isinstance(match, Mismatch):
+            return self.add("funder", "fail", match.message, match.fix)
+        self.funder = match.funder
+        return self.add("funder", "ok", f'account.wallet = "{self.kind}": orders are made by {match.describe()}')
 
     # ------------------------------------------------------------ the venue
 

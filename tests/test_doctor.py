@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,11 +17,13 @@ import pytest
 from eth_account import Account
 
 from services import doctor
-from services.config import Config, Secrets, load
+from services.config import AccountConfig, Config, Secrets, load
+from services.runtime import StartupError
 from services.venues.polymarket import wallets
+from services.venues.polymarket.funder import wallet_for
 from polybot_venue.server import ready_made_account
 
-from .conftest import child_env, free_port, only, wait_for
+from .conftest import child_env, only, wait_for
 from .venue_harness import Venue
 
 SEED = 29
@@ -36,9 +39,13 @@ def venue(tmp_path_factory) -> Iterator[Venue]:
     venue.stop()
 
 
-def closed_port() -> int:
-    """A port nothing listens on."""
-    return free_port()
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections for the whole test: bound here, never listened on, so nothing else
+    can listen on it either (port 0: the kernel's choice is free, and held it cannot be taken)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
 
 
 def config_text(state: Path, venue: Venue, extra: str = "", market_ws: str = "", clob: str = "") -> str:
@@ -158,7 +165,40 @@ def test_a_funder_of_another_wallet_kind_fails_and_names_the_kind_it_is(tmp_path
     key, proxy = account(venue, "proxy")
     report = examine(polymarket(tmp_path, venue, f'[account]\nwallet = "safe"\nfunder = "{proxy}"\n'), key)
     assert set(failed(report)) == {"funder"}, doctor.format_report(report)
-    assert failed(report)["funder"].fix == 'set account.wallet = "proxy"'
+    check = failed(report)["funder"]
+    safe = wallets.safe_wallet(Account.from_key(key).address)
+    assert check.detail.startswith(f'account.wallet: "safe", but account.funder {proxy} is the proxy wallet')
+    assert check.fix.startswith(f'set account.wallet = "proxy", or set account.funder = "{safe}"')
+
+
+# Where the executor takes a wallet the doctor must too, and where it refuses one the doctor fails saying the same.
+FUNDER_CASES = {
+    "a configured legacy deposit wallet": (137, "deposit", wallets.legacy_deposit_wallet, "ok",
+                                           "the key's legacy deposit wallet"),
+    "a deposit wallet on Amoy, not given": (80002, "deposit", None, "fail", "account.funder: chain 80002's deposit"),
+    "a deposit wallet on Amoy, given": (80002, "deposit", lambda owner: Account.create().address, "ok",
+                                        "not checked: chain 80002's current deposit wallets cannot be derived"),
+    "a proxy wallet on Amoy": (80002, "proxy", None, "fail", "account.wallet: chain 80002 has no proxy wallet"),
+}
+
+
+@pytest.mark.parametrize("case", list(FUNDER_CASES))
+def test_the_funder_check_takes_and_refuses_what_the_executor_takes_and_refuses(tmp_path: Path, venue: Venue,
+                                                                                 case: str) -> None:
+    chain, wallet, funder_of, status, said = FUNDER_CASES[case]
+    key = Account.create().key.hex()
+    owner = Account.from_key(key).address
+    funder = funder_of(owner) if funder_of else ""
+    account = AccountConfig(wallet=wallet, funder=funder)
+    extra = f'chain_id = {chain}\n[account]\nwallet = "{wallet}"\nfunder = "{funder}"\n'
+    check = next(c for c in examine(polymarket(tmp_path, venue, extra), key).checks if c.name == "funder")
+    assert check.status == status and said in check.detail, check
+    if status == "ok":
+        assert check.detail.endswith(wallet_for(account, owner, chain).describe())
+    else:
+        with pytest.raises(StartupError) as refused:
+            wallet_for(account, owner, chain)
+        assert str(refused.value) == f"{check.detail}: {check.fix}"
 
 
 def test_the_wrong_wallet_kind_fails_on_an_empty_balance_and_names_the_kind_that_holds_the_money(
@@ -211,9 +251,10 @@ def test_a_clock_a_minute_off_the_venues_fails_and_says_to_turn_on_ntp(tmp_path:
     assert "clock is 60 s behind the venue's" in check.detail and "NTP" in check.fix
 
 
-def test_unreachable_channels_fail_and_name_the_settings_to_check(tmp_path: Path, venue: Venue) -> None:
+def test_unreachable_channels_fail_and_name_the_settings_to_check(tmp_path: Path, venue: Venue,
+                                                                  closed_port: int) -> None:
     key, _ = account(venue)
-    nowhere = f"ws://127.0.0.1:{closed_port()}/ws/market"
+    nowhere = f"ws://127.0.0.1:{closed_port}/ws/market"
     report = examine(polymarket(tmp_path, venue, market_ws=nowhere), key)
     assert set(failed(report)) == {"market channel", "user channel"}, doctor.format_report(report)
     assert "polymarket.market_ws_url" in failed(report)["market channel"].fix
@@ -248,10 +289,10 @@ def test_given_api_credentials_the_venue_refuses_fail(tmp_path: Path, venue: Ven
     assert "not-a-key" not in doctor.format_report(report)
 
 
-def test_a_venue_that_does_not_answer_fails_and_the_checks_that_need_it_are_skipped(tmp_path: Path,
-                                                                                      venue: Venue) -> None:
+def test_a_venue_that_does_not_answer_fails_and_the_checks_that_need_it_are_skipped(
+        tmp_path: Path, venue: Venue, closed_port: int) -> None:
     key, _ = account(venue, collateral=0, approve=False)
-    report = examine(polymarket(tmp_path, venue, clob=f"http://127.0.0.1:{closed_port()}"), key)
+    report = examine(polymarket(tmp_path, venue, clob=f"http://127.0.0.1:{closed_port}"), key)
     assert set(failed(report)) == {"venue"}, doctor.format_report(report)
     assert "polymarket.clob_url" in failed(report)["venue"].fix
     assert statuses(report)["credentials"] == "skip" and statuses(report)["market channel"] == "skip"
@@ -342,11 +383,12 @@ def test_polybot_up_live_on_polymarket_runs_doctor_and_starts_when_it_passes(sta
     assert "polybot: doctor: all 12 checks pass (1 skipped)" in out  # risk limits: this mesh runs no risk
 
 
-def test_polybot_up_against_the_local_venue_runs_doctor_only_when_asked(state_dir: Path, venue: Venue) -> None:
+def test_polybot_up_against_the_local_venue_runs_doctor_only_when_asked(state_dir: Path, venue: Venue,
+                                                                        closed_port: int) -> None:
     path = state_dir.parent / "polybot.toml"
     path.write_text(f'state_dir = "{state_dir}"\n[local_venue]\nstart = false\n'
                     f"options = {{ gamma_port = {venue.gamma_port}, clob_port = {venue.clob_port}, "
-                    f"ws_port = {closed_port()}, seed = {SEED} }}\n{ANALYTICS_ONLY}")
+                    f"ws_port = {closed_port}, seed = {SEED} }}\n{ANALYTICS_ONLY}")
     asked = cli(path, "up", "--doctor")
     assert asked.returncode == 1 and "✗ market channel" in asked.stderr
     assert "[local_venue] options" in asked.stderr

@@ -75,7 +75,8 @@ def test_on_amoy_a_proxy_account_cannot_start_and_only_the_legacy_deposit_wallet
     with pytest.raises(StartupError) as refused:
         wallet_for(AccountConfig(wallet="proxy"), owner, 80002)
     assert str(refused.value) == ("account.wallet: chain 80002 has no proxy wallet to trade through (Polymarket's "
-                                  "proxy factory is on Polygon only); choose another kind of wallet, or \"eoa\"")
+                                  'proxy factory is on Polygon only): set account.wallet to one of "eoa", "safe", '
+                                  '"deposit"')
     with pytest.raises(StartupError, match="set account.funder to your deposit wallet's address"):
         wallet_for(AccountConfig(wallet="deposit"), owner, 80002)
 

@@ -16,8 +16,10 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
+from eth_account import Account
 from py_clob_client_v2.clob_types import AssetType, BalanceAllowanceParams, OrderArgsV2
 
+from polybot_venue import wallets as venue_wallets
 from polybot_venue.app import VenueState, clob_app
 from polybot_venue.engine import UNLIMITED, Engine
 from polybot_venue.markets import Market
@@ -381,6 +383,60 @@ def _crossed_maker_orders_agree_with_the_venue(mesh: Trading, venue: LiveVenue) 
     amounts = [r["amount"] for r in cli(mesh, "query", f"SELECT amount FROM rebates WHERE market = '{cid}' "
                                                       "ORDER BY ts_ns")]
     assert [D(a) for a in amounts] == [owed, grown]
+
+
+def test_a_proxy_wallets_maker_rebates_are_read_for_the_wallet_that_made_the_orders_not_the_signing_key() -> None:
+    root = Path(tempfile.mkdtemp(prefix="pbp-", dir="/tmp"))  # ipc socket paths must stay under 107 bytes
+    venue = LiveVenue(root / "venue", SEED, 100, "--still")
+    mesh = None
+    key = Account.create().key.hex()
+    owner = Account.from_key(key).address
+    proxy = venue_wallets.proxy_wallet(owner)  # the venue's derivation, not the code under test
+    try:
+        venue.admin("fund", address=proxy, collateral=10_000)
+        venue.admin("approve", address=proxy, exchange="all", unlimited=True)
+        ours = venue.client(key, funded=False, wallet=1)  # the venue's own view of the account the mesh trades as
+        mesh = Trading(root, venue, {"analytics": "", "scanner": "", "executor": "rebates_s = 0.2, heartbeat_s = 0.5"},
+                       '[account]\nwallet = "proxy"\n')
+        mesh.start("analytics", "scanner", "executor", POLYBOT_PRIVATE_KEY=key)
+        wait_for(lambda: mesh.detail("executor").get("ready") == "True", what="the executor to reconcile", timeout=30)
+        assert mesh.detail("executor")["funder"] == proxy
+        mesh.wait_ready("scanner", "analytics")
+
+        market = next(mk for mk in venue.markets if mk["feesEnabled"] and mk["feeSchedule"]["rebateRate"] > 0)
+        cid, (yes, no) = market["conditionId"], tokens(market)
+        orders = mesh.bus.outbound("orders")  # the test plays risk
+        wait_for(lambda: orders.socket.pipes, what="the executor to take orders")
+        bid, ask = best(ours, yes)
+        price = bid + D("0.01")
+        assert price < ask
+        assert orders.send(m.Order(signal_id="proxy-rest", leg=0, source="strategy:test", token_id=yes, market=cid,
+                                   side="BUY", size=D(40), limit_price=price, post_only=True))
+        wait_for(lambda: any(D(o["price"]) == price for o in ours.get_open_orders()), what="our bid to rest")
+        taker = venue.client()
+        answer = taker.create_and_post_order(OrderArgsV2(token_id=no, price=float(1 - price), size=40, side="BUY"))
+        assert answer["status"] == "matched"
+
+        def reported(maker: str) -> list[tuple[str, D]]:
+            """The venue's rebates for ``maker`` in this market, today and yesterday (in case midnight passed)."""
+            now_s = httpx.get(f"{venue.clob}/time").json()
+            return [(row["maker_address"].lower(), D(row["rebated_fees_usdc"])) for day in (now_s - 86_400, now_s)
+                    for row in httpx.get(f"{venue.clob}/rebates/current", params={
+                        "date": time.strftime("%Y-%m-%d", time.gmtime(day)), "maker_address": maker}).json() or []
+                    if row["condition_id"] == cid]
+        # The venue credits the rebate to the wallet that made the order; the key that signed it earned nothing.
+        (maker, owed), = reported(proxy)
+        assert maker == proxy.lower() and owed > 0 and reported(owner) == []
+
+        def published() -> list[dict]:
+            return cli(mesh, "query", f"SELECT maker, amount FROM rebates WHERE market = '{cid}'")
+        rows = wait_for(published, what="the executor to publish the venue's report of the proxy's rebate")
+        assert {(r["maker"].lower(), D(r["amount"])) for r in rows} == {(proxy.lower(), owed)}
+    finally:
+        if mesh is not None:
+            mesh.close()
+        venue.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def cli(mesh: Trading, *args: str) -> list[dict]:

@@ -3,7 +3,8 @@
 The key is always the owner's EOA: it signs the orders and holds the API key. The funder is what makes the orders
 and holds the money: the EOA itself, or the owner's proxy wallet, Safe or deposit wallet. A wallet kind and a funder
 that are not the key's own can never trade (the exchange checks that the maker is the signer's wallet of the
-signature type), so they stop the executor at start with a message that names the config key and the fix.
+signature type): ``match_wallet`` says why, naming the config key and the fix, and that stops the executor at start
+and fails ``polybot doctor``.
 """
 from __future__ import annotations
 
@@ -47,24 +48,38 @@ def owner_of(private_key: str) -> str:
             from None
 
 
-def wallet_for(account: AccountConfig, owner: str, chain_id: int) -> Wallet:
-    """The wallet ``[account]`` names for this owner, its funder derived when not given; StartupError when the
-    wallet kind, the funder and the key do not belong together."""
+@dataclass(frozen=True)
+class Mismatch:
+    """Why ``[account]`` and the key cannot trade together: what is wrong (naming the config key first) and what
+    to set instead."""
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.message}: {self.fix}"
+
+
+def match_wallet(account: AccountConfig, owner: str, chain_id: int) -> Wallet | Mismatch:
+    """The wallet ``[account]`` names for this owner, its funder derived when not given; or why the wallet kind, the
+    funder and the key do not belong together."""
     kind = account.wallet
     if kind == "eoa":  # the config refuses a funder here
         return Wallet("eoa", owner, owner)
-    mine = wallets.derived_wallets(owner, chain_id).get(kind, ())
+    name = WALLET_NAMES[kind]
+    derived = wallets.derived_wallets(owner, chain_id)
+    mine = derived.get(kind, ())
     if not mine:
         where = " (Polymarket's proxy factory is on Polygon only)" if kind == "proxy" else ""
-        raise StartupError(f"account.wallet: chain {chain_id} has no {WALLET_NAMES[kind]} to trade through{where}; "
-                           "choose another kind of wallet, or \"eoa\"")
+        others = ", ".join(f'"{k}"' for k in derived)
+        return Mismatch(f"account.wallet: chain {chain_id} has no {name} to trade through{where}",
+                        f"set account.wallet to one of {others}")
     # Where the deposit-wallet beacon is only read on chain, only the legacy deposit wallet is derived here.
     beaconless = kind == "deposit" and chain_id not in wallets.DEPOSIT_BEACON
     if not account.funder:
         if beaconless:
-            raise StartupError(f"account.funder: chain {chain_id}'s deposit wallets are derived from a beacon read "
-                               "on chain, which this adapter does not read: set account.funder to your deposit "
-                               "wallet's address")
+            return Mismatch(f"account.funder: chain {chain_id}'s deposit wallets are derived from a beacon read on "
+                            "chain, which this adapter does not read",
+                            "set account.funder to your deposit wallet's address")
         return Wallet(kind, owner, mine[0])
     funder = to_checksum_address(account.funder)
     found = wallets.kind_of(owner, funder, chain_id)
@@ -76,16 +91,23 @@ def wallet_for(account: AccountConfig, owner: str, chain_id: int) -> Wallet:
                       note=f"not checked: chain {chain_id}'s current deposit wallets cannot be derived here")
     expected = f'account.funder = "{mine[0]}" (or leave it empty to derive it)'
     if found == "eoa":
-        raise StartupError(f"account.funder: {funder} is the address of POLYBOT_PRIVATE_KEY itself, not a "
-                           f'{WALLET_NAMES[kind]}: set account.wallet = "eoa" and remove account.funder, or set '
-                           f"{expected}")
+        return Mismatch(f"account.funder: {funder} is the address of POLYBOT_PRIVATE_KEY itself, not a {name}",
+                        f'set account.wallet = "eoa" and remove account.funder, or set {expected}')
     if found:
-        raise StartupError(f'account.wallet: "{kind}", but account.funder {funder} is the {WALLET_NAMES[found]} of '
-                           f'POLYBOT_PRIVATE_KEY\'s address {owner}: set account.wallet = "{found}", or set '
-                           f"{expected} to trade through its {WALLET_NAMES[kind]}")
-    raise StartupError(f"account.funder: {funder} is not the {WALLET_NAMES[kind]} of {owner}, the address of "
-                       f"POLYBOT_PRIVATE_KEY (that is {mine[0]}): set {expected}, or set POLYBOT_PRIVATE_KEY to "
-                       "the key of the wallet's owner")
+        return Mismatch(f'account.wallet: "{kind}", but account.funder {funder} is the {WALLET_NAMES[found]} of '
+                        f"POLYBOT_PRIVATE_KEY's address {owner}",
+                        f'set account.wallet = "{found}", or set {expected} to trade through its {name}')
+    return Mismatch(f"account.funder: {funder} is not the {name} of {owner}, the address of POLYBOT_PRIVATE_KEY "
+                    f"(that is {mine[0]})",
+                    f"set {expected}, or set POLYBOT_PRIVATE_KEY to the key of the wallet's owner")
+
+
+def wallet_for(account: AccountConfig, owner: str, chain_id: int) -> Wallet:
+    """``match_wallet``'s wallet; StartupError, saying what to fix, when there is none."""
+    match = match_wallet(account, owner, chain_id)
+    if isinstance(match, Mismatch):
+        raise StartupError(str(match))
+    return match
 
 
 def foreign_api_key(owner: str) -> StartupError:
