@@ -29,8 +29,9 @@ from polybot_venue.server import LocalVenue, VenueOptions
 
 from .. import messages as m
 from ..recording import SUFFIX, RecordingInfo, RecordingWriter
-from ..scanner import TEXT_FRAMES, ScannerOptions
+from ..scanner import ScannerOptions
 from ..venues.polymarket import feed, schema
+from ..venues.polymarket.ws import TEXT_FRAMES
 
 START_MS = 1_800_000_000_000  # 2027-01-15: a fixed start, so nothing depends on when a recording was made
 ASSETS_PER_CONNECTION = ScannerOptions().assets_per_connection
