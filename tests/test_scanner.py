@@ -181,3 +181,19 @@ def test_a_tick_size_change_reaches_events_and_the_snapshot_a_late_subscriber_st
         snapshot = req.request(m.SnapshotRequest())
     described, = [mk for mk in snapshot.markets if mk.market == market["conditionId"]]
     assert described.tick_size == Decimal("0.001")
+
+
+def test_protocol_v2_markets_are_announced_with_their_books(setup: Setup) -> None:
+    # Gamma's keyset listing gives v1 markets alone unless asked for v2 as well.
+    v2 = setup.venue.v2_markets + setup.venue.v2_neg_risk_markets
+    ids = [mk["conditionId"] for mk in v2]
+    assert ids, "the venue lists protocol-v2 markets"
+    with setup.tap.bus.requester("scanner", 3000) as req:
+        def ready() -> m.SnapshotReply | None:  # an Error says "not ready" while the feeds subscribe
+            reply = req.request(m.SnapshotRequest(markets=ids))
+            return reply if isinstance(reply, m.SnapshotReply) else None
+        snapshot = wait_for(ready, what="the scanner's snapshot")
+    assert {mk.market: mk.protocol for mk in snapshot.markets} == dict.fromkeys(ids, "v2")
+    assert {b.token_id for b in snapshot.books.books} == {t for mk in v2 for t in tokens(mk)}
+    wait_for(lambda: all(setup.tap.books().get(t) == setup.rest_book(t) for mk in v2 for t in tokens(mk)),
+             what="the v2 markets' books on the bus to equal GET /book")

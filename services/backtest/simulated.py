@@ -29,11 +29,12 @@ from polybot_venue.server import LocalVenue, VenueOptions
 
 from .. import messages as m
 from ..recording import SUFFIX, RecordingInfo, RecordingWriter
-from ..scanner import TEXT_FRAMES, ScannerOptions
+from ..market_view import MarketView
 from ..venues.polymarket import feed, schema
+from ..venues.polymarket.market import ASSETS_PER_CONNECTION
+from ..venues.polymarket.ws import TEXT_FRAMES
 
 START_MS = 1_800_000_000_000  # 2027-01-15: a fixed start, so nothing depends on when a recording was made
-ASSETS_PER_CONNECTION = ScannerOptions().assets_per_connection
 
 
 class SimClock:
@@ -80,8 +81,9 @@ class _Ids:
 
 
 class _Scanner:
-    """What the scanner does with the venue's data (``scanner.Scanner``: ``load_markets``, ``_feed``,
-    ``_on_frame``, ``_complete``) with the sockets and HTTP replaced by direct calls into the venue's code.
+    """What the scanner does with the venue's data: its own logic (``market_view.MarketView``), fed as the
+    Polymarket adapter (``venues.polymarket.market``) feeds it, with the sockets and HTTP replaced by direct
+    calls into the venue's code.
 
     There is no staleness here (no connection can fail), so no MarketStale is published."""
 
@@ -90,11 +92,11 @@ class _Scanner:
         self.clock = clock
         self.ids = ids
         self.per_connection = assets_per_connection
-        self.known: set[str] = set()
+        self.view = MarketView()
         self.connections: list[_Connection] = []
 
     def _gamma(self, condition_ids: set[str] | None = None) -> list[schema.GammaMarket]:
-        """Gamma's ``/markets?closed=false`` (or ``?condition_ids=``), as the scanner decodes its body."""
+        """Gamma's open markets (or those of ``condition_ids``), as the adapter decodes them."""
         state = self.venue.state
         found = [mk for mk in state.engine.markets.values()
                  if (not mk.closed if condition_ids is None else mk.condition_id in condition_ids)]
@@ -104,12 +106,9 @@ class _Scanner:
 
     def start(self) -> Iterator[m.Message]:
         """Every market from Gamma, then one connection per ``assets_per_connection`` assets and its dump."""
-        tokens: list[str] = []
-        for gamma in self._gamma():
-            market = feed.market_new(gamma, self.clock.ns)
-            self.known.add(market.market)
-            tokens += [o.token_id for o in market.outcomes]
+        for market in self.view.load([feed.market_new(gamma, self.clock.ns) for gamma in self._gamma()]).events:
             yield from self.ids.stamp([market])
+        tokens = self.view.tokens()
         for i in range(0, len(tokens), self.per_connection):
             connection = _Connection(ws=None, channel="market")
             self.connections.append(connection)
@@ -131,30 +130,16 @@ class _Scanner:
         if raw in TEXT_FRAMES:
             return
         now_ns = self.clock.ns
-        prices, events = feed.normalize(schema.decode_market_frame(raw), now_ns)
-        published: list[m.Message] = list(prices)
-        listed: list[m.MarketNew] = []
-        for event in events:
-            if isinstance(event, m.MarketNew):
-                if event.market not in self.known:
-                    listed.append(event)
-                continue  # the channel's listing lacks fees, minimum size and neg-risk: Gamma's goes out instead
-            published.append(event)
-        yield from self.ids.stamp(published)
+        out = self.view.update(*feed.normalize(schema.decode_market_frame(raw), now_ns), now_ns)
+        yield from self.ids.stamp([*out.prices, *out.events])
         new_assets: list[str] = []
-        for event in listed:
-            self.known.add(event.market)
-            new_assets += [o.token_id for o in event.outcomes]
-            yield from self.ids.stamp([self._complete(event)])
+        for listed in out.listed:
+            new_assets += [o.token_id for o in listed.outcomes]
+            described = next((feed.market_new(gamma, now_ns) for gamma in self._gamma({listed.market})
+                              if gamma.condition_id == listed.market), None)
+            yield from self.ids.stamp(self.view.described(listed, described, now_ns).events)
         if new_assets:
             self._ask(connection, {"operation": "subscribe", "assets_ids": new_assets})
-
-    def _complete(self, listed: m.MarketNew) -> m.MarketNew:
-        """A newly listed market as Gamma describes it (as not accepting orders if Gamma does not)."""
-        for gamma in self._gamma({listed.market}):
-            if gamma.condition_id == listed.market:
-                return feed.market_new(gamma, self.clock.ns)
-        return msgspec.structs.replace(listed, accepting_orders=False, ts_ns=self.clock.ns)
 
 
 def simulate(seed: int, seconds: float, *, markets: int = 20, events: int = 3, outcomes: int = 4,

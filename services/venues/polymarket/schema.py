@@ -139,6 +139,14 @@ class GammaEvent(_Camel, frozen=True, kw_only=True):
     tags: list[GammaTag] = []
 
 
+class GammaMarketsPage(_Wire, frozen=True, kw_only=True):
+    """One page of Gamma ``GET /markets/keyset``; ``next_cursor`` (as ``after_cursor``) asks for the next, and is
+    absent or null on the last. The markets stay raw, so that one Gamma describes badly can be skipped alone."""
+
+    markets: list[msgspec.Raw]
+    next_cursor: str | None = None
+
+
 # ---------------------------------------------------------------- CLOB REST
 
 

@@ -8,22 +8,15 @@ connection and the new one is missed.
 """
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import random
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from urllib.parse import urlparse
 
 import msgspec
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
 
 from ..base import ZERO, OnEvents, VenueEvent, VenueFill, VenueOrder
 from . import schema
-
-TEXT_FRAMES = ("PONG", "INVALID OPERATION")
+from .ws import Channel, ChannelOptions, user_subscription
 
 
 def _dec(text: str | None) -> Decimal:
@@ -93,53 +86,27 @@ def events_of(raw: str | bytes, api_key: str, address: str) -> list[VenueEvent]:
 
 
 class UserFeed:
-    """The user channel, kept connected; its events go to ``on_events``."""
+    """The user channel, kept connected (``ws.Channel``); its events go to ``on_events``."""
 
     def __init__(self, url: str, auth: dict[str, str], address: str, log: logging.Logger, ping_s: float = 10.0,
                  stale_after_s: float = 30.0, reconnect_initial_s: float = 0.5, reconnect_max_s: float = 30.0) -> None:
-        self.url = url
         self._auth = auth  # apiKey, secret, passphrase: sent to the venue, never logged
         self.address = address
         self.log = log
-        self.ping_s = ping_s
-        self.stale_after_s = stale_after_s
-        self.reconnect_initial_s = reconnect_initial_s
-        self.reconnect_max_s = reconnect_max_s
-        self.connects = 0
+        self.channel = Channel(url, "user channel", log, ChannelOptions(
+            ping_s=ping_s, stale_after_s=stale_after_s, reconnect_initial_s=reconnect_initial_s,
+            reconnect_max_s=reconnect_max_s))
         self.bad_frames = 0
-        self.rng = random.Random()
+
+    @property
+    def connects(self) -> int:
+        """Connections that came up: subscribed, and the PONG to their first PING back."""
+        return self.channel.connects
 
     async def run(self, on_events: OnEvents, on_connected: Callable[[], None]) -> None:
-        loopback = urlparse(self.url).hostname in ("127.0.0.1", "localhost", "::1")
-        backoff = self.reconnect_initial_s
-        while True:
-            try:
-                async with connect(self.url, proxy=None if loopback else True, ping_interval=None,
-                                   compression=None, max_size=None, open_timeout=10) as ws:
-                    await ws.send(json.dumps({"type": "user", "auth": self._auth, "markets": []}))
-                    await ws.send("PING")
-                    pinger = asyncio.create_task(self._ping(ws))
-                    try:
-                        subscribed = False
-                        while True:
-                            async with asyncio.timeout(self.stale_after_s):  # not wait_for: see the scanner's feed
-                                raw = await ws.recv()
-                            if raw == "PONG" and not subscribed:
-                                subscribed = True
-                                self.connects += 1
-                                backoff = self.reconnect_initial_s
-                                self.log.info("user channel connected", extra={"url": self.url})
-                                on_connected()
-                            elif raw not in TEXT_FRAMES:
-                                self._frame(raw, on_events)
-                    finally:
-                        pinger.cancel()
-            except (TimeoutError, OSError, WebSocketException, InvalidHandshake, InvalidURI) as exc:
-                why = "silent" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
-                self.log.warning("user channel down (%s)", why)
-            delay = backoff * (1 + self.rng.random() / 2)
-            await asyncio.sleep(delay)
-            backoff = min(backoff * 2, self.reconnect_max_s)
+        """Connect and reconnect for good; ``on_connected`` once the venue has taken each subscription."""
+        subscription = user_subscription(self._auth)
+        await self.channel.run(lambda: subscription, lambda raw: self._frame(raw, on_events), on_connected)
 
     def _frame(self, raw: str | bytes, on_events: OnEvents) -> None:
         try:
@@ -150,8 +117,3 @@ class UserFeed:
             return
         if events:
             on_events(events)
-
-    async def _ping(self, ws) -> None:
-        while True:
-            await asyncio.sleep(self.ping_s)
-            await ws.send("PING")
