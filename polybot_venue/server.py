@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from websockets.asyncio.server import serve as ws_serve
 
-from . import auth, operations, wallets
+from . import auth, operations, ports, wallets
 from .app import VenueState, clob_app, gamma_app
 from .chain import Chain, rpc_routes
 from .channels import Channels
@@ -42,7 +42,7 @@ class VenueOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     gamma_port: int = PORTS["gamma_port"]
     clob_port: int = PORTS["clob_port"]
     ws_port: int = PORTS["ws_port"]  # market channel at /ws/market, user channel at /ws/user
-    seed: int = 7
+    seed: int = ports.SEED
     markets: int = 20  # binary markets
     events: int = 3  # multi-outcome neg-risk events
     outcomes: int = 4  # markets per event
@@ -77,7 +77,7 @@ def venue_secret(seed: int) -> bytes:
 
 def ready_made_account(seed: int) -> ReadyAccount:
     """A ready-made account: its key is derived from the seed; its API credentials the way the venue derives any."""
-    key = "0x" + hashlib.sha256(f"polybot-local-venue:test-account:{seed}".encode()).hexdigest()
+    key = ports.ready_made_key(seed)
     address = Account.from_key(key).address
     return ReadyAccount(key, address, auth.derive_credentials(venue_secret(seed), address, 0))
 

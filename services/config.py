@@ -504,6 +504,13 @@ def ensure_state_dir(config: Config) -> Path:
     return root
 
 
+def local_venue_key(config: Config) -> tuple[int, str]:
+    """The local venue's seed and the key of its ready-made account, which a mesh trading there without
+    POLYBOT_PRIVATE_KEY signs with."""
+    seed = int(config.local_venue.options.get("seed", ports.SEED))
+    return seed, ports.ready_made_key(seed)
+
+
 def socket_address(config: Config, name: str) -> str:
     if name in config.bus.addresses:
         return config.bus.addresses[name]

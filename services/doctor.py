@@ -17,8 +17,8 @@ from typing import Literal, TypeVar
 import msgspec
 from eth_account import Account
 
-from .config import (WALLET_SIGNATURE_TYPES, Config, ConfigError, Secrets, service_of_kind, service_options,
-                     trading_mode, venue_urls)
+from .config import (WALLET_SIGNATURE_TYPES, Config, ConfigError, Secrets, local_venue_key, service_of_kind,
+                     service_options, trading_mode, venue_urls)
 from .risk.limits import RiskOptions
 from .venues import base
 from .venues.base import VenueError
@@ -186,10 +186,7 @@ class _Doctor:
         fix = ("export POLYBOT_PRIVATE_KEY=0x... (the key of the account's owner, 0x and 64 hex digits; secrets are "
                "read from the environment only)")
         if not key and self.local:
-            from polybot_venue.server import VenueOptions, ready_made_account
-
-            seed = int(self.config.local_venue.options.get("seed", VenueOptions().seed))
-            key = ready_made_account(seed).private_key
+            seed, key = local_venue_key(self.config)
             self.owner = Account.from_key(key).address
             self.add("key", "ok", f"none set: the local venue's ready-made account for seed {seed}, as the executor "
                                   f"uses it ({self.owner})")

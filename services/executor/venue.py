@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..config import Config, Secrets, venue_urls
+from ..config import Config, Secrets, local_venue_key, venue_urls
 from ..runtime import StartupError
 from ..venues.base import VenueError
 from .options import ExecutorOptions
@@ -57,8 +57,7 @@ def signing_key(secrets: Secrets, config: Config) -> str:
     """POLYBOT_PRIVATE_KEY; with none set and ``venue = "local"``, the local venue's ready-made account's."""
     key = secrets.private_key
     if not key and config.venue == "local":
-        from polybot_venue.server import VenueOptions, ready_made_account
-        key = ready_made_account(int(config.local_venue.options.get("seed", VenueOptions().seed))).private_key
+        key = local_venue_key(config)[1]
     if not key:
         raise StartupError("live trading needs a key: set POLYBOT_PRIVATE_KEY (or choose mode = \"paper\")")
     return key
