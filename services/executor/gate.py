@@ -71,14 +71,15 @@ class Gate:
     def restarting(self, now_ns: int, retry_after_s: float) -> None:
         """A 425: the engine restarts until ``retry_after_s`` from now (or our own guess when the venue gives none)."""
         until = now_ns + int((retry_after_s or self.options.restart_retry_s) * 1e9)
+        guess = "" if retry_after_s else " (the venue did not say how long: an order after that asks again)"
         known = self.conditions.get(base.RESTARTING)
         if known is not None and known.until_ts_ns >= until:
             return
         self._set(m.VenueCondition(
             code=base.RESTARTING, since_ts_ns=known.since_ts_ns if known else now_ns, until_ts_ns=until,
             message=f"the venue's matching engine is restarting (Polymarket restarts it weekly, for about 90 s): "
-                    f"it takes no orders or cancels until about {clock_time(until)}, then only post-only orders for "
-                    f"a while; send new orders after that"))
+                    f"it takes no orders or cancels until about {clock_time(until)}{guess}, then only post-only "
+                    "orders for a while; send new orders after that"))
 
     def post_only(self, now_ns: int, retry_after_s: float) -> None:
         """The post-only window after a restart, until ``retry_after_s`` from now (the venue's word), else for as
@@ -87,11 +88,12 @@ class Gate:
         if not retry_after_s and known is not None and known.until_ts_ns > now_ns:
             return
         until = now_ns + int((retry_after_s or self.options.post_only_after_restart_s) * 1e9)
+        guess = "" if retry_after_s else " (as long as the window usually lasts: the venue did not say)"
         self._set(m.VenueCondition(
             code=base.POST_ONLY_WINDOW, since_ts_ns=known.since_ts_ns if known else now_ns, until_ts_ns=until,
             post_only_pass=True,
             message=f"after its restart the venue takes only post-only orders (and cancels) until about "
-                    f"{clock_time(until)}: send post_only orders that rest on the book, or wait until then"))
+                    f"{clock_time(until)}{guess}: send post_only orders that rest on the book, or wait until then"))
 
     def tick(self, now_ns: int) -> None:
         """Windows that ran out end; a restart that ends opens the post-only window that follows it."""
