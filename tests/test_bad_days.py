@@ -37,17 +37,8 @@ class Seat:
                  venue_args: tuple[str, ...] = ()) -> None:
         self.venue = Venue(root / "venue", seed, 100, "--still", *venue_args)
         self.mesh = Trading(root, self.venue, {"scanner": "", "executor": EXECUTOR, "risk": ""})
-        self.mesh.start("scanner")
-        self.mesh.start("executor", **(executor_env or {}))
-        self.mesh.wait_ready("scanner", "executor")
-        self.mesh.start("risk", **RISK_ENV)
-        self.mesh.wait_ready("risk")
-        bus = self.mesh.bus
-        self.signals = bus.outbound("signals")
-        self.decisions = bus.inbound("decisions")
-        self.executions = bus.inbound("executions")
-        wait_for(lambda: self.decisions.socket.pipes and self.executions.socket.pipes and self.signals.socket.pipes,
-                 what="the test's sockets to connect")
+        self.signals, self.decisions, self.executions = self.mesh.start_risk_desk(
+            {"scanner": {}, "executor": executor_env or {}}, RISK_ENV)
         self.verdicts: dict[str, m.SignalAccepted | m.SignalRejected] = {}
         self.heard: list[m.Message] = []
 

@@ -38,16 +38,8 @@ class Desk:
         self.risk_env = risk_env
         self.mesh = Trading(root, self.venue, {"scanner": "ping_s = 0.3, stale_after_s = 1.5", "executor": "",
                                                "risk": ""})
-        self.mesh.start("scanner", "executor")
-        self.mesh.wait_ready("scanner", "executor")
-        self.mesh.start("risk", **risk_env)
-        self.mesh.wait_ready("risk")
-        bus = self.mesh.bus
-        self.signals = bus.outbound("signals")
-        self.decisions = bus.inbound("decisions")
-        self.executions = bus.inbound("executions")
-        wait_for(lambda: self.decisions.socket.pipes and self.executions.socket.pipes and self.signals.socket.pipes,
-                 what="the test's sockets to connect")
+        self.signals, self.decisions, self.executions = self.mesh.start_risk_desk({"scanner": {}, "executor": {}},
+                                                                                  risk_env)
         self.seen: dict[str, m.Message] = {}
         self.events: list[m.Message] = []
 

@@ -57,6 +57,20 @@ class Trading:
                 [sys.executable, "-m", "services", "--config", str(self.config_file), "run", name],
                 env=child_env(**env), stdout=subprocess.DEVNULL, stderr=open(log, "a"))
 
+    def start_risk_desk(self, first: dict[str, dict[str, str]], risk_env: dict[str, str]) -> tuple:
+        """Start the services in ``first`` (name -> its environment), then risk with ``risk_env``, each ready; return
+        the test's sockets where strategies and subscribers sit: (signals, decisions, executions), connected."""
+        for name, env in first.items():
+            self.start(name, **env)
+        self.wait_ready(*first)
+        self.start("risk", **risk_env)
+        self.wait_ready("risk")
+        signals, decisions, executions = (self.bus.outbound("signals"), self.bus.inbound("decisions"),
+                                          self.bus.inbound("executions"))
+        wait_for(lambda: decisions.socket.pipes and executions.socket.pipes and signals.socket.pipes,
+                 what="the test's sockets to connect")
+        return signals, decisions, executions
+
     def stop(self, name: str, kill: bool = False) -> None:
         proc = self.procs.pop(name)
         proc.kill() if kill else proc.terminate()
