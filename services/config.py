@@ -18,7 +18,7 @@ import stat
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 from msgspec import Struct
@@ -27,7 +27,10 @@ from polybot_venue import ports
 
 CONFIG_ENV = "POLYBOT_CONFIG"
 SUPERVISOR_ENV = "POLYBOT_SUPERVISOR_PID"  # set by the supervisor on its children
-SECRET_NAMES = ("private_key", "api_key", "api_secret", "api_passphrase", "mcp_token")
+SecretName = Literal["private_key", "api_key", "api_secret", "api_passphrase", "mcp_token"]
+SECRET_NAMES: tuple[str, ...] = get_args(SecretName)
+TRADING_SECRETS = ("private_key", "api_key", "api_secret", "api_passphrase")
+EXECUTOR_KIND = "services.executor:Executor"
 RESERVED_ENV = {CONFIG_ENV, SUPERVISOR_ENV} | {f"POLYBOT_{n.upper()}" for n in SECRET_NAMES}
 
 SOCKET_NAMES = ("prices", "events", "signals", "orders", "executions", "decisions")
@@ -100,6 +103,9 @@ class ServiceConfig(_Section):
     control: str = ""  # control address override
     metrics_port: int | None = None  # override of the port derived from metrics.base_port; 0: any free port
     options: dict[str, Any] = {}  # validated by the service class's own Options
+    # The secrets (of SECRET_NAMES) the supervisor passes it in its environment; None: the executor gets the trading
+    # secrets (the key and the API credentials), every other service none.
+    secrets: list[SecretName] | None = None
 
 
 LOCAL_VENUE_HOST = ports.HOST
@@ -197,6 +203,19 @@ class Secrets:
     def __repr__(self) -> str:
         shown = ", ".join(f"{n}={'***' if getattr(self, n) else None}" for n in SECRET_NAMES)
         return f"Secrets({shown})"
+
+
+def service_secrets(service: ServiceConfig) -> tuple[str, ...]:
+    """The secrets a service may see: only the executor signs orders and holds the API key."""
+    if service.secrets is not None:
+        return tuple(service.secrets)
+    return TRADING_SECRETS if service.kind == EXECUTOR_KIND else ()
+
+
+def service_environment(environ: Mapping[str, str], service: ServiceConfig) -> dict[str, str]:
+    """A service's environment: the supervisor's, less every secret the service does not use."""
+    dropped = {f"POLYBOT_{n.upper()}" for n in SECRET_NAMES} - {f"POLYBOT_{n.upper()}" for n in service_secrets(service)}
+    return {k: v for k, v in environ.items() if k not in dropped}
 
 
 def _home(environ: Mapping[str, str]) -> Path:

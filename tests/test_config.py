@@ -248,3 +248,15 @@ def test_service_of_kind_is_the_default_until_it_is_turned_off_and_then_the_one_
     assert c.service_of_kind(c.load(write(tmp_path, added), env), risk, "risk") == "risk"
     off = c.load(write(tmp_path, added + "[services.risk]\nenabled = false\n"), env)
     assert c.service_of_kind(off, risk, "risk") == "guard"
+
+
+def test_only_the_executor_is_given_the_trading_secrets_unless_a_service_names_its_own() -> None:
+    from services.config import EXECUTOR_KIND, TRADING_SECRETS, ServiceConfig, service_environment, service_secrets
+
+    environ = {"HOME": "/h", "POLYBOT_PRIVATE_KEY": "k", "POLYBOT_API_KEY": "a", "POLYBOT_MCP_TOKEN": "t"}
+    executor, scanner = ServiceConfig(kind=EXECUTOR_KIND), ServiceConfig(kind="services.scanner:Scanner")
+    assert service_secrets(executor) == TRADING_SECRETS and service_secrets(scanner) == ()
+    assert service_environment(environ, executor) == {"HOME": "/h", "POLYBOT_PRIVATE_KEY": "k", "POLYBOT_API_KEY": "a"}
+    assert service_environment(environ, scanner) == {"HOME": "/h"}
+    named = ServiceConfig(kind="services.scanner:Scanner", secrets=["mcp_token"])
+    assert service_environment(environ, named) == {"HOME": "/h", "POLYBOT_MCP_TOKEN": "t"}
