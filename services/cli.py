@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,8 @@ STATUS_TIMEOUT_MS = 1000
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Whatever we create (logs, the journal, DuckDB, the audit log, day.json, sockets) is this user's alone.
+    os.umask(0o077)
     parser = argparse.ArgumentParser(prog="polybot", description="A trading mesh for prediction markets.")
     parser.add_argument("--config", help="TOML config file (default: $POLYBOT_CONFIG or ~/.config/polybot/polybot.toml)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

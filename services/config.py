@@ -514,12 +514,22 @@ def venue_urls(config: Config) -> PolymarketConfig:
 
 
 def ensure_state_dir(config: Config) -> Path:
-    """Create the state directory and its folders, mode 0700, and return it."""
+    """Create the state directory and its folders, mode 0700, and return it. One that exists must already be this
+    user's alone: a folder others can enter (a shared /tmp-like 1777 one) is refused, not silently changed, since
+    what was put there before is not ours to trust."""
     root = config.state_path
     for folder in (root, root / "sock", root / "logs"):
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if stat.S_IMODE(folder.stat().st_mode) != 0o700:
-            folder.chmod(0o700)
+        try:
+            folder.mkdir(mode=0o700, parents=True)
+            folder.chmod(0o700)  # whatever the umask
+        except FileExistsError:  # there before us, or made by a service starting beside us
+            pass
+        info = folder.stat()
+        mode = stat.S_IMODE(info.st_mode)
+        if info.st_uid != os.getuid() or mode & 0o077:
+            raise ConfigError(f"state_dir: {folder} has mode {mode:04o} and belongs to uid {info.st_uid}; it must be "
+                              f"yours and 0700: choose another state_dir, or `chmod 700 {folder}` if it holds nothing "
+                              "of anyone else's")
     return root
 
 

@@ -70,11 +70,13 @@ def test_ensure_state_dir_creates_the_state_sock_and_logs_folders_private(env, s
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
 
 
-def test_ensure_state_dir_tightens_an_existing_open_state_dir(env, state_dir):
+@pytest.mark.parametrize("mode", [0o1777, 0o755, 0o710])
+def test_an_existing_state_dir_others_can_enter_is_refused_not_changed(env, state_dir, mode):
     state_dir.mkdir(parents=True)
-    state_dir.chmod(0o755)
-    c.ensure_state_dir(c.load(None, {**env, "POLYBOT_STATE_DIR": str(state_dir)}))
-    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+    state_dir.chmod(mode)
+    with pytest.raises(c.ConfigError, match=rf"state_dir: {state_dir} has mode {mode:04o} .* must be yours and 0700"):
+        c.ensure_state_dir(c.load(None, {**env, "POLYBOT_STATE_DIR": str(state_dir)}))
+    assert stat.S_IMODE(state_dir.stat().st_mode) == mode and not (state_dir / "sock").exists()
 
 
 @pytest.mark.parametrize("text", ['private_key = "0xabc"\n',
