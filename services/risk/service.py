@@ -21,6 +21,7 @@ from .engine import APPROVAL_EXPIRED, DECLINED, DUPLICATE_SIGNAL, EXECUTOR_DOWN,
 from .limits import RiskOptions, flat, is_agent
 
 HALT_CANCEL_SOURCE = "risk"
+SOURCE_LABELS = 100  # sources with a metric series of their own; the rest are counted together as "other"
 
 
 class Risk(Service):
@@ -45,7 +46,9 @@ class Risk(Service):
         self.approval = opts.approval == "always" or (
             opts.approval == "auto" and config.venue == "polymarket" and trading_mode(config) == "live")
         metrics = ctx.metrics
-        self.m_signals = metrics.counter("signals", "signals received, by source", ["source"])
+        self.m_signals = metrics.counter("signals", f"signals received, by source (the first {SOURCE_LABELS} "
+                                         "sources seen; later ones as other)", ["source"])
+        self.labelled: set[str] = set()
         self.m_verdicts = metrics.counter("verdicts", "verdicts, by the first reason code of a refusal",
                                           ["verdict", "reason"])
         self.m_refusals = metrics.counter("refusal_reasons", "reason codes of refusals (one verdict may have several)",
@@ -129,6 +132,13 @@ class Risk(Service):
         if self.meanwhile is not None and socket == "executions":
             self.meanwhile.append(msg)
 
+    def _label(self, source: str) -> str:
+        """The source as a metric label: any peer on signals may name itself, so the series stay bounded."""
+        if source in self.labelled or len(self.labelled) < SOURCE_LABELS:
+            self.labelled.add(source)
+            return source
+        return "other"
+
     def _executor_alive(self, pid: int) -> None:
         """A new executor process: take its account again, once it has reconciled with the venue."""
         known, self.executor_pid = self.executor_pid, pid
@@ -138,7 +148,7 @@ class Risk(Service):
 
     def _decide(self, signal: m.Signal) -> None:
         now = self.ctx.clock()
-        self.m_signals.labels(signal.source).inc()
+        self.m_signals.labels(self._label(signal.source)).inc()
         reasons = self._check(signal, now)
         if not reasons or reasons[0].code != DUPLICATE_SIGNAL:
             self.engine.record(signal, now)
