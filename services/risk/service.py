@@ -13,6 +13,8 @@ import os
 from collections import Counter
 from decimal import Decimal
 
+import msgspec
+
 from .. import messages as m
 from ..config import trading_mode
 from ..runtime import Service
@@ -61,10 +63,12 @@ class Risk(Service):
         folder = ctx.config.state_path / "risk"
         folder.mkdir(mode=0o700, exist_ok=True)
         self.day_file = folder / "day.json"
+        self.pending_file = folder / "pending.json"  # the signals waiting for a human, so a restart keeps them
 
     async def run(self) -> None:
         await start_from_scanner(self.ctx, self.ctx.options.scanner, self.engine.observe, self._take_backlog)
         await self._reconcile()
+        self._load_pending()
         while self.approval:  # pending signals expire: refused, never sent
             await asyncio.sleep(0.2)
             now = self.ctx.clock()
@@ -112,6 +116,28 @@ class Risk(Service):
                                    "agent_notional": {k: str(v) for k, v in day.agent_notional.items()}}))
         os.replace(tmp, self.day_file)
 
+    # ---------------------------------------------------------------- signals waiting for a human, across restarts
+
+    def _load_pending(self) -> None:
+        """The signals that waited for approval when the last risk stopped: they wait on (they are checked again when
+        approved), and those that expired meanwhile are refused as such."""
+        try:
+            saved = msgspec.json.decode(self.pending_file.read_bytes(), type=list[m.SignalPending])
+        except FileNotFoundError:
+            return
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.ctx.log.error("could not read the signals waiting for approval (%s): %s; they are not restored",
+                               self.pending_file, exc)
+            return
+        self.pending.update((p.signal_id, p) for p in saved if p.signal is not None)
+        if saved:
+            self.ctx.log.warning("%d agent signals still wait for approval", len(self.pending))
+
+    def _save_pending(self) -> None:
+        tmp = self.pending_file.with_suffix(".tmp")
+        tmp.write_bytes(msgspec.json.encode(list(self.pending.values())))
+        os.replace(tmp, self.pending_file)
+
     # ---------------------------------------------------------------- inbound
 
     def handle(self, socket: str, msg: m.Message) -> None:
@@ -157,6 +183,7 @@ class Risk(Service):
                                       signal=signal,
                                       expires_ts_ns=now + int(self.ctx.options.approval_timeout_s * 1e9))
             self.pending[signal.id] = pending
+            self._save_pending()
             self.m_verdicts.labels("pending", "").inc()
             self.ctx.send("decisions", pending)
             self.ctx.log.warning("agent signal %s from %s waits for approval: `polybot approve %s`", signal.id,
@@ -195,6 +222,7 @@ class Risk(Service):
 
     def _refuse_pending(self, signal_id: str, code: str, message: str) -> None:
         pending = self.pending.pop(signal_id)
+        self._save_pending()
         self._verdict(m.SignalRejected(trace_id=pending.trace_id, signal_id=signal_id, source=pending.source,
                                        reasons=[m.Reason(code=code, message=message, max_size=Decimal(0))],
                                        signal=pending.signal))
@@ -217,6 +245,7 @@ class Risk(Service):
             self._refuse_pending(request.signal_id, APPROVAL_EXPIRED, "approved after it expired")
             return m.Error(request_id=request.id, message="it expired before the approval; it was refused")
         del self.pending[request.signal_id]
+        self._save_pending()
         reasons = self._check(pending.signal, now, recheck=True)
         self._send_orders(pending.signal, reasons, now)
         self.ctx.log.warning("signal %s approved by %s: %s", request.signal_id, who,
