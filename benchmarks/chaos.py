@@ -120,7 +120,7 @@ class Chaos:
         self.rng = random.Random(seed)
         self.every_s = every_s
         self.mesh = Mesh(root, {"seed": seed, "markets": 12, "events": 1, "v2_markets": 1, "v2_events": 0,
-                                "life": {"requotes_per_s": 4.0, "gaps_per_s": 0.5, "resolutions_per_s": 0.0}},
+                                "life": {"requotes_per_s": 4.0, "gaps_per_s": 2.0, "resolutions_per_s": 0.0}},
                          extra=CONFIG)
         self.account = ready_made_account(seed)
         self.starting = VenueOptions().starting_collateral
