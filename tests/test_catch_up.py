@@ -16,6 +16,7 @@ import pytest
 
 from polybot_venue.server import ready_made_account
 from services import messages as m
+from services.analytics.numbering import Numbering
 from services.executor.desk import JOURNAL_FAILED
 
 from .conftest import child_env, wait_for
@@ -32,7 +33,9 @@ class Mesh(Trading):
 
     def __init__(self, root: Path) -> None:
         self.venue_proc = Venue(root / "venue", SEED, 100, "--still")
-        super().__init__(root, self.venue_proc, {"scanner": "", "executor": "", "analytics": ""})
+        # The executor compacts its journal at every start here (past 1 KB): catching up must still work.
+        super().__init__(root, self.venue_proc, {"scanner": "", "executor": "journal_compact_mb = 0.001",
+                                                 "analytics": ""})
         self.orders = self.bus.outbound("orders")
         self.account = self.venue.client(ready_made_account(SEED).private_key)
 
@@ -52,6 +55,25 @@ class Mesh(Trading):
 
     def executor_fills(self) -> int:
         return int(self.detail("executor").get("fills", "-1"))
+
+
+def test_a_seq_past_the_next_opens_a_gap_until_the_missing_ones_come_or_are_known_gone() -> None:
+    held = Numbering()
+    assert all(held.offer("s", n) for n in (1, 2)) and held.missing == 0
+    assert held.offer("s", 5) and held.missing == 2  # 3 and 4 were missed
+    assert not held.offer("s", 2) and not held.offer("s", 5)  # heard twice: recorded once
+    assert held.offer("s", 3) and held.missing == 1 and held.floor("s") == 3
+    held.known("s", 7)  # the executor has numbered up to 7
+    assert held.missing == 3 and held.settle("s", 7) == 3  # 4, 6, 7 are not in its journal any more
+    assert (held.floor("s"), held.missing, held.lost) == (7, 0, 3)
+    assert held.offer("other", 1) and held.floors() == {"s": 7, "other": 1}  # a new journal: numbered apart
+
+
+def test_what_the_database_holds_is_where_the_numbering_starts_again() -> None:
+    held = Numbering()
+    held.load("s", 4, [6, 7, 9])
+    assert (held.floor("s"), held.missing) == (4, 2)  # 5 and 8
+    assert held.offer("s", 5) and held.floor("s") == 7 and not held.offer("s", 6)
 
 
 @pytest.fixture(scope="module")
