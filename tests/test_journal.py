@@ -44,9 +44,10 @@ def line(record: Any) -> bytes:
     return msgspec.json.encode(record) + b"\n"
 
 
-def desk_on(journal: Journal) -> Desk:
+def desk_on(journal: Journal, publish: Any = None) -> Desk:
+    """A desk journaling to ``journal``; what it publishes journaled too (by ``publish`` if given)."""
     ticks = count()
-    desk = Desk(journal.write, journal.write, lambda: T0 + next(ticks) * 10**6)
+    desk = Desk(publish or journal.write, journal.write, lambda: T0 + next(ticks) * 10**6)
     desk.rules["yes"] = RULES
     return desk
 
@@ -274,10 +275,7 @@ def test_a_fill_at_the_edges_of_its_ranges_is_kept() -> None:
 
 def numbered_desk(journal: Journal) -> Desk:
     """A desk whose published records are numbered in the journal, as the executor's are."""
-    ticks = count()
-    desk = Desk(journal.number, journal.write, lambda: T0 + next(ticks) * 10**6)
-    desk.rules["yes"] = RULES
-    return desk
+    return desk_on(journal, journal.number)
 
 
 def test_published_records_are_numbered_and_the_numbering_goes_on_after_a_restart(journal: Journal) -> None:
