@@ -351,6 +351,8 @@ class FillView(BaseModel):
 class FillPage(BaseModel):
     fills: list[FillView] = Field(description="Newest first")
     next_cursor: str | None = Field(None, description="Pass as `cursor` for older fills; null on the last page")
+    incomplete: str | None = Field(None, description="Set while analytics is catching up on records it missed "
+                                                     "(it was down): these figures may be incomplete; ask again shortly")
 
 
 class SignalSummary(BaseModel):
@@ -393,6 +395,8 @@ class Positions(BaseModel):
     source: str = Field(description="Whose positions: a source, or `all` for the account as a whole")
     positions: list[PositionView]
     next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last")
+    incomplete: str | None = Field(None, description="Set while analytics is catching up on records it missed "
+                                                     "(it was down): these figures may be incomplete; ask again shortly")
 
 
 class PnlRow(BaseModel):
@@ -418,6 +422,8 @@ class Pnl(BaseModel):
     by: str
     rows: list[PnlRow]
     next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last")
+    incomplete: str | None = Field(None, description="Set while analytics is catching up on records it missed "
+                                                     "(it was down): these figures may be incomplete; ask again shortly")
 
 
 class Rows(BaseModel):

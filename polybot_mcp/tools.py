@@ -859,7 +859,8 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         page = found[offset:offset + limit]
         return Positions(source=who or "all", positions=[PositionView(**{
             k: (None if r[k] is None else str(r[k])) for k in PositionView.model_fields}) for r in page],
-            next_cursor=encode_cursor(offset + limit) if offset + limit < len(found) else None)
+            next_cursor=encode_cursor(offset + limit) if offset + limit < len(found) else None,
+            incomplete=reply.incomplete() or None)
 
     @server.tool(annotations=READ)
     async def get_fills(
@@ -883,7 +884,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         return FillPage(fills=[FillView(at=iso_ns(int(f["ts_ns"])), outcome=f["outcome"] or "",
                                         **{k: str(f[k]) for k in FillView.model_fields if k not in ("at", "outcome")})
                                for f in page],
-                        next_cursor=next_cursor)
+                        next_cursor=next_cursor, incomplete=reply.incomplete() or None)
 
     @server.tool(annotations=READ)
     async def get_pnl(
@@ -904,6 +905,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         page = found[offset:offset + limit]
         questions = await tools.questions([str(r[by]) for r in page]) if by in ("market", "token") else {}
         return Pnl(by=by, next_cursor=encode_cursor(offset + limit) if offset + limit < len(found) else None,
+                   incomplete=reply.incomplete() or None,
                    rows=[PnlRow(group=str(r[by]), question=questions.get(str(r[by]), ""), **{
                        k: (None if r.get(k) is None else str(r[k])) for k in PnlRow.model_fields
                        if k not in ("group", "question")}) for r in page])

@@ -461,6 +461,8 @@ def _view(config: Config, args: argparse.Namespace) -> int:
                           total=args.command == "pnl") if reply.rows else "(none)")
     if reply.truncated:
         print(f"polybot: only the first {len(reply.rows)} rows are shown", file=sys.stderr)
+    if note := reply.incomplete():
+        print(f"polybot: {note}", file=sys.stderr)
     return 0
 
 

@@ -258,6 +258,11 @@ class OrderAck(Message, frozen=True, kw_only=True):
     signal_id: str = ""
     source: str = ""
     submitted_ts_ns: int = 0  # when the order was handed to the venue client
+    # Numbered by the executor, in its journal (``stream`` names the journal, ``seq`` counts from 1); a subscriber that
+    # sees a gap asks for the records after its last (CatchUpRequest). 0: not numbered (an older executor, or one
+    # whose journal could not keep it).
+    seq: int = 0
+    stream: str = ""
 
 
 class OrderRejected(Message, frozen=True, kw_only=True):
@@ -266,6 +271,8 @@ class OrderRejected(Message, frozen=True, kw_only=True):
     message: str = ""
     signal_id: str = ""
     source: str = ""
+    seq: int = 0  # numbered by the executor, as OrderAck.seq
+    stream: str = ""
 
 
 class Fill(Message, frozen=True, kw_only=True):
@@ -286,6 +293,8 @@ class Fill(Message, frozen=True, kw_only=True):
     # A maker fill's rebate as we estimate it (the market's rebate_rate x the taker fee of the trade), counted until
     # the venue reports that day's rebates for the market (``Rebate``); paper and backtest fills are never reported.
     rebate: Decimal = Decimal("0")
+    seq: int = 0  # numbered by the executor, as OrderAck.seq
+    stream: str = ""
 
 
 class Rebate(Message, frozen=True, kw_only=True):
@@ -301,6 +310,8 @@ class Rebate(Message, frozen=True, kw_only=True):
     maker: str  # the wallet address the rebates are for
     amount: Decimal  # USDC, to the micro-unit
     final: bool = False
+    seq: int = 0  # numbered by the executor, as OrderAck.seq
+    stream: str = ""
 
 
 class OrderCanceled(Message, frozen=True, kw_only=True):
@@ -310,6 +321,8 @@ class OrderCanceled(Message, frozen=True, kw_only=True):
     reason: str = ""
     signal_id: str = ""
     source: str = ""
+    seq: int = 0  # numbered by the executor, as OrderAck.seq
+    stream: str = ""
 
 
 class VenueCondition(Struct, frozen=True, kw_only=True):
@@ -349,6 +362,8 @@ class ResidualExposure(Message, frozen=True, kw_only=True):
     source: str
     reason: str
     exposure: list[Exposure]
+    seq: int = 0  # numbered by the executor, as OrderAck.seq
+    stream: str = ""
 
 
 class Heartbeat(Message, frozen=True, kw_only=True):
@@ -537,6 +552,29 @@ class AccountReply(Message, frozen=True, kw_only=True):
     venue: list[VenueCondition] = []  # what keeps the venue from taking some orders now (VenueStatus)
 
 
+# What the executor numbers on ``executions`` (``seq``, ``stream``): everything it journals and publishes.
+Numbered = Union[OrderAck, OrderRejected, Fill, OrderCanceled, ResidualExposure, Rebate]
+
+
+class CatchUpRequest(Message, frozen=True, kw_only=True):
+    """To the executor: its numbered ``executions`` records after ``after_seq`` of ``stream``, oldest first, at most
+    ``max_records`` (0: none, only the numbering). Another stream than the executor's (or ""): from its first."""
+
+    stream: str = ""
+    after_seq: int = 0
+    max_records: int = 500
+
+
+class CatchUpReply(Message, frozen=True, kw_only=True):
+    """The executor's numbered records after the asked seq; ``first_seq``: the oldest it still keeps (those before it
+    were compacted away), ``last_seq``: the latest it numbered."""
+
+    stream: str
+    first_seq: int = 0
+    last_seq: int = 0
+    records: list[Numbered] = []
+
+
 class QueryRequest(Message, frozen=True, kw_only=True):
     """To analytics: a named query with parameters, or read-only SQL; at most ``max_rows`` rows come back."""
 
@@ -552,6 +590,18 @@ class QueryReply(Message, frozen=True, kw_only=True):
     columns: list[str]
     rows: list[list[str | int | float | bool | None]]
     truncated: bool = False
+    # Analytics has not yet recorded everything the executor published (it was down, or missed some): it is asking
+    # the executor's journal for them; ``behind`` of them are known missing (0 while it has not heard how many).
+    catching_up: bool = False
+    behind: int = 0
+
+    def incomplete(self) -> str:
+        """What to tell whoever reads the answer while analytics is catching up; "" when it is not."""
+        if not self.catching_up:
+            return ""
+        what = (f"{self.behind} executions records (orders, fills) published while it was not listening are not "
+                "recorded yet" if self.behind else "it has not yet heard from the executor what it missed")
+        return f"analytics is catching up: {what}, so fills, positions and PnL may be incomplete; ask again shortly"
 
 
 class StatusReply(Message, frozen=True, kw_only=True):
@@ -578,9 +628,10 @@ OrdersMsg = Union[Order, Cancel]
 ExecutionsMsg = Union[OrderAck, OrderRejected, Fill, OrderCanceled, ResidualExposure, Rebate, VenueStatus, Heartbeat]
 DecisionsMsg = Union[SignalAccepted, SignalRejected, SignalPending, Heartbeat]
 ControlRequest = Union[StatusRequest, HaltRequest, ResumeRequest, ThrottleRequest, RestartRequest, ShutdownRequest,
-                       SnapshotRequest, PreviewRequest, RiskRequest, ApproveRequest, AccountRequest, QueryRequest]
+                       SnapshotRequest, PreviewRequest, RiskRequest, ApproveRequest, AccountRequest, QueryRequest,
+                       CatchUpRequest]
 ControlReply = Union[StatusReply, Ok, Error, SnapshotReply, SignalAccepted, SignalRejected, RiskReply, AccountReply,
-                     QueryReply]
+                     QueryReply, CatchUpReply]
 
 
 def tag_of(cls: type[Message]) -> str:

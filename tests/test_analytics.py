@@ -301,7 +301,7 @@ def test_pnl_credits_maker_rebates_reported_by_the_venue_else_estimated_by_marke
 
 def test_a_database_written_before_rebates_gains_their_columns_and_keeps_its_rows(short_root: Path) -> None:
     path = short_root / "v1.duckdb"
-    added = {"markets": ("fee_exponent", "rebate_rate"), "executions": ("rebate",)}
+    added = {"markets": ("fee_exponent", "rebate_rate"), "executions": ("rebate", "seq", "stream")}
     with duckdb.connect(str(path)) as db:  # the tables as version 1 made them
         for name, cols in schema.TABLES.items():
             kept = [f"{c} {t}" for c, t in cols if c not in added.get(name, ())]

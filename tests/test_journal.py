@@ -44,9 +44,10 @@ def line(record: Any) -> bytes:
     return msgspec.json.encode(record) + b"\n"
 
 
-def desk_on(journal: Journal) -> Desk:
+def desk_on(journal: Journal, publish: Any = None) -> Desk:
+    """A desk journaling to ``journal``; what it publishes journaled too (by ``publish`` if given)."""
     ticks = count()
-    desk = Desk(journal.write, journal.write, lambda: T0 + next(ticks) * 10**6)
+    desk = Desk(publish or journal.write, journal.write, lambda: T0 + next(ticks) * 10**6)
     desk.rules["yes"] = RULES
     return desk
 
@@ -267,3 +268,118 @@ def test_a_number_out_of_its_range_is_skipped_with_why(record: Any, why: str) ->
 def test_a_fill_at_the_edges_of_its_ranges_is_kept() -> None:
     edges = [a_fill(price=D("0.001"), fee=D(0)), a_fill(trade_id="t2", price=D("0.999"), fee=D(10))]
     assert read(b"".join(line(f) for f in edges)) == (edges, [])
+
+
+# ---------------------------------------------------------------- numbering, full disks, compaction
+
+
+def numbered_desk(journal: Journal) -> Desk:
+    """A desk whose published records are numbered in the journal, as the executor's are."""
+    return desk_on(journal, journal.number)
+
+
+def test_published_records_are_numbered_and_the_numbering_goes_on_after_a_restart(journal: Journal) -> None:
+    trade_a_day(numbered_desk(journal))
+    journal.close()
+    again, _ = reopened(journal.path)
+    assert (again.stream, again.seq) == (journal.stream, journal.seq) and journal.seq > 5
+    again.open()
+    ack = again.number(m.OrderAck(order_id="x", venue_order_id="0xx"))
+    again.close()
+    assert (ack.seq, ack.stream) == (journal.seq + 1, journal.stream)
+    records, first = again.after("", 0, 1000)  # another stream than the journal's: from its first
+    assert [r.seq for r in records] == list(range(1, journal.seq + 2)) and first == 1
+
+
+def test_the_records_after_a_seq_come_a_page_at_a_time_oldest_first(journal: Journal) -> None:
+    trade_a_day(numbered_desk(journal))
+    page, first = journal.after(journal.stream, 2, 3)
+    assert [r.seq for r in page] == [3, 4, 5] and first == 1
+    rest, _ = journal.after(journal.stream, 5, 1000)
+    assert [r.seq for r in rest] == list(range(6, journal.seq + 1))
+
+
+class FullDisk:
+    """The OS write, failing once the file would pass ``room`` bytes, as a full disk does (after a short write)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, room: int) -> None:
+        import os
+        self.real, self.room = os.write, room
+        monkeypatch.setattr("services.executor.journal.os.write", self.write)
+
+    def write(self, fd: int, data: bytes) -> int:
+        import os
+        left = self.room - os.fstat(fd).st_size
+        if left <= 0:
+            raise OSError(28, "No space left on device")
+        return self.real(fd, data[:left])
+
+
+def test_a_record_the_disk_has_no_room_for_is_taken_back_and_the_order_refused(journal: Journal, monkeypatch) -> None:
+    published: list[m.Message] = []
+    desk = Desk(published.append, journal.write, lambda: T0)
+    desk.rules["yes"] = RULES
+    first = sent(desk, order("first"))
+    size = journal.path.stat().st_size
+    FullDisk(monkeypatch, size + 40)  # room for part of the next record only
+    refused = desk.take(order("second"))
+    assert refused is not None and refused.status == "rejected" and journal.path.stat().st_size == size
+    rejected, = published
+    assert isinstance(rejected, m.OrderRejected) and rejected.code == "JOURNAL_FAILED"
+    assert "No space left on device" in rejected.message and "free disk space" in rejected.message
+    assert not desk.submitting(first, "0xfirst-again", first.price, first.size) and first.status == "rejected"
+    assert journal.write_errors == 2
+    journal.close()
+    _, restarted = reopened(journal.path)
+    assert list(restarted.orders) == ["first"] and restarted.orders["first"].status == "submitting"
+
+
+def test_a_compacted_journal_restarts_the_desk_as_the_whole_one_did(journal: Journal) -> None:
+    desk = numbered_desk(journal)
+    trade_a_day(desk)
+    desk.publish(m.Rebate(day="2026-12-01", market="mk", maker="0xme", amount=D("0.12")))
+    journal.write(m.MarketResolved(market="other", winning_token_id="no"))
+    journal.close()
+    whole_journal, whole = reopened(journal.path)
+    records = whole_journal.replay()
+    whole_journal.compact(records, set(whole.orders), keep_numbered=0)
+    compacted_journal, compacted = reopened(journal.path)
+    assert state(compacted) == state(whole)
+    assert (compacted_journal.stream, compacted_journal.seq) == (journal.stream, journal.seq)
+    assert compacted.ledger.rebates.reports == whole.ledger.rebates.reports
+
+
+def test_compacting_drops_the_orders_that_ended_long_ago_and_keeps_what_the_state_is_made_of(journal: Journal) -> None:
+    trade_a_day(numbered_desk(journal))
+    journal.close()
+    whole_journal, whole = reopened(journal.path)
+    before = journal.path.stat().st_size
+    open_ones = {oid for oid, t in whole.orders.items() if t.open}
+    whole_journal.compact(whole_journal.replay(), open_ones, keep_numbered=2)
+    compacted_journal, compacted = reopened(journal.path)
+    assert journal.path.stat().st_size < before and not list(journal.path.parent.glob("*.compacting"))
+    assert set(compacted.orders) == open_ones == {"unsent", "live", "in-flight"}
+    kept = lambda d: (d.seen, d.failed, d.ledger.positions(), d.ledger.source_holdings(),  # noqa: E731
+                      {oid: (t.status, t.filled, t.venue_order_id) for oid, t in d.orders.items() if t.open})
+    assert kept(compacted) == kept(whole)
+    assert compacted_journal.seq == journal.seq
+    compacted_journal.open()
+    assert compacted_journal.number(m.OrderAck(order_id="x", venue_order_id="0xx")).seq == journal.seq + 1
+    # A subscriber catching up still gets the last records and every fill; what was dropped it is told is gone.
+    records, first = compacted_journal.after(journal.stream, 0, 1000)
+    compacted_journal.close()
+    seqs = [r.seq for r in records]
+    assert seqs[-3:] == [journal.seq - 1, journal.seq, journal.seq + 1] and first == seqs[0]
+    assert len(seqs) < journal.seq + 1  # the acks and cancels of the orders dropped are gone
+    assert {r.trade_id for r in records if isinstance(r, m.Fill)} == {trade for trade, _ in whole.seen}
+
+
+def test_a_compaction_that_cannot_write_leaves_the_journal_as_it_was(journal: Journal) -> None:
+    trade_a_day(numbered_desk(journal))
+    journal.close()
+    before = journal.path.read_bytes()
+    whole_journal, whole = reopened(journal.path)
+    journal.path.with_name(journal.path.name + ".compacting").mkdir()  # the new file cannot be made
+    with pytest.raises(OSError):
+        whole_journal.compact(whole_journal.replay(), set(), keep_numbered=0)
+    assert journal.path.read_bytes() == before

@@ -146,50 +146,57 @@ def rejected_rows(msg: m.SignalRejected) -> list[Row]:
 # ---------------------------------------------------------------- executions
 # executions columns: id, ts_ns, trace_id, kind, order_id, venue_order_id, signal_id, source, status,
 # submitted_ts_ns, code, message, trade_id, token_id, market, side, price, size, fee, liquidity, venue_ts_ms,
-# remaining, reason, rebate
+# remaining, reason, rebate, seq, stream
+
+
+def _numbering(msg: Any) -> tuple[int | None, str]:
+    """The executor's number of the record (seq, stream); NULL seq when it has none."""
+    return msg.seq or None, msg.stream
 
 
 def ack_rows(msg: m.OrderAck) -> list[Row]:
     return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "OrderAck", msg.order_id, msg.venue_order_id,
                             msg.signal_id, msg.source, msg.status, msg.submitted_ts_ns or None, "", "", "", "", "",
-                            "", None, None, None, "", None, None, "", None))]
+                            "", None, None, None, "", None, None, "", None, *_numbering(msg)))]
 
 
 def order_rejected_rows(msg: m.OrderRejected) -> list[Row]:
     return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "OrderRejected", msg.order_id, "", msg.signal_id,
                             msg.source, "", None, msg.code, msg.message, "", "", "", "", None, None, None, "", None,
-                            None, "", None))]
+                            None, "", None, *_numbering(msg)))]
 
 
 def fill_rows(msg: m.Fill) -> list[Row]:
     return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "Fill", msg.order_id, msg.venue_order_id,
                             msg.signal_id, msg.source, msg.status, None, "", "", msg.trade_id, msg.token_id,
                             msg.market, msg.side, msg.price, msg.size, msg.fee, msg.liquidity, msg.venue_ts_ms, None,
-                            "", msg.rebate))]
+                            "", msg.rebate, *_numbering(msg)))]
 
 
 def canceled_rows(msg: m.OrderCanceled) -> list[Row]:
     return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "OrderCanceled", msg.order_id, msg.venue_order_id,
                             msg.signal_id, msg.source, "", None, "", "", "", "", "", "", None, None, None, "", None,
-                            msg.remaining, msg.reason, None))]
+                            msg.remaining, msg.reason, None, *_numbering(msg)))]
 
 
 def residual_rows(msg: m.ResidualExposure) -> list[Row]:
     return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "ResidualExposure", "", "", msg.signal_id, msg.source,
-                            "", None, "", "", "", "", "", "", None, None, None, "", None, None, msg.reason, None)),
+                            "", None, "", "", "", "", "", "", None, None, None, "", None, None, msg.reason, None,
+                            *_numbering(msg))),
             *(("exposures", (msg.id, msg.ts_ns, msg.signal_id, msg.source, e.token_id, e.market, e.side, e.size,
                              e.avg_price)) for e in msg.exposure)]
 
 
 def rebate_rows(msg: m.Rebate) -> list[Row]:
-    return [("rebates", (msg.ts_ns, msg.id, msg.trace_id, msg.day, msg.market, msg.maker, msg.amount, msg.final))]
+    return [("rebates", (msg.ts_ns, msg.id, msg.trace_id, msg.day, msg.market, msg.maker, msg.amount, msg.final,
+                         *_numbering(msg)))]
 
 
 def venue_status_rows(msg: m.VenueStatus) -> list[Row]:
     """What the venue takes, as the executor saw it change: the codes, and their messages, in one row."""
     return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "VenueStatus", "", "", "", "", "", None,
                             ",".join(c.code for c in msg.conditions), "; ".join(c.message for c in msg.conditions),
-                            "", "", "", "", None, None, None, "", None, None, "", None))]
+                            "", "", "", "", None, None, None, "", None, None, "", None, None, ""))]
 
 
 ROWS: dict[type, Callable[[Any], list[Row]]] = {

@@ -24,7 +24,10 @@ Tables (every ``ts_ns`` is the message's origin time, ns since the epoch; ``id``
   its legs in ``exposures``).
 - ``rebates``: each ``Rebate``: the maker rebates the venue reported for one UTC ``day`` in one market, a total
   (the latest report of a day and market holds), ``final`` once the day is over at the venue.
-- ``meta``: the schema version.
+- ``executions`` and ``rebates`` rows carry the executor's numbering (``stream``, ``seq``; NULL: not numbered), by
+  which records missed while analytics was down are asked for again and each is recorded once.
+- ``meta``: the schema version, and per executor stream the seq up to which every record is recorded
+  (``executions_floor:<stream>``).
 
 Views: ``fills`` (each fill once: the latest report of a (trade, order) pair, failed ones left out, at the time
 it was first reported; ``rebate`` 0 where not recorded) and ``market_tokens`` (token -> market, outcome name and
@@ -93,7 +96,7 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("submitted_ts_ns", "BIGINT"), ("code", "VARCHAR"), ("message", "VARCHAR"), ("trade_id", "VARCHAR"),
         ("token_id", "VARCHAR"), ("market", "VARCHAR"), ("side", "VARCHAR"), ("price", MONEY), ("size", MONEY),
         ("fee", MONEY), ("liquidity", "VARCHAR"), ("venue_ts_ms", "BIGINT"), ("remaining", MONEY),
-        ("reason", "VARCHAR"), ("rebate", MONEY),
+        ("reason", "VARCHAR"), ("rebate", MONEY), ("seq", "BIGINT"), ("stream", "VARCHAR"),
     ),
     "exposures": (
         ("execution_id", "VARCHAR"), ("ts_ns", "BIGINT"), ("signal_id", "VARCHAR"), ("source", "VARCHAR"),
@@ -101,7 +104,7 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "rebates": (
         ("ts_ns", "BIGINT"), ("id", "VARCHAR"), ("trace_id", "VARCHAR"), ("day", "VARCHAR"), ("market", "VARCHAR"),
-        ("maker", "VARCHAR"), ("amount", MONEY), ("final", "BOOLEAN"),
+        ("maker", "VARCHAR"), ("amount", MONEY), ("final", "BOOLEAN"), ("seq", "BIGINT"), ("stream", "VARCHAR"),
     ),
 }
 

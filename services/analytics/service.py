@@ -4,9 +4,15 @@ Messages become rows as they arrive (on the event loop); a flusher thread append
 ``flush_ms`` and the rest on stop, so a slow query never delays a flush. A row DuckDB cannot store (a NaN
 price, a number out of range) is skipped, counted and logged; when the database itself fails the rows are
 kept and tried again at the next flush.
+
+What the executor publishes is numbered (``seq`` in its journal's ``stream``): analytics keeps which seqs it holds
+(``numbering``), and at start, and whenever it sees a gap, asks the executor for the records it missed
+(``CatchUpRequest``), a page at a time; each record is recorded once. While any is missing it says so: ``catching_up``
+and ``behind`` in its status and in every query's answer.
 """
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import date, datetime, timedelta, timezone
@@ -17,13 +23,19 @@ from typing import Any
 import msgspec
 
 from .. import messages as m
+from ..bus import BusError, BusTimeout, Requester
+from ..config import control_address
 from ..runtime import Service, StartupError
 from ..recording import RecordingWriter, Tap
 from ..sync import scanner_snapshot, snapshot_messages
 from . import queries
+from .numbering import Numbering
 from .rows import Recorder, TopsMode
 from .store import QueryError, Store, StoreError, Table, read_only_statement
 
+CATCH_UP_PAGE = 1000  # records asked for at a time (the executor sends at most this many)
+CATCH_UP_TIMEOUT_MS = 5000
+NUMBERED = m.members(m.Numbered)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MAX_INT = 2 ** 63
 
@@ -33,6 +45,7 @@ class AnalyticsOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     flush_ms: int = 50  # at most this long between a message's arrival and its rows being in the file (<= 100)
     book_tops: TopsMode = "changes"  # record a token's best bid/ask when it changes, on every update, or never
     scanner: str = "scanner"  # the service whose snapshot fills in markets and books from before we started
+    executor: str = "executor"  # the service whose journal the executions missed while we were down come from
     query_timeout_s: float = 2.0  # a query running longer is interrupted
     max_rows: int = 10_000  # the most rows any answer carries (a request may ask for fewer)
     # Always-on recording of prices and events for backtests: a folder (relative: under <state_dir>/recordings);
@@ -43,18 +56,31 @@ class AnalyticsOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Pending:
-    """Rows waiting for the next flush; filled by the event loop, taken by the flusher thread."""
+    """Rows waiting for the next flush; filled by the event loop, taken by the flusher thread. With them, the
+    executor streams' floors as they stand once those rows are written."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rows: dict[str, list[tuple]] = {}
+        self.floors: dict[str, int] = {}
         self.count = 0
 
-    def add(self, rows: list[tuple[str, tuple]]) -> None:
+    def add(self, rows: list[tuple[str, tuple]], floors: dict[str, int] | None = None) -> None:
         with self._lock:
             for table, row in rows:
                 self._rows.setdefault(table, []).append(row)
             self.count += len(rows)
+            if floors:
+                self.floors.update(floors)
+
+    def take_floors(self) -> dict[str, int]:
+        with self._lock:
+            floors, self.floors = self.floors, {}
+            return floors
+
+    def put_back_floors(self, floors: dict[str, int]) -> None:
+        with self._lock:
+            self.floors = {**floors, **self.floors}
 
     def put_back(self, table: str, rows: list[tuple]) -> None:
         with self._lock:
@@ -90,9 +116,9 @@ def cell(value: Any) -> str | int | float | bool | None:
     return str(value)
 
 
-def reply(table: Table, trace_id: str) -> m.QueryReply:
+def reply(table: Table, trace_id: str, catching_up: bool = False, behind: int = 0) -> m.QueryReply:
     return m.QueryReply(columns=table.columns, rows=[[cell(v) for v in row] for row in table.rows],
-                        truncated=table.truncated, trace_id=trace_id)
+                        truncated=table.truncated, trace_id=trace_id, catching_up=catching_up, behind=behind)
 
 
 class Analytics(Service):
@@ -121,6 +147,12 @@ class Analytics(Service):
             folder = folder if folder.is_absolute() else ctx.config.state_path / "recordings" / folder
             self.tap = Tap(RecordingWriter(folder, int(opts.record_rotate_mb * (1 << 20)), opts.record_rotate_s))
         self.pending = Pending()
+        self.numbering = Numbering()
+        for stream, (floor, seqs) in self.store.numbered().items():
+            self.numbering.load(stream, floor, seqs)
+        self.catching_up = bool(opts.executor and opts.executor in ctx.config.enabled_services)
+        self.gap = asyncio.Event()
+        self.duplicates = 0
         self.written = 0
         self.bad_rows = 0
         self.flushes = 0
@@ -135,13 +167,22 @@ class Analytics(Service):
     # ---------------------------------------------------------------- recording
 
     def handle(self, socket: str, msg: m.Message) -> None:
+        numbered = isinstance(msg, NUMBERED) and msg.seq > 0
+        if numbered and not self.numbering.offer(msg.stream, msg.seq):
+            self.duplicates += 1  # held already: heard live and again from the journal
+            return
         rows = self.recorder.rows(msg)
-        if rows:
-            self.pending.add(rows)
+        if rows or numbered:
+            self.pending.add(rows, self.numbering.floors() if numbered else None)
+        if numbered and self.numbering.missing:
+            self.gap.set()
         if self.tap is not None and socket in ("prices", "events") and not isinstance(msg, m.Heartbeat):
             self.tap.offer(msg)
 
     async def run(self) -> None:
+        await asyncio.gather(self._from_scanner(), self._catch_up_forever())
+
+    async def _from_scanner(self) -> None:
         """Record the markets and books from before we started, from the scanner's snapshot."""
         scanner = self.ctx.options.scanner
         if not scanner or scanner not in self.ctx.config.enabled_services:  # none runs: nothing to start from
@@ -158,6 +199,58 @@ class Analytics(Service):
         self.ctx.log.info("recorded the scanner's snapshot", extra={"markets": len(reply.markets),
                                                                    "books": len(reply.books.books)})
 
+    async def _catch_up_forever(self) -> None:
+        """Ask the executor for what we missed: at start, then whenever a gap shows."""
+        name = self.ctx.options.executor
+        if not self.catching_up:  # no executor runs: nothing is numbered
+            return
+        while not self.ctx.subscribed("executions"):  # from then on nothing it publishes is missed
+            await asyncio.sleep(0.05)
+        with Requester(control_address(self.ctx.config, name), CATCH_UP_TIMEOUT_MS) as req:
+            while True:
+                if not await self._catch_up(req, name):
+                    return
+                await asyncio.to_thread(self.flush)  # caught up once the rows are in the file, not before
+                self.catching_up = False
+                await self.gap.wait()
+                self.gap.clear()
+                self.catching_up = bool(self.numbering.missing)
+
+    async def _catch_up(self, req: Requester, name: str) -> bool:
+        """Page through the executor's records after what we hold until none is missing; False when the executor
+        does not number its records (an older version): nothing to catch up then."""
+        stream = self.numbering.current
+        cursor, delay = self.numbering.floor(stream), 0.1
+        while True:
+            ask = m.CatchUpRequest(stream=stream, after_seq=cursor, max_records=CATCH_UP_PAGE if stream else 0)
+            try:
+                reply = await asyncio.to_thread(req.request, ask)
+            except (BusTimeout, BusError) as exc:
+                self.ctx.log.warning("cannot ask %s for the executions missed yet (%s); asking again", name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if not isinstance(reply, m.CatchUpReply):
+                self.ctx.log.warning("%s does not answer for the executions missed (%s): none can be caught up", name,
+                                     reply)
+                return False
+            for record in reply.records:
+                self.handle("executions", record)
+            self.numbering.known(reply.stream, reply.last_seq)
+            if reply.stream != stream:  # first contact, or the executor's journal is another one now
+                stream, cursor = reply.stream, self.numbering.floor(reply.stream)
+                continue
+            if len(reply.records) >= ask.max_records > 0:
+                cursor = reply.records[-1].seq
+                continue
+            if gone := self.numbering.settle(stream, reply.last_seq):
+                self.ctx.log.warning("%d executions records were compacted out of %s's journal before they were "
+                                     "recorded here", gone, name)
+            self.pending.add([], self.numbering.floors())
+            self.ctx.log.info("caught up with the executor's journal", extra={"stream": stream,
+                                                                               "seq": reply.last_seq})
+            return True
+
     def _flush_loop(self) -> None:
         while not self._stop.wait(self.ctx.options.flush_ms / 1000):
             try:
@@ -169,8 +262,10 @@ class Analytics(Service):
     def flush(self) -> int:
         """Write every pending row; returns how many were written."""
         with self._write_lock:
+            floors = self.pending.take_floors()  # before the rows: these floors hold once they are written
             batch = self.pending.take()
             if not batch:
+                self._set_floors(floors)
                 return 0
             started = time.perf_counter()
             written = 0
@@ -183,15 +278,27 @@ class Analytics(Service):
                     self.pending.put_back(table, exc.rest)
                     for later, rest in tables[i + 1:]:
                         self.pending.put_back(later, rest)
+                    self.pending.put_back_floors(floors)
+                    floors = {}
                     break
                 written += done
                 if bad:
                     self.bad_rows += len(bad)
                     self.ctx.log.warning("skipped %d rows that cannot be stored, e.g. %s", len(bad), bad[0])
+            self._set_floors(floors)
             self.written += written
             self.flushes += 1
             self.flush_ms_max = max(self.flush_ms_max, (time.perf_counter() - started) * 1000)
             return written
+
+    def _set_floors(self, floors: dict[str, int]) -> None:
+        if not floors:
+            return
+        try:
+            self.store.set_floors(floors)
+        except StoreError as exc:
+            self.ctx.log.error("could not record how far the executions are held (%s); trying again", exc)
+            self.pending.put_back_floors(floors)
 
     def on_stop(self) -> None:
         self._stop.set()
@@ -219,7 +326,7 @@ class Analytics(Service):
             if request.sql:
                 sql = read_only_statement(request.sql)
                 with self.store.reading(opts.query_timeout_s) as db:
-                    return reply(db.select(sql, max_rows=max_rows), request.trace_id)
+                    return reply(db.select(sql, max_rows=max_rows), request.trace_id, *self._behind())
             if not request.name:
                 raise QueryError(f"ask a named query ({', '.join(queries.NAMED)}) or read-only SQL")
             with self.store.reading(opts.query_timeout_s) as db:
@@ -228,11 +335,17 @@ class Analytics(Service):
             return m.Error(request_id=request.id, message=str(exc))
         if len(table.rows) > max_rows:
             table = Table(table.columns, table.rows[:max_rows], truncated=True)
-        return reply(table, request.trace_id)
+        return reply(table, request.trace_id, *self._behind())
+
+    def _behind(self) -> tuple[bool, int]:
+        missing = self.numbering.missing
+        return self.catching_up or missing > 0, missing
 
     def detail(self) -> dict[str, str]:
         return {"db": str(self.store.path), "rows": str(self.written), "pending": str(self.pending.count),
                 "bad_rows": str(self.bad_rows), "flushes": str(self.flushes), "flush_errors": str(self.flush_errors),
                 "flush_ms_max": f"{self.flush_ms_max:.1f}", "synced": str(self.synced),
+                "catching_up": str(self._behind()[0]), "behind": str(self.numbering.missing),
+                "executions_lost": str(self.numbering.lost), "executions_duplicates": str(self.duplicates),
                 **({"recording": str(self.tap.writer.folder), "recorded": str(self.tap.writer.written)}
                    if self.tap is not None else {})}

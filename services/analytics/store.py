@@ -22,6 +22,10 @@ DATA_ERRORS = (duckdb.DataError, duckdb.IntegrityError, duckdb.InvalidInputExcep
                OverflowError)
 
 
+FLOOR = "executions_floor:"  # meta key prefix: per executor stream, the seq up to which every record is held
+NUMBERED_TABLES = ("executions", "rebates")  # the tables whose rows carry the executor's numbering
+
+
 class StoreError(Exception):
     """The database failed (not the data); ``rest`` holds the rows of the call that were not written."""
 
@@ -117,6 +121,27 @@ class Store:
                 appender.clear()
                 raise StoreError(f"writing {table}: {exc}", rows[i:]) from None
         return written, bad
+
+    def numbered(self) -> dict[str, tuple[int, list[int]]]:
+        """Per executor stream: the seq up to which every record is held, and the seqs held above it."""
+        floors = {key.removeprefix(FLOOR): int(value) for key, value in self._db.execute(
+            "SELECT key, value FROM meta WHERE starts_with(key, ?)", [FLOOR]).fetchall()}
+        out: dict[str, tuple[int, list[int]]] = {stream: (floor, []) for stream, floor in floors.items()}
+        for table in NUMBERED_TABLES:
+            for stream, seq in self._db.execute(
+                    f"SELECT t.stream, t.seq FROM {table} t LEFT JOIN (SELECT substr(key, {len(FLOOR) + 1}) AS stream, "
+                    "CAST(value AS BIGINT) AS floor FROM meta WHERE starts_with(key, ?)) f ON f.stream = t.stream "
+                    "WHERE t.seq > coalesce(f.floor, 0)", [FLOOR]).fetchall():
+                out.setdefault(stream, (0, []))[1].append(seq)
+        return out
+
+    def set_floors(self, floors: dict[str, int]) -> None:
+        """Every record of each stream up to its seq is in the file (called after the rows are)."""
+        try:
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 [[FLOOR + stream, str(floor)] for stream, floor in floors.items()])
+        except duckdb.Error as exc:
+            raise StoreError(f"writing meta: {exc}") from None
 
     @contextmanager
     def reading(self, timeout_s: float) -> Iterator[Reader]:

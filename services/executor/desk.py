@@ -17,7 +17,7 @@ from .. import messages as m
 from ..ledger import Ledger
 from ..venues import base
 from ..venues.base import ONE, ZERO, MarketRules, OrderRequest, Placed, VenueError, VenueFill, VenueOrder
-from .journal import Submitting, Taken
+from .journal import JournalError, Submitting, Taken
 
 OPEN = ("pending", "submitting", "unknown", "live")
 IOC = ("FOK", "FAK")
@@ -30,6 +30,7 @@ NOT_SUBMITTED = "NOT_SUBMITTED"
 SIGNAL_FAILED = "SIGNAL_FAILED"
 STOPPING = "STOPPING"
 STALE_ORDER = "STALE_ORDER"
+JOURNAL_FAILED = "JOURNAL_FAILED"  # the journal could not record it (a full disk): not sent, never sent later
 
 
 @dataclass(eq=False)
@@ -125,16 +126,29 @@ class Desk:
 
     def resolved(self, msg: m.MarketResolved) -> None:
         """The venue redeems a resolved market's shares (1 per winning share, 0 per losing one)."""
-        self.record(msg)
+        try:
+            self.record(msg)
+        except JournalError:  # settled now all the same; a restart hears of the resolution from the venue again
+            self.counts["journal_errors"] += 1
         self.ledger.settle(msg.market, msg.winning_token_id)
 
     def take(self, order: m.Order) -> Tracked | None:
-        """A new order; None when its id was taken before (it is never sent twice)."""
+        """A new order; None when its id was taken before (it is never sent twice). One the journal cannot record
+        is refused at once (JOURNAL_FAILED), so whoever counts it open hears that it is not."""
         if order.id in self.orders:
             self.counts["duplicates"] += 1
             return None
-        self.record(Taken(order=order))
-        return self._track(order)
+        t = self._track(order)
+        try:
+            self.record(Taken(order=order))
+        except JournalError as exc:
+            self._unrecorded(t, exc)
+        return t
+
+    def _unrecorded(self, t: Tracked, exc: JournalError) -> None:
+        self.counts["journal_errors"] += 1
+        self.reject(t, JOURNAL_FAILED, f"not sent: the executor could not record the order ({exc}); free disk "
+                                       "space under the state directory, then send it again")
 
     def _msg(self, t: Tracked, cls: type, **fields: Any) -> Any:
         o = t.order
@@ -148,14 +162,20 @@ class Desk:
         self.counts["rejected"] += 1
         self.publish(self._msg(t, m.OrderRejected, code=code, message=message))
 
-    def submitting(self, t: Tracked, venue_order_id: str, price: Decimal, size: Decimal) -> None:
-        """About to be sent: journaled with the venue id it will have first, so it is never sent twice."""
+    def submitting(self, t: Tracked, venue_order_id: str, price: Decimal, size: Decimal) -> bool:
+        """About to be sent: journaled with the venue id it will have first, so it is never sent twice; False (and
+        refused) when the journal cannot record that: it must not go."""
         now_ns = self.clock()
+        try:
+            self.record(Submitting(order_id=t.order.id, venue_order_id=venue_order_id, price=price, size=size,
+                                   submitted_ts_ns=now_ns))
+        except JournalError as exc:
+            self._unrecorded(t, exc)
+            return False
         t.status, t.venue_order_id, t.price, t.size, t.submitted_ts_ns = "submitting", venue_order_id, price, size, now_ns
         t.inflight = True
         self.by_venue[venue_order_id] = t
-        self.record(Submitting(order_id=t.order.id, venue_order_id=venue_order_id, price=price, size=size,
-                               submitted_ts_ns=now_ns))
+        return True
 
     def ack(self, t: Tracked, status: str) -> None:
         if t.acked:

@@ -16,6 +16,12 @@ class ExecutorOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reconnect_initial_s: float = 0.5
     reconnect_max_s: float = 30.0
     fsync: bool = False  # fsync the journal on every record: survives power loss, not only a crash
+    # At start, a journal bigger than journal_compact_mb is rewritten as what still matters: every fill, settlement
+    # and rebate report, the orders open or taken in the last journal_keep_days, and the last journal_keep_numbered
+    # records published (what a subscriber that was down can still ask for). 0: never compacted.
+    journal_compact_mb: float = 64.0
+    journal_keep_days: float = 7.0
+    journal_keep_numbered: int = 100_000
     # An order older than this when it could go out is refused, not sent: risk priced it on a book that is gone
     # (orders queue up in risk's socket while the executor is down, and arrive in a burst when it is back).
     max_order_age_ms: int = 3000

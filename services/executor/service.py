@@ -32,7 +32,7 @@ from .backpressure import Backpressure
 from .desk import (HALTED, IOC, RISK_SOURCE, SIGNAL_FAILED, STALE_ORDER, STOPPING, Desk, Refusal, Tracked, matches,
                    request, sendable)
 from .gate import Gate, Go, Refuse, Wait
-from .journal import Journal
+from .journal import Journal, JournalError
 from .options import ExecutorOptions
 from .reconcile import Reconciler
 from .venue import TimedVenue, make_venue
@@ -40,6 +40,7 @@ from .venue import TimedVenue, make_venue
 SETTLE_S = 0.3  # subscribers back after a restart: their number has not grown for this long
 SKIPPED_LOGGED = 10  # journal lines skipped at start, each logged with why; the rest only counted
 WATCH_S = 0.25  # how often the venue's conditions are looked at (windows ending, heartbeats failing)
+CATCH_UP_PAGE = 1000  # the most records one CatchUpReply carries
 REPEAT_STATUS_S = 5.0  # a VenueStatus with conditions is published again this often, for subscribers that missed it
 
 
@@ -57,7 +58,9 @@ class Executor(Service):
         self.journal = Journal(ctx.config.state_path / ctx.name / f"journal-{self.mode}.jsonl", opts.fsync)
         self.desk = Desk(self._publish, self.journal.write, ctx.clock)
         # Taken before a crash but never sent: refused at start, never sent late.
-        unsent = self.desk.restore(self.journal.replay())
+        records = self.journal.replay()
+        unsent = self.desk.restore(records)
+        self._compact(records)
         for skipped in self.journal.skipped[:SKIPPED_LOGGED]:
             ctx.log.warning("journal line %d skipped: %s", skipped.line, skipped.reason)
         if self.journal.bad:
@@ -99,6 +102,22 @@ class Executor(Service):
         self.funds_read_ns = 0
 
     # ------------------------------------------------------------ lifecycle
+
+    def _compact(self, records: list[Any]) -> None:
+        """A journal past its size is rewritten as what the desk's state is rebuilt from (see ExecutorOptions)."""
+        opts: ExecutorOptions = self.ctx.options
+        path = self.journal.path
+        if not opts.journal_compact_mb or not path.exists() or path.stat().st_size <= opts.journal_compact_mb * 2**20:
+            return
+        since = self.ctx.clock() - int(opts.journal_keep_days * 86_400e9)
+        keep = {oid for oid, t in self.desk.orders.items() if t.open or t.order.ts_ns >= since}
+        try:
+            before = self.journal.compact(records, keep, opts.journal_keep_numbered)
+        except OSError as exc:
+            self.ctx.log.error("could not compact the journal %s (%s); it stays as it was", path, exc)
+            return
+        self.ctx.log.info("compacted the journal", extra={"bytes_before": before, "bytes": path.stat().st_size,
+                                                          "orders_kept": len(keep)})
 
     async def run(self) -> None:
         if self.mode == "live":  # books are for paper fills: let the SUB socket filter them out
@@ -205,8 +224,13 @@ class Executor(Service):
             self.ctx.log.error("executor task failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
 
     def _publish(self, msg: m.Message) -> None:
+        """Numbered and journaled, then sent; what the journal cannot keep (a full disk) goes out unnumbered."""
+        try:
+            msg = self.journal.number(msg)
+        except JournalError as exc:
+            self.ctx.log.error("%s: %s %s published unnumbered (a subscriber that misses it cannot ask for it again)",
+                               exc, type(msg).__name__, getattr(msg, "order_id", ""))
         self.ctx.send("executions", msg)
-        self.journal.write(msg)
         match msg:
             case m.Fill():
                 self.balance_due.set()
@@ -354,8 +378,8 @@ class Executor(Service):
         for (t, req), p in zip(requests, prepared):
             if not p.ok:
                 self.desk.reject(t, p.code, p.message)
-            elif t.open:  # journaled with its venue id before it goes: never sent twice
-                self.desk.submitting(t, p.venue_order_id, req.price, req.size)
+            elif t.open and self.desk.submitting(t, p.venue_order_id, req.price, req.size):
+                # journaled with its venue id before it goes: never sent twice
                 self.m_submitted.inc()
                 batch.append((t, req))
         if not batch:
@@ -516,6 +540,11 @@ class Executor(Service):
     # ------------------------------------------------------------ control
 
     def control(self, request: m.Message) -> m.Message | None:
+        if isinstance(request, m.CatchUpRequest):  # a subscriber that missed some executions asks for them again
+            limit = max(0, min(request.max_records, CATCH_UP_PAGE))
+            records, first = self.journal.after(request.stream, request.after_seq, limit)
+            return m.CatchUpReply(stream=self.journal.stream, first_seq=first, last_seq=self.journal.seq,
+                                  records=records)
         if isinstance(request, m.AccountRequest):
             if not self.ready:
                 return m.Error(request_id=request.id, message="the executor has not reconciled with the venue yet; "
@@ -538,6 +567,7 @@ class Executor(Service):
                 "open_orders": str(len(desk.open_orders())), "positions": str(len(desk.ledger.positions())),
                 "fills": str(desk.counts["fills"]), "rejected": str(desk.counts["rejected"]),
                 "duplicates": str(desk.counts["duplicates"]), "journal_bad_lines": str(self.journal.bad),
+                "journal_seq": str(self.journal.seq), "journal_write_errors": str(self.journal.write_errors),
                 "reconciles": str(self.reconciler.count),
                 "venue_conditions": ",".join(self.gate.conditions) or "none",
                 **self.backpressure.detail(), **self.venue.detail()}

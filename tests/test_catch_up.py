@@ -1,0 +1,161 @@
+"""Records are not lost while analytics is down, and an order the journal cannot record is refused: real processes
+(the local venue, scanner, executor, analytics), the test playing risk on ``orders``, DuckDB read back through
+analytics, and the venue's own record of the account's trades as the truth."""
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from polybot_venue.server import ready_made_account
+from services import messages as m
+from services.analytics.numbering import Numbering
+from services.executor.desk import JOURNAL_FAILED
+
+from .conftest import child_env, wait_for
+from .executor_harness import order, positions_from_trades
+from .trading_harness import Trading
+from .venue_harness import Venue, tokens
+
+D = Decimal
+SEED = 61
+
+
+class Mesh(Trading):
+    """The trading mesh without risk: the test sends risk's orders itself and reads the venue's account."""
+
+    def __init__(self, root: Path) -> None:
+        self.venue_proc = Venue(root / "venue", SEED, 100, "--still")
+        # The executor compacts its journal at every start here (past 1 KB): catching up must still work.
+        super().__init__(root, self.venue_proc, {"scanner": "", "executor": "journal_compact_mb = 0.001",
+                                                 "analytics": ""})
+        self.orders = self.bus.outbound("orders")
+        self.account = self.venue.client(ready_made_account(SEED).private_key)
+
+    def buy_at_ask(self, oid: str, size: str = "5") -> m.Order:
+        """A FOK BUY at an untouched market's best ask: a trade at the venue."""
+        market = self.venue.market()
+        yes, _ = tokens(market)
+        book = httpx.get(f"{self.venue.clob}/book", params={"token_id": yes}).json()
+        o = order(oid, 0, yes, market["conditionId"], "BUY", size, book["asks"][-1]["price"], "FOK")
+        assert self.orders.send(o)
+        return o
+
+    def sql(self, query: str) -> m.QueryReply:
+        reply = self.ask("analytics", m.QueryRequest(sql=query))
+        assert isinstance(reply, m.QueryReply), reply
+        return reply
+
+    def executor_fills(self) -> int:
+        return int(self.detail("executor").get("fills", "-1"))
+
+
+def test_a_seq_past_the_next_opens_a_gap_until_the_missing_ones_come_or_are_known_gone() -> None:
+    held = Numbering()
+    assert all(held.offer("s", n) for n in (1, 2)) and held.missing == 0
+    assert held.offer("s", 5) and held.missing == 2  # 3 and 4 were missed
+    assert not held.offer("s", 2) and not held.offer("s", 5)  # heard twice: recorded once
+    assert held.offer("s", 3) and held.missing == 1 and held.floor("s") == 3
+    held.known("s", 7)  # the executor has numbered up to 7
+    assert held.missing == 3 and held.settle("s", 7) == 3  # 4, 6, 7 are not in its journal any more
+    assert (held.floor("s"), held.missing, held.lost) == (7, 0, 3)
+    assert held.offer("other", 1) and held.floors() == {"s": 7, "other": 1}  # a new journal: numbered apart
+
+
+def test_what_the_database_holds_is_where_the_numbering_starts_again() -> None:
+    held = Numbering()
+    held.load("s", 4, [6, 7, 9])
+    assert (held.floor("s"), held.missing) == (4, 2)  # 5 and 8
+    assert held.offer("s", 5) and held.floor("s") == 7 and not held.offer("s", 6)
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory) -> Iterator[Mesh]:
+    mesh = Mesh(Path(os.path.realpath(tmp_path_factory.mktemp("catchup"))))
+    try:
+        mesh.start("scanner", "executor")
+        mesh.wait_ready("scanner", "executor")
+        mesh.start("analytics")
+        mesh.wait_ready("analytics")
+        wait_for(lambda: mesh.orders.socket.pipes, what="the orders socket to connect")
+        yield mesh
+    finally:
+        mesh.close()
+        mesh.venue.stop()
+
+
+def test_what_is_published_while_analytics_is_down_reaches_duckdb_once_when_it_is_back(mesh: Mesh) -> None:
+    sent = [mesh.buy_at_ask("cu-live-1")]
+    wait_for(lambda: mesh.sql("SELECT count(*) FROM fills").rows == [[1]], what="the first fill recorded live")
+    mesh.stop("analytics", kill=True)
+    sent += [mesh.buy_at_ask(f"cu-down-{i}") for i in range(3)]  # traded while analytics is down
+    wait_for(lambda: mesh.executor_fills() == 4, what="the executor to publish the fills")
+    mesh.stop("executor")  # and the executor goes too: analytics starts alone, and must say it is behind
+    mesh.start("analytics")
+    wait_for(lambda: mesh.detail("analytics").get("catching_up") == "True", what="analytics to say it is behind")
+    behind = mesh.sql("SELECT count(*) FROM fills")
+    assert behind.catching_up and "analytics is catching up" in behind.incomplete()
+    cli = subprocess.run([sys.executable, "-m", "services", "--config", str(mesh.config_file), "fills"],
+                         env=child_env(), capture_output=True, text=True, timeout=60)
+    assert "analytics is catching up" in cli.stderr, cli.stderr
+
+    mesh.start("executor")
+    mesh.wait_ready("executor")
+    wait_for(lambda: mesh.detail("analytics").get("catching_up") == "False", what="analytics to catch up")
+    trades = mesh.account.get_trades()
+    assert len(trades) == 4
+    recorded = mesh.sql("SELECT trade_id, count(*) FROM executions WHERE kind = 'Fill' GROUP BY trade_id")
+    assert sorted(recorded.rows) == sorted([t["id"], 1] for t in trades) and not recorded.catching_up
+    acks = mesh.sql("SELECT order_id, count(*) FROM executions WHERE kind = 'OrderAck' GROUP BY order_id").rows
+    assert sorted(acks) == sorted([o.id, 1] for o in sent)
+    held = {r[0]: (D(r[1]), D(r[2])) for r in mesh.sql("SELECT token_id, sum(size), sum(size * price) FROM fills "
+                                                       "GROUP BY token_id").rows}
+    assert held == positions_from_trades(trades)
+    positions = {r["token_id"]: D(r["size"]) for r in (dict(zip(p.columns, row)) for p in
+                 [mesh.ask("analytics", m.QueryRequest(name="positions"))] for row in p.rows)}
+    assert positions == {token: size for token, (size, _) in positions_from_trades(trades).items()}
+    assert mesh.detail("analytics")["behind"] == "0"
+
+
+def test_an_order_the_journal_cannot_record_is_refused_with_a_reason_and_never_sent(mesh: Mesh) -> None:
+    """A full disk, for real: the executor's files may not grow past the journal's size now (RLIMIT_FSIZE)."""
+    mesh.stop("executor")
+    journal = mesh.config.state_path / "executor" / "journal-live.jsonl"
+    limit = journal.stat().st_size
+
+    def full_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    log = mesh.root / "executor-full.out"
+    mesh.procs["executor"] = subprocess.Popen(
+        [sys.executable, "-m", "services", "--config", str(mesh.config_file), "run", "executor"],
+        env=child_env(), stdout=subprocess.DEVNULL, stderr=open(log, "a"), preexec_fn=full_disk)
+    executions = mesh.bus.inbound("executions")
+    try:
+        mesh.wait_ready("executor")
+        wait_for(lambda: executions.socket.pipes and mesh.orders.socket.pipes, what="the sockets to connect")
+        sent = mesh.buy_at_ask("cu-full-1")
+
+        def refused() -> list[m.OrderRejected]:
+            return [msg for msg in executions.recv_batch(100) if isinstance(msg, m.OrderRejected)
+                    and msg.order_id == sent.id]
+        rejected, = wait_for(refused, what="the order to be refused")
+        assert rejected.code == JOURNAL_FAILED and "could not record the order" in rejected.message
+        assert "free disk space" in rejected.message and rejected.seq == 0  # unnumbered: the journal has no room
+        assert mesh.detail("executor")["journal_write_errors"] != "0"
+        assert journal.stat().st_size == limit  # nothing half-written
+        assert len(mesh.account.get_trades()) == 4  # a FOK at the ask would have traded: it never went out
+        assert mesh.detail("executor")["open_orders"] == "0"
+    finally:
+        executions.close()
+        mesh.stop("executor")
+    mesh.start("executor")  # room again: the journal takes records as before
+    mesh.wait_ready("executor")
+    mesh.buy_at_ask("cu-after-full")
+    wait_for(lambda: len(mesh.account.get_trades()) == 5, what="an order to trade again")
