@@ -8,6 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
+from mcp.client.client import Client
+
+from polybot_mcp.server import build
+from services.config import load
+
 from .conftest import child_env, wait_for
 from .trading_harness import Trading
 from .venue_harness import Venue
@@ -26,6 +32,14 @@ def status(mesh: Trading) -> tuple[int, dict]:
 
 def trading(mesh: Trading) -> dict:
     return status(mesh)[1]["trading"]
+
+
+def mesh_status(mesh: Trading) -> dict:
+    """What an agent is told by the MCP tool ``mesh_status``."""
+    async def session():
+        async with Client(build(load(mesh.config_file, {"HOME": str(mesh.root)}))) as client:
+            return await client.call_tool("mesh_status", {})
+    return anyio.run(session).structured_content
 
 
 def revive(venue: Venue) -> None:
@@ -68,11 +82,16 @@ def test_a_scanner_restarted_while_the_venue_is_down_announces_its_markets_fresh
         # No supervisor here, so the exit code says a service is down (3) before it could say unhealthy (4).
         assert code == 3 and out["trading"]["healthy"] is False
         assert any("markets stale" in r and "STALE_BOOK" in r for r in out["trading"]["reasons"]), out["trading"]
+        told = mesh_status(mesh)["trading"]
+        assert told["healthy"] is False and told["stale_at_risk"] > 0
+        assert any("STALE_BOOK" in r for r in told["reasons"])
 
         revive(venue)
         wait_for(lambda: stale(mesh, "risk") == 0 and stale(mesh, "strategies") == 0 and stale(mesh, "scanner") == 0,
                  what="risk and strategies to hear every market fresh from the new scanner", timeout=RECOVERY_S)
         wait_for(lambda: trading(mesh)["healthy"], what="trading to be healthy again", timeout=RECOVERY_S)
+        told = mesh_status(mesh)["trading"]
+        assert told["healthy"] and told["reasons"] == [] and told["markets"] == markets and told["stale"] == 0
     finally:
         mesh.close()
         venue.stop()
