@@ -3,7 +3,8 @@
 Every service running is not enough: a mesh whose markets are all stale sends nothing and says nothing. Trading
 is healthy when every rule below holds; each one that fails is a reason, in plain words:
 
-- every trading service (scanner, risk, executor, strategies) is configured, answers, and is not halted;
+- a scanner, risk and an executor are configured (strategies are optional: agents trade through MCP without
+  them), and every one of these services answers and is not halted;
 - the scanner has markets and none of them is stale; risk and each strategies host see none stale either
   (a stale market takes no orders: risk refuses it as STALE_BOOK, strategies send nothing for it);
 - risk has synced from the scanner and reconciled with the executor, and an executor is connected to it;
@@ -20,6 +21,7 @@ import msgspec
 from . import messages as m
 
 SIGNAL_WINDOW_S = 60.0
+REQUIRED = ("scanner", "risk", "executor")
 ROLES = {"scanner": "services.scanner:Scanner", "risk": "services.risk:Risk",
          "executor": "services.executor:Executor", "strategies": "services.strategies.host:Strategies"}
 UP = ("running", "halted")
@@ -76,7 +78,7 @@ def judge(rows: list[m.ServiceState], kinds: dict[str, str]) -> Health:
     named = roles(kinds)
     up: dict[str, list[m.ServiceState]] = {}
     for role, names in named.items():
-        if not names:
+        if not names and role in REQUIRED:
             reasons.append(f"no {role} in the config: nothing trades without one")
         up[role] = []
         for name in names:

@@ -76,6 +76,8 @@ def test_a_trading_mesh_without_an_executor_cannot_be_healthy_and_other_meshes_a
     kinds = {k: v for k, v in KINDS.items() if k != "executor"}
     health = judge([r for r in rows() if r.name != "executor"], kinds)
     assert health.reasons == ["no executor in the config: nothing trades without one"]
+    agents_only = {k: v for k, v in KINDS.items() if k != "strategies"}  # agents trade through MCP, no strategies
+    assert judge([r for r in rows() if r.name != "strategies"], agents_only).healthy
     assert trading_configured(kinds) and not trading_configured({"tally": "tests.mesh_services:Tally"})
 
 
