@@ -129,12 +129,13 @@ def venue_options(requotes_per_s: float, args: argparse.Namespace) -> dict[str, 
 class Mesh:
     """`polybot up` with the default services and the embedded local venue, in its own state dir."""
 
-    def __init__(self, root: Path, venue: dict[str, Any]) -> None:
+    def __init__(self, root: Path, venue: dict[str, Any], extra: str = "") -> None:
+        """``extra``: more config (TOML tables) after the venue's."""
         root.mkdir(parents=True)
         ports = {k: free_port() for k in ("gamma_port", "clob_port", "ws_port")}
         self.file = root / "polybot.toml"
         self.file.write_text(f'state_dir = "{root / "state"}"\n[local_venue]\n'
-                             f"options = {toml_inline({**ports, **venue})}\n")
+                             f"options = {toml_inline({**ports, **venue})}\n{extra}")
         self.config = load(self.file, {"HOME": str(root)})
         ensure_state_dir(self.config)
         self.clob = f"http://127.0.0.1:{ports['clob_port']}"

@@ -28,6 +28,7 @@ import msgspec
 import pynng
 
 from . import messages as m
+from . import tls
 from .config import Config, control_address, socket_address
 
 TRAILER = struct.Struct(">IQ")  # sender instance id, per-type sequence
@@ -210,7 +211,7 @@ class Requester:
     def __init__(self, address: str, timeout_ms: int = 2000) -> None:
         self.address = address
         self.timeout_ms = timeout_ms
-        self._socket = pynng.Req0(recv_max_size=MAX_FRAME, **REDIAL)
+        self._socket = pynng.Req0(recv_max_size=MAX_FRAME, **REDIAL, **_tls(address, "client"))
         self._socket.dial(address, block=False)  # the service may not be up yet: keep dialling in the background
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(m.ControlReply)
@@ -256,7 +257,7 @@ class Replier:
                  on_bad_frame: Callable[[str, str], None] | None = None) -> None:
         self.address = address
         self.counters = counters
-        self._socket = pynng.Rep0(recv_max_size=MAX_FRAME, send_timeout=send_timeout_ms)
+        self._socket = pynng.Rep0(recv_max_size=MAX_FRAME, send_timeout=send_timeout_ms, **_tls(address, "server"))
         try:
             self._socket.listen(address)
         except pynng.AddressInUse:
@@ -318,6 +319,7 @@ class Bus:
         self.counters: dict[str, m.SocketCounters] = {}
         self._sockets: list[Counted] = []
         self._on_bad_frame = on_bad_frame
+        self.refused: list[str] = []  # tls: peers whose certificate a socket's role does not allow, as they came
 
     def _counters(self, name: str) -> m.SocketCounters:
         return self.counters.setdefault(name, m.SocketCounters())
@@ -328,10 +330,12 @@ class Bus:
         address = socket_address(self.config, name)
         buf = self.config.bus.buffer
         if spec.fanout:
-            sock = pynng.Pub0(send_buffer_size=buf, send_timeout=self.config.bus.send_timeout_ms)
+            sock = pynng.Pub0(send_buffer_size=buf, send_timeout=self.config.bus.send_timeout_ms,
+                              **_tls(address, "server"))
             _listen(sock, address, name)
         else:
-            sock = pynng.Push0(send_buffer_size=buf, send_timeout=self.config.bus.send_timeout_ms, **REDIAL)
+            sock = pynng.Push0(send_buffer_size=buf, send_timeout=self.config.bus.send_timeout_ms, **REDIAL,
+                               **_tls(address, "client"))
             sock.dial(address, block=False)
         out = Outbound(name, sock, self._counters(name), spec.union)
         self._sockets.append(out)
@@ -344,7 +348,7 @@ class Bus:
         buf = self.config.bus.buffer
         if spec.fanout:
             sock = pynng.Sub0(recv_buffer_size=buf, recv_max_size=MAX_FRAME, recv_timeout=self.config.bus.recv_timeout_ms,
-                              **REDIAL)
+                              **REDIAL, **_tls(address, "client"))
             wanted = tuple(only) if only is not None else spec.types
             for kind in wanted:
                 if kind not in spec.types:
@@ -355,7 +359,10 @@ class Bus:
         else:
             if only is not None:
                 raise BusError(f"{name}: PULL sockets take every message; type filters are for fan-out sockets")
-            sock = pynng.Pull0(recv_buffer_size=buf, recv_max_size=MAX_FRAME, recv_timeout=self.config.bus.recv_timeout_ms)
+            sock = pynng.Pull0(recv_buffer_size=buf, recv_max_size=MAX_FRAME, recv_timeout=self.config.bus.recv_timeout_ms,
+                               **_tls(address, "server"))
+            if tls.uses_tls(address):  # only the peers this socket's role allows (orders: risk alone)
+                tls.guard(sock, tls.allowed_peers(self.config, name), self.refused)
             _listen(sock, address, name)
         inbound = Inbound(name, sock, self._counters(name), spec.union, self._on_bad_frame)
         self._sockets.append(inbound)
@@ -373,6 +380,16 @@ class Bus:
         for sock in self._sockets:
             sock.close()
         self._sockets.clear()
+
+
+def _tls(address: str, mode: str) -> dict[str, Any]:
+    """The socket's TLS configuration when its address is tls+tcp://: this process's certificate, the mesh's CA."""
+    if not tls.uses_tls(address):
+        return {}
+    try:
+        return {"tls_config": tls.server() if mode == "server" else tls.client()}
+    except tls.TLSError as exc:
+        raise BusError(str(exc)) from None
 
 
 def _listen(sock: pynng.Socket, address: str, name: str) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,9 +12,10 @@ from decimal import Decimal, InvalidOperation
 import msgspec
 
 from . import messages as m
+from . import tls
 from .backtest import cli as backtests
 from .bus import BusError, BusTimeout, Requester
-from .config import (Config, ConfigError, control_address, embeds_local_venue, ensure_state_dir, load,
+from .config import (RISK_KIND, Config, ConfigError, control_address, embeds_local_venue, ensure_state_dir, load,
                      load_secrets, service_of_kind, trading_mode)
 from .health import Health, format_health, judge, trading_configured
 from .periods import since_ns
@@ -22,6 +24,8 @@ STATUS_TIMEOUT_MS = 1000
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Whatever we create (logs, the journal, DuckDB, the audit log, day.json, sockets) is this user's alone.
+    os.umask(0o077)
     parser = argparse.ArgumentParser(prog="polybot", description="A trading mesh for prediction markets.")
     parser.add_argument("--config", help="TOML config file (default: $POLYBOT_CONFIG or ~/.config/polybot/polybot.toml)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -70,6 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     approve.add_argument("--decline", action="store_true", help="refuse it instead")
     risk = commands.add_parser("risk", help="risk's limits, how much of each is used, halted or not")
     risk.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    certs = commands.add_parser(
+        "certs", help="make the bus's CA and a certificate for each of the mesh's identities (bus.transport = \"tls\")",
+        description="Make the mesh's CA (once) and a certificate and key for each configured service, the supervisor, "
+                    "the CLI (operator) and the MCP server (mcp), in bus.tls_dir (default <state_dir>/tls). Run again "
+                    "after adding a service: only the missing ones are made. Copy to each machine the CA's "
+                    "certificate (ca.crt) and only its own identities' .crt and .key files.")
+    certs.add_argument("--host", action="append", default=[],
+                       help="a DNS name or IP address the certificates also name (how the machines reach each other); "
+                            "repeat for several")
+    certs.add_argument("--renew", action="store_true", help="make every certificate again (the CA stays)")
     audit = commands.add_parser("audit", help="check the audit log of decisions and executions")
     audit_actions = audit.add_subparsers(dest="audit_action", required=True, metavar="ACTION")
     audit_verify = audit_actions.add_parser("verify", help="check every entry's hash and the chain between them")
@@ -83,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"polybot: config: {exc}", file=sys.stderr)
         return 2
+    tls.identify("operator", config)  # the CLI's requests present the operator's certificate (bus.transport = "tls")
     handler = {"up": _up, "doctor": _doctor, "down": _down, "status": _status, "restart": _restart, "run": _run,
-               "halt": _halt, "resume": _resume, "venue": _venue, "risk": _risk, "approve": _approve, "audit": _audit, "record": backtests.record, "backtest": backtests.backtest,
+               "halt": _halt, "resume": _resume, "venue": _venue, "risk": _risk, "approve": _approve, "audit": _audit, "certs": _certs, "record": backtests.record, "backtest": backtests.backtest,
                **{v: _view for v in VIEWS}}[args.command]
     try:
         return handler(config, args)
@@ -177,7 +192,6 @@ def _ask(config: Config, service: str, request: m.Message, timeout_ms: int = STA
             return None
 
 
-RISK_KIND = "services.risk:Risk"
 
 
 def _risk_name(config: Config) -> str:
@@ -203,6 +217,15 @@ def _approve(config: Config, args: argparse.Namespace) -> int:
             return 1
     print(f"polybot: {name} answered with {type(reply).__name__}", file=sys.stderr)
     return 1
+
+
+def _certs(config: Config, args: argparse.Namespace) -> int:
+    where = tls.folder(config)
+    issued = tls.issue(where, tls.identities(config), args.host, args.renew)
+    print(f"polybot: certificates in {where}: made {', '.join(issued) if issued else 'none (all there; --renew makes them again)'}")
+    if config.bus.transport != "tls":
+        print('polybot: the bus uses them once bus.transport = "tls"')
+    return 0
 
 
 def _risk(config: Config, args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import stat
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 from msgspec import Struct
@@ -27,7 +27,13 @@ from polybot_venue import ports
 
 CONFIG_ENV = "POLYBOT_CONFIG"
 SUPERVISOR_ENV = "POLYBOT_SUPERVISOR_PID"  # set by the supervisor on its children
-SECRET_NAMES = ("private_key", "api_key", "api_secret", "api_passphrase", "mcp_token")
+SecretName = Literal["private_key", "api_key", "api_secret", "api_passphrase", "mcp_token"]
+SECRET_NAMES: tuple[str, ...] = get_args(SecretName)
+TRADING_SECRETS = ("private_key", "api_key", "api_secret", "api_passphrase")
+EXECUTOR_KIND = "services.executor:Executor"
+RISK_KIND = "services.risk:Risk"
+STRATEGIES_KIND = "services.strategies.host:Strategies"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 RESERVED_ENV = {CONFIG_ENV, SUPERVISOR_ENV} | {f"POLYBOT_{n.upper()}" for n in SECRET_NAMES}
 
 SOCKET_NAMES = ("prices", "events", "signals", "orders", "executions", "decisions")
@@ -44,10 +50,14 @@ class _Section(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
 
 class BusConfig(_Section):
-    transport: Literal["ipc", "tcp"] = "ipc"
-    host: str = "127.0.0.1"  # tcp: where the stable side binds and the others dial
-    base_port: int = 7700  # tcp: prices .. decisions at +0..+5, supervisor +9, services +10..
-    addresses: dict[str, str] = {}  # per-socket override, e.g. prices = "tcp://10.0.0.5:7700"
+    # ipc: one machine. tcp: plaintext, loopback only unless allow_plaintext. tls: tcp with mutual certificates
+    # (services/tls.py; `polybot certs` makes them), for a mesh across machines.
+    transport: Literal["ipc", "tcp", "tls"] = "ipc"
+    host: str = "127.0.0.1"  # tcp and tls: where the stable side binds and the others dial
+    base_port: int = 7700  # tcp and tls: prices .. decisions at +0..+5, supervisor +9, services +10..
+    addresses: dict[str, str] = {}  # per-socket override, e.g. prices = "tls+tcp://10.0.0.5:7700"
+    tls_dir: str = ""  # tls: the CA's and each identity's certificates and keys; "" for <state_dir>/tls
+    allow_plaintext: bool = False  # let plain tcp leave the machine (anyone who reaches a port is then trusted)
     recv_timeout_ms: int = 1000
     send_timeout_ms: int = 1000
     buffer: int = 8192  # messages queued per socket (NNG's maximum); holds ~2 s of a 30k/s burst
@@ -100,6 +110,9 @@ class ServiceConfig(_Section):
     control: str = ""  # control address override
     metrics_port: int | None = None  # override of the port derived from metrics.base_port; 0: any free port
     options: dict[str, Any] = {}  # validated by the service class's own Options
+    # The secrets (of SECRET_NAMES) the supervisor passes it in its environment; None: the executor gets the trading
+    # secrets (the key and the API credentials), every other service none.
+    secrets: list[SecretName] | None = None
 
 
 LOCAL_VENUE_HOST = ports.HOST
@@ -197,6 +210,19 @@ class Secrets:
     def __repr__(self) -> str:
         shown = ", ".join(f"{n}={'***' if getattr(self, n) else None}" for n in SECRET_NAMES)
         return f"Secrets({shown})"
+
+
+def service_secrets(service: ServiceConfig) -> tuple[str, ...]:
+    """The secrets a service may see: only the executor signs orders and holds the API key."""
+    if service.secrets is not None:
+        return tuple(service.secrets)
+    return TRADING_SECRETS if service.kind == EXECUTOR_KIND else ()
+
+
+def service_environment(environ: Mapping[str, str], service: ServiceConfig) -> dict[str, str]:
+    """A service's environment: the supervisor's, less every secret the service does not use."""
+    dropped = {f"POLYBOT_{n.upper()}" for n in SECRET_NAMES} - {f"POLYBOT_{n.upper()}" for n in service_secrets(service)}
+    return {k: v for k, v in environ.items() if k not in dropped}
 
 
 def _home(environ: Mapping[str, str]) -> Path:
@@ -438,6 +464,7 @@ def _finish(config: Config, environ: Mapping[str, str]) -> Config:
             raise ConfigError(f"bus.addresses.{name}: unknown socket; the sockets are {', '.join(SOCKET_NAMES)}")
     if not 1 <= config.bus.buffer <= 8192:
         raise ConfigError("bus.buffer: must be between 1 and 8192 (NNG's maximum)")
+    _check_plaintext(config)
     funder = config.account.funder
     if funder and not re.fullmatch(r"0x[0-9a-fA-F]{40}", funder):
         raise ConfigError(f"account.funder: {funder!r} is not an address (0x and 40 hex digits); leave it empty to "
@@ -459,6 +486,23 @@ def _finish(config: Config, environ: Mapping[str, str]) -> Config:
                 "choose a shorter state_dir or bus.transport = \"tcp\""
             )
     return config
+
+
+def _check_plaintext(config: Config) -> None:
+    """Plain tcp stays on this machine: across machines anything that reaches the executor's orders port would
+    trade without risk. bus.transport = "tls" locks it; allow_plaintext says the network is trusted instead."""
+    if config.bus.allow_plaintext:
+        return
+    given = [("bus.host", f"tcp://{config.bus.host}:0")] if config.bus.transport == "tcp" else []
+    given += [(f"bus.addresses.{k}", v) for k, v in config.bus.addresses.items()]
+    given += [(f"services.{n}.control", s.control) for n, s in config.services.items() if s.control]
+    for key, address in given:
+        if address.startswith("tcp://"):
+            host = address[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
+            if host not in LOOPBACK_HOSTS:
+                raise ConfigError(f"{key}: plain tcp to {host} would leave this machine unauthenticated; set "
+                                  'bus.transport = "tls" (run `polybot certs`) and use tls+tcp:// addresses, or set '
+                                  "bus.allow_plaintext = true if the network between the machines is trusted")
 
 
 def _default_state_dir(environ: Mapping[str, str]) -> str:
@@ -495,12 +539,22 @@ def venue_urls(config: Config) -> PolymarketConfig:
 
 
 def ensure_state_dir(config: Config) -> Path:
-    """Create the state directory and its folders, mode 0700, and return it."""
+    """Create the state directory and its folders, mode 0700, and return it. One that exists must already be this
+    user's alone: a folder others can enter (a shared /tmp-like 1777 one) is refused, not silently changed, since
+    what was put there before is not ours to trust."""
     root = config.state_path
     for folder in (root, root / "sock", root / "logs"):
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if stat.S_IMODE(folder.stat().st_mode) != 0o700:
-            folder.chmod(0o700)
+        try:
+            folder.mkdir(mode=0o700, parents=True)
+            folder.chmod(0o700)  # whatever the umask
+        except FileExistsError:  # there before us, or made by a service starting beside us
+            pass
+        info = folder.stat()
+        mode = stat.S_IMODE(info.st_mode)
+        if info.st_uid != os.getuid() or mode & 0o077:
+            raise ConfigError(f"state_dir: {folder} has mode {mode:04o} and belongs to uid {info.st_uid}; it must be "
+                              f"yours and 0700: choose another state_dir, or `chmod 700 {folder}` if it holds nothing "
+                              "of anyone else's")
     return root
 
 
@@ -511,11 +565,15 @@ def local_venue_key(config: Config) -> tuple[int, str]:
     return seed, ports.ready_made_key(seed)
 
 
+def _tcp_scheme(config: Config) -> str:
+    return "tls+tcp" if config.bus.transport == "tls" else "tcp"
+
+
 def socket_address(config: Config, name: str) -> str:
     if name in config.bus.addresses:
         return config.bus.addresses[name]
-    if config.bus.transport == "tcp":
-        return f"tcp://{config.bus.host}:{config.bus.base_port + SOCKET_NAMES.index(name)}"
+    if config.bus.transport != "ipc":
+        return f"{_tcp_scheme(config)}://{config.bus.host}:{config.bus.base_port + SOCKET_NAMES.index(name)}"
     return f"ipc://{config.state_dir}/sock/{name}.ipc"
 
 
@@ -537,8 +595,9 @@ def control_address(config: Config, service: str) -> str:
     svc = config.services.get(service)
     if svc is not None and svc.control:
         return svc.control
-    if config.bus.transport == "tcp":
+    if config.bus.transport != "ipc":
         if service == "supervisor":
-            return f"tcp://{config.bus.host}:{config.bus.base_port + 9}"
-        return f"tcp://{config.bus.host}:{config.bus.base_port + 10 + list(config.services).index(service)}"
+            return f"{_tcp_scheme(config)}://{config.bus.host}:{config.bus.base_port + 9}"
+        return (f"{_tcp_scheme(config)}://{config.bus.host}:"
+                f"{config.bus.base_port + 10 + list(config.services).index(service)}")
     return f"ipc://{config.state_dir}/sock/control-{service}.ipc"

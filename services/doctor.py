@@ -17,7 +17,7 @@ from typing import Literal, TypeVar
 import msgspec
 from eth_account import Account
 
-from .config import (WALLET_SIGNATURE_TYPES, Config, ConfigError, Secrets, local_venue_key, service_of_kind,
+from .config import (RISK_KIND, WALLET_SIGNATURE_TYPES, Config, ConfigError, Secrets, local_venue_key, service_of_kind,
                      service_options, trading_mode, venue_urls)
 from .risk.limits import RiskOptions
 from .venues import base
@@ -31,7 +31,6 @@ Status = Literal["ok", "fail", "skip"]
 MARKS = {"ok": "✓", "fail": "✗", "skip": "–"}
 MAX_SKEW_S = 5.0  # GTD expiries (60 s ahead at least), heartbeats (10 s) and signed timestamps all lean on the clock
 CHANNEL_TIMEOUT_S = 10.0
-RISK_KIND = "services.risk:Risk"
 
 
 def _wallet(kind: str, address: str) -> str:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import messages as m
+from . import tls
 from .bus import BusError, BusTimeout, Requester
 from .config import ConfigError, control_address, load
 
@@ -39,6 +40,7 @@ def _pid1_argv() -> list[str]:
 
 def check(name: str, config_path: str | None = None, timeout_ms: int = TIMEOUT_MS) -> tuple[bool, str]:
     config = load(config_path)
+    tls.identify(name, config)  # over tls it asks with the certificate of the service it checks (its container's)
     address = control_address(config, name)
     with Requester(address, timeout_ms) as req:
         try:

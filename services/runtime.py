@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from . import logs
+from . import logs, tls
 from . import messages as m
 from .bus import READER_POLL_MS, TAXONOMY, Bus, BusError, Inbound, Outbound
 from .config import SUPERVISOR_ENV, Config, ConfigError, Secrets, ensure_state_dir, metrics_port, service_options
@@ -172,6 +172,7 @@ class Runner:
         self.cls, self.options = (cls, options) if cls is not None else resolve(config, name)
         ensure_state_dir(config)
         self.log = logs.setup(config, name, secrets)
+        tls.identify(name, config)  # with bus.transport = "tls", its sockets present this service's certificate
         self.bus = Bus(config, on_bad_frame=self._bad_frame)
         self.metrics = Metrics()
         self.flows: dict[str, Flow] = {}
@@ -420,6 +421,8 @@ class Runner:
         except Exception as exc:
             detail = {"detail_error": str(exc)}
         detail.update(handled=str(self.handled), errors=str(self.errors), drained=str(self.drained))
+        if self.bus.refused:  # tls: peers whose certificate a socket's role does not allow
+            detail["tls_refused"] = f"{len(self.bus.refused)} ({', '.join(sorted(set(self.bus.refused))[:5])})"
         if self.metrics.port:
             detail["metrics"] = f"http://{self.config.metrics.host}:{self.metrics.port}/metrics"
         return m.ServiceState(

@@ -21,7 +21,7 @@ import msgspec
 
 from . import messages as m
 from .bus import BusError, BusTimeout, Requester
-from .config import SUPERVISOR_ENV, control_address
+from .config import SUPERVISOR_ENV, control_address, service_environment
 from .runtime import Service, StartupError
 
 POLL_S = 0.1
@@ -98,7 +98,9 @@ class Supervisor(Service):
         if self.ctx.options.config_path:
             command += ["--config", self.ctx.options.config_path]
         command += ["run", child.name]
-        env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
+        # A service sees only the secrets it uses: the executor the key and API credentials, the others none.
+        env = {**service_environment(os.environ, self.ctx.config.services[child.name]),
+               SUPERVISOR_ENV: str(os.getpid())}
         child.proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       start_new_session=True)  # Ctrl-C reaches only us; we stop children in order
         child.state, child.started, child.next_start = "starting", time.monotonic(), None

@@ -112,10 +112,10 @@ class Mesh:
         return subprocess.run([sys.executable, "-m", "services", "--config", str(self.config), *args],
                               env=child_env(PYTHONFAULTHANDLER="1"), capture_output=True, text=True, timeout=timeout)
 
-    def start(self) -> subprocess.Popen:
+    def start(self, **env: str) -> subprocess.Popen:
         log = open(self.state.parent / "up.log", "w")
         self.up = subprocess.Popen([sys.executable, "-m", "services", "--config", str(self.config), "up"],
-                                   env=child_env(), stdout=log, stderr=subprocess.STDOUT)
+                                   env=child_env(**env), stdout=log, stderr=subprocess.STDOUT)
         return self.up
 
     def status(self) -> dict[str, dict]:

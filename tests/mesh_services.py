@@ -77,3 +77,7 @@ class Failing(Service):
 
     async def run(self) -> None:
         raise RuntimeError("the feed is gone")
+
+
+class Idle(Service):
+    """No sockets and no work: it only answers control (a service to configure without binding anything)."""

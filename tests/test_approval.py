@@ -105,6 +105,22 @@ def test_an_agent_signal_waits_for_a_human_and_trades_only_once_approved(mesh: T
     mesh.bus.outbound("signals").send(m.Cancel(source="mcp:agent"))
 
 
+def test_a_signal_waiting_for_approval_still_waits_after_risk_restarts(mesh: Trading) -> None:
+    token, price = bid_of(mesh)
+    verdict = propose(mesh, token, price)
+    assert verdict["status"] == "pending_approval"
+    mesh.stop("risk")
+    mesh.start("risk", **{"POLYBOT_SERVICES__RISK__OPTIONS__APPROVAL": "always",
+                          "POLYBOT_SERVICES__RISK__OPTIONS__APPROVAL_TIMEOUT_S": "8"})
+    mesh.wait_ready("risk")
+    wait_for(lambda: [p.signal_id for p in mesh.ask("risk", m.RiskRequest()).pending] == [verdict["signal_id"]],
+             what="the new risk to hold the signal that waited")
+    done = approve(mesh, verdict["signal_id"])
+    assert done.returncode == 0 and "approved" in done.stdout, done.stderr
+    wait_for(lambda: orders_of(mesh, verdict["signal_id"]), what="the approved order at the venue")
+    mesh.bus.outbound("signals").send(m.Cancel(source="mcp:agent"))
+
+
 def test_a_pending_signal_that_expires_or_is_declined_is_never_sent(mesh: Trading) -> None:
     decisions = mesh.bus.inbound("decisions")
     wait_for(lambda: decisions.socket.pipes, what="the decisions subscription")

@@ -70,11 +70,13 @@ def test_ensure_state_dir_creates_the_state_sock_and_logs_folders_private(env, s
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
 
 
-def test_ensure_state_dir_tightens_an_existing_open_state_dir(env, state_dir):
+@pytest.mark.parametrize("mode", [0o1777, 0o755, 0o710])
+def test_an_existing_state_dir_others_can_enter_is_refused_not_changed(env, state_dir, mode):
     state_dir.mkdir(parents=True)
-    state_dir.chmod(0o755)
-    c.ensure_state_dir(c.load(None, {**env, "POLYBOT_STATE_DIR": str(state_dir)}))
-    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+    state_dir.chmod(mode)
+    with pytest.raises(c.ConfigError, match=rf"state_dir: {state_dir} has mode {mode:04o} .* must be yours and 0700"):
+        c.ensure_state_dir(c.load(None, {**env, "POLYBOT_STATE_DIR": str(state_dir)}))
+    assert stat.S_IMODE(state_dir.stat().st_mode) == mode and not (state_dir / "sock").exists()
 
 
 @pytest.mark.parametrize("text", ['private_key = "0xabc"\n',
@@ -248,3 +250,15 @@ def test_service_of_kind_is_the_default_until_it_is_turned_off_and_then_the_one_
     assert c.service_of_kind(c.load(write(tmp_path, added), env), risk, "risk") == "risk"
     off = c.load(write(tmp_path, added + "[services.risk]\nenabled = false\n"), env)
     assert c.service_of_kind(off, risk, "risk") == "guard"
+
+
+def test_only_the_executor_is_given_the_trading_secrets_unless_a_service_names_its_own() -> None:
+    from services.config import EXECUTOR_KIND, TRADING_SECRETS, ServiceConfig, service_environment, service_secrets
+
+    environ = {"HOME": "/h", "POLYBOT_PRIVATE_KEY": "k", "POLYBOT_API_KEY": "a", "POLYBOT_MCP_TOKEN": "t"}
+    executor, scanner = ServiceConfig(kind=EXECUTOR_KIND), ServiceConfig(kind="services.scanner:Scanner")
+    assert service_secrets(executor) == TRADING_SECRETS and service_secrets(scanner) == ()
+    assert service_environment(environ, executor) == {"HOME": "/h", "POLYBOT_PRIVATE_KEY": "k", "POLYBOT_API_KEY": "a"}
+    assert service_environment(environ, scanner) == {"HOME": "/h"}
+    named = ServiceConfig(kind="services.scanner:Scanner", secrets=["mcp_token"])
+    assert service_environment(environ, named) == {"HOME": "/h", "POLYBOT_MCP_TOKEN": "t"}

@@ -24,6 +24,7 @@ import yaml
 from services import config as c
 from services import healthcheck
 from services import messages as m
+from services import tls
 from services.bus import BusError, BusTimeout, Requester
 from services.runtime import bound_sockets, resolve
 from polybot_venue.server import VenueOptions
@@ -93,8 +94,8 @@ def deploy_config() -> c.Config:
 
 
 def host_of(address: str) -> str:
-    match = re.fullmatch(r"tcp://([^:/]+):(\d+)", address)
-    assert match, f"{address} is not a tcp://HOST:PORT address"
+    match = re.fullmatch(r"tls\+tcp://([^:/]+):(\d+)", address)
+    assert match, f"{address} is not a tls+tcp://HOST:PORT address"
     return match[1]
 
 
@@ -157,9 +158,9 @@ def test_the_containers_start_in_the_configs_order_and_stop_in_reverse() -> None
     assert "depends_on" not in containers[order[0]]
 
 
-def test_the_mounted_config_is_tcp_between_containers_named_as_their_services() -> None:
+def test_the_mounted_config_is_tls_between_containers_named_as_their_services() -> None:
     config = deploy_config()
-    assert config.bus.transport == "tcp"
+    assert config.bus.transport == "tls" and config.bus.tls_dir == "/run/secrets" and not config.bus.allow_plaintext
     assert Path(config.state_dir).is_absolute()
     for name in config.services:
         assert host_of(c.control_address(config, name)) == name
@@ -199,6 +200,17 @@ def test_every_container_keeps_its_state_in_the_shared_volume_and_reads_the_conf
         assert len(state) == 1 and state[0].split(":")[0] in volumes, name
         assert svc["read_only"] is True and "/tmp" in svc["tmpfs"]
         assert svc["cap_drop"] == ["ALL"] and "no-new-privileges:true" in svc["security_opt"]
+
+
+def test_each_container_gets_the_buss_ca_and_only_its_own_certificate_and_key() -> None:
+    config = deploy_config()
+    files = compose()["secrets"]
+    for name, svc in mesh_containers().items():
+        mounted = {s["target"]: files[s["source"]]["file"] for s in svc["secrets"]}
+        assert mounted == {"ca.crt": "./tls/ca.crt", f"{name}.crt": f"./tls/{name}.crt",
+                           f"{name}.key": f"./tls/{name}.key"}, name
+    assert set(config.services) <= {n for n in mesh_containers()}
+    assert "deploy/tls/" in (ROOT / ".gitignore").read_text().split()
 
 
 def test_secrets_reach_only_the_executor_and_only_from_the_environment() -> None:
@@ -377,15 +389,19 @@ def test_local_venue_address_is_the_host_clients_use_and_defaults_to_the_venues_
 
 def on_this_host(config: c.Config, state: Path) -> dict[str, str]:
     """POLYBOT_* overrides that put the containers on one host: every container name at 127.0.0.1, each
-    socket, control and metrics endpoint and the venue's ports on a port of its own."""
+    socket, control and metrics endpoint and the venue's ports on a port of its own, and the certificates that
+    `polybot certs` makes (the containers mount theirs at /run/secrets) in a folder here."""
     names = list(config.services)
     ports = iter(free_ports(len(c.SOCKET_NAMES) + 2 * len(names) + 3))
+    certs = state.parent / "tls"
+    tls.issue(certs, tls.identities(config))
     env = {"POLYBOT_STATE_DIR": str(state), "POLYBOT_METRICS__HOST": "127.0.0.1",
-           "POLYBOT_LOCAL_VENUE__ADDRESS": "127.0.0.1", "POLYBOT_LOCAL_VENUE__OPTIONS__HOST": "127.0.0.1"}
+           "POLYBOT_LOCAL_VENUE__ADDRESS": "127.0.0.1", "POLYBOT_LOCAL_VENUE__OPTIONS__HOST": "127.0.0.1",
+           "POLYBOT_BUS__TLS_DIR": str(certs)}
     for sock in c.SOCKET_NAMES:
-        env[f"POLYBOT_BUS__ADDRESSES__{sock.upper()}"] = f"tcp://127.0.0.1:{next(ports)}"
+        env[f"POLYBOT_BUS__ADDRESSES__{sock.upper()}"] = f"tls+tcp://127.0.0.1:{next(ports)}"
     for name in names:
-        env[f"POLYBOT_SERVICES__{name.upper()}__CONTROL"] = f"tcp://127.0.0.1:{next(ports)}"
+        env[f"POLYBOT_SERVICES__{name.upper()}__CONTROL"] = f"tls+tcp://127.0.0.1:{next(ports)}"
         env[f"POLYBOT_SERVICES__{name.upper()}__METRICS_PORT"] = str(next(ports))
     for key in c.LOCAL_VENUE_PORTS:  # the venue binds them and the others read them, all from [local_venue.options]
         env[f"POLYBOT_LOCAL_VENUE__OPTIONS__{key.upper()}"] = str(next(ports))
@@ -424,7 +440,9 @@ def deployed(state_dir: Path) -> Iterator[tuple[c.Config, dict[str, str], dict[s
             log = open(state_dir.parent / f"{name}.log", "w")
             procs[name] = subprocess.Popen([str(polybot), "--config", str(host_path(svc, path)), "run", service],
                                            env=env, stdout=log, stderr=subprocess.STDOUT)
-        yield c.load(config_path, {"HOME": "/nonexistent", **here}), envs, procs
+        mesh_config = c.load(config_path, {"HOME": "/nonexistent", **here})
+        tls.identify("operator", mesh_config)  # the test asks over tls control as the CLI would
+        yield mesh_config, envs, procs
     finally:
         for proc in reversed(procs.values()):
             if proc.poll() is None:
@@ -448,7 +466,7 @@ def test_the_containers_commands_and_config_run_a_mesh_that_answers_and_trades_d
         assert not dead, f"exited: {dead}\n{logs()}"
         return all((s := status(config, n)) is not None and s.state == "running" for n in procs)
 
-    wait_for(all_up, timeout=45, what="every service to answer status over tcp control")
+    wait_for(all_up, timeout=45, what="every service to answer status over tls control")
     # Book updates cross from the scanner (fed by the venue over HTTP and WebSocket) to its subscribers over tcp.
     for name in ("strategies", "analytics", "risk"):
         wait_for(lambda: received(config, name, "prices") > 0, timeout=30, what=f"{name} to receive prices")

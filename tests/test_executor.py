@@ -288,6 +288,21 @@ def test_a_fill_while_the_user_channel_reconnects_is_published_exactly_once(mesh
     assert len(mesh.of(m.Fill, order_id=top.id)) == 1
 
 
+def test_credentials_the_venue_stops_taking_are_derived_again_and_trading_goes_on(mesh: ExecutorMesh) -> None:
+    market = mesh.venue.market()
+    yes, _ = tokens(market)
+    bid, _ = mesh.best(yes)
+    mesh.client.delete_api_key()  # the account's key is revoked at the venue (the executor derived the same one)
+    wait_for(lambda: int(mesh.status("executor")["credentials_rederived"]) >= 1,
+             what="the executor to derive its credentials again after the venue's 401")
+    after = order("after-401", 0, yes, market["conditionId"], "BUY", "5", str(bid - D("0.05")))
+    mesh.push(after)
+    ack, = mesh.wait(m.OrderAck, order_id=after.id)
+    assert ack.venue_order_id in {o["id"] for o in mesh.client.get_open_orders()}
+    mesh.push(m.Cancel(source=after.source, order_ids=[after.id]))
+    mesh.wait(m.OrderCanceled, order_id=after.id)
+
+
 def test_heartbeats_keep_orders_alive_and_when_they_stop_the_venue_cancels_and_the_restart_reports_it(
         tmp_path_factory) -> None:
     mesh = ExecutorMesh(Path(os.path.realpath(tmp_path_factory.mktemp("beat"))), seed=29,

@@ -218,6 +218,8 @@ def test_the_quoter_rests_bids_at_the_venue_and_replaces_them_when_the_market_mo
     def quotes() -> dict[str, D]:
         return {o["asset_id"]: D(o["price"]) for o in client.get_open_orders() if o["asset_id"] in (yes, no)}
     try:
+        wait_for(lambda: mesh.detail("strategies").get("account", "").endswith("holdings"),
+                 what="the host to give its strategies the executor's account (the quoter's inventory)")
         first = wait_for(lambda: len(q := quotes()) == 2 and q, what="a bid resting on each token")
         httpx.post(f"{mesh.venue.clob}/_admin/move", json={"market": market["conditionId"], "price": "0.3"})
         moved = wait_for(lambda: (q := quotes()) and len(q) == 2 and q[yes] < first[yes] and q,

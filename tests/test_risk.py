@@ -272,6 +272,16 @@ def test_limits_and_their_use_can_be_read_over_control(desk: Desk) -> None:
     assert re.search(r"^agent\.max_daily_notional\s+8\b", shown.stdout, re.M), shown.stdout
 
 
+def test_sources_past_the_first_hundred_share_one_metric_series(desk: Desk) -> None:
+    # Any peer on signals may name itself anything: 150 names must not make 150 series.
+    for k in range(150):
+        desk.decide(m.Leg(token_id="no-such-token", side="BUY", size=D("5"), limit_price=D("0.5")),
+                    source=f"strategy:passing-name-{k}")
+    text = httpx.get(desk.mesh.detail("risk")["metrics"]).text
+    series = re.findall(r'^polybot_signals_total\{[^}]*source="([^"]+)"', text, re.M)
+    assert 'other' in series and len(series) <= 101, len(series)
+
+
 def test_with_the_executor_gone_signals_are_refused_and_a_new_risk_waits_for_its_account(desk: Desk) -> None:
     _, yes, _ = desk.market()
     bid, _ = desk.book(yes)

@@ -287,3 +287,15 @@ def test_a_market_buy_whose_cost_is_not_whole_cents_is_refused_with_the_largest_
     assert eng.check(m.Signal(source="strategy:t", legs=[leg("fy", "BUY", "10", "0.527", "FOK"),
                                                          leg("fn", "BUY", "10", "0.475", "FOK")]), NOW) == []
     assert eng.check(m.Signal(source="strategy:t", legs=[leg("fy", "BUY", "15", "0.527")]), NOW) == []  # GTC: shares
+
+
+def test_a_source_quiet_for_a_minute_is_forgotten_so_names_that_come_and_go_cost_nothing() -> None:
+    eng = engine()
+    start = 1_790_000_000 * 10**9
+    for k in range(2_000):  # any peer on signals may name itself anything
+        eng.record(m.Signal(source=f"strategy:name-{k}", legs=[]), start)
+    assert len([u for u in eng.usage(start) if u.name == "max_signals_per_minute"]) == 2_000
+    later = start + 61 * 10**9
+    eng.record(m.Signal(source="strategy:steady", legs=[]), later)
+    rows = [u for u in eng.usage(later) if u.name == "max_signals_per_minute"]
+    assert [(u.scope, u.used) for u in rows] == [("strategy:steady", 1)] and list(eng.rates) == ["strategy:steady"]

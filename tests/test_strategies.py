@@ -172,6 +172,17 @@ def test_the_quoter_bids_both_tokens_around_the_mid_and_replaces_a_quote_when_th
     assert moved[3].legs[0].limit_price == D("0.44")
 
 
+def test_a_restarted_quoter_takes_its_inventory_from_the_executors_account() -> None:
+    quoter = Quoter(QuoterParams(size=D(10), max_inventory=D(15), min_requote_ms=0))
+    quoter.on_message(market("q"))
+    quoter.on_message(m.AccountReply(mode="live", holdings=[
+        m.SourceHolding(source="strategy:quoter", token_id="q-y", market="q", size=D(10)),
+        m.SourceHolding(source="strategy:arbitrage", token_id="q-n", market="q", size=D(40))]))
+    out = quoter.on_message(two_sided(1, "0.48", "0.52"))
+    # Its own 10 YES shares leave no room for another 10; the arbitrage's NO shares are not its own.
+    assert [s.legs[0].token_id for s in out if isinstance(s, m.Signal)] == ["q-n"]
+
+
 def test_the_quoter_stops_bidding_a_token_at_its_inventory_limit_and_pulls_quotes_from_a_stale_market() -> None:
     quoter = Quoter(QuoterParams(size=D(10), max_inventory=D(15), min_requote_ms=0))
     quoter.on_message(market("q"))

@@ -49,6 +49,25 @@ def test_a_killed_service_is_restarted_and_its_peers_reconnect_by_themselves(mes
     assert mesh.status()["ticker"]["pid"] == after["ticker"]["pid"]
 
 
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode()
+    return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+
+
+def test_a_service_is_given_only_the_secrets_it_uses(mesh_factory) -> None:
+    # By default only the executor gets the key and API credentials; a service's `secrets` names what it gets.
+    mesh: Mesh = mesh_factory(PAIR + '[services.signer]\nkind = "tests.mesh_services:Idle"\nsecrets = ["private_key"]\n')
+    key, secret = "0x" + "11" * 32, "c2VjcmV0LW5vdC1mb3ItdGhlLXRpY2tlcg=="
+    mesh.start(POLYBOT_PRIVATE_KEY=key, POLYBOT_API_SECRET=secret)
+    status = wait_for(lambda: _running(mesh, "supervisor", "tally", "ticker", "signer"), what="the mesh to come up")
+    for name in ("tally", "ticker"):
+        leaked = {"POLYBOT_PRIVATE_KEY", "POLYBOT_API_SECRET"} & _environ(status[name]["pid"]).keys()
+        assert not leaked, f"{name} was given {sorted(leaked)}"
+    signer = _environ(status["signer"]["pid"])
+    assert signer["POLYBOT_PRIVATE_KEY"] == key and "POLYBOT_API_SECRET" not in signer
+    assert _environ(status["supervisor"]["pid"])["POLYBOT_API_SECRET"] == secret  # it had them to hand on
+
+
 def test_status_reports_a_service_that_keeps_dying_as_down_and_backs_off(mesh_factory) -> None:
     mesh: Mesh = mesh_factory(PAIR + '[services.doomed]\nkind = "tests.mesh_services:Crasher"\n')
     mesh.start()

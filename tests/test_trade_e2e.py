@@ -108,6 +108,12 @@ def test_polybot_up_trades_a_venue_gap_to_fills_that_duckdb_and_the_trace_accoun
     assert [kinds.count(k) for k in ("verdict", "order", "submitted", "ack", "fill")] == [1, 2, 2, 2, 2], drawn.stdout
     times = [float(hop[0].removeprefix("T+").removesuffix(" ms")) for hop in hops]
     assert times == sorted(times) and times[0] == 0 and times[-1] > 0
+    # What the mesh wrote (logs, the executor's journal, DuckDB, risk's day.json, sockets) is the user's alone.
+    written = [p for p in mesh.state.rglob("*") if not p.is_dir()]
+    assert {p.name for p in written} >= {"day.json", "journal-live.jsonl"}
+    assert any(p.suffix == ".duckdb" for p in written) and any(p.parent.name == "logs" for p in written)
+    opened = {str(p.relative_to(mesh.state)): oct(p.lstat().st_mode & 0o777) for p in written if p.lstat().st_mode & 0o077}
+    assert not opened, f"files others may read: {opened}"
 
 
 def test_in_paper_mode_the_same_gap_fills_at_the_prices_the_book_showed_never_better(mesh_factory) -> None:

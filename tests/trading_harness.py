@@ -37,11 +37,11 @@ def services_toml(options: dict[str, str]) -> str:
 
 
 class Trading:
-    def __init__(self, root: Path, venue: Venue, options: dict[str, str], extra: str = "") -> None:
+    def __init__(self, root: Path, venue: Venue, options: dict[str, str], extra: str = "", bus: str = "") -> None:
         self.root = root
         self.venue = venue
         self.options = dict(options)
-        self.config_file = mesh_config(root, venue, services_toml(self.options) + extra)
+        self.config_file = mesh_config(root, venue, services_toml(self.options) + extra, bus)
         self.config = load(self.config_file, {"HOME": str(root)})
         ensure_state_dir(self.config)
         self.bus = Bus(self.config)

@@ -94,12 +94,12 @@ def tokens(market: dict) -> tuple[str, str]:
     return yes, no
 
 
-def mesh_config(root: Path, venue: Venue, services: str) -> Path:
+def mesh_config(root: Path, venue: Venue, services: str, bus: str = "") -> Path:
     """A config file for a mesh under ``root`` that talks to ``venue`` (and does not start one of its own), of the
-    services given (their ``[services.NAME]`` tables) and no other."""
+    services given (their ``[services.NAME]`` tables) and no other; ``bus``: more lines of its [bus] table."""
     path = root / "polybot.toml"
     path.write_text(
-        f'state_dir = "{root / "mesh"}"\n[bus]\nheartbeat_s = 0.2\n'
+        f'state_dir = "{root / "mesh"}"\n[bus]\nheartbeat_s = 0.2\n{bus}'
         f"[local_venue]\nstart = false\noptions = {{ gamma_port = {venue.gamma_port}, "
         f"clob_port = {venue.clob_port}, ws_port = {venue.ws_port}, seed = {venue.seed} }}\n{only(services)}")
     return path

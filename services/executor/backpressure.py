@@ -15,11 +15,10 @@ from typing import Any, NamedTuple
 
 from .. import messages as m
 from ..bus import BusError, Requester
-from ..config import control_address
+from ..config import STRATEGIES_KIND, control_address
 from .desk import UNANSWERED, Tracked
 from .options import ExecutorOptions
 
-STRATEGIES_KIND = "services.strategies.host:Strategies"
 BACKPRESSURE_S = 0.1  # how often the lag is looked at
 THROTTLE_REFRESH_S = 1.0  # a throttle is repeated this often while it holds (it runs out after THROTTLE_FOR_S)
 THROTTLE_FOR_S = 5.0

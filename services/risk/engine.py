@@ -218,11 +218,15 @@ class RiskEngine:
         return self.ledger.realized() - self.day.realized_start + self.marked_pnl()
 
     def rate(self, source: str, now_ns: int) -> int:
+        """The source's signals in the last minute. A source quiet for a minute is forgotten, so sources that come
+        and go (any peer on ``signals`` may name itself) cost nothing once they are gone."""
         window = self.rates.get(source)
         if not window:
             return 0
         while window and window[0] <= now_ns - RATE_WINDOW_NS:
             window.popleft()
+        if not window:
+            del self.rates[source]
         return len(window)
 
     def roll(self, now_ns: int) -> bool:
@@ -524,9 +528,10 @@ class RiskEngine:
                 out.append(m.Usage(name="max_position_per_market", limit=lim.max_position_per_market,
                                    used=self.market_exposure(worst_m), scope=worst_m))
         for source in sorted(self.rates):
+            if not (used := self.rate(source, now_ns)):
+                continue
             limit = self.agent.max_signals_per_minute if is_agent(source) else lim.max_signals_per_minute
-            out.append(m.Usage(name="max_signals_per_minute", limit=Decimal(limit),
-                               used=Decimal(self.rate(source, now_ns)), scope=source))
+            out.append(m.Usage(name="max_signals_per_minute", limit=Decimal(limit), used=Decimal(used), scope=source))
         for source, spent in sorted(self.day.agent_notional.items()):
             out.append(m.Usage(name="agent.max_daily_notional", limit=self.agent.max_daily_notional, used=spent,
                                scope=source))

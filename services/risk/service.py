@@ -13,6 +13,8 @@ import os
 from collections import Counter
 from decimal import Decimal
 
+import msgspec
+
 from .. import messages as m
 from ..config import trading_mode
 from ..runtime import Service
@@ -21,6 +23,7 @@ from .engine import APPROVAL_EXPIRED, DECLINED, DUPLICATE_SIGNAL, EXECUTOR_DOWN,
 from .limits import RiskOptions, flat, is_agent
 
 HALT_CANCEL_SOURCE = "risk"
+SOURCE_LABELS = 100  # sources with a metric series of their own; the rest are counted together as "other"
 
 
 class Risk(Service):
@@ -47,7 +50,9 @@ class Risk(Service):
         self.approval = opts.approval == "always" or (
             opts.approval == "auto" and config.venue == "polymarket" and trading_mode(config) == "live")
         metrics = ctx.metrics
-        self.m_signals = metrics.counter("signals", "signals received, by source", ["source"])
+        self.m_signals = metrics.counter("signals", f"signals received, by source (the first {SOURCE_LABELS} "
+                                         "sources seen; later ones as other)", ["source"])
+        self.labelled: set[str] = set()
         self.m_verdicts = metrics.counter("verdicts", "verdicts, by the first reason code of a refusal",
                                           ["verdict", "reason"])
         self.m_refusals = metrics.counter("refusal_reasons", "reason codes of refusals (one verdict may have several)",
@@ -60,10 +65,12 @@ class Risk(Service):
         folder = ctx.config.state_path / "risk"
         folder.mkdir(mode=0o700, exist_ok=True)
         self.day_file = folder / "day.json"
+        self.pending_file = folder / "pending.json"  # the signals waiting for a human, so a restart keeps them
 
     async def run(self) -> None:
         await start_from_scanner(self.ctx, self.ctx.options.scanner, self.engine.observe, self._take_backlog)
         await self._reconcile()
+        self._load_pending()
         while self.approval:  # pending signals expire: refused, never sent
             await asyncio.sleep(0.2)
             now = self.ctx.clock()
@@ -111,6 +118,28 @@ class Risk(Service):
                                    "agent_notional": {k: str(v) for k, v in day.agent_notional.items()}}))
         os.replace(tmp, self.day_file)
 
+    # ---------------------------------------------------------------- signals waiting for a human, across restarts
+
+    def _load_pending(self) -> None:
+        """The signals that waited for approval when the last risk stopped: they wait on (they are checked again when
+        approved), and those that expired meanwhile are refused as such."""
+        try:
+            saved = msgspec.json.decode(self.pending_file.read_bytes(), type=list[m.SignalPending])
+        except FileNotFoundError:
+            return
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.ctx.log.error("could not read the signals waiting for approval (%s): %s; they are not restored",
+                               self.pending_file, exc)
+            return
+        self.pending.update((p.signal_id, p) for p in saved if p.signal is not None)
+        if saved:
+            self.ctx.log.warning("%d agent signals still wait for approval", len(self.pending))
+
+    def _save_pending(self) -> None:
+        tmp = self.pending_file.with_suffix(".tmp")
+        tmp.write_bytes(msgspec.json.encode(list(self.pending.values())))
+        os.replace(tmp, self.pending_file)
+
     # ---------------------------------------------------------------- inbound
 
     def handle(self, socket: str, msg: m.Message) -> None:
@@ -131,6 +160,13 @@ class Risk(Service):
         if self.meanwhile is not None and socket == "executions":
             self.meanwhile.append(msg)
 
+    def _label(self, source: str) -> str:
+        """The source as a metric label: any peer on signals may name itself, so the series stay bounded."""
+        if source in self.labelled or len(self.labelled) < SOURCE_LABELS:
+            self.labelled.add(source)
+            return source
+        return "other"
+
     def _executor_alive(self, pid: int) -> None:
         """A new executor process: take its account again, once it has reconciled with the venue."""
         known, self.executor_pid = self.executor_pid, pid
@@ -140,7 +176,7 @@ class Risk(Service):
 
     def _decide(self, signal: m.Signal) -> None:
         now = self.ctx.clock()
-        self.m_signals.labels(signal.source).inc()
+        self.m_signals.labels(self._label(signal.source)).inc()
         reasons = self._check(signal, now)
         if not reasons or reasons[0].code != DUPLICATE_SIGNAL:
             self.engine.record(signal, now)
@@ -149,6 +185,7 @@ class Risk(Service):
                                       signal=signal,
                                       expires_ts_ns=now + int(self.ctx.options.approval_timeout_s * 1e9))
             self.pending[signal.id] = pending
+            self._save_pending()
             self.m_verdicts.labels("pending", "").inc()
             self.ctx.send("decisions", pending)
             self.ctx.log.warning("agent signal %s from %s waits for approval: `polybot approve %s`", signal.id,
@@ -187,6 +224,7 @@ class Risk(Service):
 
     def _refuse_pending(self, signal_id: str, code: str, message: str) -> None:
         pending = self.pending.pop(signal_id)
+        self._save_pending()
         self._verdict(m.SignalRejected(trace_id=pending.trace_id, signal_id=signal_id, source=pending.source,
                                        reasons=[m.Reason(code=code, message=message, max_size=Decimal(0))],
                                        signal=pending.signal))
@@ -209,6 +247,7 @@ class Risk(Service):
             self._refuse_pending(request.signal_id, APPROVAL_EXPIRED, "approved after it expired")
             return m.Error(request_id=request.id, message="it expired before the approval; it was refused")
         del self.pending[request.signal_id]
+        self._save_pending()
         reasons = self._check(pending.signal, now, recheck=True)
         self._send_orders(pending.signal, reasons, now)
         self.ctx.log.warning("signal %s approved by %s: %s", request.signal_id, who,

@@ -16,7 +16,7 @@ import msgspec
 
 from .. import messages as m
 from ..runtime import Service, StartupError
-from ..sync import start_from_scanner
+from ..sync import ask_until, start_from_scanner
 from . import REGISTRY
 
 class StrategiesOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -24,6 +24,7 @@ class StrategiesOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     shard: int = 0
     shards: int = 1
     scanner: str = "scanner"  # the service whose snapshot a (re)started host begins from
+    executor: str = "executor"  # whose account (what each source's fills hold) a (re)started host gives strategies
     max_book_age_ms: int = 1000  # a signal from a book update older than this is shed, not sent; 0: never
 
 
@@ -92,6 +93,7 @@ class Strategies(Service):
         self.backlog: list[m.Message] = []  # what arrived before the scanner's snapshot
         self.sent = 0
         self.dropped = 0
+        self.account = "not asked"  # the executor's account, as given to the strategies at start
         self.shed: dict[str, int] = {"stale": 0, "throttled": 0}
         self.throttle = Throttle()
         self.m_shed = ctx.metrics.counter("signals_shed", "signals not sent: from a stale book, or throttled",
@@ -99,8 +101,14 @@ class Strategies(Service):
         self.m_throttled = ctx.metrics.gauge("throttled", "1 while backpressure throttles this host's signals")
 
     async def run(self) -> None:
-        """Start from the scanner's snapshot, then the messages that came after it, then live."""
+        """Start from the scanner's snapshot, then the messages that came after it, then live; and give strategies
+        the executor's account as soon as it answers (what their fills hold, e.g. the quoter's inventory)."""
         await start_from_scanner(self.ctx, self.ctx.options.scanner, self._feed, self._take_backlog)
+        executor = self.ctx.options.executor
+        if executor and executor in self.ctx.config.enabled_services:
+            account = await ask_until(self.ctx, executor, m.AccountRequest(), m.AccountReply)
+            self._feed(account)
+            self.account = f"{len(account.holdings)} holdings"
 
     def _take_backlog(self) -> list[m.Message]:
         backlog, self.backlog, self.synced = self.backlog, [], True
@@ -170,7 +178,7 @@ class Strategies(Service):
     def detail(self) -> dict[str, str]:
         throttled = self.throttle.active(self.ctx.clock())
         return {"strategies": ",".join(s.name for s in self.strategies), "markets": str(len(self.mine)),
-                "stale": str(len(self.mine & self.stale)), "synced": str(self.synced),
+                "stale": str(len(self.mine & self.stale)), "synced": str(self.synced), "account": self.account,
                 "signals": str(self.sent), "signals_dropped": str(self.dropped),
                 "shed_stale": str(self.shed["stale"]), "shed_throttled": str(self.shed["throttled"]),
                 "throttled": str(throttled), "throttles": str(self.throttle.times),

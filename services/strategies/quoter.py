@@ -2,7 +2,8 @@
 
 Polymarket has no short shares, so the two sides of a YES quote are two BUYs: a bid for YES at mid - spread,
 and a bid for NO at 1 - (mid + spread), which is the YES offer in the other token. A side stops quoting when
-the inventory of its token reaches ``max_inventory`` (filled shares, learned from ``executions``). A quote is
+the inventory of its token reaches ``max_inventory`` (filled shares, learned from ``executions``, and at start from
+the executor's account, so a restart keeps it). A quote is
 replaced (a ``Cancel`` of the strategy's orders on that token, then a new post-only GTC signal) when the price
 it should be at moves by ``requote_ticks`` or more, and at most once per ``min_requote_ms``.
 """
@@ -55,6 +56,8 @@ class Quoter:
                 (self.stale.update if msg.stale else self.stale.difference_update)(msg.markets)
                 if msg.stale:
                     return [out for mk in msg.markets if mk in self.markets for out in self._pull(mk, msg, "stale")]
+            case m.AccountReply():  # at start: what our own fills hold, whatever happened before this process
+                self.inventory = {h.token_id: h.size for h in msg.holdings if h.source == self.source}
             case m.Fill() if msg.source == self.source:
                 sign = 1 if msg.side == "BUY" else -1
                 self.inventory[msg.token_id] = self.inventory.get(msg.token_id, Decimal(0)) + sign * msg.size

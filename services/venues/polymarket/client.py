@@ -56,6 +56,7 @@ BATCH = 15  # orders per POST /orders, the venue's limit
 CENTS = Decimal("0.01")
 SHARES_DP = Decimal("0.0001")
 MAX_RETRY_AFTER_S = 3600.0  # a longer Retry-After is not believed
+REDERIVE_S = 10.0  # after a 401, credentials are derived again at most this often
 
 # The venue's refusal texts (see POLYMARKET_WIRE.md), by what they mean; first match wins.
 _CODES = (("breaks minimum tick size", base.TICK_SIZE), ("lower than the minimum", base.MIN_SIZE),
@@ -232,6 +233,10 @@ class Clob:
             raise undeployed(wallet)
         self.unchecked = "" if deployed else (f"could not ask the relayer at {self.relayer_url or '(none configured)'} "
                                               "whether the deposit wallet is deployed")
+
+    def rederive(self) -> None:
+        """Credentials again from the key (L1), after the venue refused ours (revoked, or lost at the venue)."""
+        self._client.set_api_creds(self._call(self._client.create_or_derive_api_key))
 
     @property
     def api_key(self) -> str:
@@ -430,6 +435,8 @@ class PolymarketVenue:
         self.heartbeat_failures = 0
         self.heartbeat_error = ""  # why the last heartbeat failed; "" once one is answered again
         self.max_wait_s = max_wait_s  # the longest a request waits for the rate limit before it is refused unsent
+        self.rederived = -REDERIVE_S  # when credentials were last derived again after a 401 (monotonic seconds)
+        self.rederives = 0
         try:
             self.limiter = RateLimiter(rate_tier)
         except ValueError as exc:
@@ -447,7 +454,11 @@ class PolymarketVenue:
                 return await loop.run_in_executor(self._pool, fn, *args)
         except TimeoutError:
             raise VenueError(base.UNAVAILABLE, f"no answer within {self.timeout_s}s", unknown=True) from None
-        except (VenueError, StartupError):
+        except VenueError as exc:
+            if exc.code == base.AUTH:
+                await self._credentials_refused()
+            raise
+        except StartupError:
             raise
         except Exception as exc:  # anything else the client raised: whether the request took effect is unknown
             self.log.error("venue call %s failed: %s: %s", getattr(fn, "__name__", fn), type(exc).__name__, exc,
@@ -494,6 +505,28 @@ class PolymarketVenue:
                 self.heartbeat_error = exc.message
                 self.log.warning("venue heartbeat failed: %s", exc)
             await asyncio.sleep(self.heartbeat_s)
+
+    async def _credentials_refused(self) -> None:
+        """The venue answered 401: derived credentials are derived again (at most every REDERIVE_S), so the calls
+        after this one go through; given ones are the operator's to replace, and the log says so."""
+        if self.clob.given_creds:
+            self.log.error("the venue refuses POLYBOT_API_KEY (401): it was revoked, or is not this key's; set new "
+                           "credentials, or unset POLYBOT_API_KEY, POLYBOT_API_SECRET and POLYBOT_API_PASSPHRASE to "
+                           "derive them, and restart the executor")
+            return
+        now = time.monotonic()
+        if now - self.rederived < REDERIVE_S:
+            return
+        self.rederived = now
+        self.log.warning("the venue refuses our API credentials (401); deriving them again from the key")
+        try:
+            await self._run(self.clob.rederive)
+        except VenueError as exc:
+            self.log.warning("could not derive API credentials again: %s", exc)
+            return
+        self.rederives += 1
+        if self.feed is not None:
+            self.feed.renew(self.clob.ws_auth())
 
     def heartbeat_failing(self) -> str:
         """Why heartbeats fail now; "" while they are answered (or not started)."""
@@ -559,5 +592,6 @@ class PolymarketVenue:
         return {"wallet": self.clob.wallet.kind, "funder": self.clob.funder,
                 "heartbeats": str(self.heartbeats), "heartbeat_failures": str(self.heartbeat_failures),
                 "rate_tier": self.limiter.tier, "rate_limit_holds": str(self.limiter.holds),
+                "credentials_rederived": str(self.rederives),
                 "user_connects": str(feed.connects if feed else 0),
                 "user_bad_frames": str(feed.bad_frames if feed else 0)}

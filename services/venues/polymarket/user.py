@@ -105,8 +105,12 @@ class UserFeed:
 
     async def run(self, on_events: OnEvents, on_connected: Callable[[], None]) -> None:
         """Connect and reconnect for good; ``on_connected`` once the venue has taken each subscription."""
-        subscription = user_subscription(self._auth)
-        await self.channel.run(lambda: subscription, lambda raw: self._frame(raw, on_events), on_connected)
+        await self.channel.run(lambda: user_subscription(self._auth), lambda raw: self._frame(raw, on_events),
+                               on_connected)
+
+    def renew(self, auth: dict[str, str]) -> None:
+        """New API credentials (the old ones were refused): the next connection subscribes with them."""
+        self._auth = auth
 
     def _frame(self, raw: str | bytes, on_events: OnEvents) -> None:
         try:
