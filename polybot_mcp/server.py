@@ -12,7 +12,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
-from services.cli import collect_status
+from services.cli import collect_status, trading_health
 from services.config import Config
 
 from .backtests import register_backtest_tools
@@ -41,8 +41,29 @@ class ServiceRow(BaseModel):
     sockets: dict[str, SocketFigures]
 
 
+class TradingHealth(BaseModel):
+    healthy: bool = Field(description="True when the mesh can trade now: markets fresh, risk synced with an executor "
+                                      "connected, the executor ready, the venue without conditions, and signals not "
+                                      "all refused in the last minute")
+    reasons: list[str] = Field(description="Why it is not healthy, one line each (empty when healthy)")
+    markets: int = Field(description="Markets the scanner knows")
+    stale: int = Field(description="Of those, stale at the scanner: their feed is down or reconnecting")
+    stale_at_risk: int = Field(description="Markets risk holds stale: signals on them are refused as STALE_BOOK")
+    executor_ready: bool
+    executor_connected: bool = Field(description="An executor takes risk's orders; else signals are refused as "
+                                                 "EXECUTOR_DOWN")
+    venue_conditions: list[str] = Field(description="What the venue does not take now (restarting, post-only ...)")
+    last_accepted_s: float | None = Field(description="Seconds since risk last accepted a signal; null: not since "
+                                                      "it started")
+    last_rejected_s: float | None = Field(description="Seconds since risk last refused a signal; null: not since "
+                                                      "it started")
+    last_refusal: str = Field(description="The reason code of the last refusal")
+
+
 class MeshStatus(BaseModel):
     all_up: bool = Field(description="True when the supervisor and every configured service run (halted counts as up)")
+    trading: TradingHealth | None = Field(description="Whether the mesh can trade now, and why not; null when it runs "
+                                                      "no trading service")
     services: list[ServiceRow]
 
 
@@ -112,7 +133,7 @@ def instructions(tool_set: str) -> str:
             + "search_markets, get_market and get_order_book read markets; preview_signal checks a trade against "
               "risk without sending it; get_signal, list_signals, get_fills, get_positions and get_pnl tell what "
               "happened; get_risk shows limits and what this client may still spend and sell; mesh_status shows "
-              "what runs. "
+              "what runs and whether trading is healthy (and why not). "
             + ("Try a strategy on recorded markets first with list_recordings and run_backtest. "
                if tool_set != "read_only" else "")
             + f"Tool set served: {tool_set} ({TOOL_SETS[tool_set]}).")
@@ -127,8 +148,10 @@ def build(config: Config, tool_set: str = "") -> MCPServer:
     )
 
     @server.tool(annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False),
-                 description="Each polybot service's state, pid, uptime, restarts and per-socket counters. A "
-                             "service shown as down is not running: start the mesh with `polybot up`. This server "
+                 description="Each polybot service's state, pid, uptime, restarts and per-socket counters, and "
+                             "whether trading is healthy (markets fresh, an executor connected and ready, the "
+                             "venue's conditions, signals accepted) with the reasons when it is not. A service "
+                             "shown as down is not running: start the mesh with `polybot up`. This server "
                              f"serves the tool set {tool_set!r}: {TOOL_SETS[tool_set]}.")
     async def mesh_status() -> MeshStatus:
         rows = await asyncio.to_thread(collect_status, config)
@@ -141,7 +164,15 @@ def build(config: Config, tool_set: str = "") -> MCPServer:
             )
             for r in rows
         ]
-        return MeshStatus(all_up=all(s.state in ("running", "halted") for s in services), services=services)
+        health = trading_health(config, rows)
+        trading = None if health is None else TradingHealth(
+            healthy=health.healthy, reasons=health.reasons, markets=health.markets, stale=health.stale,
+            stale_at_risk=health.stale_at_risk, executor_ready=health.executor_ready,
+            executor_connected=health.executor_connected, venue_conditions=health.venue_conditions,
+            last_accepted_s=health.signals.last_accepted_s, last_rejected_s=health.signals.last_rejected_s,
+            last_refusal=health.signals.last_refusal)
+        return MeshStatus(all_up=all(s.state in ("running", "halted") for s in services), trading=trading,
+                          services=services)
 
     register_resources(server, register_tools(server, MeshLink(config)))
     register_backtest_tools(server, config)

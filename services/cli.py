@@ -17,6 +17,7 @@ from .backtest import cli as backtests
 from .bus import BusError, BusTimeout, Requester
 from .config import (RISK_KIND, Config, ConfigError, control_address, embeds_local_venue, ensure_state_dir, load,
                      load_secrets, service_of_kind, trading_mode)
+from .health import Health, format_health, judge, trading_configured
 from .periods import since_ns
 
 STATUS_TIMEOUT_MS = 1000
@@ -47,8 +48,12 @@ def main(argv: list[str] | None = None) -> int:
                     "check fails.")
     doctor.add_argument("--json", action="store_true", help="print JSON instead of lines")
     commands.add_parser("down", help="stop the running supervisor and its services")
-    status = commands.add_parser("status", help="every service's state, pid, uptime, counters and lag")
-    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status = commands.add_parser(
+        "status", help="every service's state, pid, uptime, counters and lag, and whether trading is healthy",
+        description="Exit status 3 when a service is down, else 4 when trading is unhealthy (the reasons are "
+                    "printed: stale markets, no executor, signals all refused ...), else 0.")
+    status.add_argument("--json", action="store_true",
+                        help='print JSON instead of a table: {"services": [...], "trading": {...} or null}')
     restart = commands.add_parser("restart", help="restart one service without touching the others")
     restart.add_argument("name")
     run = commands.add_parser("run", help="run one service in the foreground (what the supervisor starts)")
@@ -329,13 +334,25 @@ def collect_status(config: Config) -> list[m.ServiceState]:
     return rows
 
 
+def trading_health(config: Config, rows: list[m.ServiceState]) -> Health | None:
+    """Whether the mesh can trade now (None when it has no trading service at all), from ``collect_status``."""
+    kinds = {name: config.services[name].kind for name in config.enabled_services}
+    return judge(rows, kinds) if trading_configured(kinds) else None
+
+
+SERVICE_DOWN, TRADING_UNHEALTHY = 3, 4  # `polybot status` exit codes
+
+
 def _status(config: Config, args: argparse.Namespace) -> int:
     rows = collect_status(config)
+    health = trading_health(config, rows)
     if args.json:
-        print(msgspec.json.encode(rows).decode())
+        print(msgspec.json.encode({"services": rows, "trading": health}).decode())
     else:
-        print(format_table(rows))
-    return 0 if all(r.state in ("running", "halted") for r in rows) else 3
+        print(format_table(rows) + ("\n\n" + format_health(health) if health else ""))
+    if not all(r.state in ("running", "halted") for r in rows):
+        return SERVICE_DOWN
+    return TRADING_UNHEALTHY if health and not health.healthy else 0
 
 
 def _uptime(seconds: float) -> str:

@@ -34,11 +34,20 @@ class MarketView:
         self.feeds = 0
         self.connected: set[int] = set()  # feeds that have been subscribed (and so had their initial dump)
 
-    def load(self, markets: list[m.MarketNew]) -> Outbox:
-        """The venue's markets at start: each is announced."""
+    def load(self, markets: list[m.MarketNew], now_ns: int) -> Outbox:
+        """The venue's markets at start: each is announced, and stale until its first book.
+
+        A scanner that starts has no books, whatever the one before it said: its subscribers may hold markets
+        stale from a scanner that lost the venue, or books that missed what changed while no scanner ran. So
+        every market starts stale, said so, and each is announced fresh again by its first snapshot."""
         for market in markets:
             self._add(market)
-        return Outbox(events=list(markets))
+        self.stale |= {mk.market for mk in markets}
+        out = Outbox(events=list(markets))
+        if markets:
+            out.events.append(m.MarketStale(ts_ns=now_ns, markets=sorted({mk.market for mk in markets}), stale=True,
+                                            reason="no book yet: the scanner started"))
+        return out
 
     def tokens(self) -> list[str]:
         """Every known market's tokens, to follow on the market channel."""

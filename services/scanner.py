@@ -72,7 +72,7 @@ class Scanner(Service):
             self.ctx.send("events", msg)
 
     async def run(self) -> None:
-        self._publish(self.view.load(await self._markets()))
+        self._publish(self.view.load(await self._markets(), self.ctx.clock()))
         tokens = self.view.tokens()
         self.ctx.log.info("loaded %d markets (%d assets)", len(self.view.markets), len(tokens))
         feeds = self.source.follow(tokens, self)

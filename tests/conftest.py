@@ -128,7 +128,7 @@ class Mesh:
                           f"stderr: {result.stderr[-3000:]}")
             result = self.cli("status", "--json")
         try:
-            rows = json.loads(result.stdout)
+            rows = json.loads(result.stdout)["services"]
         except ValueError:
             raise ValueError(f"`polybot status --json` printed no JSON (exit {result.returncode}): "
                              f"{result.stdout[-500:]!r} {result.stderr[-1500:]}") from None

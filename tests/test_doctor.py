@@ -341,7 +341,7 @@ def mesh_config(state_dir: Path, venue: Venue) -> Path:
 
 def supervisor_running(config: Path) -> bool:
     status = cli(config, "status", "--json", timeout=30)
-    rows = {row["name"]: row for row in json.loads(status.stdout)} if status.stdout.startswith("[") else {}
+    rows = {row["name"]: row for row in json.loads(status.stdout)["services"]} if status.stdout.startswith("{") else {}
     return rows.get("supervisor", {}).get("state") == "running"
 
 

@@ -37,7 +37,7 @@ def burst_view() -> tuple[MarketView, list[str]]:
     """A view that follows the burst's market, loaded and with its one feed subscribed."""
     tokens = sorted({c["asset_id"] for msg in BURST[1:-1] for c in msg["price_changes"]})
     view = MarketView()
-    view.load([market(BURST_MARKET, *tokens)])
+    view.load([market(BURST_MARKET, *tokens)], T0)
     view.following(1)
     view.feed_connected(0)
     return view, tokens
@@ -63,16 +63,29 @@ def test_books_kept_through_a_captured_burst_equal_the_venues_closing_snapshot()
 def test_a_lost_feed_makes_its_markets_stale_once_and_a_fresh_snapshot_makes_them_live() -> None:
     view, tokens = burst_view()
     other = market("0xother", "o-yes", "o-no")
-    view.load([other])
+    view.load([other], T0)
+    view.update(*frame(BURST[0]), T0)  # its first book: live
     down = view.down([*tokens, "not-followed"], "market feed silent", T0 + 1)
     assert [(s.ts_ns, s.markets, s.stale, s.reason) for s in down.events] == [
         (T0 + 1, [BURST_MARKET], True, "market feed silent")]
     assert view.down(tokens, "market feed silent", T0 + 2).events == []  # already stale: not said twice
     changes = view.update(*frame(BURST[1]), T0 + 3)  # level changes alone do not make a book fresh
-    assert changes.events == [] and view.stale == {BURST_MARKET}
+    assert changes.events == [] and view.stale == {BURST_MARKET, other.market}  # other: no book yet
     fresh = view.update(*frame(BURST[-1]), T0 + 4)
     assert [(s.markets, s.stale, s.reason) for s in fresh.events] == [([BURST_MARKET], False, "fresh snapshot")]
-    assert fresh.prices and view.stale == set()
+    assert fresh.prices and view.stale == {other.market}
+
+
+def test_a_started_view_holds_every_market_stale_until_its_first_book_and_then_says_it_is_fresh() -> None:
+    # A scanner started while the venue was down: its subscribers still hold the markets stale from the one
+    # before, so it must say fresh once the books come, though it never saw them go stale itself.
+    view, tokens = burst_view()
+    assert view.stale == {BURST_MARKET}
+    assert view.down(tokens, "market feed silent", T0 + 1).events == []  # stale already: not said twice
+    assert view.update(*frame(BURST[1]), T0 + 2).events == []  # level changes alone are no book
+    fresh = view.update(*frame(BURST[0]), T0 + 3)
+    assert [(s.ts_ns, s.markets, s.stale) for s in fresh.events] == [(T0 + 3, [BURST_MARKET], False)]
+    assert view.stale == set() and view.update(*frame(BURST[-1]), T0 + 4).events == []  # fresh already
 
 
 def test_a_new_listing_waits_for_gammas_description_and_is_followed_once() -> None:
@@ -100,7 +113,7 @@ def test_a_listing_gamma_never_describes_is_announced_and_kept_as_not_accepting_
 def test_a_tick_size_change_goes_out_and_the_snapshot_keeps_the_new_tick() -> None:
     change = json.loads(captured("ws_market_tick_size_msg.json"))
     view = MarketView()
-    view.load([market(change["market"], change["asset_id"], "no")])
+    view.load([market(change["market"], change["asset_id"], "no")], T0)
     view.following(0)
     out = view.update(*frame(captured("ws_market_tick_size_msg.json")), T0)
     assert [(e.market, e.new_tick_size) for e in out.events] == [(change["market"], D("0.01"))]
@@ -118,13 +131,15 @@ def test_markets_loaded_from_gamma_are_announced_and_their_tokens_followed() -> 
     gamma = msgspec.json.decode(captured("gamma_market_live.json"), type=schema.GammaMarket)
     listed = feed.market_new(gamma, T0)
     view = MarketView()
-    assert view.load([listed]).events == [listed]
+    announced, stale = view.load([listed], T0 + 1).events
+    assert announced == listed  # and stale until its first book:
+    assert (stale.ts_ns, stale.markets, stale.stale) == (T0 + 1, [listed.market], True)
     assert view.tokens() == gamma.parsed_clob_token_ids()
 
 
 def test_the_snapshot_waits_for_every_feed_and_gives_books_best_first_for_the_markets_asked() -> None:
     view = MarketView()
-    view.load([market(BURST_MARKET, BURST[0]["asset_id"]), market("0xother", "o-yes")])
+    view.load([market(BURST_MARKET, BURST[0]["asset_id"]), market("0xother", "o-yes")], T0)
     assert isinstance(view.snapshot(m.SnapshotRequest(), T0), m.Error)  # markets in, feeds not started
     view.following(2)
     view.feed_connected(0)

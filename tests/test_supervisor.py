@@ -91,7 +91,7 @@ def test_status_without_a_supervisor_reports_every_service_down(mesh_factory) ->
     mesh: Mesh = mesh_factory(PAIR)
     result = mesh.cli("status", "--json")
     assert result.returncode == 3
-    assert {row["name"]: row["state"] for row in json.loads(result.stdout)} == {
+    assert {row["name"]: row["state"] for row in json.loads(result.stdout)["services"]} == {
         "supervisor": "down", "tally": "down", "ticker": "down"}
 
 

@@ -68,12 +68,14 @@ def test_it_reads_back_as_the_scanners_start_then_the_living_market_in_time_orde
     markets = messages[:opening]
     assert all(isinstance(msg, m.MarketNew) for msg in markets)
     assert len({mk.market for mk in markets}) == opening
-    snapshot = messages[opening]
+    stale, snapshot, fresh = messages[opening:opening + 3]  # each market stale until its first book, then fresh
+    assert isinstance(stale, m.MarketStale) and stale.stale and stale.markets == sorted(mk.market for mk in markets)
     assert isinstance(snapshot, m.BookSnapshot)
     assert {b.token_id for b in snapshot.books} == {o.token_id for mk in markets for o in mk.outcomes}
     assert all(b.bids and b.asks for b in snapshot.books)
+    assert isinstance(fresh, m.MarketStale) and not fresh.stale and fresh.markets == stale.markets
 
-    rest = messages[opening + 1:]
+    rest = messages[opening + 3:]
     kinds = {type(msg) for msg in rest}
     assert {m.BookDelta, m.LastTrade, m.MarketResolved, m.MarketNew, m.BookSnapshot} <= kinds
     stamps = [msg.ts_ns for msg in messages]
@@ -130,10 +132,16 @@ def test_with_several_connections_the_dump_is_split_and_the_books_come_out_the_s
     split = list(simulate(SEED, SECONDS, **ARGS, assets_per_connection=6))
     opening = OPENING
     tokens = 2 * opening
-    dumps = split[opening:opening + -(-tokens // 6)]  # one per connection: six books each, the last the rest
+    connections = -(-tokens // 6)
+    # After the markets and their staleness, one dump per connection (six books each, the last the rest), each
+    # followed by its markets announced fresh.
+    start = split[opening + 1:opening + 1 + 2 * connections]
+    dumps, fresh = start[0::2], start[1::2]
     assert all(isinstance(msg, m.BookSnapshot) for msg in dumps)
+    assert all(isinstance(msg, m.MarketStale) and not msg.stale for msg in fresh)
+    assert sorted(mk for msg in fresh for mk in msg.markets) == split[opening].markets
     assert [len(msg.books) for msg in dumps] == [6] * (tokens // 6) + ([tokens % 6] if tokens % 6 else [])
-    assert [b for msg in dumps for b in msg.books] == messages[opening].books
+    assert [b for msg in dumps for b in msg.books] == messages[opening + 1].books
     whole, parts = Books(), Books()
     for msg in messages:
         whole.apply(msg)

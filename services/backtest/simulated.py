@@ -106,7 +106,8 @@ class _Scanner:
 
     def start(self) -> Iterator[m.Message]:
         """Every market from Gamma, then one connection per ``assets_per_connection`` assets and its dump."""
-        for market in self.view.load([feed.market_new(gamma, self.clock.ns) for gamma in self._gamma()]).events:
+        loaded = self.view.load([feed.market_new(gamma, self.clock.ns) for gamma in self._gamma()], self.clock.ns)
+        for market in loaded.events:
             yield from self.ids.stamp([market])
         tokens = self.view.tokens()
         for i in range(0, len(tokens), self.per_connection):

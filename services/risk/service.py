@@ -43,6 +43,8 @@ class Risk(Service):
         self.reconciling: asyncio.Task | None = None
         self.verdicts: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()
+        self.last_verdict_ns = {"accepted": 0, "rejected": 0}  # when the last of each was decided (0: never)
+        self.last_refusal = ""  # the first reason code of the last refusal
         self.pending: dict[str, m.SignalPending] = {}  # agent signals waiting for a human's approval
         config = ctx.config
         self.approval = opts.approval == "always" or (
@@ -258,9 +260,12 @@ class Risk(Service):
     def _verdict(self, verdict: m.SignalAccepted | m.SignalRejected) -> m.SignalAccepted | m.SignalRejected:
         if isinstance(verdict, m.SignalAccepted):
             self.verdicts["accepted"] += 1
+            self.last_verdict_ns["accepted"] = self.ctx.clock()
             self.m_verdicts.labels("accepted", "").inc()
         else:
             self.verdicts["rejected"] += 1
+            self.last_verdict_ns["rejected"] = self.ctx.clock()
+            self.last_refusal = verdict.reasons[0].code if verdict.reasons else ""
             codes = {r.code for r in verdict.reasons}
             self.refusals.update(codes)
             self.m_verdicts.labels("rejected", verdict.reasons[0].code if verdict.reasons else "").inc()
@@ -312,7 +317,12 @@ class Risk(Service):
         return self.ctx.peers("orders") > 0
 
     def detail(self) -> dict[str, str]:
+        now = self.ctx.clock()
+        ago = {verdict: f"{(now - at) / 1e9:.1f}" if at else "" for verdict, at in self.last_verdict_ns.items()}
         return {"synced": str(self.synced), "reconciled": str(self.reconciled),
+                "markets": str(len(self.engine.markets)), "stale": str(len(self.engine.stale)),
+                "last_accepted_s": ago["accepted"], "last_rejected_s": ago["rejected"],
+                "last_refusal": self.last_refusal,
                 "executor_connected": str(self._executor_connected()),
                 "accepted": str(self.verdicts["accepted"]), "rejected": str(self.verdicts["rejected"]),
                 "pending": str(len(self.pending)), "approval": str(self.approval),

@@ -88,6 +88,7 @@ class Strategies(Service):
             except msgspec.ValidationError as exc:
                 raise StartupError(f"strategy {name}: {exc}") from None
         self.mine: set[str] = set()  # condition ids of this shard
+        self.stale: set[str] = set()  # markets the scanner says are stale (of any shard; counted for ours)
         self.synced = False
         self.backlog: list[m.Message] = []  # what arrived before the scanner's snapshot
         self.sent = 0
@@ -127,6 +128,8 @@ class Strategies(Service):
             if shard_of(msg.neg_risk_market_id or msg.market, self.ctx.options.shards) != self.ctx.options.shard:
                 return
             self.mine.add(msg.market)
+        elif isinstance(msg, m.MarketStale):
+            (self.stale.update if msg.stale else self.stale.difference_update)(msg.markets)
         for strategy in self.strategies:
             for signal in strategy.on_message(msg):
                 if self.ctx.halted and isinstance(signal, m.Signal):
@@ -175,7 +178,7 @@ class Strategies(Service):
     def detail(self) -> dict[str, str]:
         throttled = self.throttle.active(self.ctx.clock())
         return {"strategies": ",".join(s.name for s in self.strategies), "markets": str(len(self.mine)),
-                "synced": str(self.synced), "account": self.account,
+                "stale": str(len(self.mine & self.stale)), "synced": str(self.synced), "account": self.account,
                 "signals": str(self.sent), "signals_dropped": str(self.dropped),
                 "shed_stale": str(self.shed["stale"]), "shed_throttled": str(self.shed["throttled"]),
                 "throttled": str(throttled), "throttles": str(self.throttle.times),
