@@ -6,7 +6,8 @@ trades live against the venue's ready-made account. Every ``--every`` seconds th
 of: SIGKILL a random service (the supervisor restarts it); drop the venue's WebSockets; stall the whole venue; open a
 matching-engine restart (425, then a post-only window); open a 429 window (a rate limit far below the tier); stop
 analytics for a while (SIGSTOP, then SIGCONT: a slow consumer). At the end every fault is healed and the mesh must be
-healthy again within ``--heal-s``; then:
+healthy again within ``--heal-s`` (as `polybot status` judges trading health); then risk's kill switch stops trading
+(every resting order canceled), analytics takes in the last fills, and:
 
 - **sent once**: no order reached the venue twice (the venue's ``/_admin/received``);
 - **fills recorded**: every venue trade of the account is in DuckDB once, and DuckDB has none the venue lacks;
@@ -51,6 +52,7 @@ from py_clob_client_v2.clob_types import ApiCreds, AssetType, BalanceAllowancePa
 
 from polybot_venue.engine import taker_fee  # noqa: E402
 from polybot_venue.server import VenueOptions, ready_made_account  # noqa: E402
+from services import health  # noqa: E402
 from services import messages as m  # noqa: E402
 from trade_path import Mesh, child_env  # noqa: E402
 
@@ -187,18 +189,38 @@ class Chaos:
 
     # ------------------------------------------------------------ health and invariants
 
-    def healthy(self) -> bool:
-        rows = {name: self.mesh.status(name, 1000) for name in self.mesh.services}
-        if not all(r is not None and r.state == "running" for r in rows.values()):
-            return False
-        return (rows["executor"].detail.get("ready") == "True" and rows["risk"].detail.get("reconciled") == "True"
-                and rows["scanner"].detail.get("stale") == "0")
+    def unhealthy(self) -> list[str]:
+        """Why trading is not healthy now, as `polybot status` judges it (services.health); risk refusing every
+        recent signal is left out: this run's small position limit refuses many, as it should."""
+        rows = [r for name in self.mesh.services if (r := self.mesh.status(name, 1000)) is not None]
+        kinds = {n: self.mesh.config.services[n].kind for n in self.mesh.services}
+        missing = [f"{n} does not answer" for n in self.mesh.services if n not in {r.name for r in rows}]
+        return missing + [r for r in health.judge(rows, kinds).reasons if "every signal of the last" not in r]
+
+    def quiesce(self, timeout_s: float = 30.0) -> None:
+        """Stop trading before the books are compared: risk's kill switch refuses new orders and cancels every
+        resting one; then wait until the executor has no open order."""
+        self.mesh.ask("risk", m.HaltRequest(reason="the chaos run compares the books"), 5000)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            account = self.mesh.ask("executor", m.AccountRequest(), 5000)
+            if isinstance(account, m.AccountReply) and not account.orders:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"the executor still has open orders {timeout_s:.0f} s after risk halted")
 
     def venue_client(self) -> ClobClient:
         client = ClobClient(self.mesh.clob, chain_id=137, key=self.account.private_key)
         creds = self.account.credentials
         client.set_api_creds(ApiCreds(creds.api_key, creds.secret, creds.passphrase))
         return client
+
+    def venue_fills(self) -> int:
+        """The account's parts in the venue's trades (a trade where two of its orders met counts twice)."""
+        address = self.account.address.lower()
+        return sum((t["trader_side"] == "TAKER") + sum(mo["maker_address"].lower() == address
+                                                       for mo in t["maker_orders"])
+                   for t in self.venue_client().get_trades())
 
     def query(self, sql: str) -> list[dict]:
         done = subprocess.run([sys.executable, "-m", "services", "--config", str(self.mesh.file), "query", "--json",
@@ -282,17 +304,18 @@ class Chaos:
             time.sleep(0.1)  # the schedule's clock, not a wait for an event
         self.heal_all()
         healed_at = time.monotonic()
-        while not self.healthy():
+        while why := self.unhealthy():
             if time.monotonic() - healed_at > heal_s:
-                report.mismatches["healthy"] = [f"not healthy {heal_s:.0f} s after the last fault"]
+                report.mismatches["healthy"] = [f"not healthy {heal_s:.0f} s after the last fault: {'; '.join(why)}"]
                 break
             time.sleep(0.2)
         report.healed_s = time.monotonic() - healed_at
         report.mismatches.setdefault("healthy", [])
-        settle_until = time.monotonic() + 10  # analytics and the executor take in the last fills
+        self.quiesce()
+        settle_until = time.monotonic() + 20  # analytics takes in the last fills
         while time.monotonic() < settle_until:
             rows = self.query("select count(*) as n from executions where kind = 'Fill'")
-            if rows and rows[0]["n"] >= len(self.venue_client().get_trades()):
+            if rows and rows[0]["n"] >= self.venue_fills():
                 break
             time.sleep(0.5)
         self.check(report)

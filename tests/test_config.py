@@ -231,9 +231,9 @@ def test_the_local_venues_knobs_under_its_service_table_are_refused_pointing_at_
     message = fails(write(tmp_path, "[services.venue.options]\nseed = 3\n"), env)
     assert "services.venue.options: the local venue's knobs go under [local_venue.options]" in message
     # The rest of its table adjusts it like any default: here its control address, beside its kind and knobs.
-    path = write(tmp_path, '[services.venue]\ncontrol = "tcp://venue:7710"\n[local_venue.options]\nseed = 3\n')
+    path = write(tmp_path, '[services.venue]\ncontrol = "tls+tcp://venue:7710"\n[local_venue.options]\nseed = 3\n')
     venue = c.load(path, env).services["venue"]
-    assert venue == c.ServiceConfig(kind=c.LOCAL_VENUE_KIND, control="tcp://venue:7710", options={"seed": 3})
+    assert venue == c.ServiceConfig(kind=c.LOCAL_VENUE_KIND, control="tls+tcp://venue:7710", options={"seed": 3})
 
 
 def test_up_refuses_an_added_service_that_binds_what_an_enabled_default_binds(tmp_path, env):
