@@ -5,7 +5,8 @@ is checked against the venue's own records.
 trades live against the venue's ready-made account. Every ``--every`` seconds the schedule (from ``--seed``) does one
 of: SIGKILL a random service (the supervisor restarts it); drop the venue's WebSockets; stall the whole venue; open a
 matching-engine restart (425, then a post-only window); open a 429 window (a rate limit far below the tier); stop
-analytics for a while (SIGSTOP, then SIGCONT: a slow consumer). At the end every fault is healed and the mesh must be
+analytics for a while (SIGSTOP, then SIGCONT: a slow consumer); fill the disk under the executor or analytics for a
+while (its files may not grow: RLIMIT_FSIZE through prlimit). At the end every fault is healed and the mesh must be
 healthy again within ``--heal-s`` (as `polybot status` judges trading health); then risk's kill switch stops trading
 (every resting order canceled), analytics takes in the last fills, and:
 
@@ -30,6 +31,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -56,7 +58,7 @@ from services import health  # noqa: E402
 from services import messages as m  # noqa: E402
 from trade_path import Mesh, child_env  # noqa: E402
 
-FAULTS = ("kill", "drop_ws", "stall", "restart", "rate_limit", "slow_analytics")
+FAULTS = ("kill", "drop_ws", "stall", "restart", "rate_limit", "slow_analytics", "full_disk")
 KILLABLE = ("analytics", "scanner", "executor", "risk", "strategies", "audit")
 UNITS = Decimal(10**6)
 POSITION_LIMIT = Decimal(60)  # risk's max_position_per_token here (USDC at cost): small, so a limit is in play
@@ -127,6 +129,7 @@ class Chaos:
         self.account = ready_made_account(seed)
         self.starting = VenueOptions().starting_collateral
         self.stopped: list[int] = []  # analytics pids under SIGSTOP
+        self.full: list[int] = []  # pids whose files may not grow (a full disk)
         self.heals: list[tuple[float, Any]] = []  # (when, what) to undo a window
 
     # ------------------------------------------------------------ faults
@@ -159,11 +162,36 @@ class Chaos:
         elif kind == "rate_limit":
             self.admin("rate-limits", orders={"rate": 1, "burst": 2}, cancels={"rate": 2, "burst": 3})
             self.heals.append((now + self.rng.uniform(2, 5), lambda: self.admin("rate-limits")))
+        elif kind == "full_disk":
+            name = self.rng.choice(("executor", "analytics"))
+            if pid := self.pid(name):
+                self._full(pid, name)
+                self.heals.append((now + self.rng.uniform(2, 5), lambda p=pid: self._room(p)))
+            return f"full_disk {name}"
         elif kind == "slow_analytics" and (pid := self.pid("analytics")):
             os.kill(pid, signal.SIGSTOP)
             self.stopped.append(pid)
             self.heals.append((now + self.rng.uniform(2, 6), lambda p=pid: self._cont(p)))
         return kind
+
+    def _full(self, pid: int, name: str) -> None:
+        """A full disk for one process: none of its files may grow past what its main file holds now."""
+        state = self.mesh.config.state_path
+        main = next(state.glob("executor/journal-*.jsonl"), None) if name == "executor" else state / "polybot.duckdb"
+        size = main.stat().st_size if main is not None and main.exists() else 0
+        try:
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (max(size, 1), resource.RLIM_INFINITY))
+            self.full.append(pid)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _room(self, pid: int) -> None:
+        try:
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        except ProcessLookupError:
+            pass
+        if pid in self.full:
+            self.full.remove(pid)
 
     def _cont(self, pid: int) -> None:
         try:
@@ -184,6 +212,8 @@ class Chaos:
         self.heal_due(all_=True)
         for pid in list(self.stopped):
             self._cont(pid)
+        for pid in list(self.full):
+            self._room(pid)
         self.admin("restart", seconds=0, post_only_seconds=0)
         self.admin("rate-limits")
 
