@@ -46,6 +46,15 @@ def encode_frame(encoder: msgspec.msgpack.Encoder, msg: m.Message, instance: int
     return topic(type(msg)) + encoder.encode(msg) + TRAILER.pack(instance, seq)
 
 
+def checked_numbers(msg: m.Message) -> str:
+    """Why a decoded message cannot be let in for its numbers (not finite, or out of range), or "". A signal
+    passes: risk refuses it with the reason (BAD_SIGNAL), so its sender hears why."""
+    if isinstance(msg, m.ANSWERED_BY_RISK):
+        return ""
+    why = m.number_fault(msg)
+    return f"{type(msg).__name__}: {why}" if why else ""
+
+
 @dataclass(frozen=True)
 class SocketSpec:
     name: str
@@ -145,6 +154,8 @@ class Inbound(Counted):
             return self._bad(str(exc))
         if view[1:start] != m.tag_of(type(msg)).encode():
             return self._bad(f"topic {bytes(view[1:start])!r} does not match the payload's type {type(msg).__name__}")
+        if why := checked_numbers(msg):
+            return self._bad(why)
         instance, seq = TRAILER.unpack(view[-TRAILER.size:])
         key = (instance, type(msg))
         last = self._last_seq.get(key)
@@ -231,9 +242,12 @@ class Requester:
             except pynng.NNGException as exc:  # any other transport failure: no answer either
                 raise BusError(f"no reply from {self.address}: {exc}") from None
         try:
-            return self._decoder.decode(raw)
+            reply = self._decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise BusError(f"undecodable reply from {self.address}: {exc}") from None
+        if why := checked_numbers(reply):
+            raise BusError(f"untrustworthy reply from {self.address}: {why}")
+        return reply
 
     def close(self) -> None:
         self._socket.close()
@@ -286,11 +300,14 @@ class Replier:
                 return
             try:
                 req = self._decoder.decode(frame)
+                why = checked_numbers(req)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                why = str(exc)
+            if why:
                 self.counters.undecodable += 1
                 if self._on_bad_frame is not None:
-                    self._on_bad_frame(CONTROL, str(exc))
-                reply: m.Message = m.Error(request_id="", message=f"undecodable request: {exc}")
+                    self._on_bad_frame(CONTROL, why)
+                reply: m.Message = m.Error(request_id="", message=f"undecodable request: {why}")
             else:
                 self.counters.received += 1
                 try:

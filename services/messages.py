@@ -12,9 +12,10 @@ import itertools
 import os
 import time
 from decimal import Decimal
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 from msgspec import Struct, field
+from msgspec import inspect as mi
 
 _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(1)
@@ -581,6 +582,75 @@ ControlRequest = Union[StatusRequest, HaltRequest, ResumeRequest, ThrottleReques
                        SnapshotRequest, PreviewRequest, RiskRequest, ApproveRequest, AccountRequest, QueryRequest]
 ControlReply = Union[StatusReply, Ok, Error, SnapshotReply, SignalAccepted, SignalRejected, RiskReply, AccountReply,
                      QueryReply]
+
+
+# ---------------------------------------------------------------- numbers
+
+# Every number on the mesh is finite. Prices lie in [0, 1]; shares and the money a fill moves stay within
+# MAX_QUANTITY, far beyond any market yet small enough that sums, products and rounding to the venue's steps stay
+# exact within Decimal's 28 digits (1e26 shares, quantized to cents, already raise InvalidOperation).
+MAX_QUANTITY = Decimal("1e15")
+PRICES = frozenset({"price", "limit_price", "best_bid", "best_ask", "tick_size", "old_tick_size", "new_tick_size"})
+QUANTITIES = frozenset({"size", "filled", "remaining", "selling", "min_size", "fee", "rebate", "amount"})
+# Risk refuses these with reasons (BAD_SIGNAL) when their numbers are bad, so their sender hears why; the bus
+# passes them on. Every other message with a bad number is counted as undecodable and skipped where it arrives.
+ANSWERED_BY_RISK = (Signal, PreviewRequest)
+
+
+def number_fault(msg: Struct) -> str:
+    """Why a message's numbers cannot be trusted (where, which value, what was expected), or "" when they can."""
+    for name in _numeric_fields(type(msg)):
+        if why := _fault(getattr(msg, name), name, name):
+            return why
+    return ""
+
+
+def _fault(value: Any, name: str, where: str) -> str:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return f"{where} = {value} is not a finite number"
+        if name in PRICES and not 0 <= value <= 1:
+            return f"{where} = {value} is not a price between 0 and 1"
+        if name in QUANTITIES and not -MAX_QUANTITY <= value <= MAX_QUANTITY:
+            return f"{where} = {value} is beyond {MAX_QUANTITY:f}, more than any market holds"
+        return ""
+    if isinstance(value, Struct):
+        for field_name in _numeric_fields(type(value)):
+            if why := _fault(getattr(value, field_name), field_name, f"{where}.{field_name}"):
+                return why
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if why := _fault(item, name, f"{where}[{i}]"):
+                return why
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if why := _fault(item, name, f"{where}[{key!r}]"):
+                return why
+    return ""
+
+
+_NUMERIC_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _numeric_fields(cls: type) -> tuple[str, ...]:
+    """The fields of a Struct that may hold a Decimal, at any depth (worked out once per class)."""
+    found = _NUMERIC_FIELDS.get(cls)
+    if found is None:
+        found = _NUMERIC_FIELDS[cls] = tuple(f.name for f in mi.type_info(cls).fields if _may_hold_decimal(f.type))
+    return found
+
+
+def _may_hold_decimal(t: mi.Type) -> bool:
+    match t:
+        case mi.DecimalType() | mi.StructType():
+            return True
+        case mi.ListType(item_type=item):
+            return _may_hold_decimal(item)
+        case mi.DictType(value_type=value):
+            return _may_hold_decimal(value)
+        case mi.UnionType(types=types):
+            return any(_may_hold_decimal(x) for x in types)
+    return False
 
 
 def tag_of(cls: type[Message]) -> str:

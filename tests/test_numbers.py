@@ -1,0 +1,140 @@
+"""Numbers that are not numbers (NaN, sNaN, infinities, sizes beyond any market), where they enter the mesh: a
+signal to risk is refused with BAD_SIGNAL and a reason; any other message with one is counted and skipped; a
+journal record with one is skipped at start and neither the executor nor risk stops. The local venue, scanner,
+executor and risk each run in their own process; the test sits where strategies and agents would."""
+from __future__ import annotations
+
+import os
+from unittest.mock import ANY
+from collections.abc import Iterator
+from decimal import Decimal as D
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from services import messages as m
+from services.bus import Bus, BusError
+from services.config import ensure_state_dir, load
+from services.executor.journal import Taken
+
+from .conftest import wait_for
+from .trading_harness import Trading
+from .venue_harness import Venue, tokens
+
+BAD = ["NaN", "sNaN", "-NaN", "Infinity", "-Infinity", "1E+26", "1E+999999"]
+# Fills the executor wrote before "a crash": one that cannot be, one whose size no market has, and good ones.
+T0 = 1_700_000_000_000_000_000
+
+
+class Seat:
+    """The mesh, started with a journal that holds bad fills, and the test's sockets on it."""
+
+    def __init__(self, root: Path) -> None:
+        self.venue = Venue(root / "venue", 47, 100, "--still", "--markets", "20")
+        self.mesh = Trading(root, self.venue, {"scanner": "", "executor": "", "risk": ""})
+        self.held = tokens(self.venue.market())[0]
+        self.journal = self.mesh.config.state_path / "executor" / "journal-live.jsonl"
+        self.journal.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.journal.write_bytes(b"".join(msgspec.json.encode(r) + b"\n" for r in self._journal()))
+        self.signals, self.decisions, self.executions = self.mesh.start_risk_desk({"scanner": {}, "executor": {}}, {})
+        self.seen: dict[str, m.Message] = {}
+
+    def _journal(self) -> list:
+        order = m.Order(id="journaled", ts_ns=T0, signal_id="s0", leg=0, source="strategy:old", token_id=self.held,
+                        market="mk", side="BUY", size=D(10), limit_price=D("0.4"))
+
+        def fill(trade: str, size: str) -> m.Fill:
+            return m.Fill(ts_ns=T0, order_id=order.id, venue_order_id="0xv", trade_id=trade, token_id=self.held,
+                          market="mk", side="BUY", price=D("0.4"), size=D(size), source="strategy:old")
+        return [Taken(order=order), fill("t-inf", "Infinity"), fill("t-huge", "1E+26"), fill("t-good", "10")]
+
+    def verdict(self, signal: m.Signal) -> m.Message:
+        assert self.signals.send(signal)
+
+        def arrived():
+            for msg in self.decisions.drain():
+                if not isinstance(msg, m.Heartbeat):
+                    self.seen[msg.signal_id] = msg
+            return self.seen.pop(signal.id, None)
+        return wait_for(arrived, what=f"risk's verdict on {signal.id}", timeout=10)
+
+    def close(self) -> None:
+        self.mesh.close()
+        self.venue.stop()
+
+
+@pytest.fixture(scope="module")
+def seat(tmp_path_factory) -> Iterator[Seat]:
+    seat = Seat(Path(os.path.realpath(tmp_path_factory.mktemp("numbers"))))
+    yield seat
+    seat.close()
+
+
+def leg(token: str, size: str, price: str) -> m.Leg:
+    return m.Leg(token_id=token, side="BUY", size=D(size), limit_price=D(price))
+
+
+def test_a_journal_fill_that_is_not_a_number_is_skipped_and_risk_still_takes_the_executors_account(seat: Seat) -> None:
+    detail = seat.mesh.detail("executor")
+    assert detail["journal_bad_lines"] == "2", detail
+    log = seat.mesh.log("executor")
+    assert "size = Infinity, not a number" in log and "1E+26" in log, log[-3000:]
+    assert seat.mesh.detail("risk")["reconciled"] == "True"
+    reply = seat.mesh.ask("risk", m.RiskRequest())
+    assert isinstance(reply, m.RiskReply)
+    held = {p.token_id: p.size for p in reply.positions}
+    assert held[seat.held] == 10  # the good fill counts; the bad ones do not
+
+
+@pytest.mark.parametrize("bad", BAD)
+def test_a_signal_with_a_size_or_price_that_is_not_a_number_is_refused_as_bad_with_where_it_was(
+        seat: Seat, bad: str) -> None:
+    yes, no = tokens(seat.venue.market())
+    signal = m.Signal(source="strategy:fuzz", legs=[leg(yes, "5", "0.3"), leg(no, bad, "0.3"), leg(yes, "5", bad)])
+    verdict = seat.verdict(signal)
+    assert isinstance(verdict, m.SignalRejected), verdict
+    assert [(r.code, r.leg) for r in verdict.reasons] == [("BAD_SIGNAL", 1), ("BAD_SIGNAL", 2)]
+    assert verdict.reasons[0].message.startswith(f"leg 1: size = {D(bad)} is ")
+    assert verdict.reasons[1].message.startswith(f"leg 2: limit_price = {D(bad)} is ")
+    assert all("between 0 and 1" in r.message for r in verdict.reasons)
+    assert verdict.signal is None  # not echoed: every receiver would have to skip it
+
+
+def test_a_preview_with_a_number_that_is_not_a_number_is_answered_with_the_reason(seat: Seat) -> None:
+    yes, _ = tokens(seat.venue.market())
+    verdict = seat.mesh.ask("risk", m.PreviewRequest(signal=m.Signal(source="mcp:x", legs=[leg(yes, "NaN", "0.5")])))
+    assert isinstance(verdict, m.SignalRejected) and [r.code for r in verdict.reasons] == ["BAD_SIGNAL"], verdict
+
+
+def test_after_bad_numbers_risk_still_decides_and_the_executor_still_takes_orders(seat: Seat) -> None:
+    bus = Bus(seat.mesh.config)
+    orders = bus.outbound("orders")  # where risk sends; an order with a bad number is skipped by the executor
+    wait_for(lambda: orders.socket.pipes, what="the executor's orders socket")
+    before = seat.mesh.status("executor").sockets["orders"].undecodable
+    assert orders.send(m.Order(signal_id="s", leg=0, source="strategy:fuzz", token_id=seat.held, market="mk",
+                               side="BUY", size=D("NaN"), limit_price=D("0.5")))
+    wait_for(lambda: seat.mesh.status("executor").sockets["orders"].undecodable == before + 1,
+             what="the executor to count the order with a NaN size as bad")
+    bus.close()
+    yes, _ = tokens(seat.venue.market())
+    verdict = seat.verdict(m.Signal(source="strategy:after", legs=[leg(yes, "5", "0.01")]))
+    assert isinstance(verdict, m.SignalAccepted), verdict
+    assert seat.mesh.status("executor").state == "running" and seat.mesh.status("risk").state == "running"
+    assert seat.signals.send(m.Cancel(source="strategy:after"))
+
+
+def test_a_control_reply_with_a_bad_number_is_refused_with_why_and_the_next_one_comes_through(tmp_path: Path) -> None:
+    config = load(None, {"POLYBOT_STATE_DIR": str(tmp_path), "HOME": str(tmp_path)})
+    ensure_state_dir(config)
+    bus = Bus(config)
+    replier = bus.replier("svc")
+    answers = [m.RiskReply(halted=False, realized_pnl=D("NaN")), m.RiskReply(halted=False, realized_pnl=D(3))]
+    replier.serve(lambda req: answers.pop(0))
+    with bus.requester("svc", 3000) as req:
+        with pytest.raises(BusError, match=r"untrustworthy reply .*RiskReply: realized_pnl = NaN is not a finite"):
+            req.request(m.RiskRequest())
+        assert req.request(m.RiskRequest()) == m.RiskReply(halted=False, realized_pnl=D(3), id=ANY, ts_ns=ANY,
+                                                            trace_id=ANY)
+    replier.close()
+    bus.close()
