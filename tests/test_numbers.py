@@ -4,7 +4,9 @@ journal record with one is skipped at start and neither the executor nor risk st
 executor and risk each run in their own process; the test sits where strategies and agents would."""
 from __future__ import annotations
 
+import json
 import os
+import re
 from unittest.mock import ANY
 from collections.abc import Iterator
 from decimal import Decimal as D
@@ -17,9 +19,11 @@ from services import messages as m
 from services.bus import Bus, BusError
 from services.config import ensure_state_dir, load
 from services.executor.journal import Taken
+from services.venues.polymarket import client, feed, schema, user
 
 from .conftest import wait_for
 from .trading_harness import Trading
+from .test_wire_schema import FIXTURES
 from .venue_harness import Venue, tokens
 
 BAD = ["NaN", "sNaN", "-NaN", "Infinity", "-Infinity", "1E+26", "1E+999999"]
@@ -138,3 +142,83 @@ def test_a_control_reply_with_a_bad_number_is_refused_with_why_and_the_next_one_
                                                             trace_id=ANY)
     replier.close()
     bus.close()
+
+
+# ---------------------------------------------------------------- venue answers
+
+
+def test_a_market_frame_with_a_number_that_is_not_one_is_refused_with_which_and_why() -> None:
+    level = {"event_type": "book", "market": "mk", "asset_id": "t", "timestamp": "1", "hash": "h",
+             "bids": [{"price": "0.4", "size": "10"}], "asks": [{"price": "0.6", "size": "10"}]}
+    change = {"event_type": "price_change", "market": "mk", "timestamp": "1", "price_changes": [
+        {"asset_id": "t", "price": "0.4", "size": "10", "side": "BUY", "hash": "h", "best_bid": "0.4"}]}
+    trade = {"event_type": "last_trade_price", "market": "mk", "asset_id": "t", "price": "0.5", "size": "1",
+             "side": "BUY", "fee_rate_bps": "0", "timestamp": "1"}
+    tick = {"event_type": "tick_size_change", "market": "mk", "asset_id": "t", "old_tick_size": "0.01",
+            "new_tick_size": "0.001", "timestamp": "1"}
+    cases = [({**level, "bids": [{"price": "NaN", "size": "10"}]}, "a level's price is not a finite number"),
+             ({**level, "asks": [{"price": "0.6", "size": "1e26"}]}, "a level's size '1e26' is beyond"),
+             ({**change, "price_changes": [{**change["price_changes"][0], "best_bid": "Infinity"}]},
+              "best_bid is not a finite number"),
+             ({**change, "price_changes": [{**change["price_changes"][0], "price": "1.5"}]},
+              "price '1.5' is not between 0 and 1"),
+             ({**trade, "price": "sNaN"}, "price is not a finite number"),
+             ({**tick, "new_tick_size": "-Infinity"}, "new_tick_size is not a finite number")]
+    for good in (level, change, trade, tick):
+        prices, events = feed.normalize(schema.decode_market_frame(msgspec.json.encode(good)), T0)
+        assert prices or events
+    for frame, why in cases:
+        with pytest.raises(ValueError, match=re.escape(why)):
+            feed.normalize(schema.decode_market_frame(msgspec.json.encode(frame)), T0)
+
+
+def test_a_gamma_market_with_a_fee_rate_or_exponent_out_of_range_is_refused() -> None:
+    raw = json.loads((FIXTURES / "gamma_market_live.json").read_bytes())
+    fees = {"exponent": 1, "rate": 0.02, "takerOnly": True, "rebateRate": 0.2}
+    good = {**raw, "feesEnabled": True, "feeSchedule": fees}
+    assert feed.market_new(msgspec.convert(good, schema.GammaMarket), T0).fee_rate == D("0.02")
+    for bad, why in [({"rate": 2.5}, "feeSchedule.rate 2.5 is not between 0 and 1"),
+                     ({"exponent": -400.0}, "feeSchedule.exponent -400.0 is not in (0, 10]"),
+                     ({"rebateRate": -0.5}, "feeSchedule.rebateRate -0.5 is not between 0 and 1")]:
+        market = msgspec.convert({**good, "feeSchedule": {**fees, **bad}}, schema.GammaMarket)
+        with pytest.raises(ValueError, match=re.escape(why)):
+            feed.market_new(market, T0)
+
+
+@pytest.mark.parametrize(("field", "value", "why"), [
+    ("price", "NaN", "price is not a finite number"),
+    ("size", "Infinity", "size is not a finite number"),
+    ("size", "1e26", "size '1e26' is beyond"),
+    ("fee_rate_bps", "1e9", "fee_rate_bps '1e9' is not between 0 and 10000"),
+])
+def test_a_user_channel_trade_with_a_number_that_is_not_one_is_refused_with_why(field: str, value: str,
+                                                                                  why: str) -> None:
+    trade = json.loads((FIXTURES / "ws_user_trade_full.json").read_bytes())
+    trade = {**trade, "trader_side": "TAKER"}
+    assert user.events_of(json.dumps(trade), "key", "0xme")
+    with pytest.raises(ValueError, match=re.escape(why)):
+        user.events_of(json.dumps({**trade, field: value}), "key", "0xme")
+
+
+def test_an_order_from_the_venue_with_a_size_that_is_not_a_number_is_refused_with_why() -> None:
+    order = json.loads((FIXTURES / "ws_user_order_placement.json").read_bytes())
+    assert user.events_of(json.dumps(order), "key", "0xme")
+    with pytest.raises(ValueError, match="original_size is not a finite number"):
+        user.events_of(json.dumps({**order, "original_size": "-Infinity"}), "key", "0xme")
+
+
+def test_rest_answers_with_numbers_that_are_not_numbers_are_refused_and_an_unlimited_allowance_is_kept() -> None:
+    unlimited = str(2**256 - 1)
+    balance = client.balance_of(schema.BalanceAllowance(balance="12500000", allowances={"a": unlimited, "b": "7"}))
+    assert (balance.collateral, balance.allowance) == (D("12.5"), D("0.000007"))
+    with pytest.raises(ValueError, match="balance is not a finite number"):
+        client.balance_of(schema.BalanceAllowance(balance="NaN"))
+    with pytest.raises(ValueError, match="the allowance of a is not a number"):
+        client.balance_of(schema.BalanceAllowance(balance="1", allowances={"a": "lots"}))
+    info = schema.ClobMarketInfo(condition_id="mk", tokens=[schema.ClobMarketInfoToken(token_id="t", outcome="Yes")],
+                                 min_tick_size=0.01, fee=schema.ClobFeeInfo(rate=0.02, exponent=-50))
+    with pytest.raises(ValueError, match=r"fee exponent -50 is not in \(0, 10\]"):
+        client.rules_of(info, "t", "mk")
+    assert client.rules_of(msgspec.structs.replace(info, fee=None), "t", "mk").tick == D("0.01")
+    with pytest.raises(ValueError, match="min_tick_size is not a finite number"):
+        client.rules_of(msgspec.structs.replace(info, min_tick_size=float("inf")), "t", "mk")
