@@ -12,9 +12,13 @@ from collections.abc import Iterator
 from decimal import Decimal as D
 from pathlib import Path
 
+import anyio
 import msgspec
 import pytest
+from mcp.client.client import Client
+from mcp_types import Implementation
 
+from polybot_mcp.server import build
 from services import messages as m
 from services.bus import Bus, BusError
 from services.config import ensure_state_dir, load
@@ -222,3 +226,41 @@ def test_rest_answers_with_numbers_that_are_not_numbers_are_refused_and_an_unlim
     assert client.rules_of(msgspec.structs.replace(info, fee=None), "t", "mk").tick == D("0.01")
     with pytest.raises(ValueError, match="min_tick_size is not a finite number"):
         client.rules_of(msgspec.structs.replace(info, min_tick_size=float("inf")), "t", "mk")
+
+
+# ---------------------------------------------------------------- tool inputs
+
+
+def tool_errors(tmp_path: Path, calls: list[tuple[str, dict]]) -> list[str]:
+    """Each call's error text from a real MCP client session (the arguments are refused before any mesh is asked,
+    so none runs)."""
+    config = load(None, {"POLYBOT_STATE_DIR": str(tmp_path), "HOME": str(tmp_path)})
+
+    async def session() -> list[str]:
+        async with Client(build(config), mode="auto", client_info=Implementation(name="Fuzz", version="1")) as c:
+            results = [await c.call_tool(tool, args) for tool, args in calls]
+        assert all(r.is_error for r in results), [r.content for r in results]
+        return [r.content[0].text for r in results]
+    return anyio.run(session)
+
+
+def test_a_tool_given_a_size_price_or_amount_that_is_not_a_number_says_what_to_give_instead(tmp_path: Path) -> None:
+    def legs(**bad: object) -> dict:
+        return {"legs": [{"token_id": "t", "side": "BUY", "size": "5", "limit_price": "0.5", **bad}],
+                "rationale": "fuzz"}
+    texts = tool_errors(tmp_path, [
+        ("propose_signal", legs(size="NaN")),
+        ("propose_signal", legs(size="1e26")),
+        ("preview_signal", legs(size=None, notional="$1e30")),
+        ("preview_signal", legs(limit_price="Infinity")),
+        ("preview_signal", legs(limit_price="xc")),
+        ("close_position", {"token_id": "t", "size": "1e26"}),
+        ("scan_opportunities", {"max_cost": "Infinity"}),
+    ])
+    assert "legs.0.size: Input should be a finite number" in texts[0]
+    assert "legs.0.size: 1E+26 is more than any market holds: give at most 1000000000000000" in texts[1]
+    assert "legs.0.notional: 1E+30 is more than any market holds" in texts[2]
+    assert "legs.0.limit_price: Input should be a finite number" in texts[3]
+    assert "legs.0.limit_price: limit_price is a number of USDC per share between 0 and 1, e.g. 0.45" in texts[4]
+    assert "size: 1E+26 is more than any market holds: give at most 1000000000000000" in texts[5]
+    assert "max_cost: Input should be a finite number" in texts[6]
