@@ -36,6 +36,11 @@ READER_POLL_MS = 200  # how often a reader thread looks up from a blocking recv 
 REDIAL = {"reconnect_time_min": 20, "reconnect_time_max": 1000}  # ms: a restarted peer is found again quickly
 
 
+# What decoding a frame raises when the frame is bad: msgspec raises UnicodeDecodeError (not DecodeError) for a
+# string that is not UTF-8 (found by tests/test_fuzz.py).
+UNDECODABLE = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+
+
 def topic(cls: type[m.Message]) -> bytes:
     """The first bytes of every frame of ``cls``: a length byte, then the tag."""
     tag = m.tag_of(cls).encode()
@@ -150,7 +155,7 @@ class Inbound(Counted):
         view = memoryview(frame)
         try:
             msg = self._decoder.decode(view[start: -TRAILER.size])
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except UNDECODABLE as exc:
             return self._bad(str(exc))
         if view[1:start] != m.tag_of(type(msg)).encode():
             return self._bad(f"topic {bytes(view[1:start])!r} does not match the payload's type {type(msg).__name__}")
@@ -243,7 +248,7 @@ class Requester:
                 raise BusError(f"no reply from {self.address}: {exc}") from None
         try:
             reply = self._decoder.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except UNDECODABLE as exc:
             raise BusError(f"undecodable reply from {self.address}: {exc}") from None
         if why := checked_numbers(reply):
             raise BusError(f"untrustworthy reply from {self.address}: {why}")
@@ -301,7 +306,7 @@ class Replier:
             try:
                 req = self._decoder.decode(frame)
                 why = checked_numbers(req)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except UNDECODABLE as exc:
                 why = str(exc)
             if why:
                 self.counters.undecodable += 1

@@ -48,7 +48,7 @@ def read(data: bytes) -> tuple[list[Any], list[Skipped]]:
             continue
         try:
             record = decoder.decode(line)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:  # not UTF-8: corrupt too
             torn = n == len(lines)  # no newline after it: the last write, cut short
             skipped.append(Skipped(n, f"{'cut short by a crash' if torn else 'corrupt'}: {exc}"))
             continue
