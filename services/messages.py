@@ -599,34 +599,39 @@ ANSWERED_BY_RISK = (Signal, PreviewRequest)
 
 def number_fault(msg: Struct) -> str:
     """Why a message's numbers cannot be trusted (where, which value, what was expected), or "" when they can."""
-    for name in _numeric_fields(type(msg)):
-        if why := _fault(getattr(msg, name), name, name):
-            return why
-    return ""
+    found = _struct_fault(msg)
+    return "" if found is None else f"{found[0]} = {found[1]}"
 
 
-def _fault(value: Any, name: str, where: str) -> str:
-    if isinstance(value, Decimal):
+# Each returns (where, why) for the first bad number, or None; the path is built only for a bad one (this runs
+# on every message a socket receives).
+def _struct_fault(obj: Struct) -> tuple[str, str] | None:
+    for name in _numeric_fields(type(obj)):
+        if (found := _fault(getattr(obj, name), name)) is not None:
+            return name + found[0], found[1]
+    return None
+
+
+def _fault(value: Any, name: str) -> tuple[str, str] | None:
+    if value.__class__ is Decimal:
         if not value.is_finite():
-            return f"{where} = {value} is not a finite number"
+            return "", f"{value} is not a finite number"
         if name in PRICES and not 0 <= value <= 1:
-            return f"{where} = {value} is not a price between 0 and 1"
+            return "", f"{value} is not a price between 0 and 1"
         if name in QUANTITIES and not -MAX_QUANTITY <= value <= MAX_QUANTITY:
-            return f"{where} = {value} is beyond {MAX_QUANTITY:f}, more than any market holds"
-        return ""
-    if isinstance(value, Struct):
-        for field_name in _numeric_fields(type(value)):
-            if why := _fault(getattr(value, field_name), field_name, f"{where}.{field_name}"):
-                return why
+            return "", f"{value} is beyond {MAX_QUANTITY:f}, more than any market holds"
+    elif isinstance(value, Struct):
+        if (found := _struct_fault(value)) is not None:
+            return "." + found[0], found[1]
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            if why := _fault(item, name, f"{where}[{i}]"):
-                return why
+            if (found := _fault(item, name)) is not None:
+                return f"[{i}]{found[0]}", found[1]
     elif isinstance(value, dict):
         for key, item in value.items():
-            if why := _fault(item, name, f"{where}[{key!r}]"):
-                return why
-    return ""
+            if (found := _fault(item, name)) is not None:
+                return f"[{key!r}]{found[0]}", found[1]
+    return None
 
 
 _NUMERIC_FIELDS: dict[type, tuple[str, ...]] = {}
