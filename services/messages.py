@@ -11,7 +11,8 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from decimal import Decimal
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Union
 
 from msgspec import Struct, field
@@ -599,12 +600,65 @@ ANSWERED_BY_RISK = (Signal, PreviewRequest)
 
 def number_fault(msg: Struct) -> str:
     """Why a message's numbers cannot be trusted (where, which value, what was expected), or "" when they can."""
+    try:
+        if _checker(type(msg))(msg):
+            return ""
+    except InvalidOperation:  # a NaN compared: look for it below
+        pass
     found = _struct_fault(msg)
     return "" if found is None else f"{found[0]} = {found[1]}"
 
 
-# Each returns (where, why) for the first bad number, or None; the path is built only for a bad one (this runs
-# on every message a socket receives).
+# This runs on every message a socket receives: a check compiled once per class says whether every number is
+# good (a NaN makes its range comparison raise, an infinity fails it); only a message that fails is walked again
+# to say where and why.
+_CHECKERS: dict[type, Callable[[Any], bool]] = {}
+
+
+def _checker(cls: type) -> Callable[[Any], bool]:
+    found = _CHECKERS.get(cls)
+    if found is None:
+        info = mi.type_info(cls)
+        parts = [(f.name, check) for f in info.fields if (check := _value_check(f.type, f.name)) is not None]
+
+        def found(obj: Any) -> bool:
+            for name, check in parts:
+                if not check(getattr(obj, name)):
+                    return False
+            return True
+        _CHECKERS[cls] = found
+    return found
+
+
+def _value_check(t: mi.Type, name: str) -> Callable[[Any], bool] | None:
+    """A check of one field's value, or None when it cannot hold a Decimal."""
+    match t:
+        case mi.DecimalType():
+            if name in PRICES:
+                return lambda v: 0 <= v <= 1
+            if name in QUANTITIES:
+                return lambda v: -MAX_QUANTITY <= v <= MAX_QUANTITY
+            return Decimal.is_finite
+        case mi.StructType():
+            return lambda v: _checker(v.__class__)(v)
+        case mi.ListType(item_type=item):
+            check = _value_check(item, name)
+            return None if check is None else lambda v: all(map(check, v))
+        case mi.DictType(value_type=value):
+            check = _value_check(value, name)
+            return None if check is None else lambda v: all(map(check, v.values()))
+        case mi.UnionType(types=types):
+            checks = [c for x in types if (c := _value_check(x, name)) is not None]
+            if not checks:
+                return None
+            if len(checks) == 1 and all(isinstance(x, mi.NoneType) or _may_hold_decimal(x) for x in types):
+                one = checks[0]
+                return lambda v: v is None or one(v)
+            return lambda v: _fault(v, name) is None
+    return None
+
+
+# Each returns (where, why) for the first bad number, or None; the path is built only for a bad one.
 def _struct_fault(obj: Struct) -> tuple[str, str] | None:
     for name in _numeric_fields(type(obj)):
         if (found := _fault(getattr(obj, name), name)) is not None:

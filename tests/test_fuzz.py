@@ -140,6 +140,39 @@ def test_every_sockets_decoder_counts_a_bad_frame_and_lets_in_only_messages_whos
         assert m.number_fault(decoded) == ""
 
 
+def decimals_in(value: Any, name: str = "") -> list[tuple[str, D]]:
+    """Every Decimal in a message with the name of the field that holds it."""
+    if isinstance(value, D):
+        return [(name, value)]
+    if isinstance(value, msgspec.Struct):
+        return [x for f in value.__struct_fields__ for x in decimals_in(getattr(value, f), f)]
+    if isinstance(value, list | dict):
+        return [x for item in (value.values() if isinstance(value, dict) else value) for x in decimals_in(item, name)]
+    return []
+
+
+def trusted(name: str, value: D) -> bool:
+    if not value.is_finite():
+        return False
+    if name in m.PRICES:
+        return 0 <= value <= 1
+    return name not in m.QUANTITIES or abs(value) <= m.MAX_QUANTITY
+
+
+ALL_MESSAGES = tuple(c for c in vars(m).values() if isinstance(c, type) and issubclass(c, m.Message)
+                     and c is not m.Message)
+
+
+@FAST
+@given(msg=any_message(ALL_MESSAGES))
+def test_a_message_is_trusted_exactly_when_every_number_in_it_is_finite_and_in_its_range(msg: m.Message) -> None:
+    bad = [(name, value) for name, value in decimals_in(msg) if not trusted(name, value)]
+    why = m.number_fault(msg)
+    assert bool(why) == bool(bad), (why, bad)
+    if bad:
+        assert f" = {bad[0][1]} is " in why
+
+
 @pytest.fixture(scope="module")
 def control(tmp_path_factory) -> tuple[Bus, Any]:
     root = tmp_path_factory.mktemp("control")
