@@ -26,12 +26,11 @@ from services.executor.journal import Taken
 from services.venues.polymarket import client, feed, schema, user
 
 from .conftest import wait_for
-from .trading_harness import Trading
 from .test_wire_schema import FIXTURES
+from .trading_harness import Trading
 from .venue_harness import Venue, tokens
 
 BAD = ["NaN", "sNaN", "-NaN", "Infinity", "-Infinity", "1E+26", "1E+999999"]
-# Fills the executor wrote before "a crash": one that cannot be, one whose size no market has, and good ones.
 T0 = 1_700_000_000_000_000_000
 
 
@@ -49,6 +48,7 @@ class Seat:
         self.seen: dict[str, m.Message] = {}
 
     def _journal(self) -> list:
+        """What the executor wrote before it stopped: an order, a fill of Infinity, one of 1e26 shares, a good one."""
         order = m.Order(id="journaled", ts_ns=T0, signal_id="s0", leg=0, source="strategy:old", token_id=self.held,
                         market="mk", side="BUY", size=D(10), limit_price=D("0.4"))
 
