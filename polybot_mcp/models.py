@@ -5,15 +5,28 @@ in inputs.
 """
 from __future__ import annotations
 
-from decimal import Decimal
-from typing import Literal
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
+from services.messages import MAX_QUANTITY
 from services.venues.base import GTD_MIN_LEAD_S
 
 Side = Literal["BUY", "SELL"]
 OrderType = Literal["GTC", "GTD", "FOK", "FAK"]
+
+
+def _within_any_market(value: Decimal) -> Decimal:
+    if value > MAX_QUANTITY:
+        raise ValueError(f"{value} is more than any market holds: give at most {MAX_QUANTITY:f}, and mind your "
+                         "limits (get_risk shows them)")
+    return value
+
+
+# Inputs that are amounts: finite (pydantic refuses NaN and infinities), positive, and no more than any market holds.
+Shares = Annotated[Decimal, Field(gt=0), AfterValidator(_within_any_market)]
+Usdc = Annotated[Decimal, Field(gt=0), AfterValidator(_within_any_market)]
 
 
 class OutcomeView(BaseModel):
@@ -125,8 +138,14 @@ class LegIn(BaseModel):
     @classmethod
     def _price(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().endswith(("c", "¢")):
-            raise ValueError(f"limit_price is in USDC per share: {value.strip()} is "
-                             f"{Decimal(value.strip().rstrip('c¢').strip()) / 100}")
+            try:
+                cents = Decimal(value.strip().rstrip("c¢").strip())
+            except InvalidOperation:
+                cents = None
+            if cents is None or not cents.is_finite():
+                raise ValueError(f"limit_price is a number of USDC per share between 0 and 1, e.g. 0.45; "
+                                 f"{value.strip()!r} is not one")
+            raise ValueError(f"limit_price is in USDC per share: {value.strip()} is {cents / 100}")
         return _money_text(value)
 
     @field_validator("size", "notional")
@@ -134,7 +153,7 @@ class LegIn(BaseModel):
     def _positive(cls, value: Decimal | None) -> Decimal | None:
         if value is not None and not (value.is_finite() and value > 0):
             raise ValueError(f"must be a positive number, not {value}")
-        return value
+        return value if value is None else _within_any_market(value)
 
     @field_validator("limit_price")
     @classmethod

@@ -33,8 +33,8 @@ from .mesh import MeshDown, MeshLink
 from .models import (Approval, CancelResult, CancelResults, FillPage, FillView, HoldingView, Hop, LegIn, LegOut,
                      LegResult, Level, MarketDetail, MarketList, MarketSummary, OpenOrderView, OpenOrders,
                      Opportunities, OpportunityView, OrderBook, Outcome, OutcomeView, Pnl, PnlRow, PositionView,
-                     Positions, ReasonView, RiskView, SignalPage, SignalSummary, SignalTrace, UsageView,
-                     VenueConditionView, Verdict)
+                     Positions, ReasonView, RiskView, Shares, SignalPage, SignalSummary, SignalTrace, Usdc,
+                     UsageView, VenueConditionView, Verdict)
 
 READ = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 TRADE = ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=False, openWorldHint=True)
@@ -620,8 +620,8 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
             description="buy: sets whose asks cost less than their payout; sell: sets whose bids pay more (you "
                         "must hold the set)")] = "buy",
         min_edge: Annotated[Decimal, Field(ge=0, lt=1, description="Least USDC per set after fees")] = Decimal(0),
-        max_cost: Annotated[Decimal | None, Field(gt=0, description="The most to spend on one set of legs, in "
-                                                                    "USDC; default: your agent budget left")] = None,
+        max_cost: Annotated[Usdc | None, Field(description="The most to spend on one set of legs, in USDC; "
+                                                           "default: your agent budget left")] = None,
         limit: Annotated[int, Field(ge=1, le=50, description="Opportunities to return")] = 5,
         ctx: Context = None,  # type: ignore[assignment]
     ) -> Opportunities:
@@ -688,8 +688,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         token_id: Annotated[str | None, Field(description="The outcome's token id; or market and outcome")] = None,
         market: Annotated[str | None, Field(description="Condition id or slug, with outcome")] = None,
         outcome: Annotated[str | None, Field(description="Outcome name, e.g. Yes")] = None,
-        size: Annotated[Decimal | None, Field(gt=0, description="Shares to sell; default: all this client holds")
-                        ] = None,
+        size: Annotated[Shares | None, Field(description="Shares to sell; default: all this client holds")] = None,
         limit_price: Annotated[Decimal | None, Field(gt=0, lt=1, description="Lowest price accepted; default: "
                                                                               "the best bid now")] = None,
         order_type: Annotated[Literal["FAK", "FOK", "GTC"], Field(

@@ -11,10 +11,12 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from decimal import Decimal
-from typing import Literal, Union
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal, Union
 
 from msgspec import Struct, field
+from msgspec import inspect as mi
 
 _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(1)
@@ -632,6 +634,133 @@ ControlRequest = Union[StatusRequest, HaltRequest, ResumeRequest, ThrottleReques
                        CatchUpRequest]
 ControlReply = Union[StatusReply, Ok, Error, SnapshotReply, SignalAccepted, SignalRejected, RiskReply, AccountReply,
                      QueryReply, CatchUpReply]
+
+
+# ---------------------------------------------------------------- numbers
+
+# Every number on the mesh is finite. Prices lie in [0, 1]; shares and the money a fill moves stay within
+# MAX_QUANTITY, far beyond any market yet small enough that sums, products and rounding to the venue's steps stay
+# exact within Decimal's 28 digits (1e26 shares, quantized to cents, already raise InvalidOperation).
+MAX_QUANTITY = Decimal("1e15")
+PRICES = frozenset({"price", "limit_price", "best_bid", "best_ask", "tick_size", "old_tick_size", "new_tick_size"})
+QUANTITIES = frozenset({"size", "filled", "remaining", "selling", "min_size", "fee", "rebate", "amount"})
+# Risk refuses these with reasons (BAD_SIGNAL) when their numbers are bad, so their sender hears why; the bus
+# passes them on. Every other message with a bad number is counted as undecodable and skipped where it arrives.
+ANSWERED_BY_RISK = (Signal, PreviewRequest)
+
+
+def number_fault(msg: Struct) -> str:
+    """Why a message's numbers cannot be trusted (where, which value, what was expected), or "" when they can."""
+    try:
+        if _checker(type(msg))(msg):
+            return ""
+    except InvalidOperation:  # a NaN compared: look for it below
+        pass
+    found = _struct_fault(msg)
+    return "" if found is None else f"{found[0]} = {found[1]}"
+
+
+# This runs on every message a socket receives: a check compiled once per class says whether every number is
+# good (a NaN makes its range comparison raise, an infinity fails it); only a message that fails is walked again
+# to say where and why.
+_CHECKERS: dict[type, Callable[[Any], bool]] = {}
+
+
+def _checker(cls: type) -> Callable[[Any], bool]:
+    found = _CHECKERS.get(cls)
+    if found is None:
+        info = mi.type_info(cls)
+        parts = [(f.name, check) for f in info.fields if (check := _value_check(f.type, f.name)) is not None]
+
+        def found(obj: Any) -> bool:
+            for name, check in parts:
+                if not check(getattr(obj, name)):
+                    return False
+            return True
+        _CHECKERS[cls] = found
+    return found
+
+
+def _value_check(t: mi.Type, name: str) -> Callable[[Any], bool] | None:
+    """A check of one field's value, or None when it cannot hold a Decimal."""
+    match t:
+        case mi.DecimalType():
+            if name in PRICES:
+                return lambda v: 0 <= v <= 1
+            if name in QUANTITIES:
+                return lambda v: -MAX_QUANTITY <= v <= MAX_QUANTITY
+            return Decimal.is_finite
+        case mi.StructType():
+            return lambda v: _checker(v.__class__)(v)
+        case mi.ListType(item_type=item):
+            check = _value_check(item, name)
+            return None if check is None else lambda v: all(map(check, v))
+        case mi.DictType(value_type=value):
+            check = _value_check(value, name)
+            return None if check is None else lambda v: all(map(check, v.values()))
+        case mi.UnionType(types=types):
+            checks = [c for x in types if (c := _value_check(x, name)) is not None]
+            if not checks:
+                return None
+            if len(checks) == 1 and all(isinstance(x, mi.NoneType) or _may_hold_decimal(x) for x in types):
+                one = checks[0]
+                return lambda v: v is None or one(v)
+            return lambda v: _fault(v, name) is None
+    return None
+
+
+# Each returns (where, why) for the first bad number, or None; the path is built only for a bad one.
+def _struct_fault(obj: Struct) -> tuple[str, str] | None:
+    for name in _numeric_fields(type(obj)):
+        if (found := _fault(getattr(obj, name), name)) is not None:
+            return name + found[0], found[1]
+    return None
+
+
+def _fault(value: Any, name: str) -> tuple[str, str] | None:
+    if value.__class__ is Decimal:
+        if not value.is_finite():
+            return "", f"{value} is not a finite number"
+        if name in PRICES and not 0 <= value <= 1:
+            return "", f"{value} is not a price between 0 and 1"
+        if name in QUANTITIES and not -MAX_QUANTITY <= value <= MAX_QUANTITY:
+            return "", f"{value} is beyond {MAX_QUANTITY:f}, more than any market holds"
+    elif isinstance(value, Struct):
+        if (found := _struct_fault(value)) is not None:
+            return "." + found[0], found[1]
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if (found := _fault(item, name)) is not None:
+                return f"[{i}]{found[0]}", found[1]
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if (found := _fault(item, name)) is not None:
+                return f"[{key!r}]{found[0]}", found[1]
+    return None
+
+
+_NUMERIC_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _numeric_fields(cls: type) -> tuple[str, ...]:
+    """The fields of a Struct that may hold a Decimal, at any depth (worked out once per class)."""
+    found = _NUMERIC_FIELDS.get(cls)
+    if found is None:
+        found = _NUMERIC_FIELDS[cls] = tuple(f.name for f in mi.type_info(cls).fields if _may_hold_decimal(f.type))
+    return found
+
+
+def _may_hold_decimal(t: mi.Type) -> bool:
+    match t:
+        case mi.DecimalType() | mi.StructType():
+            return True
+        case mi.ListType(item_type=item):
+            return _may_hold_decimal(item)
+        case mi.DictType(value_type=value):
+            return _may_hold_decimal(value)
+        case mi.UnionType(types=types):
+            return any(_may_hold_decimal(x) for x in types)
+    return False
 
 
 def tag_of(cls: type[Message]) -> str:

@@ -67,7 +67,7 @@ def read(data: bytes) -> tuple[list[Any], list[Skipped]]:
             continue
         try:
             record = decoder.decode(line)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:  # not UTF-8: corrupt too
             torn = n == len(lines)  # no newline after it: the last write, cut short
             skipped.append(Skipped(n, f"{'cut short by a crash' if torn else 'corrupt'}: {exc}"))
             continue
@@ -92,12 +92,16 @@ def out_of_range(record: Any) -> str:
         case m.Fill():
             # A fee is never more than a share can be worth (1 collateral each).
             fee_ok = 0 <= record.fee <= record.size
-            return (_size("size", record.size) or _price("price", record.price)
-                    or ("" if fee_ok else f"has fee {record.fee}, outside [0, its size {record.size}]"))
-    return ""
+            if why := (_size("size", record.size) or _price("price", record.price)
+                       or ("" if fee_ok else f"has fee {record.fee}, outside [0, its size {record.size}]")):
+                return why
+    why = m.number_fault(record)  # the sizes and prices of every other record, in the mesh's ranges
+    return f"has {why}" if why else ""
 
 
 def _size(name: str, value: Decimal) -> str:
+    if value > m.MAX_QUANTITY:
+        return f"has {name} {value}, more than any market holds (at most {m.MAX_QUANTITY:f})"
     return "" if value > 0 else f"has {name} {value}, not positive"
 
 

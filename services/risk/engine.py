@@ -63,6 +63,18 @@ def shares_for(money: Decimal, price: Decimal) -> Decimal:
     return (money / price).quantize(SHARES, rounding=ROUND_DOWN)
 
 
+def bad_numbers(signal: m.Signal) -> list[m.Reason]:
+    """A BAD_SIGNAL reason for each leg whose size or limit price is not a number risk can reckon with (NaN,
+    infinite, beyond any market): such a signal is refused before any sum is made with it."""
+    out = []
+    for i, leg in enumerate(signal.legs):
+        if why := m.number_fault(leg):
+            out.append(m.Reason(code=BAD_SIGNAL, leg=i, max_size=ZERO, message=(
+                f"leg {i}: {why}; a size is a number of shares (positive, at most {m.MAX_QUANTITY:f}) and a "
+                "limit price a number between 0 and 1")))
+    return out
+
+
 @dataclass
 class Resting:
     order: m.Order
@@ -256,6 +268,8 @@ class RiskEngine:
             return [m.Reason(code=DUPLICATE_SIGNAL, message=f"signal {signal.id} was decided already", max_size=ZERO)]
         if not signal.legs:
             return [m.Reason(code=BAD_SIGNAL, message="a signal needs at least one leg", max_size=ZERO)]
+        if bad := bad_numbers(signal):
+            return bad
         reasons: list[m.Reason] = []
         if not executor_up:
             reasons.append(m.Reason(code=EXECUTOR_DOWN, message="no executor is connected to take orders; "

@@ -26,6 +26,12 @@ HALT_CANCEL_SOURCE = "risk"
 SOURCE_LABELS = 100  # sources with a metric series of their own; the rest are counted together as "other"
 
 
+def echoed(signal: m.Signal) -> m.Signal | None:
+    """The signal to send back with its verdict: not one whose numbers are bad (every receiver would skip the
+    verdict for them); its reasons say what was wrong."""
+    return None if m.number_fault(signal) else signal
+
+
 class Risk(Service):
     consumes = {"signals": None, "prices": None, "events": None, "executions": None}
     publishes = ("orders", "decisions")
@@ -215,7 +221,7 @@ class Risk(Service):
             reasons = [m.Reason(code=EXECUTOR_DOWN, message="the queue of orders to the executor is full",
                                 max_size=Decimal(0))]
         return self._verdict(m.SignalRejected(trace_id=signal.trace_id, signal_id=signal.id, source=signal.source,
-                                              reasons=reasons, signal=signal))
+                                              reasons=reasons, signal=echoed(signal)))
 
     def _check(self, signal: m.Signal, now: int, recheck: bool = False) -> list[m.Reason]:
         return self.engine.check(signal, now, halted=self.ctx.halt_reason if self.ctx.halted else "",
@@ -286,7 +292,7 @@ class Risk(Service):
                 reasons = self._check(signal, self.ctx.clock())
                 if reasons:
                     return m.SignalRejected(trace_id=request.trace_id, signal_id=signal.id, source=signal.source,
-                                            reasons=reasons, signal=signal)
+                                            reasons=reasons, signal=echoed(signal))
                 return m.SignalAccepted(trace_id=request.trace_id, signal_id=signal.id, source=signal.source,
                                         orders=[], signal=signal)
             case m.ApproveRequest():

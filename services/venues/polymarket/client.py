@@ -148,6 +148,26 @@ def amounts(order: OrderRequest) -> tuple[int, int]:
     return maker_units, taker_units
 
 
+def balance_of(found: schema.BalanceAllowance) -> Balance:
+    """Each exchange the account trades through has its own allowance: what may be spent is the least of them
+    (unbounded: an approval "without limit" is the largest uint256)."""
+    allowances = [schema.number(v, f"the allowance of {x}") for x, v in found.allowances.items()]
+    return Balance(collateral=schema.quantity(schema.number(found.balance, "balance") / UNITS, "balance (USDC)"),
+                   allowance=min(allowances) / UNITS if allowances else None)
+
+
+def rules_of(info: schema.ClobMarketInfo, token_id: str, market: str) -> MarketRules:
+    tokens = [t.token_id for t in info.tokens]
+    fee = info.fee
+    return MarketRules(token_id=token_id, market=market, tick=schema.price(info.min_tick_size, "min_tick_size"),
+                       min_size=schema.quantity(info.min_order_size or 5, "min_order_size"), neg_risk=info.neg_risk,
+                       fee_rate=schema.price(fee.rate, "fee rate") if fee else base.ZERO,
+                       # an absent exponent means the curve as every capture has it, 1
+                       fee_exponent=schema.fee_exponent(fee.exponent, "fee exponent") if fee and fee.exponent else base.ONE,
+                       complement=next((t for t in tokens if t != token_id), "") if len(tokens) == 2 else "",
+                       exchange_version=3 if schema.is_v2_position_id(token_id) else 2)
+
+
 class Clob:
     """The CLOB REST API, blocking, through py-clob-client-v2."""
 
@@ -301,7 +321,8 @@ class Clob:
             chunk = orders[start:start + BATCH]
             if len(responses) != len(chunk):
                 raise VenueError(base.UNAVAILABLE, f"{len(responses)} answers to {len(chunk)} orders", unknown=True)
-            out += [self._placed(r, o) for r, o in zip(responses, chunk)]
+            # An answer whose numbers are not numbers leaves what happened unknown: reconciliation finds out.
+            out += self._call(lambda: [self._placed(r, o) for r, o in zip(responses, chunk)])
         return out
 
     def _request(self, method: str, path: str, payload: Any) -> Any:
@@ -334,7 +355,7 @@ class Clob:
         # Shares matched at once: what a BUY took in, what a SELL gave.
         matched = response.taking_amount if order.side == "BUY" else response.making_amount
         return Placed(venue_order_id=response.order_id, status=response.status or "live",
-                      matched=Decimal(matched) if matched else base.ZERO)
+                      matched=schema.quantity(matched, "the shares matched") if matched else base.ZERO)
 
     def cancel(self, venue_order_ids: list[str]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -348,7 +369,7 @@ class Clob:
 
     def open_orders(self) -> list[VenueOrder]:
         items = self._call(self._client.get_open_orders)
-        return [order_of(o) for o in self._call(msgspec.convert, items, list[schema.OpenOrder])]
+        return self._call(lambda: [order_of(o) for o in msgspec.convert(items, list[schema.OpenOrder])])
 
     def order(self, venue_order_id: str) -> VenueOrder | None:
         try:
@@ -359,24 +380,19 @@ class Clob:
             raise
         if not item:
             return None
-        return order_of(self._call(msgspec.convert, item, schema.OpenOrder))
+        return self._call(lambda: order_of(msgspec.convert(item, schema.OpenOrder)))
 
     def trades(self, token_ids: list[str] | None = None) -> list[VenueFill]:
         items: list = []
         for params in [TradeParams(asset_id=t) for t in token_ids] if token_ids else [None]:
             items += self._call(self._client.get_trades, params)
-        fills = []
-        for trade in self._call(msgspec.convert, items, list[schema.ClobTrade]):
-            fills += fills_of(trade, self.api_key, self.funder)
-        return fills
+        return self._call(lambda: [fill for trade in msgspec.convert(items, list[schema.ClobTrade])
+                                   for fill in fills_of(trade, self.api_key, self.funder)])
 
     def balance(self) -> Balance:
         answer = self._call(self._client.get_balance_allowance, BalanceAllowanceParams(asset_type=AssetType.COLLATERAL))
         found = self._call(msgspec.convert, answer, schema.BalanceAllowance)
-        # Each exchange the account trades through has its own allowance: what may be spent is the least of them.
-        allowances = [Decimal(v) for v in found.allowances.values()]
-        return Balance(collateral=Decimal(found.balance) / UNITS,
-                       allowance=min(allowances) / UNITS if allowances else None)
+        return self._call(balance_of, found)
 
     def heartbeat(self, heartbeat_id: str) -> str:
         """Send one heartbeat with the last id; return the id for the next. A refused id (400 "Invalid Heartbeat ID",
@@ -401,13 +417,7 @@ class Clob:
         tokens = [t.token_id for t in info.tokens]
         if token_id not in tokens:
             raise VenueError(base.UNKNOWN_MARKET, f"token {token_id} is not in market {market}")
-        return MarketRules(token_id=token_id, market=market, tick=Decimal(str(info.min_tick_size)),
-                           min_size=Decimal(str(info.min_order_size or 5)), neg_risk=info.neg_risk,
-                           fee_rate=Decimal(str(info.fee.rate)) if info.fee else base.ZERO,
-                           # an absent exponent means the curve as every capture has it, 1
-                           fee_exponent=Decimal(str(info.fee.exponent)) if info.fee and info.fee.exponent else base.ONE,
-                           complement=next((t for t in tokens if t != token_id), "") if len(tokens) == 2 else "",
-                           exchange_version=3 if schema.is_v2_position_id(token_id) else 2)
+        return self._call(rules_of, info, token_id, market)
 
 
 class PolymarketVenue:

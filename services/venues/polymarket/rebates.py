@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from decimal import Decimal, InvalidOperation
 
 import httpx
 import msgspec
@@ -31,10 +30,7 @@ def rebates_of(rows: list[schema.RebatedFee] | None, day: str, today: str, maker
     """One day's answer as messages, one per market (a market listed twice counts once, its last row)."""
     out = {}
     for row in rows or []:
-        try:
-            amount = Decimal(row.rebated_fees_usdc)
-        except InvalidOperation:
-            raise ValueError(f"rebated_fees_usdc is not a number: {row.rebated_fees_usdc!r}") from None
+        amount = schema.quantity(row.rebated_fees_usdc, "rebated_fees_usdc")
         out[row.condition_id] = m.Rebate(day=day, market=row.condition_id, maker=maker, amount=amount,
                                          final=day < today)
     return list(out.values())

@@ -15,10 +15,13 @@ default. Evolve by adding fields with defaults, never by loosening a type.
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Union
 
 import msgspec
 from msgspec import Struct, field
+
+from ... import messages as m
 
 Side = Literal["BUY", "SELL"]
 OrderType = Literal["GTC", "GTD", "FOK", "FAK"]
@@ -45,6 +48,49 @@ def is_v2_position_id(asset_id: str) -> bool:
     the unified SDK decides (polymarket-client ``_internal/protocol.py``), where the CLOB's answers say nothing."""
     return asset_id.isascii() and asset_id.isdigit() and int(asset_id) < 2**256 and (
         int(asset_id) & (((1 << 64) - 1) << 40)) == 0
+
+
+# ---------------------------------------------------------------- numbers
+# The venue's numbers come as strings (CLOB) or JSON numbers (Gamma); each is made exact here, and refused with a
+# ValueError saying which and why when it is not a finite number in its range (a JSON 1e400 is a float infinity).
+
+
+MAX_FEE_EXPONENT = 10
+
+
+def number(value: str | float | int | Decimal, what: str) -> Decimal:
+    """A finite number, exact (a float through its shortest text)."""
+    try:
+        out = Decimal(value if isinstance(value, str) else str(value))
+    except InvalidOperation:
+        raise ValueError(f"{what} is not a number: {value!r}") from None
+    if not out.is_finite():
+        raise ValueError(f"{what} is not a finite number: {value!r}")
+    return out
+
+
+def price(value: str | float | int | Decimal, what: str) -> Decimal:
+    """A price, rate or share of something: a number between 0 and 1."""
+    out = number(value, what)
+    if not 0 <= out <= 1:
+        raise ValueError(f"{what} {value!r} is not between 0 and 1")
+    return out
+
+
+def quantity(value: str | float | int | Decimal, what: str) -> Decimal:
+    """Shares or USDC: a number no larger than any market holds (``messages.MAX_QUANTITY``)."""
+    out = number(value, what)
+    if not -m.MAX_QUANTITY <= out <= m.MAX_QUANTITY:
+        raise ValueError(f"{what} {value!r} is beyond {m.MAX_QUANTITY:f}, more than any market holds")
+    return out
+
+
+def fee_exponent(value: float, what: str) -> Decimal:
+    """The exponent of a fee curve (fee = shares x rate x (p(1 - p))^exponent): Polymarket's are 1 and 2."""
+    out = number(value, what)
+    if not 0 < out <= MAX_FEE_EXPONENT:
+        raise ValueError(f"{what} {value!r} is not in (0, {MAX_FEE_EXPONENT}]")
+    return out
 
 
 # ---------------------------------------------------------------- Gamma

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import msgspec
 
@@ -19,20 +19,20 @@ from . import schema
 from .ws import Channel, ChannelOptions, user_subscription
 
 
-def _dec(text: str | None) -> Decimal:
-    try:
-        return Decimal(text) if text else ZERO
-    except InvalidOperation:
-        raise ValueError(f"not a number: {text!r}") from None
+def _dec(parse: Callable[[str, str], Decimal], text: str | None, what: str) -> Decimal:
+    """``text`` through ``parse`` (schema.price or quantity: ValueError if it is not one); absent or "" is 0."""
+    return parse(text, what) if text else ZERO
 
 
 def _ms(text: str | int | None) -> int:
-    """A venue time as ms: it sends seconds in some places and ms in others, as strings or numbers."""
+    """A venue time as ms: it sends seconds in some places and ms in others, as strings or numbers; 0 when it is
+    not a time (not an integer, or beyond what the bus carries)."""
     try:
         value = int(text or 0)
     except (TypeError, ValueError):
         return 0
-    return value * 1000 if 0 < value < 10**11 else value
+    value = value * 1000 if 0 < value < 10**11 else value
+    return value if 0 <= value < 2**63 else 0
 
 
 def order_status(status: str | None, kind: str = "") -> str:
@@ -53,24 +53,31 @@ def order_of(order: schema.OpenOrder | schema.WsOrder) -> VenueOrder:
         text = order.status or ""
         reason = text.split("_", 1)[1] if text.upper().startswith("CANCELED_") else "canceled at the venue"
     return VenueOrder(venue_order_id=order.id, token_id=order.asset_id, market=order.market, side=order.side,
-                      price=_dec(order.price), size=_dec(order.original_size), matched=_dec(order.size_matched),
+                      price=_dec(schema.price, order.price, "price"),
+                      size=_dec(schema.quantity, order.original_size, "original_size"),
+                      matched=_dec(schema.quantity, order.size_matched, "size_matched"),
                       status=status, order_type=order.order_type or "GTC", reason=reason,
                       created_ms=_ms(order.created_at))
 
 
 def fills_of(trade: schema.ClobTrade | schema.WsTrade, api_key: str, address: str) -> list[VenueFill]:
     """Our part in one trade: the taker order's whole fill, or each of our maker orders' matched amounts."""
-    rate = _dec(trade.fee_rate_bps) / 10_000
+    rate = _dec(schema.quantity, trade.fee_rate_bps, "fee_rate_bps") / 10_000
+    if not 0 <= rate <= 1:
+        raise ValueError(f"fee_rate_bps {trade.fee_rate_bps!r} is not between 0 and 10000")
     ts = _ms(trade.match_time) if trade.match_time.isdigit() else _ms(getattr(trade, "timestamp", 0))
     if trade.trader_side == "TAKER":
         return [VenueFill(trade_id=trade.id, venue_order_id=trade.taker_order_id, token_id=trade.asset_id,
-                          market=trade.market, side=trade.side, price=_dec(trade.price), size=_dec(trade.size),
+                          market=trade.market, side=trade.side, price=_dec(schema.price, trade.price, "price"),
+                          size=_dec(schema.quantity, trade.size, "size"),
                           liquidity="TAKER", fee_rate=rate, status=trade.status, ts_ms=ts)]
     ours = [mo for mo in trade.maker_orders
             if mo.owner == api_key or mo.maker_address.lower() == address.lower()]
     return [VenueFill(trade_id=trade.id, venue_order_id=mo.order_id, token_id=mo.asset_id, market=trade.market,
-                      side=mo.side or ("SELL" if trade.side == "BUY" else "BUY"), price=_dec(mo.price),
-                      size=_dec(mo.matched_amount), liquidity="MAKER", status=trade.status, ts_ms=ts)
+                      side=mo.side or ("SELL" if trade.side == "BUY" else "BUY"),
+                      price=_dec(schema.price, mo.price, "maker_orders.price"),
+                      size=_dec(schema.quantity, mo.matched_amount, "maker_orders.matched_amount"), liquidity="MAKER",
+                      status=trade.status, ts_ms=ts)
             for mo in ours]
 
 
