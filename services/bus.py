@@ -143,11 +143,19 @@ class Inbound(Counted):
     """SUB or PULL: decode, count, skip what cannot be decoded, notice gaps."""
 
     def __init__(self, name: str, socket: pynng.Socket, counters: m.SocketCounters, union: Any,
-                 on_bad_frame: Callable[[str, str], None] | None = None) -> None:
+                 on_bad_frame: Callable[[str, str], None] | None = None,
+                 admit: Callable[[pynng.Pipe, m.Message], str] | None = None) -> None:
         super().__init__(name, socket, counters)
         self._decoder = msgspec.msgpack.Decoder(union)
         self._last_seq: dict[tuple[int, type], int] = {}
         self._on_bad_frame = on_bad_frame
+        self._admit = admit  # why a message may not come from the pipe it came on ("": it may); tls only
+
+    def _take(self, raw: pynng.Message) -> m.Message | None:
+        msg = self._decode(raw.bytes)
+        if msg is not None and self._admit is not None and (why := self._admit(raw.pipe, msg)):
+            return self._bad(why)
+        return msg
 
     def _decode(self, frame: bytes) -> m.Message | None:
         start = 1 + (frame[0] if frame else 0)
@@ -185,25 +193,25 @@ class Inbound(Counted):
         """Wait up to ``timeout_ms`` for a frame, then take whatever else is already queued (up to ``limit``)."""
         self.socket.recv_timeout = timeout_ms
         try:
-            frames = [self.socket.recv_msg().bytes]
+            frames = [self.socket.recv_msg()]
         except pynng.Timeout:
             return []
         while len(frames) < limit:
             try:
-                frames.append(self.socket.recv_msg(block=False).bytes)
+                frames.append(self.socket.recv_msg(block=False))
             except pynng.TryAgain:
                 break
-        return [msg for f in frames if (msg := self._decode(f)) is not None]
+        return [msg for f in frames if (msg := self._take(f)) is not None]
 
     def drain(self) -> list[m.Message]:
         """Everything queued right now, without waiting."""
         out: list[m.Message] = []
         while True:
             try:
-                frame = self.socket.recv_msg(block=False).bytes
+                frame = self.socket.recv_msg(block=False)
             except (pynng.TryAgain, pynng.Closed):
                 return out
-            if (msg := self._decode(frame)) is not None:
+            if (msg := self._take(frame)) is not None:
                 out.append(msg)
 
     def recv(self, timeout_ms: int) -> m.Message:
@@ -212,10 +220,10 @@ class Inbound(Counted):
         while (left := deadline - time.monotonic()) > 0:
             self.socket.recv_timeout = max(1, int(left * 1000))
             try:
-                frame = self.socket.recv_msg().bytes
+                frame = self.socket.recv_msg()
             except pynng.Timeout:
                 break
-            if (msg := self._decode(frame)) is not None:
+            if (msg := self._take(frame)) is not None:
                 return msg
         raise BusTimeout(f"{self.name}: nothing received in {timeout_ms} ms")
 
@@ -386,7 +394,8 @@ class Bus:
             if tls.uses_tls(address):  # only the peers this socket's role allows (orders: risk alone)
                 tls.guard(sock, tls.allowed_peers(self.config, name), self.refused)
             _listen(sock, address, name)
-        inbound = Inbound(name, sock, self._counters(name), spec.union, self._on_bad_frame)
+        admit = tls.source_check(self.config) if name == "signals" and tls.uses_tls(address) else None
+        inbound = Inbound(name, sock, self._counters(name), spec.union, self._on_bad_frame, admit)
         self._sockets.append(inbound)
         return inbound
 

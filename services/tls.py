@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import ipaddress
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pynng
@@ -170,6 +171,24 @@ def peer_of(pipe: pynng.Pipe) -> str:
         return pynng.options._getopt_string(pipe, "tls-peer-cn")
     except pynng.NNGException:
         return ""
+
+
+def source_check(config: Config) -> Callable[[pynng.Pipe, object], str]:
+    """On ``signals``: a peer speaks only for its own kind of source (a strategies host's certificate for
+    ``strategy:*``, the MCP server's for ``mcp:*``), so no peer can claim another's budget or orders."""
+    prefixes = {name: "strategy:" for name, svc in config.services.items()
+                if svc.enabled and svc.kind == STRATEGIES_KIND}
+    prefixes["mcp"] = "mcp:"
+
+    def admit(pipe: pynng.Pipe, msg: object) -> str:
+        source = getattr(msg, "source", "")
+        peer = peer_of(pipe)
+        prefix = prefixes.get(peer)
+        if prefix is not None and source.startswith(prefix):
+            return ""
+        return (f"{type(msg).__name__} from {peer or 'a peer without a name'} claims the source {source!r}; its "
+                f"certificate speaks only for {prefix + '*' if prefix else 'no source'}")
+    return admit
 
 
 def guard(sock: pynng.Socket, allowed: frozenset[str] | None, refused: list[str]) -> None:

@@ -132,6 +132,30 @@ def test_a_strategy_certificate_cannot_push_onto_orders_and_risks_can(mesh: Trad
         watcher.close()
 
 
+def test_a_peer_speaks_only_for_its_own_kind_of_source_on_signals(mesh: Trading) -> None:
+    yes, _ = tokens(mesh.venue.market())
+    bus = as_peer(mesh, "mcp")
+    try:
+        signals, decisions = bus.outbound("signals"), bus.inbound("decisions")
+        wait_for(lambda: signals.socket.pipes and decisions.socket.pipes, what="the test's tls sockets to connect")
+        refused_before = mesh.status("risk").sockets["signals"].undecodable
+        claimed = m.Signal(source="strategy:arbitrage", legs=[m.Leg(token_id=yes, side="BUY", size=D(5),
+                                                                     limit_price=D("0.05"))])
+        assert signals.send(claimed)  # the MCP server's certificate claiming a strategy's budget
+        wait_for(lambda: mesh.status("risk").sockets["signals"].undecodable > refused_before,
+                 what="risk to refuse the claimed source")
+        own = m.Signal(source="mcp:tls-agent", legs=[m.Leg(token_id=yes, side="BUY", size=D(5),
+                                                           limit_price=D("0.05"))])
+        assert signals.send(own)
+        heard: list[m.Message] = []
+        wait_for(lambda: heard.extend(decisions.drain()) or any(getattr(x, "signal_id", "") == own.id for x in heard),
+                 what="risk to decide the signal of the MCP server's own source")
+        assert not any(getattr(x, "signal_id", "") == claimed.id for x in heard)
+        signals.send(m.Cancel(source="mcp:tls-agent"))
+    finally:
+        bus.close()
+
+
 def test_a_certificate_from_another_ca_reaches_nothing(mesh: Trading, tmp_path: Path) -> None:
     tls.issue(tmp_path, ["risk", "operator"])  # right names, wrong CA
     foreign = load(mesh.config_file, {"HOME": str(tmp_path), "POLYBOT_BUS__TLS_DIR": str(tmp_path)})
