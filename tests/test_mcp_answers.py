@@ -141,8 +141,8 @@ def test_cancel_orders_by_signal_market_or_all_cancels_only_this_clients_orders(
     said = error(agent("cancel_orders", {"order_ids": [first["signal_id"]]}))
     assert "is a signal id, not an order id" in said and f"signal_id={first['signal_id']!r}" in said
     assert "exactly one of" in error(agent("cancel_orders", {}))
-    assert "belongs to" in error(agent("cancel_orders", {"order_ids": first["order_ids"][:1]}, client="Other"))
-    assert ok(agent("cancel_orders", {"everything": True}, client="Other"))["canceled"] == 0
+    assert "belongs to" in error(agent("cancel_orders", {"order_ids": first["order_ids"][:1]}, agent="other"))
+    assert ok(agent("cancel_orders", {"everything": True}, agent="other"))["canceled"] == 0
 
     by_signal = ok(agent("cancel_orders", {"signal_id": first["signal_id"]}))
     assert by_signal["canceled"] == 2 and {r["order_id"] for r in by_signal["results"]} == set(first["order_ids"])
@@ -209,7 +209,7 @@ def test_close_position_sells_what_this_client_holds_at_the_bid_through_risk(mes
         "positions"] if p["outcome"] == "Yes"], what="the position recorded")
     assert D(mine[0]["size"]) == 6 and mine[0]["outcome"] == "Yes"
     assert "holds no shares" in error(agent("close_position", {"market": market["slug"], "outcome": "Yes"},
-                                            client="Other"))
+                                            agent="other"))
     assert "holds 6 shares" in error(agent("close_position", {"token_id": yes, "size": 7}))
     bid, _ = book(mesh, yes)
     accepted_before = int(mesh.detail("risk")["accepted"])
