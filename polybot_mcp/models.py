@@ -5,7 +5,7 @@ in inputs.
 """
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -73,6 +73,10 @@ class OrderBook(BaseModel):
     stale: bool
 
 
+MAX_AMOUNT = Decimal(10) ** 12  # shares or USDC in one leg: far beyond any market, well within exact arithmetic
+MIN_PRICE = Decimal("0.0001")  # the finest tick a market has
+
+
 def _money_text(value: object) -> object:
     """'$10', ' 10 USDC' -> '10': the unit written out is no reason to refuse a number."""
     if isinstance(value, str):
@@ -125,8 +129,14 @@ class LegIn(BaseModel):
     @classmethod
     def _price(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().endswith(("c", "¢")):
-            raise ValueError(f"limit_price is in USDC per share: {value.strip()} is "
-                             f"{Decimal(value.strip().rstrip('c¢').strip()) / 100}")
+            try:
+                cents = Decimal(value.strip().rstrip("c¢").strip())
+            except InvalidOperation:
+                cents = None
+            if cents is None or not cents.is_finite():
+                raise ValueError(f"limit_price is a number of USDC per share between 0 and 1 (0.45), not "
+                                 f"{value.strip()[:40]!r}")
+            raise ValueError(f"limit_price is in USDC per share: {value.strip()} is {cents / 100}")
         return _money_text(value)
 
     @field_validator("size", "notional")
@@ -134,6 +144,9 @@ class LegIn(BaseModel):
     def _positive(cls, value: Decimal | None) -> Decimal | None:
         if value is not None and not (value.is_finite() and value > 0):
             raise ValueError(f"must be a positive number, not {value}")
+        if value is not None and value >= MAX_AMOUNT:
+            raise ValueError(f"must be below {MAX_AMOUNT:,f}, not {value:.3g}: no market holds that much; "
+                             "get_risk shows what this agent may spend")
         return value
 
     @field_validator("limit_price")
@@ -146,6 +159,9 @@ class LegIn(BaseModel):
                              f"{(value / 100).normalize():f}")
         if not 0 < value < 1:
             raise ValueError(f"prices run between 0 and 1 (USDC per share), exclusive; {value} is outside")
+        if value < MIN_PRICE:
+            raise ValueError(f"{value:.3g} is below the finest tick any market has ({MIN_PRICE}); give a price on "
+                             "the market's tick (get_market shows it)")
         return value
 
 

@@ -77,6 +77,9 @@ def since_param(since: str) -> str:
         return str(since_ns(since, time.time_ns()))
     except ValueError as exc:
         raise ToolError(f"since {exc}") from None
+    except OverflowError:  # a duration too long to count in seconds
+        raise ToolError(f"since {short(since)!r} reaches back further than any record; give a shorter duration "
+                        "(30d) or an ISO time (2026-11-24T09:00:00Z)") from None
 
 
 def iso_ns(ts_ns: int) -> str:
@@ -173,6 +176,9 @@ def expiry_s(expires: str, leg: int) -> int:
     """A leg's ``expires`` (a duration from now or an ISO time, UTC unless it says) as epoch seconds."""
     now = time.time_ns()
     if (seconds := duration_s(expires)) is not None:
+        if not math.isfinite(seconds):
+            raise ToolError(f"leg {leg}: expires {short(expires)!r} is further ahead than any market lasts; give a "
+                            "duration such as 2h or 30d, or the ISO time it should end")
         return (now // 10**9) + math.ceil(seconds)
     try:
         at = since_ns(expires, now)

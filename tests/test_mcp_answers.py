@@ -122,6 +122,26 @@ def test_a_condition_id_or_an_unknown_token_given_as_a_token_says_what_to_pass(m
     assert by_slug["legs"][0]["token_id"] == yes
 
 
+@pytest.mark.parametrize(("tool", "args", "says"), [
+    ("preview_signal", {"limit_price": "abc"}, "limit_price is a number of USDC per share between 0 and 1"),
+    ("preview_signal", {"notional": "1e30", "size": None}, "must be below 1,000,000,000,000"),
+    ("preview_signal", {"limit_price": "1e-30"}, "below the finest tick any market has"),
+    ("propose_signal", {"order_type": "GTD", "expires": "9" * 400 + "d"}, "further ahead than any market lasts"),
+    ("get_fills", {"since": "9" * 400 + "d"}, "reaches back further than any record"),
+    ("list_signals", {"since": "9" * 400 + "d"}, "reaches back further than any record"),
+])
+def test_an_absurd_argument_is_refused_saying_what_to_pass_never_as_a_bare_tool_failure(
+        mesh: Trading, agent: Agent, tool: str, args: dict, says: str) -> None:
+    # Before, each of these crashed inside the tool: the model read only "Error executing tool <name>".
+    if tool.endswith("_signal"):
+        yes, _ = tokens(mesh.venue.market())
+        leg = {k: v for k, v in {"token_id": yes, "side": "BUY", "size": 5, "limit_price": "0.3", **args}.items()
+               if v is not None}
+        args = {"legs": [leg], "rationale": "absurd"}
+    said = error(agent(tool, args))
+    assert says in said, said
+
+
 def test_cancel_orders_by_signal_market_or_all_cancels_only_this_clients_orders(mesh: Trading, agent: Agent) -> None:
     markets = [mesh.venue.market() for _ in range(2)]
     resting = {}
