@@ -271,12 +271,12 @@ def test_markets_one_market_positions_and_risk_are_resources_too(mesh: Trading, 
 ALPHA, BETA = "pb-alpha-token-5c1e9a7b3d", "pb-beta-token-8e2f4a6c0b"
 
 
-def over_http(url: str, token: str, client: str, calls: list[tuple[str, dict]]) -> list:
+def over_http(url: str, token: str, client: str, calls: list[tuple[str, dict]], mode: str = "auto") -> list:
     """One client session over HTTP with ``token``, calling itself ``client``; each call's result."""
     async def session():
         async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, trust_env=False,
                                       timeout=httpx2.Timeout(10, read=60)) as http:
-            async with Client(streamable_http_client(url, http_client=http),
+            async with Client(streamable_http_client(url, http_client=http), mode=mode,
                               client_info=Implementation(name=client, version="1")) as c:
                 return [await c.call_tool(tool, args) for tool, args in calls]
     return anyio.run(session)
@@ -302,7 +302,7 @@ def test_over_http_the_token_decides_whose_budget_and_orders_whatever_the_client
         # beta calls itself "alpha" (and the name alpha's source would have): nothing of alpha's is its.
         risk, listed, by_id, everything = over_http(server.url, BETA, "alpha", [
             ("get_risk", {}), ("list_open_orders", {}), ("cancel_orders", {"order_ids": [order_id]}),
-            ("cancel_orders", {"everything": True})])
+            ("cancel_orders", {"everything": True})], mode="legacy")  # the initialize handshake era too
         assert ok(risk)["source"] == "mcp:beta" and D(ok(risk)["agent_budget_left"]) == 60
         assert ok(listed)["orders"] == []
         assert "belongs to mcp:alpha" in error(by_id)
