@@ -7,6 +7,7 @@ so a tool can wait (bounded) for what happened to the signal it sent.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 import time
 from collections import deque
@@ -16,6 +17,8 @@ from services.bus import Bus, BusError, BusTimeout, Requester
 from services.config import Config, control_address
 
 KEPT = 10_000  # verdicts and executions remembered for waiting tools
+READ_POLL_MS = 200  # a reader thread's longest wait in NNG before it looks at the stop flag again
+JOIN_S = 5.0  # the longest close() waits for a reader thread to leave NNG
 
 
 class MeshDown(Exception):
@@ -30,6 +33,7 @@ class MeshLink:
         self._seen: deque[m.Message] = deque(maxlen=KEPT)
         self._changed = threading.Condition(self._lock)
         self._stop = threading.Event()
+        self._readers: list[threading.Thread] = []
 
     # ---------------------------------------------------------------- control
 
@@ -50,20 +54,28 @@ class MeshLink:
 
     def _connect(self) -> Bus:
         with self._lock:
+            if self._stop.is_set():
+                raise MeshDown("this MCP server is shutting down; start it again (your client does so on "
+                               "reconnecting)")
             if self._bus is None:
                 bus = Bus(self.config)
                 self._out = bus.outbound("signals")
                 self._in = [bus.inbound("decisions"), bus.inbound("executions")]
                 for inbound in self._in:
-                    threading.Thread(target=self._read, args=(inbound,), daemon=True,
-                                     name=f"mcp-{inbound.name}").start()
+                    reader = threading.Thread(target=self._read, args=(inbound,), daemon=True,
+                                              name=f"mcp-{inbound.name}")
+                    reader.start()
+                    self._readers.append(reader)
                 self._bus = bus
+                # A server that is never closed (one built in memory, say) still stops its readers before NNG's
+                # own atexit handler runs: handlers run last registered first, and pynng's is registered on import.
+                atexit.register(self.close)
             return self._bus
 
     def _read(self, inbound) -> None:
         while not self._stop.is_set():
             try:
-                batch = [x for x in inbound.recv_batch(200) if not isinstance(x, m.Heartbeat)]
+                batch = [x for x in inbound.recv_batch(READ_POLL_MS) if not isinstance(x, m.Heartbeat)]
             except Exception:  # the socket was closed under us: the server is stopping
                 return
             if batch:
@@ -105,6 +117,14 @@ class MeshLink:
             return [x for x in self._seen if match(x)]
 
     def close(self) -> None:
+        """Stop the reader threads, then close the sockets. In that order: NNG aborts the process
+        (``pthread_mutex_lock: Invalid argument``) when its atexit ``nng_fini`` runs while a thread still waits
+        in a receive, and a daemon thread still does when the interpreter exits."""
         self._stop.set()
-        if self._bus is not None:
-            self._bus.close()
+        with self._lock:
+            bus, self._bus = self._bus, None
+        for reader in self._readers:  # each sees the flag within READ_POLL_MS
+            reader.join(JOIN_S)
+        if bus is not None:
+            bus.close()
+            atexit.unregister(self.close)

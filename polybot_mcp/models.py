@@ -86,6 +86,9 @@ class OrderBook(BaseModel):
     stale: bool
 
 
+MIN_PRICE = Decimal("0.0001")  # the finest tick a market has
+
+
 def _money_text(value: object) -> object:
     """'$10', ' 10 USDC' -> '10': the unit written out is no reason to refuse a number."""
     if isinstance(value, str):
@@ -143,8 +146,8 @@ class LegIn(BaseModel):
             except InvalidOperation:
                 cents = None
             if cents is None or not cents.is_finite():
-                raise ValueError(f"limit_price is a number of USDC per share between 0 and 1, e.g. 0.45; "
-                                 f"{value.strip()!r} is not one")
+                raise ValueError(f"limit_price is a number of USDC per share between 0 and 1 (0.45), not "
+                                 f"{value.strip()[:40]!r}")
             raise ValueError(f"limit_price is in USDC per share: {value.strip()} is {cents / 100}")
         return _money_text(value)
 
@@ -165,6 +168,9 @@ class LegIn(BaseModel):
                              f"{(value / 100).normalize():f}")
         if not 0 < value < 1:
             raise ValueError(f"prices run between 0 and 1 (USDC per share), exclusive; {value} is outside")
+        if value < MIN_PRICE:
+            raise ValueError(f"{value:.3g} is below the finest tick any market has ({MIN_PRICE}); give a price on "
+                             "the market's tick (get_market shows it)")
         return value
 
 

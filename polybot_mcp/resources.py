@@ -6,7 +6,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 
 from .models import MarketIndex, MarketSummary, Rows
-from .tools import Tools, source_of
+from .tools import Tools
 
 JSON = "application/json"
 
@@ -46,5 +46,5 @@ def register_resources(server: MCPServer, tools: Tools) -> None:
                      description="Risk's limits and their use (each agent's budget among them), halted or not; "
                                  "the get_risk tool adds this client's own budget left")
     async def risk() -> str:
-        return await read(tools.risk_view(source_of(None)))
+        return await read(tools.risk_view(tools.source(None)))
 

@@ -19,7 +19,8 @@ from .backtests import register_backtest_tools
 from .mesh import MeshLink
 from .prompts import PROMPTS, register_prompts
 from .resources import register_resources
-from .tools import register_tools
+from .agents import AGENT
+from .tools import SERVED, register_tools
 
 
 class SocketFigures(BaseModel):
@@ -139,8 +140,9 @@ def instructions(tool_set: str) -> str:
             + f"Tool set served: {tool_set} ({TOOL_SETS[tool_set]}).")
 
 
-def build(config: Config, tool_set: str = "") -> MCPServer:
-    """The server for ``config``, serving the tool set given (else the config's ``[mcp] tools``)."""
+def build(config: Config, tool_set: str = "", agent: str = AGENT) -> MCPServer:
+    """The server for ``config``, serving the tool set given (else the config's ``[mcp] tools``) to ``agent``
+    (source ``mcp:<agent>``), unless an HTTP request's token names another."""
     tool_set = tool_set or config.mcp.tools
     server = PolybotServer(
         "polybot",
@@ -174,9 +176,15 @@ def build(config: Config, tool_set: str = "") -> MCPServer:
         return MeshStatus(all_up=all(s.state in ("running", "halted") for s in services), trading=trading,
                           services=services)
 
-    register_resources(server, register_tools(server, MeshLink(config)))
+    register_resources(server, register_tools(server, MeshLink(config), agent))
     register_backtest_tools(server, config)
     register_prompts(server, PROMPTS)
     for name in sorted(LEFT_OUT[tool_set]):
         server.remove_tool(name)
     return server
+
+
+def close(server: MCPServer) -> None:
+    """Let go of the mesh once the server has stopped: its reader threads first, then its sockets."""
+    if (tools := SERVED.get(server)) is not None:
+        tools.link.close()

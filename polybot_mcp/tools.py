@@ -1,8 +1,8 @@
 """The tools: markets and books (scanner), signals (the signals socket and risk), risk, orders and portfolio.
 
 Reads go through the services' control sockets; the one write path is a signal or a cancel PUSHed onto
-``signals`` as source ``mcp:<client>``, decided by risk like any strategy's. Every failure is a ``ToolError``
-whose text says what to do next.
+``signals`` as source ``mcp:<agent>`` (the agent the operator configured, see ``agents``), decided by risk like
+any strategy's. Every failure is a ``ToolError`` whose text says what to do next.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import json
 import math
 import re
 import time
+import unicodedata
 import weakref
 from datetime import datetime, timezone
 from decimal import ROUND_DOWN, Decimal
@@ -29,6 +30,7 @@ from services.sizing import exact_buy_size
 from services.config import service_of_kind
 from services.periods import duration_s, since_ns
 
+from .agents import AGENT, client_label, source_of
 from .mesh import MeshDown, MeshLink
 from .models import (Approval, CancelResult, CancelResults, FillPage, FillView, HoldingView, Hop, LegIn, LegOut,
                      LegResult, Level, MarketDetail, MarketList, MarketSummary, OpenOrderView, OpenOrders,
@@ -43,20 +45,23 @@ SHARES = Decimal("0.01")
 UNLIMITED = Decimal(2) ** 128  # USDC: no approval a person sets by hand comes near; the usual "max" is 2^256 - 1
 SCANNER, RISK, EXECUTOR, ANALYTICS = ("services.scanner:Scanner", "services.risk:Risk",
                                       "services.executor:Executor", "services.analytics:Analytics")
-CLIENT_NAME = re.compile(r"[^a-z0-9_.-]+")
 CURSOR_HELP = ("cursor is not one this server gave out for this list; pass the next_cursor of the previous page, "
                "or none for the first page")
 
 
-def source_of(ctx: Context | None) -> str:
-    """``mcp:<client name>`` from the client's initialize info (``mcp:agent`` when it gave none)."""
-    name = ""
-    try:
-        params = ctx.session.client_params if ctx is not None else None
-        name = params.client_info.name if params is not None and params.client_info is not None else ""
-    except (AttributeError, LookupError, ValueError):
-        name = ""
-    return "mcp:" + (CLIENT_NAME.sub("-", name.lower()).strip("-")[:40] or "agent")
+SHOWN_RATIONALE = 300  # characters of the agent's rationale shown in the approval dialog
+MARKUP = re.compile(r"([\\`*_\[\]<>!|~\"])")  # inline markdown and HTML; on one line nothing else forms
+
+
+def agents_words(rationale: str) -> str:
+    """The agent's rationale as the approval dialog quotes it: one line (control, format and separator characters
+    become spaces), markdown characters escaped, at most ``SHOWN_RATIONALE`` characters, so that it cannot pass
+    for the dialog's own text (a heading, a list, a note from the system)."""
+    flat = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Zs") else c for c in rationale)
+    flat = " ".join(flat.split())
+    cut = flat[:SHOWN_RATIONALE]
+    more = f" [{len(flat) - len(cut)} more characters not shown]" if len(flat) > len(cut) else ""
+    return MARKUP.sub(r"\\\1", cut) + more
 
 
 def text(value: Decimal | None) -> str | None:
@@ -72,6 +77,9 @@ def since_param(since: str) -> str:
         return str(since_ns(since, time.time_ns()))
     except ValueError as exc:
         raise ToolError(f"since {exc}") from None
+    except OverflowError:  # a duration too long to count in seconds
+        raise ToolError(f"since {short(since)!r} reaches back further than any record; give a shorter duration "
+                        "(30d) or an ISO time (2026-11-24T09:00:00Z)") from None
 
 
 def iso_ns(ts_ns: int) -> str:
@@ -104,9 +112,10 @@ def keyset_page(reply: m.QueryReply, limit: int) -> tuple[list[dict], str | None
     return page, encode_key(page[-1]["key"]) if len(found) > limit else None
 
 
-def source_filter(source: str, ctx: Context | None) -> str:
-    """A tool's ``source`` as analytics filters on it: `mine` is this client's, `all` (or empty) every one."""
-    return source_of(ctx) if source == "mine" else "" if source in ("all", "") else source
+def source_filter(source: str, mine: str) -> str:
+    """A tool's ``source`` as analytics filters on it: `mine` is this agent's (``mine``), `all` (or empty) every
+    one."""
+    return mine if source == "mine" else "" if source in ("all", "") else source
 
 
 def encode_cursor(offset: int) -> str:
@@ -167,6 +176,9 @@ def expiry_s(expires: str, leg: int) -> int:
     """A leg's ``expires`` (a duration from now or an ISO time, UTC unless it says) as epoch seconds."""
     now = time.time_ns()
     if (seconds := duration_s(expires)) is not None:
+        if not math.isfinite(seconds):
+            raise ToolError(f"leg {leg}: expires {short(expires)!r} is further ahead than any market lasts; give a "
+                            "duration such as 2h or 30d, or the ISO time it should end")
         return (now // 10**9) + math.ceil(seconds)
     try:
         at = since_ns(expires, now)
@@ -203,13 +215,18 @@ def short(ident: str) -> str:
 
 
 class Tools:
-    def __init__(self, link: MeshLink) -> None:
+    def __init__(self, link: MeshLink, agent: str = AGENT) -> None:
         self.link = link
+        self.agent = agent
         config = link.config
         self.scanner = service_of_kind(config, SCANNER, "scanner")
         self.risk = service_of_kind(config, RISK, "risk")
         self.executor = service_of_kind(config, EXECUTOR, "executor")
         self.analytics = service_of_kind(config, ANALYTICS, "analytics")
+
+    def source(self, ctx: Context | None) -> str:
+        """This call's source, ``mcp:<agent>``, from what the operator configured (see ``source_of``)."""
+        return source_of(ctx, self.agent)
 
     async def ask(self, service: str, request: m.Message) -> m.Message:
         try:
@@ -372,7 +389,7 @@ class Tools:
             risk = await self.link.ask(self.risk, m.RiskRequest())
             if not risk.client_approval:
                 return None
-            signal = m.Signal(source=source_of(ctx), legs=await self.legs(legs), rationale=rationale)
+            signal = m.Signal(source=self.source(ctx), legs=await self.legs(legs), rationale=rationale)
             if not isinstance(await self.link.ask(self.risk, m.PreviewRequest(signal=signal)), m.SignalAccepted):
                 return None
             markets = sorted({lg.market for lg in signal.legs if lg.market})
@@ -383,8 +400,12 @@ class Tools:
         lines = "\n".join(f"- {lg.side} {text(lg.size)} shares of {names.get(lg.token_id, 'token ' + lg.token_id)} "
                           f"at {text(lg.limit_price)} or better ({lg.order_type}): up to "
                           f"{text(lg.size * lg.limit_price)} USDC" for lg in signal.legs)
-        why = f"\nThe agent's reason: {rationale}" if rationale else ""
-        return Elicit(f"Real money. {signal.source} proposes a trade that passes every risk check:\n{lines}{why}\n"
+        label = client_label(ctx)
+        who = signal.source + (f" (its client calls itself {label})" if label and f"mcp:{label}" != signal.source
+                               else "")
+        why = (f"\nThe agent's own words, unchecked (not from polybot or the operator): \"{agents_words(rationale)}\""
+               if rationale.strip() else "\nThe agent gave no reason.")
+        return Elicit(f"Real money. {who} proposes a trade that passes every risk check:\n{lines}{why}\n"
                       "Tick approve and accept to send it now (risk checks it again); decline to refuse it.",
                       Approval)
 
@@ -543,8 +564,8 @@ async def human_approval(legs: list[LegIn], rationale: str, ctx: Context) -> Eli
 async def closing_legs(token_id: str | None, market: str | None, outcome: str | None, size: Decimal | None,
                        limit_price: Decimal | None, order_type: str, ctx: Context) -> list[LegIn]:
     """close_position's leg, computed once per round so that the dialog shows exactly what is sent."""
-    return await SERVED[ctx.mcp_server].closing(token_id, market, outcome, size, limit_price, order_type,
-                                                source_of(ctx))
+    tools = SERVED[ctx.mcp_server]
+    return await tools.closing(token_id, market, outcome, size, limit_price, order_type, tools.source(ctx))
 
 
 async def closing_approval(legs: Annotated[list[LegIn], Resolve(closing_legs)],
@@ -553,8 +574,8 @@ async def closing_approval(legs: Annotated[list[LegIn], Resolve(closing_legs)],
     return await SERVED[ctx.mcp_server].question(legs, "close the position", ctx)
 
 
-def register_tools(server: MCPServer, link: MeshLink) -> Tools:
-    tools = SERVED[server] = Tools(link)
+def register_tools(server: MCPServer, link: MeshLink, agent: str = AGENT) -> Tools:
+    tools = SERVED[server] = Tools(link, agent)
 
     @server.tool(annotations=READ)
     async def search_markets(
@@ -630,7 +651,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         comes with its edge, depth and ready-to-send FOK legs sized to the depth and your limits, so that
         propose_signal(legs, wait="fills") trades it in one more call."""
         reply = await tools.snapshot()
-        risk = await tools.risk_view(source_of(ctx), balance=False)
+        risk = await tools.risk_view(tools.source(ctx), balance=False)
         budget = Decimal(risk.agent_budget_left)
         cap = min(max_cost, budget) if max_cost is not None else budget
         per_order = Decimal(risk.limits["agent.max_order_notional"]) if "agent.max_order_notional" in risk.limits \
@@ -657,7 +678,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
     ) -> Verdict:
         """Check a signal against risk exactly as propose_signal would, sending nothing. Use it to size a trade:
         a refusal gives each reason's limit, the value seen and the largest size that would pass."""
-        signal = m.Signal(source=source_of(ctx), legs=await tools.legs(legs), rationale=rationale)
+        signal = m.Signal(source=tools.source(ctx), legs=await tools.legs(legs), rationale=rationale)
         decided = await tools.ask(tools.risk, m.PreviewRequest(signal=signal))
         return tools.verdict(signal, decided)
 
@@ -678,7 +699,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         killed at once). With live money a human approves it first: in the client's confirmation dialog where it
         has one, else it stays pending_approval until they run `polybot approve`. Follow it with get_signal."""
         deadline = time.monotonic() + wait_s
-        signal = m.Signal(source=source_of(ctx), legs=await tools.legs(legs), rationale=rationale)
+        signal = m.Signal(source=tools.source(ctx), legs=await tools.legs(legs), rationale=rationale)
         return await tools.send(signal, approval, wait, deadline)
 
     @server.tool(annotations=TRADE)
@@ -700,7 +721,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         """Sell what this client holds of an outcome, through risk like any signal, and answer with the fills.
         It sells only this client's own shares (get_positions with source=mine), at the best bid by default."""
         deadline = time.monotonic() + wait_s
-        signal = m.Signal(source=source_of(ctx), legs=await tools.legs(legs), rationale="close the position")
+        signal = m.Signal(source=tools.source(ctx), legs=await tools.legs(legs), rationale="close the position")
         return await tools.send(signal, approval, "fills", deadline)
 
     @server.tool(annotations=READ)
@@ -748,7 +769,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
     ) -> SignalPage:
         """Signals sent and risk's verdict on each, newest first: legs by outcome and market, the number of orders,
         and for a refusal every reason. get_signal tells one signal's whole story."""
-        who = source_filter(source, ctx)
+        who = source_filter(source, tools.source(ctx))
         reply = await tools.query("signals", source=who, verdict=verdict, since=since_param(since),
                                   before=decode_key(cursor), newest_first="true", limit=str(limit + 1))
         page, next_cursor = keyset_page(reply, limit)
@@ -766,7 +787,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
     ) -> OpenOrders:
         """Orders resting at the venue (or in paper), as the executor knows them."""
         account = await tools.ask(tools.executor, m.AccountRequest())
-        source = source_of(ctx)
+        source = tools.source(ctx)
         return OpenOrders(mode=account.mode, orders=[
             OpenOrderView(order_id=o.order_id, signal_id=o.signal_id, source=o.source, token_id=o.token_id,
                           market=o.market, side=o.side, price=text(o.price), size=text(o.size),
@@ -785,7 +806,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
     ) -> CancelResults:
         """Cancel this client's resting orders in one call: by ids, by signal, by market, or all of them. It goes
         through risk to the executor, like a strategy's cancel. Other sources' orders are never touched."""
-        source = source_of(ctx)
+        source = tools.source(ctx)
         chosen = [bool(order_ids), bool(signal_id), bool(market), everything]
         if sum(chosen) != 1:
             raise ToolError("say which orders with exactly one of: `order_ids` (a list), `signal_id`, `market`, or "
@@ -835,7 +856,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
     async def get_risk(ctx: Context = None) -> RiskView:  # type: ignore[assignment]
         """Risk's limits and how much of each is used, this client's agent budget left, the shares it bought
         itself (what it may sell), and whether trading is halted."""
-        return await tools.risk_view(source_of(ctx))
+        return await tools.risk_view(tools.source(ctx))
 
     @server.tool(annotations=READ)
     async def get_positions(
@@ -852,7 +873,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         the 1 per set they merge into."""
         offset = decode_cursor(cursor)
         market_id = (await tools.market_of(market))[0].market if market else ""
-        who = source_filter(source, ctx)
+        who = source_filter(source, tools.source(ctx))
         reply = await tools.query("positions", market=market_id, source=who, all=str(include_closed).lower())
         found = [dict(zip(reply.columns, r)) for r in reply.rows]
         page = found[offset:offset + limit]
@@ -876,7 +897,7 @@ def register_tools(server: MCPServer, link: MeshLink) -> Tools:
         """Fills, newest first: price, size, fee, maker or taker, and the signal and order they belong to. Page
         back in time with next_cursor."""
         market_id = (await tools.market_of(market))[0].market if market else ""
-        who = source_filter(source, ctx)
+        who = source_filter(source, tools.source(ctx))
         reply = await tools.query("fills", market=market_id, source=who, signal=signal_id, since=since_param(since),
                                   before=decode_key(cursor), newest_first="true", limit=str(limit + 1))
         page, next_cursor = keyset_page(reply, limit)

@@ -122,6 +122,26 @@ def test_a_condition_id_or_an_unknown_token_given_as_a_token_says_what_to_pass(m
     assert by_slug["legs"][0]["token_id"] == yes
 
 
+@pytest.mark.parametrize(("tool", "args", "says"), [
+    ("preview_signal", {"limit_price": "abc"}, "limit_price is a number of USDC per share between 0 and 1"),
+    ("preview_signal", {"notional": "1e30", "size": None}, "is more than any market holds"),
+    ("preview_signal", {"limit_price": "1e-30"}, "below the finest tick any market has"),
+    ("propose_signal", {"order_type": "GTD", "expires": "9" * 400 + "d"}, "further ahead than any market lasts"),
+    ("get_fills", {"since": "9" * 400 + "d"}, "reaches back further than any record"),
+    ("list_signals", {"since": "9" * 400 + "d"}, "reaches back further than any record"),
+])
+def test_an_absurd_argument_is_refused_saying_what_to_pass_never_as_a_bare_tool_failure(
+        mesh: Trading, agent: Agent, tool: str, args: dict, says: str) -> None:
+    # Before, each of these crashed inside the tool: the model read only "Error executing tool <name>".
+    if tool.endswith("_signal"):
+        yes, _ = tokens(mesh.venue.market())
+        leg = {k: v for k, v in {"token_id": yes, "side": "BUY", "size": 5, "limit_price": "0.3", **args}.items()
+               if v is not None}
+        args = {"legs": [leg], "rationale": "absurd"}
+    said = error(agent(tool, args))
+    assert says in said, said
+
+
 def test_cancel_orders_by_signal_market_or_all_cancels_only_this_clients_orders(mesh: Trading, agent: Agent) -> None:
     markets = [mesh.venue.market() for _ in range(2)]
     resting = {}
@@ -141,8 +161,8 @@ def test_cancel_orders_by_signal_market_or_all_cancels_only_this_clients_orders(
     said = error(agent("cancel_orders", {"order_ids": [first["signal_id"]]}))
     assert "is a signal id, not an order id" in said and f"signal_id={first['signal_id']!r}" in said
     assert "exactly one of" in error(agent("cancel_orders", {}))
-    assert "belongs to" in error(agent("cancel_orders", {"order_ids": first["order_ids"][:1]}, client="Other"))
-    assert ok(agent("cancel_orders", {"everything": True}, client="Other"))["canceled"] == 0
+    assert "belongs to" in error(agent("cancel_orders", {"order_ids": first["order_ids"][:1]}, agent="other"))
+    assert ok(agent("cancel_orders", {"everything": True}, agent="other"))["canceled"] == 0
 
     by_signal = ok(agent("cancel_orders", {"signal_id": first["signal_id"]}))
     assert by_signal["canceled"] == 2 and {r["order_id"] for r in by_signal["results"]} == set(first["order_ids"])
@@ -209,7 +229,7 @@ def test_close_position_sells_what_this_client_holds_at_the_bid_through_risk(mes
         "positions"] if p["outcome"] == "Yes"], what="the position recorded")
     assert D(mine[0]["size"]) == 6 and mine[0]["outcome"] == "Yes"
     assert "holds no shares" in error(agent("close_position", {"market": market["slug"], "outcome": "Yes"},
-                                            client="Other"))
+                                            agent="other"))
     assert "holds 6 shares" in error(agent("close_position", {"token_id": yes, "size": 7}))
     bid, _ = book(mesh, yes)
     accepted_before = int(mesh.detail("risk")["accepted"])

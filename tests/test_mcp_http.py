@@ -176,3 +176,69 @@ def test_host_and_port_without_http_are_a_usage_error(config: Path) -> None:
 ])
 def test_which_hosts_count_as_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize("query", [f"token={TOKEN}", "access_token=a-guess-in-the-url-0123456789",
+                                   f"x=1&Token={TOKEN}"])
+def test_a_token_in_the_url_is_refused_and_never_logged(server: Server, query: str) -> None:
+    # With the right header too: the token in the URL is exposed whatever else the request carries.
+    reply = httpx.post(f"{server.url}?{query}", json=INITIALIZE, trust_env=False, timeout=5,
+                       headers={**MCP_HEADERS, "Authorization": f"Bearer {TOKEN}"})
+    assert reply.status_code == 400 and "mcp-session-id" not in reply.headers
+    assert "Authorization: Bearer" in reply.json()["message"]
+    secret = query.rpartition("=")[2]
+    wait_for(lambda: "400" in server.log(), what="the access log line")
+    assert secret not in server.log()
+
+
+def test_the_access_log_leaves_out_every_query_string(server: Server) -> None:
+    httpx.get(f"{server.url}?note=not-for-the-log-4711", trust_env=False, timeout=5)
+    wait_for(lambda: "[query not logged]" in server.log(), what="the access log line")
+    assert "not-for-the-log-4711" not in server.log()
+
+
+def session_id(reply: httpx.Response) -> str:
+    assert reply.status_code == 200, reply.text
+    return reply.headers["mcp-session-id"]
+
+
+def test_sessions_are_capped_and_idle_ones_are_closed(config: Path) -> None:
+    capped = Server(config, "--max-sessions", "2", "--session-idle-s", "1", POLYBOT_MCP_TOKEN=TOKEN)
+    try:
+        wait_for(capped.answering, what="the HTTP server to answer")
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        first = session_id(post(capped, auth))
+        session_id(post(capped, auth))
+        assert post(capped, auth).status_code == 503  # a third while two are open
+        # Nothing touches the open sessions while waiting (a request would keep one alive): new ones are refused
+        # until the idle two are closed.
+        wait_for(lambda: post(capped, auth).status_code == 200, timeout=20, every=0.2, what="room for a new session")
+        again = httpx.post(capped.url, json={"jsonrpc": "2.0", "id": 2, "method": "ping"}, trust_env=False,
+                           timeout=5, headers={**MCP_HEADERS, **auth, "mcp-session-id": first,
+                                               "mcp-protocol-version": "2025-06-18"})
+        assert again.status_code == 404  # the idle session is gone
+    finally:
+        capped.stop()
+    assert "at most 2 sessions, closed after 1 s idle" in capped.log()
+
+
+def tokens_file(folder: Path, text: str, mode: int = 0o600) -> Path:
+    path = folder / "agents.tokens"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize(("text", "mode", "says"), [
+    (f"alpha {TOKEN}\n", 0o644, "chmod 600"),
+    (f"alpha {TOKEN}\nbeta {TOKEN}\n", 0o600, "already alpha's"),
+    ("alpha short-secret\n", 0o600, "shorter than"),
+    (f"Alpha Bad {TOKEN}\n", 0o600, "'NAME TOKEN'"),
+    (f"al/pha {TOKEN}\n", 0o600, "must be 1 to 40 characters"),
+])
+def test_a_tokens_file_that_is_unsafe_or_malformed_is_refused_without_showing_a_token(
+        config: Path, tmp_path: Path, text: str, mode: int, says: str) -> None:
+    path = tokens_file(tmp_path, text, mode)
+    done = refused(["--http", "--port", str(free_port()), "--config", str(config), "--tokens-file", str(path)])
+    assert done.returncode == 2 and says in done.stderr
+    assert TOKEN not in done.stderr + done.stdout and "short-secret" not in done.stderr + done.stdout

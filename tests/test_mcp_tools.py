@@ -12,7 +12,9 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+import httpx2
 from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp_types import Implementation
 
 from polybot_mcp.server import build
@@ -37,23 +39,26 @@ def mesh(tmp_path_factory) -> Iterator[Trading]:
         yield mesh
 
 
-def call(mesh: Trading, tool: str, args: dict, mode: str = "legacy", client: str = "Claude Test"):
+def call(mesh: Trading, tool: str, args: dict, mode: str = "legacy", agent: str = "claude-test",
+         client: str = "Claude Test"):
+    """One call in a client session with a server serving ``agent`` (the operator's name for it; ``client`` is
+    only what the client calls itself)."""
     async def session():
-        async with Client(build(mesh.config), mode=mode,
+        async with Client(build(mesh.config, agent=agent), mode=mode,
                           client_info=Implementation(name=client, version="1")) as c:
             return await c.call_tool(tool, args)
     return anyio.run(session)
 
 
 class Agent:
-    """An MCP client session per call, in one protocol era, with its own name (so its own agent budget)."""
+    """An MCP client session per call, in one protocol era, served as its own agent (so its own agent budget)."""
 
     def __init__(self, mesh: Trading, era: str) -> None:
-        self.mesh, self.era, self.name = mesh, era, f"Claude Test {era}"
+        self.mesh, self.era, self.name = mesh, era, f"claude-test-{era}"
         self.source = f"mcp:claude-test-{era}"
 
-    def __call__(self, tool: str, args: dict, client: str = ""):
-        return call(self.mesh, tool, args, self.era, client or self.name)
+    def __call__(self, tool: str, args: dict, agent: str = ""):
+        return call(self.mesh, tool, args, self.era, agent or self.name)
 
 
 @pytest.fixture(params=["legacy", "auto"])  # the initialize handshake, and the 2026 discover era
@@ -215,9 +220,9 @@ def test_an_agent_lists_and_cancels_its_own_resting_order_but_not_anothers(mesh:
     listed = wait_for(lambda: [o for o in ok(agent("list_open_orders", {}))["orders"]
                                if o["order_id"] == order_id], what="the order resting")
     assert listed[0]["source"] == agent.source
-    assert ok(agent("list_open_orders", {}, client="Other Agent"))["orders"] == []
+    assert ok(agent("list_open_orders", {}, agent="other-agent"))["orders"] == []
     assert f"belongs to {agent.source}" in error(agent("cancel_orders", {"order_ids": [order_id]},
-                                                      client="Other Agent"))
+                                                      agent="other-agent"))
     done = ok(agent("cancel_orders", {"order_ids": [order_id]}))["results"]
     assert [(r["order_id"], r["canceled"], D(r["remaining"])) for r in done] == [(order_id, True, 5)]
     assert "is not open" in error(agent("cancel_orders", {"order_ids": [order_id]}))
@@ -261,3 +266,62 @@ def test_markets_one_market_positions_and_risk_are_resources_too(mesh: Trading, 
     assert "columns" in read["polybot://positions"]
     assert D(read["polybot://risk"]["limits"]["agent.max_order_notional"]) == 20
     assert "search_markets" in missing
+
+
+ALPHA, BETA = "pb-alpha-token-5c1e9a7b3d", "pb-beta-token-8e2f4a6c0b"
+
+
+def over_http(url: str, token: str, client: str, calls: list[tuple[str, dict]], mode: str = "auto") -> list:
+    """One client session over HTTP with ``token``, calling itself ``client``; each call's result."""
+    async def session():
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, trust_env=False,
+                                      timeout=httpx2.Timeout(10, read=60)) as http:
+            async with Client(streamable_http_client(url, http_client=http), mode=mode,
+                              client_info=Implementation(name=client, version="1")) as c:
+                return [await c.call_tool(tool, args) for tool, args in calls]
+    return anyio.run(session)
+
+
+def test_over_http_the_token_decides_whose_budget_and_orders_whatever_the_client_calls_itself(
+        mesh: Trading, tmp_path: Path) -> None:
+    from .test_mcp_http import INITIALIZE, MCP_HEADERS, Server, tokens_file
+
+    path = tokens_file(tmp_path, f"# one line per agent\nalpha {ALPHA}\nbeta {BETA}  # the desk's second agent\n")
+    server = Server(mesh.config_file, "--tokens-file", str(path))
+    try:
+        wait_for(server.answering, what="the HTTP server to answer")
+        yes, _ = tokens(mesh.venue.market())
+        bid, _ = book(mesh, yes)
+        price = bid - D("0.05")
+        # alpha calls itself "beta": its order and its spending are alpha's all the same.
+        verdict, = over_http(server.url, ALPHA, "beta", [("propose_signal", {
+            "legs": [{"token_id": yes, "side": "BUY", "size": 10, "limit_price": str(price)}],
+            "rationale": "a resting bid"})])
+        order_id, = ok(verdict)["order_ids"]
+        spent = 10 * price
+        # beta calls itself "alpha" (and the name alpha's source would have): nothing of alpha's is its.
+        risk, listed, by_id, everything = over_http(server.url, BETA, "alpha", [
+            ("get_risk", {}), ("list_open_orders", {}), ("cancel_orders", {"order_ids": [order_id]}),
+            ("cancel_orders", {"everything": True})], mode="legacy")  # the initialize handshake era too
+        assert ok(risk)["source"] == "mcp:beta" and D(ok(risk)["agent_budget_left"]) == 60
+        assert ok(listed)["orders"] == []
+        assert "belongs to mcp:alpha" in error(by_id)
+        assert ok(everything)["canceled"] == 0
+        # alpha under a third name: the same budget spent, the same order, which it may cancel.
+        risk, listed, done = over_http(server.url, ALPHA, "a-fresh-name", [
+            ("get_risk", {}), ("list_open_orders", {}), ("cancel_orders", {"order_ids": [order_id]})])
+        assert ok(risk)["source"] == "mcp:alpha" and D(ok(risk)["agent_budget_left"]) == 60 - spent
+        assert [o["order_id"] for o in ok(listed)["orders"]] == [order_id]
+        assert ok(done)["canceled"] == 1
+        # A session stays with the agent whose token opened it.
+        opened = httpx.post(server.url, json=INITIALIZE, trust_env=False, timeout=5,
+                            headers={**MCP_HEADERS, "Authorization": f"Bearer {ALPHA}"})
+        ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+        taken = httpx.post(server.url, json=ping, trust_env=False, timeout=5, headers={
+            **MCP_HEADERS, "Authorization": f"Bearer {BETA}", "mcp-protocol-version": "2025-06-18",
+            "mcp-session-id": opened.headers["mcp-session-id"]})
+        assert taken.status_code == 404
+    finally:
+        server.stop()
+    assert ALPHA not in server.log() and BETA not in server.log()
+    assert "for agents alpha, beta" in server.log()
