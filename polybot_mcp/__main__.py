@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"polybot-mcp: config: {exc}", file=sys.stderr)
         return 2
+    from services import tls
+
+    tls.identify("mcp", config)  # with bus.transport = "tls", the MCP server's certificate: it may push signals
     from .prompts import PromptFileError
     from .server import build, close
 

@@ -261,6 +261,6 @@ def test_a_tool_given_a_size_price_or_amount_that_is_not_a_number_says_what_to_g
     assert "legs.0.size: 1E+26 is more than any market holds: give at most 1000000000000000" in texts[1]
     assert "legs.0.notional: 1E+30 is more than any market holds" in texts[2]
     assert "legs.0.limit_price: Input should be a finite number" in texts[3]
-    assert "legs.0.limit_price: limit_price is a number of USDC per share between 0 and 1, e.g. 0.45" in texts[4]
+    assert "legs.0.limit_price: limit_price is a number of USDC per share between 0 and 1 (0.45), not" in texts[4]
     assert "size: 1E+26 is more than any market holds: give at most 1000000000000000" in texts[5]
     assert "max_cost: Input should be a finite number" in texts[6]
