@@ -9,7 +9,7 @@ up: $(VENV)/.installed
 	$(BIN)/polybot up
 
 test: $(VENV)/.installed-test
-	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/python -m pytest
+	NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost $(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bus_io.py
