@@ -221,7 +221,9 @@ def _approve(config: Config, args: argparse.Namespace) -> int:
 
 def _certs(config: Config, args: argparse.Namespace) -> int:
     where = tls.folder(config)
-    issued = tls.issue(where, tls.identities(config), args.host, args.renew)
+    from . import certs  # the X.509 builder, loaded only for this command
+
+    issued = certs.issue(where, certs.identities(config), args.host, args.renew)
     print(f"polybot: certificates in {where}: made {', '.join(issued) if issued else 'none (all there; --renew makes them again)'}")
     if config.bus.transport != "tls":
         print('polybot: the bus uses them once bus.transport = "tls"')

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from services import messages as m
-from services import tls
+from services import certs, tls
 from services.bus import Bus, BusTimeout, Requester
 from services.config import ConfigError, control_address, load
 
@@ -157,7 +157,7 @@ def test_a_peer_speaks_only_for_its_own_kind_of_source_on_signals(mesh: Trading)
 
 
 def test_a_certificate_from_another_ca_reaches_nothing(mesh: Trading, tmp_path: Path) -> None:
-    tls.issue(tmp_path, ["risk", "operator"])  # right names, wrong CA
+    certs.issue(tmp_path, ["risk", "operator"])  # right names, wrong CA
     foreign = load(mesh.config_file, {"HOME": str(tmp_path), "POLYBOT_BUS__TLS_DIR": str(tmp_path)})
     tls.identify("operator", foreign)
     try:

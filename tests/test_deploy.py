@@ -24,7 +24,7 @@ import yaml
 from services import config as c
 from services import healthcheck
 from services import messages as m
-from services import tls
+from services import certs, tls
 from services.bus import BusError, BusTimeout, Requester
 from services.runtime import bound_sockets, resolve
 from polybot_venue.server import VenueOptions
@@ -393,11 +393,11 @@ def on_this_host(config: c.Config, state: Path) -> dict[str, str]:
     `polybot certs` makes (the containers mount theirs at /run/secrets) in a folder here."""
     names = list(config.services)
     ports = iter(free_ports(len(c.SOCKET_NAMES) + 2 * len(names) + 3))
-    certs = state.parent / "tls"
-    tls.issue(certs, tls.identities(config))
+    tls_dir = state.parent / "tls"
+    certs.issue(tls_dir, certs.identities(config))
     env = {"POLYBOT_STATE_DIR": str(state), "POLYBOT_METRICS__HOST": "127.0.0.1",
            "POLYBOT_LOCAL_VENUE__ADDRESS": "127.0.0.1", "POLYBOT_LOCAL_VENUE__OPTIONS__HOST": "127.0.0.1",
-           "POLYBOT_BUS__TLS_DIR": str(certs)}
+           "POLYBOT_BUS__TLS_DIR": str(tls_dir)}
     for sock in c.SOCKET_NAMES:
         env[f"POLYBOT_BUS__ADDRESSES__{sock.upper()}"] = f"tls+tcp://127.0.0.1:{next(ports)}"
     for name in names:
