@@ -245,12 +245,22 @@ class Chaos:
         client.set_api_creds(ApiCreds(creds.api_key, creds.secret, creds.passphrase))
         return client
 
-    def venue_fills(self) -> int:
-        """The account's parts in the venue's trades (a trade where two of its orders met counts twice)."""
+    def our_fills(self, client: ClobClient) -> dict[tuple[str, str], tuple[str, str, Decimal, Decimal, Decimal]]:
+        """The account's parts in the venue's trades, in the order they happened: (trade id, order id) -> (token,
+        side, price, size, fee). A trade where two of its orders met gives two."""
         address = self.account.address.lower()
-        return sum((t["trader_side"] == "TAKER") + sum(mo["maker_address"].lower() == address
-                                                       for mo in t["maker_orders"])
-                   for t in self.venue_client().get_trades())
+        ours = {}
+        for t in sorted(client.get_trades(), key=lambda t: int(t["match_time"])):
+            if t["trader_side"] == "TAKER":
+                fee = taker_fee(Decimal(t["size"]), Decimal(t["price"]), Decimal(t["fee_rate_bps"]) / 10_000)
+                ours[(t["id"], t["taker_order_id"])] = (t["asset_id"], t["side"], Decimal(t["price"]),
+                                                         Decimal(t["size"]), fee)
+            for mo in t["maker_orders"]:
+                if mo["maker_address"].lower() == address:
+                    side = mo.get("side") or ("SELL" if t["side"] == "BUY" else "BUY")
+                    ours[(t["id"], mo["order_id"])] = (mo["asset_id"], side, Decimal(mo["price"]),
+                                                        Decimal(mo["matched_amount"]), Decimal(0))
+        return ours
 
     def query(self, sql: str) -> list[dict]:
         done = subprocess.run([sys.executable, "-m", "services", "--config", str(self.mesh.file), "query", "--json",
@@ -266,18 +276,7 @@ class Chaos:
         report.mismatches["sent once"] = [f"{i} reached the venue {n} times" for i, n in ids.items() if n > 1]
 
         client = self.venue_client()
-        address = self.account.address.lower()
-        ours: dict[tuple[str, str], tuple[str, str, Decimal, Decimal, Decimal]] = {}
-        for t in sorted(client.get_trades(), key=lambda t: int(t["match_time"])):
-            if t["trader_side"] == "TAKER":
-                fee = taker_fee(Decimal(t["size"]), Decimal(t["price"]), Decimal(t["fee_rate_bps"]) / 10_000)
-                ours[(t["id"], t["taker_order_id"])] = (t["asset_id"], t["side"], Decimal(t["price"]),
-                                                         Decimal(t["size"]), fee)
-            for mo in t["maker_orders"]:
-                if mo["maker_address"].lower() == address:
-                    side = mo.get("side") or ("SELL" if t["side"] == "BUY" else "BUY")
-                    ours[(t["id"], mo["order_id"])] = (mo["asset_id"], side, Decimal(mo["price"]),
-                                                        Decimal(mo["matched_amount"]), Decimal(0))
+        ours = self.our_fills(client)
         report.fills = len(ours)
         recorded = self.query("select trade_id, venue_order_id, token_id, side, price, size, fee from executions "
                               "where kind = 'Fill'")
@@ -345,7 +344,7 @@ class Chaos:
         settle_until = time.monotonic() + 20  # analytics takes in the last fills
         while time.monotonic() < settle_until:
             rows = self.query("select count(*) as n from executions where kind = 'Fill'")
-            if rows and rows[0]["n"] >= self.venue_fills():
+            if rows and rows[0]["n"] >= len(self.our_fills(self.venue_client())):
                 break
             time.sleep(0.5)
         self.check(report)

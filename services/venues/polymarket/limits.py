@@ -23,7 +23,6 @@ TIERS: dict[str, tuple[float, float, float, float]] = {
     "diamond": (525, 787, 1_050, 1_575),
     "elite": (600, 900, 1_200, 1_800),
 }
-CLASSES = ("orders", "cancels")
 # We keep under the venue's numbers: its buckets count from when a request arrives, on a clock of its own, ours from
 # when it leaves, so pacing at exactly its rate would meet an occasional 429.
 HEADROOM = 0.9
