@@ -28,6 +28,7 @@ class SocketFigures(BaseModel):
     received: int
     dropped: int = Field(description="Frames lost: refused by a full queue, or missed by a subscriber that fell behind")
     undecodable: int = Field(description="Malformed frames counted and skipped")
+    oversized: int = Field(description="Frames over the bus's size cap, refused at send or skipped on arrival")
     lag_ms: float = Field(description="Latest receive lag: now minus the message's origin time")
 
 
@@ -162,7 +163,8 @@ def build(config: Config, tool_set: str = "", agent: str = AGENT) -> MCPServer:
                 name=r.name, state=r.state, pid=r.pid, uptime_s=r.uptime_s, restarts=r.restarts,
                 halt_reason=r.halt_reason, last_error=r.last_error,
                 sockets={k: SocketFigures(sent=c.sent, received=c.received, dropped=c.dropped,
-                                          undecodable=c.undecodable, lag_ms=c.lag_ms) for k, c in r.sockets.items()},
+                                          undecodable=c.undecodable, oversized=c.oversized,
+                                          lag_ms=c.lag_ms) for k, c in r.sockets.items()},
             )
             for r in rows
         ]

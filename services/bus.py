@@ -32,7 +32,7 @@ from . import tls
 from .config import Config, control_address, socket_address
 
 TRAILER = struct.Struct(">IQ")  # sender instance id, per-type sequence
-MAX_FRAME = 64 * 1024 * 1024
+MAX_FRAME = 64 * 1024 * 1024  # bus.max_frame_bytes' default: the largest frame the bus carries
 READER_POLL_MS = 200  # how often a reader thread looks up from a blocking recv to see if it should stop
 REDIAL = {"reconnect_time_min": 20, "reconnect_time_max": 1000}  # ms: a restarted peer is found again quickly
 
@@ -95,13 +95,32 @@ class BusTimeout(BusError):
     pass
 
 
+def nng_limit(max_frame: int) -> int:
+    """NNG's own receive limit: twice the bus's cap, so a frame a little over the cap is read, counted and skipped
+    by us; NNG cuts the connection on one past this before reading it (a peer's ``disconnects`` count it)."""
+    return 2 * max_frame
+
+
+def over_cap(size: int, max_frame: int) -> str:
+    return f"frame of {size} bytes is over the bus's cap of {max_frame} bytes (bus.max_frame_bytes)"
+
+
 class Counted:
     """Base for a socket with its counters."""
 
-    def __init__(self, name: str, socket: pynng.Socket, counters: m.SocketCounters) -> None:
+    def __init__(self, name: str, socket: pynng.Socket, counters: m.SocketCounters, max_frame: int = MAX_FRAME,
+                 on_bad_frame: Callable[[str, str], None] | None = None) -> None:
         self.name = name
         self.socket = socket
         self.counters = counters
+        self.max_frame = max_frame
+        self._on_bad_frame = on_bad_frame
+
+    def _oversized(self, size: int) -> None:
+        """A frame over the cap: counted, reported, not carried."""
+        self.counters.oversized += 1
+        if self._on_bad_frame is not None:
+            self._on_bad_frame(self.name, over_cap(size, self.max_frame))
 
     def close(self) -> None:
         self.socket.close()
@@ -110,8 +129,9 @@ class Counted:
 class Outbound(Counted):
     """PUB or PUSH: ``send`` never blocks; a frame the socket cannot take now is counted as dropped."""
 
-    def __init__(self, name: str, socket: pynng.Socket, counters: m.SocketCounters, union: Any) -> None:
-        super().__init__(name, socket, counters)
+    def __init__(self, name: str, socket: pynng.Socket, counters: m.SocketCounters, union: Any,
+                 max_frame: int = MAX_FRAME, on_bad_frame: Callable[[str, str], None] | None = None) -> None:
+        super().__init__(name, socket, counters, max_frame, on_bad_frame)
         self._allowed = m.members(union)
         self._encoder = msgspec.msgpack.Encoder()
         self._instance = int.from_bytes(os.urandom(4), "big")
@@ -126,6 +146,10 @@ class Outbound(Counted):
             seq = self._seq.get(kind, 0) + 1
             self._seq[kind] = seq
             frame = encode_frame(self._encoder, msg, self._instance, seq)
+            if len(frame) > self.max_frame:  # no receiver would take it: refused here, where it is seen
+                self._seq[kind] = seq - 1
+                self._oversized(len(frame))
+                return False
             try:
                 self.socket.send(frame, block=False)
             except pynng.TryAgain:
@@ -144,14 +168,19 @@ class Inbound(Counted):
 
     def __init__(self, name: str, socket: pynng.Socket, counters: m.SocketCounters, union: Any,
                  on_bad_frame: Callable[[str, str], None] | None = None,
-                 admit: Callable[[pynng.Pipe, m.Message], str] | None = None) -> None:
-        super().__init__(name, socket, counters)
+                 admit: Callable[[pynng.Pipe, m.Message], str] | None = None, max_frame: int = MAX_FRAME) -> None:
+        super().__init__(name, socket, counters, max_frame, on_bad_frame)
         self._decoder = msgspec.msgpack.Decoder(union)
         self._last_seq: dict[tuple[int, type], int] = {}
-        self._on_bad_frame = on_bad_frame
+        socket.add_post_pipe_remove_cb(self._disconnected)
         self._admit = admit  # why a message may not come from the pipe it came on ("": it may); tls only
 
+    def _disconnected(self, _pipe: pynng.Pipe) -> None:
+        self.counters.disconnects += 1
+
     def _take(self, raw: pynng.Message) -> m.Message | None:
+        if len(raw.bytes) > self.max_frame:
+            return self._oversized(len(raw.bytes))
         msg = self._decode(raw.bytes)
         if msg is not None and self._admit is not None and (why := self._admit(raw.pipe, msg)):
             return self._bad(why)
@@ -232,10 +261,10 @@ class Requester:
     """REQ to one control address. ``request`` returns within its timeout or raises ``BusTimeout`` (or ``BusError``
     when the transport fails otherwise)."""
 
-    def __init__(self, address: str, timeout_ms: int = 2000) -> None:
+    def __init__(self, address: str, timeout_ms: int = 2000, max_frame: int = MAX_FRAME) -> None:
         self.address = address
         self.timeout_ms = timeout_ms
-        self._socket = pynng.Req0(recv_max_size=MAX_FRAME, **REDIAL, **_tls(address, "client"))
+        self._socket = pynng.Req0(recv_max_size=nng_limit(max_frame), **REDIAL, **_tls(address, "client"))
         self._socket.dial(address, block=False)  # the service may not be up yet: keep dialling in the background
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(m.ControlReply)
@@ -281,10 +310,11 @@ class Replier:
     """
 
     def __init__(self, address: str, counters: m.SocketCounters, send_timeout_ms: int = 1000,
-                 on_bad_frame: Callable[[str, str], None] | None = None) -> None:
+                 on_bad_frame: Callable[[str, str], None] | None = None, max_frame: int = MAX_FRAME) -> None:
         self.address = address
         self.counters = counters
-        self._socket = pynng.Rep0(recv_max_size=MAX_FRAME, send_timeout=send_timeout_ms, **_tls(address, "server"))
+        self.max_frame = max_frame
+        self._socket = pynng.Rep0(recv_max_size=nng_limit(max_frame), send_timeout=send_timeout_ms, **_tls(address, "server"))
         try:
             self._socket.listen(address)
         except pynng.AddressInUse:
@@ -312,27 +342,43 @@ class Replier:
                 continue
             except pynng.Closed:
                 return
+            reply = self._answer(frame, handler)
+            encoded = self._encoder.encode(reply)
+            if len(encoded) > self.max_frame:  # the requester would never get it: an error that says so instead
+                self.counters.oversized += 1
+                self._report(over_cap(len(encoded), self.max_frame))
+                encoded = self._encoder.encode(m.Error(request_id=getattr(reply, "request_id", ""), message=(
+                    f"the reply ({type(reply).__name__}) is {len(encoded)} bytes, over the bus's cap of "
+                    f"{self.max_frame} bytes: ask for less (a smaller page or max_rows), or raise bus.max_frame_bytes")))
             try:
-                req = self._decoder.decode(frame)
-                why = checked_numbers(req)
-            except UNDECODABLE as exc:
-                why = str(exc)
-            if why:
-                self.counters.undecodable += 1
-                if self._on_bad_frame is not None:
-                    self._on_bad_frame(CONTROL, why)
-                reply: m.Message = m.Error(request_id="", message=f"undecodable request: {why}")
-            else:
-                self.counters.received += 1
-                try:
-                    reply = handler(req)
-                except Exception as exc:  # the requester must always get an answer
-                    reply = m.Error(request_id=req.id, message=f"{type(exc).__name__}: {exc}")
-            try:
-                self._socket.send(self._encoder.encode(reply))
+                self._socket.send(encoded)
                 self.counters.sent += 1
             except (pynng.Timeout, pynng.Closed):
                 self.counters.dropped += 1
+
+    def _report(self, why: str) -> None:
+        if self._on_bad_frame is not None:
+            self._on_bad_frame(CONTROL, why)
+
+    def _answer(self, frame: bytes, handler: Callable[[m.Message], m.Message]) -> m.Message:
+        if len(frame) > self.max_frame:
+            self.counters.oversized += 1
+            self._report(over_cap(len(frame), self.max_frame))
+            return m.Error(request_id="", message=f"request refused: {over_cap(len(frame), self.max_frame)}")
+        try:
+            req = self._decoder.decode(frame)
+            why = checked_numbers(req)
+        except UNDECODABLE as exc:
+            why = str(exc)
+        if why:
+            self.counters.undecodable += 1
+            self._report(why)
+            return m.Error(request_id="", message=f"undecodable request: {why}")
+        self.counters.received += 1
+        try:
+            return handler(req)
+        except Exception as exc:  # the requester must always get an answer
+            return m.Error(request_id=req.id, message=f"{type(exc).__name__}: {exc}")
 
     def close(self) -> None:
         self._stop.set()
@@ -350,6 +396,7 @@ class Bus:
         self._sockets: list[Counted] = []
         self._on_bad_frame = on_bad_frame
         self.refused: list[str] = []  # tls: peers whose certificate a socket's role does not allow, as they came
+        self.max_frame = config.bus.max_frame_bytes
 
     def _counters(self, name: str) -> m.SocketCounters:
         return self.counters.setdefault(name, m.SocketCounters())
@@ -367,7 +414,7 @@ class Bus:
             sock = pynng.Push0(send_buffer_size=buf, send_timeout=self.config.bus.send_timeout_ms, **REDIAL,
                                **_tls(address, "client"))
             sock.dial(address, block=False)
-        out = Outbound(name, sock, self._counters(name), spec.union)
+        out = Outbound(name, sock, self._counters(name), spec.union, self.max_frame, self._on_bad_frame)
         self._sockets.append(out)
         return out
 
@@ -377,7 +424,7 @@ class Bus:
         address = socket_address(self.config, name)
         buf = self.config.bus.buffer
         if spec.fanout:
-            sock = pynng.Sub0(recv_buffer_size=buf, recv_max_size=MAX_FRAME, recv_timeout=self.config.bus.recv_timeout_ms,
+            sock = pynng.Sub0(recv_buffer_size=buf, recv_max_size=nng_limit(self.max_frame), recv_timeout=self.config.bus.recv_timeout_ms,
                               **REDIAL, **_tls(address, "client"))
             wanted = tuple(only) if only is not None else spec.types
             for kind in wanted:
@@ -389,23 +436,23 @@ class Bus:
         else:
             if only is not None:
                 raise BusError(f"{name}: PULL sockets take every message; type filters are for fan-out sockets")
-            sock = pynng.Pull0(recv_buffer_size=buf, recv_max_size=MAX_FRAME, recv_timeout=self.config.bus.recv_timeout_ms,
+            sock = pynng.Pull0(recv_buffer_size=buf, recv_max_size=nng_limit(self.max_frame), recv_timeout=self.config.bus.recv_timeout_ms,
                                **_tls(address, "server"))
             if tls.uses_tls(address):  # only the peers this socket's role allows (orders: risk alone)
                 tls.guard(sock, tls.allowed_peers(self.config, name), self.refused)
             _listen(sock, address, name)
         admit = tls.source_check(self.config) if name == "signals" and tls.uses_tls(address) else None
-        inbound = Inbound(name, sock, self._counters(name), spec.union, self._on_bad_frame, admit)
+        inbound = Inbound(name, sock, self._counters(name), spec.union, self._on_bad_frame, admit, self.max_frame)
         self._sockets.append(inbound)
         return inbound
 
     def replier(self, service: str) -> Replier:
         rep = Replier(control_address(self.config, service), self._counters(CONTROL),
-                      self.config.bus.send_timeout_ms, self._on_bad_frame)
+                      self.config.bus.send_timeout_ms, self._on_bad_frame, self.max_frame)
         return rep
 
     def requester(self, service: str, timeout_ms: int = 2000) -> Requester:
-        return Requester(control_address(self.config, service), timeout_ms)
+        return Requester(control_address(self.config, service), timeout_ms, self.max_frame)
 
     def close(self) -> None:
         for sock in self._sockets:

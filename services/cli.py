@@ -378,7 +378,7 @@ def format_table(rows: list[m.ServiceState]) -> str:
             str(sum(c.received for c in data.values())),
             str(sum(c.sent for c in data.values())),
             str(sum(c.dropped for c in data.values())),
-            str(sum(c.undecodable for c in r.sockets.values())),
+            str(sum(c.undecodable + c.oversized for c in r.sockets.values())),
             f"{max((c.lag_ms for c in data.values() if c.received), default=0.0):.1f}",
             r.last_error[:60],
         ))

@@ -63,6 +63,9 @@ class BusConfig(_Section):
     buffer: int = 8192  # messages queued per socket (NNG's maximum); holds ~2 s of a 30k/s burst
     heartbeat_s: float = 1.0
     linger_ms: int = 250  # on stop, time given to queued outbound frames before sockets close
+    # The largest frame the bus carries: a bigger one is refused where it is sent and skipped where it arrives, and
+    # counted (``oversized``) at both ends. Past twice this NNG cuts the connection before anything is read.
+    max_frame_bytes: int = 64 * 1024 * 1024
 
 
 class SupervisorConfig(_Section):
@@ -464,6 +467,8 @@ def _finish(config: Config, environ: Mapping[str, str]) -> Config:
             raise ConfigError(f"bus.addresses.{name}: unknown socket; the sockets are {', '.join(SOCKET_NAMES)}")
     if not 1 <= config.bus.buffer <= 8192:
         raise ConfigError("bus.buffer: must be between 1 and 8192 (NNG's maximum)")
+    if not 4096 <= config.bus.max_frame_bytes <= 1 << 30:
+        raise ConfigError("bus.max_frame_bytes: must be between 4096 and 1073741824 (1 GiB)")
     _check_plaintext(config)
     funder = config.account.funder
     if funder and not re.fullmatch(r"0x[0-9a-fA-F]{40}", funder):

@@ -437,6 +437,8 @@ class SocketCounters(Struct, kw_only=True):
     received: int = 0
     dropped: int = 0
     undecodable: int = 0
+    oversized: int = 0  # frames over the bus's size cap: refused at send, or skipped on arrival
+    disconnects: int = 0  # connections to peers that ended (a peer stopped, or NNG cut a frame far over the cap)
     lag_ms: float = 0.0  # latest receive lag (now - origin), ms
     lag_ms_max: float = 0.0
 

@@ -89,10 +89,13 @@ class RuntimeCollector:
     def collect(self) -> Iterable[Metric]:
         kinds = {"sent": "messages sent", "received": "messages received and decoded",
                  "dropped": "messages dropped: a full send queue, or missed by a subscriber (sequence gaps)",
-                 "undecodable": "frames that could not be decoded, counted and skipped"}
+                 "undecodable": "frames that could not be decoded, counted and skipped",
+                 "oversized": "frames over the bus's size cap, refused at send or skipped on arrival",
+                 "disconnects": "connections to peers that ended"}
         counters = dict(self._counters)
         for field, doc in kinds.items():
-            name = "frames_undecodable" if field == "undecodable" else f"messages_{field}"
+            name = {"undecodable": "frames_undecodable", "oversized": "frames_oversized",
+                    "disconnects": "peer_disconnects"}.get(field, f"messages_{field}")
             family = CounterMetricFamily(PREFIX + name, doc + ", per socket", labels=["socket"])
             for socket, c in sorted(counters.items()):
                 family.add_metric([socket], getattr(c, field))

@@ -209,3 +209,55 @@ def test_a_newer_peers_message_with_an_added_field_passes_an_older_subscribers_f
     got = sub.recv(5000)
     assert got == m.Heartbeat(id=newer.id, ts_ns=newer.ts_ns, trace_id=newer.trace_id, service="scanner", pid=9, seq=3)
     bus.close()
+
+
+def _capped(state_dir: Path, max_frame: int = 4096):
+    config = _config(state_dir)
+    return msgspec.structs.replace(config, bus=msgspec.structs.replace(config.bus, max_frame_bytes=max_frame))
+
+
+def test_a_frame_over_the_size_cap_is_refused_where_it_is_sent_and_counted_where_it_arrives(state_dir: Path) -> None:
+    config = _capped(state_dir)
+    bus = Bus(config)
+    bad: list[tuple[str, str]] = []
+    sender = Bus(config, on_bad_frame=lambda socket, why: bad.append((socket, why)))
+    pull, push = bus.inbound("signals"), sender.outbound("signals")
+    big = msgspec.structs.replace(SAMPLES[m.Signal], rationale="x" * 5000)
+    assert push.send(big) is False  # ours: refused at send, never put on the wire
+    assert sender.counters["signals"].oversized == 1 and sender.counters["signals"].sent == 0
+    assert bad == [("signals", bad[0][1])] and "over the bus's cap of 4096 bytes" in bad[0][1]
+    # Someone else's: a frame over the cap (within NNG's own limit, twice it) arrives, is counted and skipped,
+    # and the connection carries on.
+    frame = encode_frame(msgspec.msgpack.Encoder(), big, 1, 1)
+    push.send_raw(frame)
+    assert push.send(SAMPLES[m.Signal])
+    assert pull.recv(5000).id == SAMPLES[m.Signal].id
+    assert bus.counters["signals"].oversized == 1 and bus.counters["signals"].undecodable == 0
+    # Past twice the cap NNG cuts the connection without reading it: the receiver counts a disconnect, the
+    # sender redials, and the next message arrives.
+    disconnects = bus.counters["signals"].disconnects
+    push.send_raw(b"y" * 3 * 4096)
+    wait_for(lambda: bus.counters["signals"].disconnects > disconnects, what="NNG to cut the connection")
+    later = msgspec.structs.replace(SAMPLES[m.Signal], id="later")
+    wait_for(lambda: push.send(later) and pull.recv(2000).id == "later", what="the redialled connection")
+    sender.close()
+    bus.close()
+
+
+def test_a_control_request_or_reply_over_the_size_cap_is_answered_with_an_error_that_says_so(state_dir: Path) -> None:
+    bus = Bus(_capped(state_dir))
+    rep = bus.replier("peer")
+    rep.serve(lambda request: m.Ok(request_id=request.id, detail="z" * 5000 if isinstance(request, m.QueryRequest)
+                                   and request.name == "big" else "small"))
+    with bus.requester("peer", timeout_ms=5000) as req:
+        small = req.request(m.StatusRequest())
+        assert isinstance(small, m.Ok) and small.detail == "small"
+        asked = m.QueryRequest(name="big")
+        reply = req.request(asked)  # the answer would be over the cap: an error in its place, for the same request
+        assert isinstance(reply, m.Error) and reply.request_id == asked.id
+        assert "reply (Ok) is" in reply.message and "over the bus's cap of 4096 bytes: ask for less" in reply.message
+        reply = req.request(m.QueryRequest(sql="select 1 -- " + "q" * 5000))
+        assert isinstance(reply, m.Error) and reply.message.startswith("request refused: frame of ")
+    assert bus.counters["control"].oversized == 2
+    rep.close()
+    bus.close()

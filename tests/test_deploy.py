@@ -41,14 +41,15 @@ SECRETS = {f"POLYBOT_{n.upper()}" for n in c.SECRET_NAMES}
 # Every metric the services export (services/metrics.py and the services), without the polybot_ prefix.
 METRICS = {
     "messages_sent_total", "messages_received_total", "messages_dropped_total", "frames_undecodable_total",
-    "message_lag_seconds", "inbound_queue_depth", "handled_total", "handler_errors_total", "signals_total",
+    "frames_oversized_total", "peer_disconnects_total", "message_lag_seconds", "inbound_queue_depth", "handled_total", "handler_errors_total", "signals_total",
     "verdicts_total", "orders_total", "orders_submitted_total", "order_rejects_total", "fills_total",
     "fill_notional_usdc_total", "cancels_total", "exposure_usdc", "pnl_usdc", "venue_request_seconds",
     "venue_errors_total", "ws_reconnects_total", "throttled", "signals_shed_total", "backpressure_throttling",
 }
 HISTOGRAMS = {"message_lag_seconds", "venue_request_seconds"}
 RUNTIME_METRICS = {"messages_sent_total", "messages_received_total", "messages_dropped_total",  # every service's
-                   "frames_undecodable_total", "handled_total", "handler_errors_total"}
+                   "frames_undecodable_total", "frames_oversized_total", "peer_disconnects_total", "handled_total",
+                   "handler_errors_total"}
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 PROMQL_WORDS = {"sum", "max", "min", "avg", "count", "by", "without", "rate", "increase", "irate",
                 "histogram_quantile", "label_values", "le", "on", "ignoring", "and", "or", "unless"}

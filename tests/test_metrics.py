@@ -20,7 +20,8 @@ from .conftest import child_env, wait_for
 from .test_trade_e2e import Up
 
 RUNTIME = ("polybot_messages_sent_total", "polybot_messages_received_total", "polybot_messages_dropped_total",
-           "polybot_frames_undecodable_total", "polybot_handled_total", "polybot_handler_errors_total",
+           "polybot_frames_undecodable_total", "polybot_frames_oversized_total", "polybot_peer_disconnects_total",
+           "polybot_handled_total", "polybot_handler_errors_total",
            "polybot_uptime_seconds", "polybot_halted")
 INBOUND = ("polybot_message_lag_seconds_bucket", "polybot_message_lag_seconds_count", "polybot_inbound_queue_depth")
 OWN = {  # declared (# TYPE) by each service: a labelled series has samples once its first label set is used
