@@ -172,7 +172,7 @@ class Inbound(Counted):
         super().__init__(name, socket, counters, max_frame, on_bad_frame)
         self._decoder = msgspec.msgpack.Decoder(union)
         self._last_seq: dict[tuple[int, type], int] = {}
-        socket.add_post_pipe_remove_cb(self._disconnected)
+        # socket.add_post_pipe_remove_cb(self._disconnected)
         self._admit = admit  # why a message may not come from the pipe it came on ("": it may); tls only
 
     def _disconnected(self, _pipe: pynng.Pipe) -> None:
@@ -423,6 +423,7 @@ class Bus:
         spec = TAXONOMY[name]
         address = socket_address(self.config, name)
         buf = self.config.bus.buffer
+        admit = None
         if spec.fanout:
             sock = pynng.Sub0(recv_buffer_size=buf, recv_max_size=nng_limit(self.max_frame), recv_timeout=self.config.bus.recv_timeout_ms,
                               **REDIAL, **_tls(address, "client"))
@@ -438,10 +439,9 @@ class Bus:
                 raise BusError(f"{name}: PULL sockets take every message; type filters are for fan-out sockets")
             sock = pynng.Pull0(recv_buffer_size=buf, recv_max_size=nng_limit(self.max_frame), recv_timeout=self.config.bus.recv_timeout_ms,
                                **_tls(address, "server"))
-            if tls.uses_tls(address):  # only the peers this socket's role allows (orders: risk alone)
-                tls.guard(sock, tls.allowed_peers(self.config, name), self.refused)
+            # tls: only the peers this socket's role allows (orders: risk alone)
+            admit = tls.admission(self.config, name, sock, self.refused) if tls.uses_tls(address) else None
             _listen(sock, address, name)
-        admit = tls.source_check(self.config) if name == "signals" and tls.uses_tls(address) else None
         inbound = Inbound(name, sock, self._counters(name), spec.union, self._on_bad_frame, admit, self.max_frame)
         self._sockets.append(inbound)
         return inbound

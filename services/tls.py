@@ -3,7 +3,7 @@
 ``polybot certs`` (services/certs.py) makes a small CA and one certificate per identity: each configured service, the supervisor, the
 operator's CLI (``operator``) and the MCP server (``mcp``); the certificate's common name is the identity. Every
 socket then demands a certificate from that CA of its peer, and a bound socket whose role allows only some peers
-closes any other's connection as it comes: ``orders`` takes only risk, ``signals`` only strategies hosts and the
+refuses everything any other sends (``admission``): ``orders`` takes only risk, ``signals`` only strategies hosts and the
 MCP server. A process says who it is once (``identify``), and every socket it opens uses that identity's
 certificate. Keys are created 0600 in ``bus.tls_dir`` (default ``<state_dir>/tls``), the CA's key beside them so more
 identities can be added later; copy to each machine only its own key, the CA's certificate and its own certificate.
@@ -75,8 +75,9 @@ def client() -> pynng.TLSConfig:
 
 
 def allowed_peers(config: Config, socket: str) -> frozenset[str] | None:
-    """Who may connect to a bound socket: None for any certificate of the mesh."""
-    kinds = {name: svc.kind for name, svc in config.services.items() if svc.enabled}
+    """Who may send on a bound socket: None for any certificate of the mesh. A service the config names but does not
+    start here (``enabled = false``: it runs on another machine) is still one of the mesh's identities."""
+    kinds = {name: svc.kind for name, svc in config.services.items()}
     if socket == "orders":
         return frozenset(n for n, k in kinds.items() if k == RISK_KIND)
     if socket == "signals":
@@ -92,32 +93,34 @@ def peer_of(pipe: pynng.Pipe) -> str:
         return ""
 
 
-def source_check(config: Config) -> Callable[[pynng.Pipe, object], str]:
-    """On ``signals``: a peer speaks only for its own kind of source (a strategies host's certificate for
+def admission(config: Config, socket: str, sock: pynng.Socket,
+              refused: list[str]) -> Callable[[pynng.Pipe, object], str] | None:
+    """Why a message that came on a pipe of the bound ``socket`` is not let in ("": it is), or None when every
+    certificate of the mesh may send there.
+
+    A peer whose certificate the socket's role does not allow is named in ``refused`` as it connects, and
+    everything it sends is refused and counted. Its connection is left open: NNG (1.11) can crash a PUSH peer whose
+    pipe is closed as it starts, so closing it would turn a misconfigured strategies host into a crash loop. On
+    ``signals`` a peer also speaks only for its own kind of source (a strategies host's certificate for
     ``strategy:*``, the MCP server's for ``mcp:*``), so no peer can claim another's budget or orders."""
-    prefixes = {name: "strategy:" for name, svc in config.services.items()
-                if svc.enabled and svc.kind == STRATEGIES_KIND}
+    allowed = allowed_peers(config, socket)
+    if allowed is None:
+        return None
+    sock.add_pre_pipe_connect_cb(lambda pipe: None if peer_of(pipe) in allowed
+                                 else refused.append(peer_of(pipe) or "(no name)"))
+    prefixes = {name: "strategy:" for name, svc in config.services.items() if svc.kind == STRATEGIES_KIND}
     prefixes["mcp"] = "mcp:"
 
     def admit(pipe: pynng.Pipe, msg: object) -> str:
-        source = getattr(msg, "source", "")
-        peer = peer_of(pipe)
-        prefix = prefixes.get(peer)
-        if prefix is not None and source.startswith(prefix):
-            return ""
-        return (f"{type(msg).__name__} from {peer or 'a peer without a name'} claims the source {source!r}; its "
-                f"certificate speaks only for {prefix + '*' if prefix else 'no source'}")
-    return admit
-
-
-def guard(sock: pynng.Socket, allowed: frozenset[str] | None, refused: list[str]) -> None:
-    """Close, as it connects, any pipe whose certificate is not one of ``allowed``; ``refused`` collects who."""
-    if allowed is None:
-        return
-
-    def check(pipe: pynng.Pipe) -> None:
         peer = peer_of(pipe)
         if peer not in allowed:
-            refused.append(peer or "(no name)")
-            pipe.close()
-    sock.add_pre_pipe_connect_cb(check)
+            return (f"{type(msg).__name__} from {peer or 'a peer without a name'}, whose certificate may not send on "
+                    f"{socket} (only {', '.join(sorted(allowed)) or 'none'} may)")
+        if socket != "signals":
+            return ""
+        source, prefix = getattr(msg, "source", ""), prefixes.get(peer, "")
+        if prefix and source.startswith(prefix):
+            return ""
+        return (f"{type(msg).__name__} from {peer} claims the source {source!r}; its certificate speaks only for "
+                f"{prefix + '*' if prefix else 'no source'}")
+    return admit
