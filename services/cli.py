@@ -315,14 +315,15 @@ def _resume(config: Config, args: argparse.Namespace) -> int:
 
 
 def collect_status(config: Config) -> list[m.ServiceState]:
-    """The supervisor's row, then one row per enabled service: its own report, or the supervisor's view of it."""
-    names = ["supervisor", *config.enabled_services]
+    """The supervisor's row, then one row per service started here or run elsewhere (``watched_services``): its own
+    report, or the supervisor's view of it."""
+    names = ["supervisor", *config.watched_services]
     with ThreadPoolExecutor(max_workers=min(16, len(names))) as pool:
         replies = dict(zip(names, pool.map(lambda n: _ask(config, n, m.StatusRequest()), names)))
     sup = replies["supervisor"]
     seen = {c.name: c for c in sup.children} if isinstance(sup, m.StatusReply) else {}
     rows = [sup.service if isinstance(sup, m.StatusReply) else m.ServiceState(name="supervisor", state="down")]
-    for name in config.enabled_services:
+    for name in config.watched_services:
         reply, child = replies[name], seen.get(name)
         if isinstance(reply, m.StatusReply):
             row = reply.service
@@ -338,7 +339,7 @@ def collect_status(config: Config) -> list[m.ServiceState]:
 
 def trading_health(config: Config, rows: list[m.ServiceState]) -> Health | None:
     """Whether the mesh can trade now (None when it has no trading service at all), from ``collect_status``."""
-    kinds = {name: config.services[name].kind for name in config.enabled_services}
+    kinds = {name: config.services[name].kind for name in config.watched_services}
     return judge(rows, kinds) if trading_configured(kinds) else None
 
 

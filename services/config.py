@@ -197,6 +197,12 @@ class Config(_Section):
     def enabled_services(self) -> list[str]:
         return [name for name, svc in self.services.items() if svc.enabled]
 
+    @property
+    def watched_services(self) -> list[str]:
+        """The services whose state is the mesh's: those started here, and those this machine's config names as
+        running elsewhere (``enabled = false`` with a ``control`` address to ask them at)."""
+        return [name for name, svc in self.services.items() if svc.enabled or svc.control]
+
 
 class Secrets:
     """Secrets, read from the environment only; never printed, logged or stored."""
@@ -523,9 +529,10 @@ def trading_mode(config: Config) -> Literal["paper", "live"]:
 
 
 def service_of_kind(config: Config, kind: str, default: str) -> str:
-    """The first enabled service of this kind in the config's order, so a default before one the config adds
-    (a config may turn a default off and add its own under another name); else ``default``."""
-    return next((n for n in config.enabled_services if config.services[n].kind == kind), default)
+    """The first service of this kind, started here or run elsewhere (``watched_services``), in the config's order:
+    a default before one the config adds (a config may turn a default off and add its own under another name);
+    else ``default``."""
+    return next((n for n in config.watched_services if config.services[n].kind == kind), default)
 
 
 def venue_urls(config: Config) -> PolymarketConfig:

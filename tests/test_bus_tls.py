@@ -4,6 +4,7 @@ certificate of the mesh's CA reaches nothing; a strategy's certificate cannot pu
 machine is refused by the config unless allowed."""
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -174,6 +175,29 @@ def test_a_service_configured_but_not_started_here_is_still_one_of_the_mesh_on_i
     loaded = load(config, {"HOME": str(tmp_path)})
     assert tls.allowed_peers(loaded, "signals") == {"strategies", "quoter", "mcp"}
     assert tls.allowed_peers(loaded, "orders") == {"risk"}
+
+
+def test_a_second_machine_sees_the_mesh_it_names_as_running_elsewhere(mesh: Trading, tmp_path: Path) -> None:
+    """`polybot status` on a machine whose config names the mesh's services with enabled = false and their control
+    addresses asks each of them over tls (as the operator) and judges trading from them, not from its own processes."""
+    base = mesh.config.bus.base_port
+    elsewhere = "".join(f'[services.{name}]\nenabled = false\ncontrol = "{control_address(mesh.config, name)}"\n'
+                        for name in ("analytics", "scanner", "executor", "risk"))
+    config = tmp_path / "machine-b.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n[bus]\ntransport = "tls"\nbase_port = {base + 100}\n'
+                      f'tls_dir = "{tls.folder(mesh.config)}"\n[bus.addresses]\n'
+                      + "".join(f'{s} = "tls+tcp://127.0.0.1:{base + i}"\n' for i, s in enumerate(
+                          ("prices", "events", "signals", "orders", "executions", "decisions")))
+                      + '[services.strategies]\nenabled = false\n' + elsewhere)
+    result = subprocess.run([sys.executable, "-m", "services", "--config", str(config), "status", "--json"],
+                            env=child_env(HOME=str(tmp_path)), capture_output=True, text=True, timeout=60)
+    report = json.loads(result.stdout)
+    states = {row["name"]: row["state"] for row in report["services"]}
+    assert {k: states.get(k) for k in ("scanner", "executor", "risk")} == dict.fromkeys(
+        ("scanner", "executor", "risk"), "running"), result.stdout
+    assert "strategies" not in states  # off, and not said to run anywhere
+    assert report["trading"] is not None and report["trading"]["executor_connected"], result.stdout
+    assert not any("in the config" in reason for reason in report["trading"]["reasons"]), result.stdout
 
 
 def test_a_certificate_from_another_ca_reaches_nothing(mesh: Trading, tmp_path: Path) -> None:

@@ -150,7 +150,7 @@ class Analytics(Service):
         self.numbering = Numbering()
         for stream, (floor, seqs) in self.store.numbered().items():
             self.numbering.load(stream, floor, seqs)
-        self.catching_up = bool(opts.executor and opts.executor in ctx.config.enabled_services)
+        self.catching_up = bool(opts.executor and opts.executor in ctx.config.watched_services)
         self.gap = asyncio.Event()
         self.duplicates = 0
         self.written = 0
@@ -185,7 +185,7 @@ class Analytics(Service):
     async def _from_scanner(self) -> None:
         """Record the markets and books from before we started, from the scanner's snapshot."""
         scanner = self.ctx.options.scanner
-        if not scanner or scanner not in self.ctx.config.enabled_services:  # none runs: nothing to start from
+        if not scanner or scanner not in self.ctx.config.watched_services:  # none runs: nothing to start from
             if self.tap is not None:
                 self.tap.start([], 0)
             return

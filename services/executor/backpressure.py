@@ -90,7 +90,7 @@ class Backpressure:
     def _targets(self) -> list[str]:
         config = self.ctx.config
         return list(self.ctx.options.throttle_services) or [
-            n for n in config.enabled_services if config.services[n].kind == STRATEGIES_KIND]
+            n for n in config.watched_services if config.services[n].kind == STRATEGIES_KIND]
 
     async def run(self) -> None:
         opts: ExecutorOptions = self.ctx.options

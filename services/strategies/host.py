@@ -105,7 +105,7 @@ class Strategies(Service):
         the executor's account as soon as it answers (what their fills hold, e.g. the quoter's inventory)."""
         await start_from_scanner(self.ctx, self.ctx.options.scanner, self._feed, self._take_backlog)
         executor = self.ctx.options.executor
-        if executor and executor in self.ctx.config.enabled_services:
+        if executor and executor in self.ctx.config.watched_services:
             account = await ask_until(self.ctx, executor, m.AccountRequest(), m.AccountReply)
             self._feed(account)
             self.account = f"{len(account.holdings)} holdings"
