@@ -126,6 +126,7 @@ class Executor(Service):
         tasks = [asyncio.create_task(self.venue.start(self._on_events, self._on_connected), name="venue"),
                  asyncio.create_task(self._start(), name="start"),
                  asyncio.create_task(self._reconcile_every(), name="reconcile"),
+                 asyncio.create_task(self._resolutions_every(), name="resolutions"),
                  asyncio.create_task(self.backpressure.run(), name="backpressure"),
                  asyncio.create_task(self._balances(), name="balances"),
                  asyncio.create_task(self._watch(), name="venue-conditions")]
@@ -200,6 +201,7 @@ class Executor(Service):
             self.m_reconnects.labels("user").inc()
         self.connected.set()
         if self.ready:
+            self.reconciler.resolutions_due = True
             self.reconciler.soon()
 
     def on_stop(self) -> None:
@@ -491,6 +493,15 @@ class Executor(Service):
         while True:
             await asyncio.sleep(self.ctx.options.reconcile_s)
             if self.ready:
+                self.reconciler.soon()
+
+    async def _resolutions_every(self) -> None:
+        """Resolutions announced while no one listened (the scanner down too): the markets held, asked about."""
+        every = self.ctx.options.resolutions_s
+        while every > 0:
+            await asyncio.sleep(every)
+            if self.ready:
+                self.reconciler.resolutions_due = True
                 self.reconciler.soon()
 
     async def _balances(self) -> None:

@@ -9,7 +9,7 @@ from ..runtime import StartupError
 from ..venues.base import VenueError
 from .options import ExecutorOptions
 
-TIMED = ("prepare", "place", "cancel", "order", "open_orders", "trades", "rules")  # prepare: rounding and signing
+TIMED = ("prepare", "place", "cancel", "order", "open_orders", "trades", "rules", "resolution")  # prepare: rounding and signing
 
 
 class TimedVenue:

@@ -350,6 +350,9 @@ class PaperVenue:
     async def balance(self) -> base.Balance | None:
         return None  # paper trading spends no collateral
 
+    async def resolution(self, market: str) -> base.Resolution:
+        return base.Resolution(market=market)  # paper hears of resolutions from the scanner only
+
     def send_delay(self, orders: int) -> float:
         return 0.0  # paper has no rate limit
 

@@ -44,7 +44,8 @@ from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 from ...config import AccountConfig, PolymarketConfig
 from ...runtime import StartupError
 from .. import base
-from ..base import Balance, MarketRules, OnEvents, OrderRequest, Placed, VenueError, VenueFill, VenueOrder
+from ..base import (Balance, MarketRules, OnEvents, OrderRequest, Placed, Resolution, VenueError, VenueFill,
+                    VenueOrder)
 from . import schema, wallets
 from .funder import Wallet, foreign_api_key, owner_of, undeployed, wallet_for
 from .limits import RateLimiter
@@ -166,6 +167,16 @@ def rules_of(info: schema.ClobMarketInfo, token_id: str, market: str) -> MarketR
                        fee_exponent=schema.fee_exponent(fee.exponent, "fee exponent") if fee and fee.exponent else base.ONE,
                        complement=next((t for t in tokens if t != token_id), "") if len(tokens) == 2 else "",
                        exchange_version=3 if schema.is_v2_position_id(token_id) else 2)
+
+
+def resolution_of(found: schema.ClobMarket) -> Resolution:
+    """A market's outcome from the CLOB's ``GET /markets/{condition_id}``: resolved once it is closed and one token
+    is its ``winner``. Closed with no winner is trading ended, the outcome not known yet (or a 50-50 split, which
+    pays what no single winner describes): not resolved."""
+    winners = [t for t in found.tokens if t.winner]
+    if not found.closed or len(winners) != 1:
+        return Resolution(market=found.condition_id)
+    return Resolution(market=found.condition_id, winner=winners[0].token_id, outcome=winners[0].outcome)
 
 
 class Clob:
@@ -409,6 +420,12 @@ class Clob:
             raise venue_error(exc) from None
         return str(answer.get("heartbeat_id", "")) if isinstance(answer, dict) else ""
 
+    def resolution(self, market: str) -> Resolution:
+        found = self._call(msgspec.convert, self._call(self._client.get_market, market), schema.ClobMarket)
+        if found.condition_id.lower() != market.lower():
+            raise VenueError(base.REJECTED, f"asked for market {market}, the venue described {found.condition_id}")
+        return self._call(resolution_of, found)
+
     def rules(self, token_id: str, market: str) -> MarketRules:
         if not market:
             raise VenueError(base.UNKNOWN_MARKET, f"token {token_id}: the order names no market")
@@ -589,6 +606,9 @@ class PolymarketVenue:
 
     async def balance(self) -> Balance | None:
         return await self._run(self.clob.balance)
+
+    async def resolution(self, market: str) -> Resolution:
+        return await self._run(self.clob.resolution, market)
 
     def observe(self, msg: Any) -> None:
         pass
