@@ -19,6 +19,8 @@ import pytest
 from polybot_venue.server import ready_made_account
 from services import messages as m
 from services.executor.desk import Desk
+from services.risk.engine import RiskEngine
+from services.risk.limits import AgentLimits, Limits
 from services.venues.base import Resolution, VenueFill
 from services.venues.polymarket import schema
 from services.venues.polymarket.client import Clob, resolution_of
@@ -131,6 +133,18 @@ def test_a_restarted_desk_knows_what_it_settled_and_settles_shares_found_later_o
     assert late.market == "mk" and again.held()["yes"] == (D(0), D(6) + D(1))
 
 
+def test_a_settlement_published_while_risk_takes_the_executors_account_is_not_lost_under_it() -> None:
+    """Risk applies the executions it saw while its AccountRequest was on its way that are newer than the answer:
+    a settlement among them too, or the account's older positions would put the settled shares back."""
+    engine = RiskEngine(Limits(), AgentLimits())
+    account = m.AccountReply(mode="live", ts_ns=T0, positions=[
+        m.Position(token_id="yes", market="mk", size=D(10), avg_price=D("0.40"))])
+    settled = m.MarketResolved(ts_ns=T0 + 1, market="mk", winning_token_id="yes", seq=7, stream="s")
+    engine.observe(settled)  # heard before the answer came
+    engine.reconcile(account, T0 - 1, [settled])
+    assert [(p.size, p.realized) for p in engine.ledger.positions()] == [(D(0), D(6))]
+
+
 # ---------------------------------------------------------------- the CLOB's word on a market
 
 
@@ -154,12 +168,12 @@ def test_the_clobs_market_says_resolved_only_when_closed_with_one_winner() -> No
 
 
 class Mesh(Trading):
-    """The local venue, scanner, executor (asking about the markets it holds every second), risk and analytics;
-    the test sends risk's orders itself."""
+    """The local venue, scanner, executor, risk and analytics; the test sends risk's orders itself. The executor
+    asks the venue about the markets it holds only at start and after reconnecting, unless a test says otherwise."""
 
     def __init__(self, root: Path) -> None:
         self.venue_proc = Venue(root / "venue", SEED, 100, "--still")
-        super().__init__(root, self.venue_proc, {"scanner": "", "executor": "resolutions_s = 1.0", "risk": "",
+        super().__init__(root, self.venue_proc, {"scanner": "", "executor": "resolutions_s = 0", "risk": "",
                                                  "analytics": ""})
         self.orders = self.bus.outbound("orders")
         self.account = self.venue.client(ready_made_account(SEED).private_key)
@@ -241,6 +255,10 @@ def check_everyone_settled(mesh: Mesh, market: str, expected: dict[str, tuple[D,
     assert (D(pnl["realized"]), D(pnl["unrealized"]), D(pnl["open_cost"])) == (
         sum(r for _, r in expected.values()), D(0), D(0))
     assert [r["market"] for r in mesh.analytics("positions", market=market)] == []  # nothing held any more
+    # The settlement is the executor's record, numbered like the others and recorded once.
+    recorded = mesh.ask("analytics", m.QueryRequest(
+        sql=f"SELECT count(*), min(seq) > 0 FROM executions WHERE kind = 'MarketResolved' AND market = '{market}'"))
+    assert isinstance(recorded, m.QueryReply) and recorded.rows == [[1, True]]
 
 
 def test_a_market_resolved_while_the_executor_was_down_is_settled_when_it_starts(mesh: Mesh) -> None:
@@ -258,7 +276,7 @@ def test_a_market_resolved_while_the_executor_was_down_is_settled_when_it_starts
     check_everyone_settled(mesh, market["conditionId"], expected)
 
 
-def test_a_market_resolved_while_the_scanner_was_down_is_settled_by_asking_the_venue(mesh: Mesh) -> None:
+def test_a_market_resolved_while_the_scanner_was_down_is_settled_when_the_executor_reconnects(mesh: Mesh) -> None:
     market = mesh.venue.market()
     _, no = tokens(market)
     trades = mesh.buy_both(market, "blind")
@@ -266,7 +284,30 @@ def test_a_market_resolved_while_the_scanner_was_down_is_settled_by_asking_the_v
     mesh.stop("scanner", kill=True)
     try:
         mesh.venue.admin("resolve", market=market["conditionId"], winner="No")  # no one announces it
+        connects = mesh.detail("executor")["user_connects"]
+        mesh.venue.admin("drop-connections")
+        wait_for(lambda: mesh.detail("executor").get("user_connects", connects) != connects,
+                 what="the executor to reconnect")
         check_everyone_settled(mesh, market["conditionId"], settled_figures(trades, no, fees))
+    finally:
+        mesh.start("scanner")
+        mesh.wait_ready("scanner")
+
+
+def test_a_market_resolved_unannounced_is_settled_at_the_executors_next_look(mesh: Mesh) -> None:
+    """No restart, no reconnection: the executor asks about the markets it holds every ``resolutions_s``."""
+    mesh.stop("executor")
+    mesh.start("executor", POLYBOT_SERVICES__EXECUTOR__OPTIONS__RESOLUTIONS_S="0.5")
+    mesh.wait_ready("executor")
+    wait_for(lambda: mesh.orders.socket.pipes, what="the orders socket to connect")
+    market = mesh.venue.market()
+    yes, _ = tokens(market)
+    trades = mesh.buy_both(market, "unannounced")
+    fees = executor_fees(mesh, market["conditionId"])
+    mesh.stop("scanner", kill=True)
+    try:
+        mesh.venue.admin("resolve", market=market["conditionId"], winner="Yes")
+        check_everyone_settled(mesh, market["conditionId"], settled_figures(trades, yes, fees))
     finally:
         mesh.start("scanner")
         mesh.wait_ready("scanner")
