@@ -4,6 +4,7 @@ resolution is heard), the adapter's reading of the CLOB's market, and a real mes
 executor, or the scanner, was down when the market resolved."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Iterator
@@ -21,9 +22,10 @@ from services import messages as m
 from services.executor.desk import Desk
 from services.risk.engine import RiskEngine
 from services.risk.limits import AgentLimits, Limits
-from services.venues.base import Resolution, VenueFill
+from services.venues.base import Resolution, VenueError, VenueFill
 from services.venues.polymarket import schema
-from services.venues.polymarket.client import Clob, resolution_of
+from services.venues.paper import PaperVenue
+from services.venues.polymarket.client import Clob, MarketReader, resolution_of
 
 from .conftest import wait_for
 from .executor_harness import order, positions_from_trades
@@ -324,3 +326,9 @@ def test_the_local_venue_describes_a_resolved_market_as_the_clob_does(mesh: Mesh
     assert [(t["token_id"], t["winner"], t["price"]) for t in raw["tokens"]] == [(yes, False, 0), (no, True, 1)]
     assert clob.resolution(market["conditionId"]) == Resolution(market=market["conditionId"], winner=no,
                                                                   outcome="No")
+    # Paper trading asks the venue it papers the same, with no account.
+    paper = PaperVenue(lambda: T0, MarketReader(mesh.venue.clob, 137).resolution, 5.0)
+    assert asyncio.run(paper.resolution(market["conditionId"])).winner == no
+    with pytest.raises(VenueError) as unknown:
+        asyncio.run(paper.resolution("0x" + "0" * 64))
+    assert unknown.value.code == "UNKNOWN_MARKET"

@@ -179,6 +179,34 @@ def resolution_of(found: schema.ClobMarket) -> Resolution:
     return Resolution(market=found.condition_id, winner=winners[0].token_id, outcome=winners[0].outcome)
 
 
+def call(fn: Callable[..., T], *args: Any) -> T:
+    """A client call (or the decoding of its answer), its failures as our own errors."""
+    try:
+        return fn(*args)
+    except PolyException as exc:
+        raise venue_error(exc) from None
+    except (msgspec.ValidationError, KeyError, TypeError, ValueError) as exc:
+        raise VenueError(base.UNAVAILABLE, f"unexpected answer from the venue: {exc}", unknown=True) from None
+
+
+def market_resolution(client: ClobClient, market: str) -> Resolution:
+    """``GET /markets/{condition_id}``, read as the market's resolution."""
+    found = call(msgspec.convert, call(client.get_market, market), schema.ClobMarket)
+    if found.condition_id.lower() != market.lower():
+        raise VenueError(base.REJECTED, f"asked for market {market}, the venue described {found.condition_id}")
+    return resolution_of(found)
+
+
+class MarketReader:
+    """The CLOB's public market reads, which need no account: what paper trading asks of the venue it papers."""
+
+    def __init__(self, host: str, chain_id: int) -> None:
+        self._client = ClobClient(host.rstrip("/"), chain_id=chain_id)
+
+    def resolution(self, market: str) -> Resolution:
+        return market_resolution(self._client, market)
+
+
 class Clob:
     """The CLOB REST API, blocking, through py-clob-client-v2."""
 
@@ -205,13 +233,7 @@ class Clob:
         """The address that makes our orders and holds the money."""
         return self._client.builder.funder
 
-    def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return fn(*args)
-        except PolyException as exc:
-            raise venue_error(exc) from None
-        except (msgspec.ValidationError, KeyError, TypeError, ValueError) as exc:
-            raise VenueError(base.UNAVAILABLE, f"unexpected answer from the venue: {exc}", unknown=True) from None
+    _call = staticmethod(call)
 
     def connect(self) -> None:
         """API credentials: given ones (which must be the key's: StartupError if not), else created or derived with
@@ -421,10 +443,7 @@ class Clob:
         return str(answer.get("heartbeat_id", "")) if isinstance(answer, dict) else ""
 
     def resolution(self, market: str) -> Resolution:
-        found = self._call(msgspec.convert, self._call(self._client.get_market, market), schema.ClobMarket)
-        if found.condition_id.lower() != market.lower():
-            raise VenueError(base.REJECTED, f"asked for market {market}, the venue described {found.condition_id}")
-        return self._call(resolution_of, found)
+        return market_resolution(self._client, market)
 
     def rules(self, token_id: str, market: str) -> MarketRules:
         if not market:
