@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal as D
 from itertools import count
 from pathlib import Path
@@ -263,37 +264,46 @@ def check_everyone_settled(mesh: Mesh, market: str, expected: dict[str, tuple[D,
     assert isinstance(recorded, m.QueryReply) and recorded.rows == [[1, True]]
 
 
-def test_a_market_resolved_while_the_executor_was_down_is_settled_when_it_starts(mesh: Mesh) -> None:
+def holding_a_market(mesh: Mesh, tag: str) -> tuple[str, tuple[str, str], list[dict], dict[str, D]]:
+    """Shares of both outcomes of an untouched market, bought and counted by the executor: the market, its (yes, no)
+    tokens, the venue's trades of them, and the fees the executor counted on them."""
     market = mesh.venue.market()
-    yes, no = tokens(market)
-    trades = mesh.buy_both(market, "down")
-    fees = executor_fees(mesh, market["conditionId"])
+    trades = mesh.buy_both(market, tag)
+    return market["conditionId"], tokens(market), trades, executor_fees(mesh, market["conditionId"])
+
+
+@contextmanager
+def scanner_down(mesh: Mesh) -> Iterator[None]:
+    """No one hears the market channel announce anything meanwhile."""
+    mesh.stop("scanner", kill=True)
+    try:
+        yield
+    finally:
+        mesh.start("scanner")
+        mesh.wait_ready("scanner")
+
+
+def test_a_market_resolved_while_the_executor_was_down_is_settled_when_it_starts(mesh: Mesh) -> None:
+    market, (yes, no), trades, fees = holding_a_market(mesh, "down")
     mesh.stop("executor", kill=True)
-    mesh.venue.admin("resolve", market=market["conditionId"], winner="Yes")
+    mesh.venue.admin("resolve", market=market, winner=yes)
     mesh.start("executor")
     # Its first answer, once it has reconciled at start, has the market settled already.
     first = wait_for(mesh.account_reply, what="the executor to answer")
     expected = settled_figures(trades, yes, fees)
     assert {p.token_id: (p.size, p.realized) for p in first.positions if p.token_id in (yes, no)} == expected
-    check_everyone_settled(mesh, market["conditionId"], expected)
+    check_everyone_settled(mesh, market, expected)
 
 
 def test_a_market_resolved_while_the_scanner_was_down_is_settled_when_the_executor_reconnects(mesh: Mesh) -> None:
-    market = mesh.venue.market()
-    _, no = tokens(market)
-    trades = mesh.buy_both(market, "blind")
-    fees = executor_fees(mesh, market["conditionId"])
-    mesh.stop("scanner", kill=True)
-    try:
-        mesh.venue.admin("resolve", market=market["conditionId"], winner="No")  # no one announces it
+    market, (_, no), trades, fees = holding_a_market(mesh, "blind")
+    with scanner_down(mesh):
+        mesh.venue.admin("resolve", market=market, winner=no)
         connects = mesh.detail("executor")["user_connects"]
         mesh.venue.admin("drop-connections")
         wait_for(lambda: mesh.detail("executor").get("user_connects", connects) != connects,
                  what="the executor to reconnect")
-        check_everyone_settled(mesh, market["conditionId"], settled_figures(trades, no, fees))
-    finally:
-        mesh.start("scanner")
-        mesh.wait_ready("scanner")
+        check_everyone_settled(mesh, market, settled_figures(trades, no, fees))
 
 
 def test_a_market_resolved_unannounced_is_settled_at_the_executors_next_look(mesh: Mesh) -> None:
@@ -302,17 +312,10 @@ def test_a_market_resolved_unannounced_is_settled_at_the_executors_next_look(mes
     mesh.start("executor", POLYBOT_SERVICES__EXECUTOR__OPTIONS__RESOLUTIONS_S="0.5")
     mesh.wait_ready("executor")
     wait_for(lambda: mesh.orders.socket.pipes, what="the orders socket to connect")
-    market = mesh.venue.market()
-    yes, _ = tokens(market)
-    trades = mesh.buy_both(market, "unannounced")
-    fees = executor_fees(mesh, market["conditionId"])
-    mesh.stop("scanner", kill=True)
-    try:
-        mesh.venue.admin("resolve", market=market["conditionId"], winner="Yes")
-        check_everyone_settled(mesh, market["conditionId"], settled_figures(trades, yes, fees))
-    finally:
-        mesh.start("scanner")
-        mesh.wait_ready("scanner")
+    market, (yes, _), trades, fees = holding_a_market(mesh, "unannounced")
+    with scanner_down(mesh):
+        mesh.venue.admin("resolve", market=market, winner=yes)
+        check_everyone_settled(mesh, market, settled_figures(trades, yes, fees))
 
 
 def test_the_local_venue_describes_a_resolved_market_as_the_clob_does(mesh: Mesh) -> None:
