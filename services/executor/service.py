@@ -234,6 +234,8 @@ class Executor(Service):
                                exc, type(msg).__name__, getattr(msg, "order_id", ""))
         self.ctx.send("executions", msg)
         match msg:
+            case m.MarketResolved():  # the venue pays the winning shares out: the collateral changed
+                self.balance_due.set()
             case m.Fill():
                 self.balance_due.set()
                 self.m_fills.labels(msg.liquidity).inc()
@@ -577,7 +579,8 @@ class Executor(Service):
         return {"mode": self.mode, "ready": str(self.ready), "synced": str(self.synced),
                 "open_orders": str(len(desk.open_orders())), "positions": str(len(desk.ledger.positions())),
                 "fills": str(desk.counts["fills"]), "rejected": str(desk.counts["rejected"]),
-                "duplicates": str(desk.counts["duplicates"]), "journal_bad_lines": str(self.journal.bad),
+                "duplicates": str(desk.counts["duplicates"]), "settlements": str(desk.counts["settlements"]),
+                "journal_bad_lines": str(self.journal.bad),
                 "journal_seq": str(self.journal.seq), "journal_write_errors": str(self.journal.write_errors),
                 "reconciles": str(self.reconciler.count),
                 "venue_conditions": ",".join(self.gate.conditions) or "none",
