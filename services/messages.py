@@ -143,9 +143,15 @@ class MarketHalted(Message, frozen=True, kw_only=True):
 
 
 class MarketResolved(Message, frozen=True, kw_only=True):
+    """A market resolved. The scanner publishes it on ``events`` as the venue announces it; the executor publishes
+    it on ``executions``, numbered like its other records (``seq``, ``stream``; 0 and "" on ``events``), when it
+    settles shares of the market it holds: from the scanner's word, or from the venue's when asked."""
+
     market: str
     winning_token_id: str
     winning_outcome: str = ""
+    seq: int = 0
+    stream: str = ""
 
 
 class MarketStale(Message, frozen=True, kw_only=True):
@@ -557,7 +563,7 @@ class AccountReply(Message, frozen=True, kw_only=True):
 
 
 # What the executor numbers on ``executions`` (``seq``, ``stream``): everything it journals and publishes.
-Numbered = Union[OrderAck, OrderRejected, Fill, OrderCanceled, ResidualExposure, Rebate]
+Numbered = Union[OrderAck, OrderRejected, Fill, OrderCanceled, ResidualExposure, Rebate, MarketResolved]
 
 
 class CatchUpRequest(Message, frozen=True, kw_only=True):
@@ -629,7 +635,8 @@ PricesMsg = Union[BookSnapshot, BookDelta, LastTrade, Heartbeat]
 EventsMsg = Union[MarketNew, TickSizeChange, MarketHalted, MarketResolved, MarketStale, Heartbeat]
 SignalsMsg = Union[Signal, Cancel]
 OrdersMsg = Union[Order, Cancel]
-ExecutionsMsg = Union[OrderAck, OrderRejected, Fill, OrderCanceled, ResidualExposure, Rebate, VenueStatus, Heartbeat]
+ExecutionsMsg = Union[OrderAck, OrderRejected, Fill, OrderCanceled, ResidualExposure, Rebate, MarketResolved,
+                      VenueStatus, Heartbeat]
 DecisionsMsg = Union[SignalAccepted, SignalRejected, SignalPending, Heartbeat]
 ControlRequest = Union[StatusRequest, HaltRequest, ResumeRequest, ThrottleRequest, RestartRequest, ShutdownRequest,
                        SnapshotRequest, PreviewRequest, RiskRequest, ApproveRequest, AccountRequest, QueryRequest,

@@ -100,7 +100,10 @@ def ledgers(db: Reader, by_source: bool = False, until: int = END) -> dict[str, 
                    NULL AS winner FROM fills
             UNION ALL
             SELECT ts_ns, 1, NULL, NULL, NULL, market, NULL, NULL, NULL, NULL, NULL, winning_token_id
-            FROM market_events WHERE kind = 'MarketResolved')
+            FROM market_events WHERE kind = 'MarketResolved'
+            UNION ALL  -- the executor's settlements: a resolution the scanner's word never brought here
+            SELECT ts_ns, 1, NULL, NULL, NULL, market, NULL, NULL, NULL, NULL, NULL, token_id
+            FROM executions WHERE kind = 'MarketResolved')
         WHERE ts_ns <= ? ORDER BY ts_ns, resolution""", [until]).rows
     out: dict[str, Ledger] = {}
     for _, resolution, trade, order, token, market, side, price, size, fee, source, winner in events:

@@ -103,7 +103,13 @@ def halted_rows(msg: m.MarketHalted) -> list[Row]:
 
 
 def resolved_rows(msg: m.MarketResolved) -> list[Row]:
-    return [_event(msg, msg.market, winner=msg.winning_token_id, outcome=msg.winning_outcome)]
+    """The scanner's word (on ``events``) is a market event; the executor's (numbered, on ``executions``) is the
+    settlement of the shares it held: an execution, with the winning token in ``token_id``."""
+    if not msg.seq:
+        return [_event(msg, msg.market, winner=msg.winning_token_id, outcome=msg.winning_outcome)]
+    return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "MarketResolved", "", "", "", "", "", None, "", "", "",
+                            msg.winning_token_id, msg.market, "", None, None, None, "", None, None,
+                            msg.winning_outcome, None, *_numbering(msg)))]
 
 
 def stale_rows(msg: m.MarketStale) -> list[Row]:

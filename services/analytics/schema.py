@@ -20,8 +20,9 @@ Tables (every ``ts_ns`` is the message's origin time, ns since the epoch; ``id``
 - ``executions``: the order lifecycle, told apart by ``kind``: ``OrderAck`` (``status``, ``venue_order_id``,
   ``submitted_ts_ns``: handed to the venue client), ``OrderRejected`` (``code``, ``message``), ``Fill``
   (``trade_id``, ``price``, ``size``, ``fee`` paid in collateral, ``liquidity``, ``status``, ``rebate``: a maker
-  fill's estimated rebate), ``OrderCanceled`` (``remaining``, ``reason``) and ``ResidualExposure`` (``reason``;
-  its legs in ``exposures``).
+  fill's estimated rebate), ``OrderCanceled`` (``remaining``, ``reason``), ``ResidualExposure`` (``reason``;
+  its legs in ``exposures``) and ``MarketResolved`` (the executor settled the shares it held in ``market``:
+  ``token_id`` the winning token, ``reason`` its outcome).
 - ``rebates``: each ``Rebate``: the maker rebates the venue reported for one UTC ``day`` in one market, a total
   (the latest report of a day and market holds), ``final`` once the day is over at the venue.
 - ``executions`` and ``rebates`` rows carry the executor's numbering (``stream``, ``seq``; NULL: not numbered), by

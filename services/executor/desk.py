@@ -78,6 +78,7 @@ class Desk:
         self.seen: set[tuple[str, str]] = set()  # (trade id, venue order id)
         self.foreign: dict[str, VenueOrder] = {}  # open orders of the account that are not ours
         self.rules: dict[str, MarketRules] = {}
+        self.winners: dict[str, str] = {}  # market -> its winning token, for every resolution heard
         self.counts: Counter[str] = Counter()
 
     def _track(self, order: m.Order) -> Tracked:
@@ -120,17 +121,44 @@ class Desk:
             case m.ResidualExposure():
                 self.failed.add(rec.signal_id)
             case m.MarketResolved():
+                self.winners[rec.market] = rec.winning_token_id
                 self.ledger.settle(rec.market, rec.winning_token_id)
             case m.Rebate():
                 self.ledger.rebate(rec)
 
     def resolved(self, msg: m.MarketResolved) -> None:
-        """The venue redeems a resolved market's shares (1 per winning share, 0 per losing one)."""
-        try:
-            self.record(msg)
-        except JournalError:  # settled now all the same; a restart hears of the resolution from the venue again
-            self.counts["journal_errors"] += 1
+        """A market resolved, as the scanner heard it or the venue said when asked: its shares are redeemed, 1 per
+        winning share and 0 per losing one. Settling shares held is published on ``executions`` (numbered and
+        journaled), so risk and analytics settle them too, even if they missed the scanner's word; a resolution
+        heard again finds nothing left to settle and publishes nothing. One of a market not held is only
+        journaled, the first time."""
+        first = msg.market not in self.winners
+        self.winners[msg.market] = msg.winning_token_id
+        if self.holds(msg.market):
+            self.counts["settlements"] += 1
+            self.publish(m.MarketResolved(ts_ns=self.clock(), trace_id=msg.trace_id, market=msg.market,
+                                          winning_token_id=msg.winning_token_id,
+                                          winning_outcome=msg.winning_outcome))
+        elif first:
+            try:
+                self.record(msg)
+            except JournalError:  # nothing was held: there is nothing to rebuild from it
+                self.counts["journal_errors"] += 1
         self.ledger.settle(msg.market, msg.winning_token_id)
+
+    def holds(self, market: str) -> bool:
+        return any(h.size and h.market == market for h in self.ledger.holdings.values())
+
+    def unsettled(self) -> list[str]:
+        """The markets whose shares the account holds: the venue is asked whether they resolved, in case the
+        resolution was announced while no one listened."""
+        return sorted({h.market for h in self.ledger.holdings.values() if h.size and h.market})
+
+    def venue_resolution(self, found: base.Resolution) -> None:
+        """The venue's answer when asked about a market held: resolved, it is settled as if announced."""
+        if found.winner and self.holds(found.market):
+            self.resolved(m.MarketResolved(ts_ns=self.clock(), market=found.market, winning_token_id=found.winner,
+                                           winning_outcome=found.outcome))
 
     def take(self, order: m.Order) -> Tracked | None:
         """A new order; None when its id was taken before (it is never sent twice). One the journal cannot record

@@ -11,6 +11,9 @@ class ExecutorOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     workers: int = 4  # threads for venue calls
     heartbeat_s: float = 5.0  # venue heartbeats; once started, the venue cancels our orders when they stop. 0: none
     reconcile_s: float = 30.0  # REST reconciliation of orders and trades, besides after each reconnection
+    # How often the venue is asked whether the markets held have resolved, besides at start and after each
+    # reconnection (one request per market held): a resolution no one heard announced is settled then. 0: only then.
+    resolutions_s: float = 300.0
     ping_s: float = 10.0  # user channel
     stale_after_s: float = 30.0
     reconnect_initial_s: float = 0.5

@@ -1,5 +1,7 @@
 """Reconciliation: the venue's word for our open orders and trades, at start, after every reconnection of its
-stream and every answer lost on the way, and on a timer; what the stream missed is published then."""
+stream and every answer lost on the way, and on a timer; what the stream missed is published then. At start,
+after a reconnection and every ``resolutions_s``, the venue is also asked whether the markets held have resolved:
+a resolution announced while the executor (or the scanner) was down is settled then."""
 from __future__ import annotations
 
 import asyncio
@@ -32,6 +34,7 @@ class Reconciler:
         self.again = False  # asked for while one ran: run another after it
         self.reconciled_ns = 0
         self.count = 0
+        self.resolutions_due = True  # ask about the markets held at the next reconciliation (at start, reconnected)
 
     def soon(self) -> None:
         """Reconcile now; one asked for while another runs follows it (that one may have read the venue too early)."""
@@ -78,9 +81,23 @@ class Reconciler:
         for t in self.desk.open_orders():
             if self.desk.unexplained(t, live, started):
                 await self.check(t)
+        if self.resolutions_due:  # after the trades: shares bought while no one listened are settled too
+            await self.resolutions()
         self.reconciled_ns = self.clock()
         self.count += 1
         self.reconciled()
+
+    async def resolutions(self) -> None:
+        """Ask the venue about every market held: one it says resolved is settled (and published) now. One it
+        cannot answer for is asked again at the next check."""
+        self.resolutions_due = False
+        for market in self.desk.unsettled():
+            try:
+                found = await self.venue.resolution(market)
+            except VenueError as exc:
+                self.log.warning("cannot ask the venue whether market %s resolved (%s); asking again later", market, exc)
+                continue
+            self.desk.venue_resolution(found)
 
     async def check(self, t: Tracked) -> None:
         """Ask the venue what became of one order. VenueError when it cannot be asked."""

@@ -126,6 +126,7 @@ class Executor(Service):
         tasks = [asyncio.create_task(self.venue.start(self._on_events, self._on_connected), name="venue"),
                  asyncio.create_task(self._start(), name="start"),
                  asyncio.create_task(self._reconcile_every(), name="reconcile"),
+                 asyncio.create_task(self._resolutions_every(), name="resolutions"),
                  asyncio.create_task(self.backpressure.run(), name="backpressure"),
                  asyncio.create_task(self._balances(), name="balances"),
                  asyncio.create_task(self._watch(), name="venue-conditions")]
@@ -200,6 +201,7 @@ class Executor(Service):
             self.m_reconnects.labels("user").inc()
         self.connected.set()
         if self.ready:
+            self.reconciler.resolutions_due = True
             self.reconciler.soon()
 
     def on_stop(self) -> None:
@@ -232,6 +234,8 @@ class Executor(Service):
                                exc, type(msg).__name__, getattr(msg, "order_id", ""))
         self.ctx.send("executions", msg)
         match msg:
+            case m.MarketResolved():  # the venue pays the winning shares out: the collateral changed
+                self.balance_due.set()
             case m.Fill():
                 self.balance_due.set()
                 self.m_fills.labels(msg.liquidity).inc()
@@ -493,6 +497,15 @@ class Executor(Service):
             if self.ready:
                 self.reconciler.soon()
 
+    async def _resolutions_every(self) -> None:
+        """Resolutions announced while no one listened (the scanner down too): the markets held, asked about."""
+        every = self.ctx.options.resolutions_s
+        while every > 0:
+            await asyncio.sleep(every)
+            if self.ready:
+                self.reconciler.resolutions_due = True
+                self.reconciler.soon()
+
     async def _balances(self) -> None:
         """The collateral and allowance, read after each reconciliation and soon after fills (at most once a
         second); a failure keeps the last reading, whose time says how old it is."""
@@ -566,7 +579,8 @@ class Executor(Service):
         return {"mode": self.mode, "ready": str(self.ready), "synced": str(self.synced),
                 "open_orders": str(len(desk.open_orders())), "positions": str(len(desk.ledger.positions())),
                 "fills": str(desk.counts["fills"]), "rejected": str(desk.counts["rejected"]),
-                "duplicates": str(desk.counts["duplicates"]), "journal_bad_lines": str(self.journal.bad),
+                "duplicates": str(desk.counts["duplicates"]), "settlements": str(desk.counts["settlements"]),
+                "journal_bad_lines": str(self.journal.bad),
                 "journal_seq": str(self.journal.seq), "journal_write_errors": str(self.journal.write_errors),
                 "reconciles": str(self.reconciler.count),
                 "venue_conditions": ",".join(self.gate.conditions) or "none",

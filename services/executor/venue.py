@@ -9,7 +9,7 @@ from ..runtime import StartupError
 from ..venues.base import VenueError
 from .options import ExecutorOptions
 
-TIMED = ("prepare", "place", "cancel", "order", "open_orders", "trades", "rules")  # prepare: rounding and signing
+TIMED = ("prepare", "place", "cancel", "order", "open_orders", "trades", "rules", "resolution")  # prepare: rounding and signing
 
 
 class TimedVenue:
@@ -42,11 +42,13 @@ class TimedVenue:
 def make_venue(ctx: Any, mode: str) -> Any:
     """Paper fills against the scanner's books; live trades through Polymarket's client for the configured key."""
     opts: ExecutorOptions = ctx.options
-    if mode == "paper":
+    urls = venue_urls(ctx.config)
+    if mode == "paper":  # resolutions are the papered venue's, read without an account
         from ..venues.paper import PaperVenue
-        return PaperVenue(ctx.clock)
+        from ..venues.polymarket.client import MarketReader
+        return PaperVenue(ctx.clock, MarketReader(urls.clob_url, urls.chain_id).resolution, opts.call_timeout_s)
     from ..venues.polymarket.client import PolymarketVenue
-    return PolymarketVenue(venue_urls(ctx.config), signing_key(ctx.secrets, ctx.config), api_creds(ctx.secrets),
+    return PolymarketVenue(urls, signing_key(ctx.secrets, ctx.config), api_creds(ctx.secrets),
                            ctx.log, opts.call_timeout_s, opts.workers, opts.heartbeat_s, opts.ping_s,
                            opts.stale_after_s, opts.reconnect_initial_s, opts.reconnect_max_s,
                            account=ctx.config.account, rate_tier=opts.rate_tier,

@@ -183,6 +183,8 @@ class RiskEngine:
                 self._filled(msg)
             elif isinstance(msg, m.OrderRejected | m.OrderCanceled):
                 self.open.pop(msg.order_id, None)
+            elif isinstance(msg, m.MarketResolved):  # the executor settled what it held
+                self.ledger.settle(msg.market, msg.winning_token_id)
         self.open.update(ours)
 
     # ---------------------------------------------------------------- figures

@@ -139,6 +139,15 @@ class Balance(Struct, frozen=True, kw_only=True):
     allowance: Decimal | None = None
 
 
+class Resolution(Struct, frozen=True, kw_only=True):
+    """A market's outcome as the venue reports it when asked: ``winner`` is the winning token, "" while the market
+    has not resolved (or where the venue cannot tell)."""
+
+    market: str
+    winner: str = ""
+    outcome: str = ""  # the winning outcome's name
+
+
 VenueEvent = VenueFill | VenueOrder
 OnEvents = Callable[[list[VenueEvent]], None]
 
@@ -175,6 +184,10 @@ class Venue(Protocol):
 
     async def balance(self) -> Balance | None:
         """The account's collateral and allowance; None where there is no account to ask (paper)."""
+
+    async def resolution(self, market: str) -> Resolution:
+        """Whether a market has resolved, and to which token: asked for the markets held, so a resolution announced
+        while no one listened is settled all the same."""
 
     def send_delay(self, orders: int) -> float:
         """Seconds until ``orders`` more orders may go without passing the venue's rate limit (0: now)."""

@@ -20,6 +20,7 @@ when it arrived. The conservative rules, so a paper fill is never earlier or lar
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -312,9 +313,12 @@ class PaperVenue:
 
     mode = "paper"
 
-    def __init__(self, clock_ns: Callable[[], int]) -> None:
+    def __init__(self, clock_ns: Callable[[], int], read_resolution: Callable[[str], base.Resolution] | None = None,
+                 timeout_s: float = 10.0) -> None:
         self.book = PaperBook(lambda: clock_ns() // 1_000_000)
         self.on_events: OnEvents = lambda events: None
+        self.read_resolution = read_resolution  # the papered venue's own word (blocking), if it can be asked
+        self.timeout_s = timeout_s
 
     async def start(self, on_events: OnEvents, on_connected: Callable[[], None]) -> None:
         self.on_events = on_events
@@ -349,6 +353,16 @@ class PaperVenue:
 
     async def balance(self) -> base.Balance | None:
         return None  # paper trading spends no collateral
+
+    async def resolution(self, market: str) -> base.Resolution:
+        """Resolutions are real even where fills are not: asked of the venue being papered."""
+        if self.read_resolution is None:
+            return base.Resolution(market=market)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await asyncio.to_thread(self.read_resolution, market)
+        except TimeoutError:
+            raise VenueError(base.UNAVAILABLE, f"no answer within {self.timeout_s}s") from None
 
     def send_delay(self, orders: int) -> float:
         return 0.0  # paper has no rate limit

@@ -44,7 +44,8 @@ from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 from ...config import AccountConfig, PolymarketConfig
 from ...runtime import StartupError
 from .. import base
-from ..base import Balance, MarketRules, OnEvents, OrderRequest, Placed, VenueError, VenueFill, VenueOrder
+from ..base import (Balance, MarketRules, OnEvents, OrderRequest, Placed, Resolution, VenueError, VenueFill,
+                    VenueOrder)
 from . import schema, wallets
 from .funder import Wallet, foreign_api_key, owner_of, undeployed, wallet_for
 from .limits import RateLimiter
@@ -168,6 +169,44 @@ def rules_of(info: schema.ClobMarketInfo, token_id: str, market: str) -> MarketR
                        exchange_version=3 if schema.is_v2_position_id(token_id) else 2)
 
 
+def resolution_of(found: schema.ClobMarket) -> Resolution:
+    """A market's outcome from the CLOB's ``GET /markets/{condition_id}``: resolved once it is closed and one token
+    is its ``winner``. Closed with no winner is trading ended, the outcome not known yet (or a 50-50 split, which
+    pays what no single winner describes): not resolved."""
+    winners = [t for t in found.tokens if t.winner]
+    if not found.closed or len(winners) != 1:
+        return Resolution(market=found.condition_id)
+    return Resolution(market=found.condition_id, winner=winners[0].token_id, outcome=winners[0].outcome)
+
+
+def call(fn: Callable[..., T], *args: Any) -> T:
+    """A client call (or the decoding of its answer), its failures as our own errors."""
+    try:
+        return fn(*args)
+    except PolyException as exc:
+        raise venue_error(exc) from None
+    except (msgspec.ValidationError, KeyError, TypeError, ValueError) as exc:
+        raise VenueError(base.UNAVAILABLE, f"unexpected answer from the venue: {exc}", unknown=True) from None
+
+
+def market_resolution(client: ClobClient, market: str) -> Resolution:
+    """``GET /markets/{condition_id}``, read as the market's resolution."""
+    found = call(msgspec.convert, call(client.get_market, market), schema.ClobMarket)
+    if found.condition_id.lower() != market.lower():
+        raise VenueError(base.REJECTED, f"asked for market {market}, the venue described {found.condition_id}")
+    return resolution_of(found)
+
+
+class MarketReader:
+    """The CLOB's public market reads, which need no account: what paper trading asks of the venue it papers."""
+
+    def __init__(self, host: str, chain_id: int) -> None:
+        self._client = ClobClient(host.rstrip("/"), chain_id=chain_id)
+
+    def resolution(self, market: str) -> Resolution:
+        return market_resolution(self._client, market)
+
+
 class Clob:
     """The CLOB REST API, blocking, through py-clob-client-v2."""
 
@@ -194,13 +233,7 @@ class Clob:
         """The address that makes our orders and holds the money."""
         return self._client.builder.funder
 
-    def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return fn(*args)
-        except PolyException as exc:
-            raise venue_error(exc) from None
-        except (msgspec.ValidationError, KeyError, TypeError, ValueError) as exc:
-            raise VenueError(base.UNAVAILABLE, f"unexpected answer from the venue: {exc}", unknown=True) from None
+    _call = staticmethod(call)
 
     def connect(self) -> None:
         """API credentials: given ones (which must be the key's: StartupError if not), else created or derived with
@@ -409,6 +442,9 @@ class Clob:
             raise venue_error(exc) from None
         return str(answer.get("heartbeat_id", "")) if isinstance(answer, dict) else ""
 
+    def resolution(self, market: str) -> Resolution:
+        return market_resolution(self._client, market)
+
     def rules(self, token_id: str, market: str) -> MarketRules:
         if not market:
             raise VenueError(base.UNKNOWN_MARKET, f"token {token_id}: the order names no market")
@@ -589,6 +625,9 @@ class PolymarketVenue:
 
     async def balance(self) -> Balance | None:
         return await self._run(self.clob.balance)
+
+    async def resolution(self, market: str) -> Resolution:
+        return await self._run(self.clob.resolution, market)
 
     def observe(self, msg: Any) -> None:
         pass
