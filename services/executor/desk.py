@@ -76,7 +76,6 @@ class Desk:
         self.failed: set[str] = set()  # signals whose residual exposure was reported
         self.ledger = Ledger()
         self.seen: set[tuple[str, str]] = set()  # (trade id, venue order id): counted, or failed before it was
-        self.fills: dict[tuple[str, str], m.Fill] = {}  # the fills counted, by the same key, until their trade failed
         self.history: set[tuple[str, str]] = set()  # counted, not published: the account's history found at start
         self.foreign: dict[str, VenueOrder] = {}  # open orders of the account that are not ours
         self.rules: dict[str, MarketRules] = {}
@@ -116,7 +115,6 @@ class Desk:
                     t.status = "rejected" if isinstance(rec, m.OrderRejected) else "canceled"
             case m.Fill():
                 self.seen.add((rec.trade_id, rec.venue_order_id))
-                self.fills[(rec.trade_id, rec.venue_order_id)] = rec
                 if self.ledger.apply(rec) and (t := self.orders.get(rec.order_id)) is not None:
                     self._count_fill(t, rec.size, rec.price)
             case m.FillStatus():
@@ -237,7 +235,8 @@ class Desk:
         key = (f.trade_id, f.venue_order_id)
         status = f.status.upper()
         if key in self.seen:
-            counted = self.fills.get(key)
+            t = self.by_venue.get(f.venue_order_id)
+            counted = self.ledger.counted.get((f.trade_id, t.order.id if t is not None else f.venue_order_id))
             if counted is not None and status in ("CONFIRMED", "FAILED"):
                 self._status(counted, status, publish and key not in self.history)
             return
@@ -254,7 +253,6 @@ class Desk:
                       liquidity=f.liquidity, status=f.status, signal_id=o.signal_id if o else "",
                       source=o.source if o else "", venue_ts_ms=f.ts_ms, rebate=rebate)
         self.ledger.apply(fill)
-        self.fills[key] = fill
         if t is not None:
             self.ack(t, "matched")
             self._count_fill(t, f.size, f.price)
@@ -281,7 +279,6 @@ class Desk:
         if not self.ledger.moved(msg):
             return False
         if msg.status == "FAILED":
-            self.fills.pop((fill.trade_id, fill.venue_order_id), None)
             if (t := self.orders.get(fill.order_id)) is not None:
                 t.filled -= fill.size
                 t.cost -= fill.size * fill.price
