@@ -305,6 +305,11 @@ class Mesh(Trading):
         return {t: s for t, s in shares.items() if s}, collateral
 
 
+    def close(self) -> None:
+        super().close()
+        self.venue.stop()
+
+
 def figures(positions: list[m.Position]) -> dict[str, tuple[D, D, D, D]]:
     """(size, pending, cost, fees) per token held."""
     return {p.token_id: (p.size, p.pending, p.size * p.avg_price, p.fees) for p in positions if p.size}
@@ -322,7 +327,6 @@ def mesh(tmp_path_factory) -> Iterator[Mesh]:
         yield mesh
     finally:
         mesh.close()
-        mesh.venue.stop()
 
 
 def test_a_trade_failed_after_its_fill_is_reversed_everywhere_and_positions_say_what_is_settled(mesh: Mesh) -> None:
