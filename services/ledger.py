@@ -240,7 +240,7 @@ class Ledger:
         fill, key = msg.fill, (msg.fill.trade_id, msg.fill.order_id)
         if key in self.reversed:
             return False
-        unheard = key not in self.counted and key not in self.seen and fill.ts_ns > self.base_ns
+        unheard = key not in self.seen and fill.ts_ns > self.base_ns  # else counted, or in the loaded view
         if unheard and msg.status == SETTLED:
             return self.apply(msgspec.structs.replace(fill, status=msg.status))
         sign = fill.size if fill.side == "BUY" else -fill.size
@@ -339,10 +339,11 @@ class Ledger:
     def load(self, positions: Iterable[m.Position], by_source: Iterable[m.SourceHolding] = (),
              as_of_ns: int = 0) -> None:
         """Replace every holding with a reconciled view (the executor's, which it reconciled with the venue), made
-        at ``as_of_ns``: fills made up to then are in it."""
+        at ``as_of_ns``: the fills made up to then, and how their trades settled up to then, are in it, and nothing
+        since is (the caller applies what came since again, and only that: a fill's time tells which it is)."""
         self.base = (list(positions), list(by_source))
         self.base_ns = as_of_ns
-        self.history, self.counted, self.unsettled = [], {}, set()
+        self.history, self.counted, self.seen, self.unsettled, self.reversed = [], {}, set(), set(), set()
         self._load(*self.base)
 
     def _load(self, positions: list[m.Position], by_source: list[m.SourceHolding]) -> None:

@@ -188,6 +188,23 @@ def test_risk_reverses_a_failed_fill_and_its_exposure_on_the_same_message() -> N
     assert risk.ledger.holdings["no"].pending == 0
 
 
+def test_risk_taking_the_executors_account_keeps_what_came_since_a_fill_and_a_failure() -> None:
+    """The account is older than a fill and a failure risk heard while asking for it: both apply on top of it."""
+    risk = RiskEngine(Limits(), AgentLimits())
+    old, new = FILLS[0], fill("t5", "BUY", "3", "0.50", ts_ns=T0 + 100)
+    risk.observe(old)
+    account = m.AccountReply(ts_ns=T0 + 50, mode="live", positions=risk.ledger.positions(),
+                             holdings=risk.ledger.source_holdings())
+    meanwhile = [new, m.FillStatus(ts_ns=T0 + 101, fill=old, status="FAILED")]
+    for msg in meanwhile:
+        risk.observe(msg)
+    risk.reconcile(account, T0 + 40, meanwhile)
+    held, = risk.ledger.positions()
+    assert (held.size, held.pending, held.size * held.avg_price, held.fees) == (D(3), D(3), D("1.5"), D(0))
+    assert risk.ledger.source_holdings() == [m.SourceHolding(source="strategy:a", token_id="yes", market="mk",
+                                                             size=D(3))]
+
+
 # ---------------------------------------------------------------- the venue
 
 
