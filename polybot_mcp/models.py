@@ -370,7 +370,8 @@ class FillView(BaseModel):
     size: str = Field(description="Shares")
     fee: str = Field(description="Fee paid, in USDC")
     liquidity: str = Field(description="taker or maker")
-    status: str = Field(description="The trade's settlement: MATCHED, MINED, CONFIRMED (or FAILED)")
+    status: str = Field(description="The trade's settlement on chain: MATCHED, MINED or RETRYING (pending), "
+                                    "CONFIRMED (settled); a fill whose trade FAILED is reversed and not listed")
 
 
 class FillPage(BaseModel):
@@ -401,7 +402,12 @@ class PositionView(BaseModel):
                                     "outcome (close_position, a leg)")
     question: str
     outcome: str
-    size: str = Field(description="Shares held")
+    size: str = Field(description="Shares held, counting fills whose trade is not settled on chain yet")
+    settled: str = Field(description="Of size, the shares settled on chain (their trades CONFIRMED): what the wallet "
+                                     "holds now")
+    pending: str = Field(description="Of size, the net shares of fills whose trade is not settled yet (MATCHED, "
+                                     "MINED, RETRYING; a pending sell counts negative). A trade that fails is reversed "
+                                     "out of size, cost and PnL")
     avg_price: str = Field(description="Average cost per share")
     cost: str = Field(description="USDC paid for the shares held")
     mark: str | None = Field(None, description="The mid (or last trade) it is valued at; null with neither")

@@ -868,9 +868,9 @@ def register_tools(server: MCPServer, link: MeshLink, agent: str = AGENT) -> Too
         cursor: Annotated[str | None, Field(description="next_cursor of the previous page")] = None,
         ctx: Context = None,  # type: ignore[assignment]
     ) -> Positions:
-        """Positions from the recorded fills, by market and outcome: size, average price, mark, unrealized and
-        realized PnL, fees, maker rebates, and in_sets: the shares held with every other outcome of the market, worth
-        the 1 per set they merge into."""
+        """Positions from the recorded fills, by market and outcome: size (of it settled on chain and pending),
+        average price, mark, unrealized and realized PnL, fees, maker rebates, and in_sets: the shares held with every
+        other outcome of the market, worth the 1 per set they merge into. Fills whose trade failed are left out."""
         offset = decode_cursor(cursor)
         market_id = (await tools.market_of(market))[0].market if market else ""
         who = source_filter(source, tools.source(ctx))

@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "flow'; the ready-made test account is exempt")
     parser.add_argument("--heartbeat-timeout-ms", type=int, default=10_000,
                         help="once an account heartbeats, this much silence cancels its orders (default: 10000)")
+    parser.add_argument("--mined-after-ms", type=int, default=300,
+                        help="a trade turns MINED this long after it matched (default: 300)")
+    parser.add_argument("--confirmed-after-ms", type=int, default=800,
+                        help="and CONFIRMED this long after (default: 800); /_admin/confirm-trade and "
+                             "/_admin/fail-trade settle one sooner")
     parser.add_argument("--still", action="store_true",
                         help="no living markets: books move only on trades and admin requests")
     parser.add_argument("--requotes-per-s", type=float, default=4.0,
@@ -68,7 +73,8 @@ def options_from(args: argparse.Namespace) -> VenueOptions:
                         starting_collateral=args.starting_collateral, still=args.still,
                         fund_test_account=args.fund_test_account, fund_new_accounts=args.fund_new_accounts,
                         deposit_wallet_flow=args.deposit_wallet_flow,
-                        heartbeat_timeout_ms=args.heartbeat_timeout_ms,
+                        heartbeat_timeout_ms=args.heartbeat_timeout_ms, mined_after_ms=args.mined_after_ms,
+                        confirmed_after_ms=args.confirmed_after_ms,
                         life=LifeOptions(requotes_per_s=args.requotes_per_s, trades_per_s=args.trades_per_s,
                                          gaps_per_s=args.gaps_per_s, gap=args.gap, gap_ms=args.gap_ms,
                                          resolutions_per_s=args.resolutions_per_s))

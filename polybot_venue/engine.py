@@ -562,6 +562,71 @@ class Engine:
         self.unconfirmed = [t for t in self.unconfirmed if t.status != "CONFIRMED"]
         return moved
 
+    def confirm_trade(self, trade_id: str) -> Trade:
+        """A trade settles on chain now (CONFIRMED), however young it is; refused unless it is pending."""
+        trade = self._pending_trade(trade_id, "confirm")
+        trade.status, trade.last_update_ms = "CONFIRMED", self.clock()
+        self.unconfirmed = [t for t in self.unconfirmed if t is not trade]
+        self.outbox.append(("trade", trade))
+        return trade
+
+    def _pending_trade(self, trade_id: str, what: str) -> Trade:
+        trade = self.trades.get(trade_id)
+        if trade is None:
+            raise VenueError(f"unknown trade {trade_id}", 404)
+        if trade.status not in ("MATCHED", "MINED", "RETRYING"):
+            raise VenueError(f"trade {trade_id} is {trade.status}: only a MATCHED, MINED or RETRYING trade can "
+                             f"{what}", 409)
+        return trade
+
+    def fail_trade(self, trade_id: str, retrying: bool = False) -> Trade:
+        """A trade's settlement on chain fails: ``retrying`` marks it RETRYING (the operator resubmits; nothing
+        moves yet), else it is FAILED and what it moved goes back as if it never matched: the buyer's collateral
+        (price and fee) and allowance, the seller's shares, the fee account's fee and the maker's rebate accrued.
+        What the orders matched stays matched: a failed trade does not reopen them. Refused for a trade already
+        CONFIRMED or FAILED, or when a wallet no longer holds what would go back out of it."""
+        trade = self._pending_trade(trade_id, "fail")
+        if retrying:
+            trade.status, trade.last_update_ms = "RETRYING", self.clock()
+            self.unconfirmed = [t for t in self.unconfirmed if t is not trade]  # it confirms no more on its own
+            self.outbox.append(("trade", trade))
+            return trade
+        sides = [(trade.taker, trade.price, trade.fee), (trade.maker.order, trade.maker.price, ZERO)]
+        for order, price, fee in sides:  # what each wallet gives back must still be in it
+            account = self.account(order.address)
+            if order.side == "BUY" and account.available_shares(order.token_id) < trade.size:
+                raise VenueError(f"trade {trade_id} cannot fail: {order.address} no longer holds the "
+                                 f"{fmt(trade.size)} shares it bought (sold or held by open orders)", 409)
+            if order.side == "SELL" and account.available_collateral() < trade.size * price - fee:
+                raise VenueError(f"trade {trade_id} cannot fail: {order.address} no longer holds the "
+                                 f"{fmt(trade.size * price - fee)} pUSD its sale brought", 409)
+        for order, price, fee in sides:
+            self._unsettle(order, trade.size, price, fee)
+        rebate = trade.fee * trade.market.rebate_rate
+        if rebate:  # taken off what the maker accrued that day, paid or not (a negative balance pays out less)
+            key = (utc_day(trade.match_ms), trade.maker.order.address.lower(), trade.market.condition_id)
+            self.rebates[key] = self.rebates.get(key, ZERO) - rebate
+        trade.status, trade.last_update_ms = "FAILED", self.clock()
+        self.unconfirmed = [t for t in self.unconfirmed if t is not trade]
+        self.outbox.append(("trade", trade))
+        return trade
+
+    def _unsettle(self, order: Order, qty: Decimal, price: Decimal, fee: Decimal) -> None:
+        """``_settle`` undone: the wallet's collateral, allowance and shares as before the trade."""
+        account = self.account(order.address)
+        if order.side == "BUY":
+            account.collateral += qty * price + fee
+            exchange = self.exchange_of(order.market)
+            allowance = account.allowances.get(exchange, ZERO)
+            if allowance < UNLIMITED:  # the transferFrom that spent it never happened
+                account.allowances[exchange] = allowance + qty * price + fee
+            account.shares[order.token_id] -= qty
+        else:
+            account.shares[order.token_id] = account.shares.get(order.token_id, ZERO) + qty
+            account.collateral -= qty * price - fee
+        if fee:
+            self.account(self.fee_account).collateral -= fee
+
     def open_orders(self, owner: str | None = None, market: str = "", asset_id: str = "",
                     order_id: str = "") -> list[Order]:
         return [o for o in self.orders.values()

@@ -314,6 +314,34 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
         venue.state.heartbeats_refused = refuse
         return {"refuse": refuse}
 
+    def pending_trade(data: dict) -> str:
+        """The trade named by ``{"trade": id}``, or ``{"market": condition id}``: its latest trade not confirmed yet."""
+        if "trade" in data:
+            return str(data["trade"])
+        if "market" in data:
+            market = market_of(data)
+            pending = [t for t in engine.trade_log
+                       if t.market is market and t.status in ("MATCHED", "MINED", "RETRYING")]
+            if not pending:
+                raise VenueError(f"market {market.condition_id} has no trade that is not confirmed yet", 404)
+            return pending[-1].id
+        raise VenueError("give the trade's id as \"trade\", or a market's condition id as \"market\"")
+
+    def fail_trade(data: dict, news: News) -> dict:
+        """A trade's settlement fails on chain: it turns FAILED (``"retrying": true``: RETRYING, nothing moved yet),
+        its balances go back as if it never matched, and both sides hear its status on the user channel and in
+        /data/trades, as from Polymarket."""
+        retrying = data.get("retrying", False)
+        if not isinstance(retrying, bool):
+            raise VenueError("retrying must be true or false")
+        trade = engine.fail_trade(pending_trade(data), retrying)
+        return {"trade": trade.id, "status": trade.status, "market": trade.market.condition_id}
+
+    def confirm_trade(data: dict, news: News) -> dict:
+        """A trade settles on chain now (CONFIRMED), before ``confirmed_after_ms`` would confirm it."""
+        trade = engine.confirm_trade(pending_trade(data))
+        return {"trade": trade.id, "status": trade.status, "market": trade.market.condition_id}
+
     def received(data: dict, news: News) -> dict:
         """Every order that reached the order endpoints lately, in order, whatever the answer (AppState.received)."""
         return {"orders": list(venue.state.received)}
@@ -380,6 +408,7 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
                  "approve": run(approve), "relayer-key": run(relayer_key), "drop-connections": drop, "stall": stall,
                  "latency": latency, "restart": restart, "rate-limits": rate_limits, "session-key": run(session_key),
                  "closed-only": run(closed_only), "clock": run(clock), "received": run(received),
+                 "fail-trade": run(fail_trade), "confirm-trade": run(confirm_trade),
                  "heartbeats": run(heartbeats)}
     return [Route(f"/_admin/{name}", loopback_only(endpoint), methods=["POST"]) for name, endpoint in endpoints.items()]
 

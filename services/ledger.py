@@ -4,6 +4,14 @@ A BUY of q at p adds q shares at cost q*p; its fee (taker only, in collateral) i
 A SELL of q at p realizes (p - average cost) * q less its fee. A resolved market pays 1 per winning share and
 0 per losing one, which realizes what is left. A fill is counted once, however often it is reported.
 
+Settlement on chain (``FillStatus``): a fill is pending (its trade MATCHED, MINED or RETRYING) until its trade is
+CONFIRMED (settled); each holding says how many of its shares are pending (``Holding.pending``, net: a pending
+sell counts negative), the rest are settled. A trade that FAILED after its fill was counted is reversed exactly:
+the holdings are rebuilt from what they were built from (the fills and settlements since the start, or since
+``load``) without it, so position, cost basis, realized PnL, fees, whose shares they are and the rebate estimate
+are as if it had never been. A fill that was already in a loaded view (risk's reconciled positions) cannot be
+replayed; it is taken back at its price and the average cost now (exact for a buy, as near as can be for a sell).
+
 The ledger also says whose fills the shares came from: per source (``strategy:NAME``, ``mcp:CLIENT``), the
 shares its fills bought less those they sold, so an agent can be kept to selling what it bought itself.
 
@@ -22,6 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import ROUND_FLOOR, Decimal
 from typing import NamedTuple
 
+import msgspec
+
 from . import messages as m
 
 ZERO = Decimal(0)
@@ -29,8 +39,17 @@ ONE = Decimal(1)
 MICRO = Decimal("0.000001")  # the venue reports and pays rebates in micro-units of USDC
 
 
+FAILED = "FAILED"
+SETTLED = "CONFIRMED"
+
+
+def pending(status: str) -> bool:
+    """A fill whose trade is not settled on chain yet (nor failed): MATCHED, MINED, RETRYING."""
+    return status.upper() not in (SETTLED, FAILED)
+
+
 class Holding:
-    __slots__ = ("token_id", "market", "size", "cost", "realized", "fees")
+    __slots__ = ("token_id", "market", "size", "cost", "realized", "fees", "pending")
 
     def __init__(self, token_id: str, market: str) -> None:
         self.token_id = token_id
@@ -39,6 +58,11 @@ class Holding:
         self.cost = ZERO  # what the shares held cost, fees apart
         self.realized = ZERO
         self.fees = ZERO
+        self.pending = ZERO  # of size, the net shares of fills not settled on chain yet
+
+    @property
+    def settled(self) -> Decimal:
+        return self.size - self.pending
 
     @property
     def avg_price(self) -> Decimal:
@@ -46,7 +70,7 @@ class Holding:
 
     def position(self) -> m.Position:
         return m.Position(token_id=self.token_id, market=self.market, size=self.size, avg_price=self.avg_price,
-                          realized=self.realized, fees=self.fees)
+                          realized=self.realized, fees=self.fees, pending=self.pending)
 
 
 def utc_day(ms: int) -> str:
@@ -97,6 +121,20 @@ class Rebates:
         key = (day, fill.market)
         self.earned.setdefault(key, []).append(Earned(fill.source, fill.token_id, fill.rebate, weight))
         self.estimates[key] = self.estimates.get(key, ZERO) + fill.rebate
+
+    def unfill(self, fill: m.Fill) -> None:
+        """Take back a maker fill counted by ``fill`` (its trade failed)."""
+        if fill.liquidity != "MAKER":
+            return
+        key = (utc_day(fill.venue_ts_ms or fill.ts_ns // 1_000_000), fill.market)
+        earned = self.earned.get(key, [])
+        mine = Earned(fill.source, fill.token_id, fill.rebate, fill.size * fill.price * (ONE - fill.price))
+        if mine not in earned:
+            return
+        earned.remove(mine)  # equal entries are alike: whichever goes, what is left is the same
+        self.estimates[key] -= fill.rebate
+        if not earned:
+            del self.earned[key], self.estimates[key]
 
     def report(self, msg: m.Rebate) -> bool:
         """The venue's total for a day and market; False when it says nothing new."""
@@ -152,12 +190,24 @@ def _shares(amount: Decimal, earned: list[Earned]) -> list[tuple[tuple[str, str]
     return [((e.source, e.token_id), part) for e, part in zip(earned, parts)]
 
 
+Settlement = tuple[str, str]  # a resolved market: (market, winning token)
+
+
 class Ledger:
     def __init__(self) -> None:
         self.holdings: dict[str, Holding] = {}
         self.by_source: dict[tuple[str, str], Decimal] = {}  # (source, token) -> net shares its fills bought
         self.seen: set[tuple[str, str]] = set()  # (trade id, order id): a fill reported twice counts once
         self.rebates = Rebates()
+        # What the holdings are built from, to rebuild them without a fill whose trade failed: the view ``load``
+        # gave (and its time), then every fill and settlement since, in order.
+        self.base: tuple[list[m.Position], list[m.SourceHolding]] = ([], [])
+        self.base_ns = 0
+        self.history: list[m.Fill | Settlement] = []
+        self.counted: dict[tuple[str, str], m.Fill] = {}  # the fills in ``history``
+        self.unsettled: set[tuple[str, str]] = set()  # counted fills still pending on chain
+        self.reversed: set[tuple[str, str]] = set()  # fills whose trade failed
+        self.resolved: set[str] = set()  # markets settled
 
     def holding(self, token_id: str, market: str = "") -> Holding:
         held = self.holdings.get(token_id)
@@ -168,15 +218,58 @@ class Ledger:
         return held
 
     def apply(self, fill: m.Fill) -> bool:
-        """Count one fill; False when it was counted before."""
+        """Count one fill (pending or settled, as its status says); False when it was counted before, or its trade
+        failed before it was counted (it never counts)."""
         key = (fill.trade_id, fill.order_id)
-        if key in self.seen:
+        if key in self.seen or fill.status.upper() == FAILED:
             return False
         self.seen.add(key)
+        self.history.append(fill)
+        self.counted[key] = fill
+        if pending(fill.status):
+            self.unsettled.add(key)
         self.rebates.fill(fill)
+        self._count(fill)
+        return True
+
+    def moved(self, msg: m.FillStatus) -> bool:
+        """A counted fill's trade settled (CONFIRMED: its shares are no longer pending) or failed (FAILED: the fill
+        is reversed exactly). A status of a fill never heard of counts it as what it now is (one this ledger missed
+        is counted settled; one that failed stays uncounted); one in the loaded view (counted before ``load``, or
+        made before the view was) changes that view. False when it changes nothing."""
+        fill, key = msg.fill, (msg.fill.trade_id, msg.fill.order_id)
+        if key in self.reversed:
+            return False
+        unheard = key not in self.seen and fill.ts_ns > self.base_ns  # else counted, or in the loaded view
+        if unheard and msg.status == SETTLED:
+            return self.apply(msgspec.structs.replace(fill, status=msg.status))
+        sign = fill.size if fill.side == "BUY" else -fill.size
+        if msg.status == SETTLED:
+            if key in self.counted and key not in self.unsettled:
+                return False
+            self.unsettled.discard(key)
+            if fill.market not in self.resolved:  # a resolved market's shares were redeemed: none pend
+                self.holding(fill.token_id, fill.market).pending -= sign
+            return True
+        self.seen.add(key)
+        self.reversed.add(key)
+        if unheard:  # never counted here: it never will be
+            return False
+        self.unsettled.discard(key)
+        self.rebates.unfill(fill)
+        if key in self.counted:
+            del self.counted[key]
+            self._rebuild()
+        else:
+            self._uncount(fill, sign)
+        return True
+
+    def _count(self, fill: m.Fill) -> None:
         held = self.holding(fill.token_id, fill.market)
         whose = (fill.source, fill.token_id)
         self.by_source[whose] = self.by_source.get(whose, ZERO) + (fill.size if fill.side == "BUY" else -fill.size)
+        if (fill.trade_id, fill.order_id) in self.unsettled:
+            held.pending += fill.size if fill.side == "BUY" else -fill.size
         held.fees += fill.fee
         held.realized -= fill.fee
         if fill.side == "BUY":
@@ -189,7 +282,37 @@ class Ledger:
             held.size -= fill.size
             if held.size <= 0:
                 held.cost = ZERO
-        return True
+
+    def _rebuild(self) -> None:
+        """The holdings from the loaded view and the history again, leaving out the reversed fills."""
+        self._load(*self.base)
+        for event in self.history:
+            if isinstance(event, m.Fill):
+                if (event.trade_id, event.order_id) not in self.reversed:
+                    self._count(event)
+            else:
+                self._settle(*event)
+
+    def _uncount(self, fill: m.Fill, sign: Decimal) -> None:
+        """A fill in the loaded view taken back: a buy exactly; a sell at the average cost now (the one it released
+        is not known)."""
+        held = self.holding(fill.token_id, fill.market)
+        whose = (fill.source, fill.token_id)
+        self.by_source[whose] = self.by_source.get(whose, ZERO) - sign
+        if fill.market not in self.resolved:
+            held.pending -= sign  # it was pending: a trade that failed was never confirmed
+        held.fees -= fill.fee
+        held.realized += fill.fee
+        if fill.side == "BUY":
+            held.size -= fill.size
+            held.cost -= fill.size * fill.price
+            if held.size <= 0:
+                held.cost = ZERO
+        else:
+            restored = held.avg_price * fill.size
+            held.realized -= fill.size * fill.price - restored
+            held.cost += restored
+            held.size += fill.size
 
     def rebate(self, msg: m.Rebate) -> bool:
         """The venue's report of a day's maker rebates in a market; False when it says nothing new."""
@@ -197,21 +320,38 @@ class Ledger:
 
     def settle(self, market: str, winning_token_id: str) -> None:
         """A resolved market: every share of it is redeemed at 1 (winner) or 0."""
+        self.history.append((market, winning_token_id))
+        self.resolved.add(market)
+        self._settle(market, winning_token_id)
+
+    def _settle(self, market: str, winning_token_id: str) -> None:
         for held in self.holdings.values():
-            if held.market == market and held.size:
+            if held.market != market:
+                continue
+            held.pending = ZERO
+            if held.size:
                 payout = ONE if held.token_id == winning_token_id else ZERO
                 held.realized += held.size * payout - held.cost
                 held.size, held.cost = ZERO, ZERO
         for source, token in [k for k in self.by_source if self.holdings[k[1]].market == market]:
             del self.by_source[(source, token)]
 
-    def load(self, positions: Iterable[m.Position], by_source: Iterable[m.SourceHolding] = ()) -> None:
-        """Replace every holding with a reconciled view (the executor's, which it reconciled with the venue)."""
+    def load(self, positions: Iterable[m.Position], by_source: Iterable[m.SourceHolding] = (),
+             as_of_ns: int = 0) -> None:
+        """Replace every holding with a reconciled view (the executor's, which it reconciled with the venue), made
+        at ``as_of_ns``: the fills made up to then, and how their trades settled up to then, are in it, and nothing
+        since is (the caller applies what came since again, and only that: a fill's time tells which it is)."""
+        self.base = (list(positions), list(by_source))
+        self.base_ns = as_of_ns
+        self.history, self.counted, self.seen, self.unsettled, self.reversed = [], {}, set(), set(), set()
+        self._load(*self.base)
+
+    def _load(self, positions: list[m.Position], by_source: list[m.SourceHolding]) -> None:
         self.holdings = {}
         for pos in positions:
             held = self.holding(pos.token_id, pos.market)
             held.size, held.cost = pos.size, pos.size * pos.avg_price
-            held.realized, held.fees = pos.realized, pos.fees
+            held.realized, held.fees, held.pending = pos.realized, pos.fees, pos.pending
         self.by_source = {}
         for h in by_source:
             self.holding(h.token_id, h.market)

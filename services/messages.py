@@ -305,6 +305,19 @@ class Fill(Message, frozen=True, kw_only=True):
     stream: str = ""
 
 
+class FillStatus(Message, frozen=True, kw_only=True):
+    """A counted fill's trade moved on at the venue: ``CONFIRMED`` (settled on chain: its shares are the wallet's) or
+    ``FAILED`` (its settlement failed on chain: nothing changed hands, so the fill is reversed, as if it had never
+    been). ``fill`` is the fill as first published (its ``status`` the one it was counted with). A Fill is pending
+    from MATCHED (MINED and RETRYING too) until one of these says otherwise; one the venue reports FAILED before it
+    was counted is never counted, and has none."""
+
+    fill: Fill
+    status: Literal["CONFIRMED", "FAILED"]
+    seq: int = 0  # numbered by the executor, as OrderAck.seq
+    stream: str = ""
+
+
 class Rebate(Message, frozen=True, kw_only=True):
     """The maker rebates the venue reports for the account on one UTC day in one market: a total, not an increment
     (a later report for the same day and market replaces an earlier one).
@@ -489,6 +502,9 @@ class Position(Struct, frozen=True, kw_only=True):
     avg_price: Decimal  # average cost of the shares held
     realized: Decimal = Decimal("0")  # realized PnL, after fees
     fees: Decimal = Decimal("0")
+    # Of ``size``, the net shares of fills whose trade is not confirmed on chain yet (MATCHED, MINED, RETRYING):
+    # negative for a pending sell. ``size - pending`` is settled: what the wallet holds on chain now.
+    pending: Decimal = Decimal("0")
 
 
 class SourceHolding(Struct, frozen=True, kw_only=True):
@@ -563,7 +579,7 @@ class AccountReply(Message, frozen=True, kw_only=True):
 
 
 # What the executor numbers on ``executions`` (``seq``, ``stream``): everything it journals and publishes.
-Numbered = Union[OrderAck, OrderRejected, Fill, OrderCanceled, ResidualExposure, Rebate, MarketResolved]
+Numbered = Union[OrderAck, OrderRejected, Fill, OrderCanceled, ResidualExposure, Rebate, MarketResolved, FillStatus]
 
 
 class CatchUpRequest(Message, frozen=True, kw_only=True):
@@ -636,7 +652,7 @@ EventsMsg = Union[MarketNew, TickSizeChange, MarketHalted, MarketResolved, Marke
 SignalsMsg = Union[Signal, Cancel]
 OrdersMsg = Union[Order, Cancel]
 ExecutionsMsg = Union[OrderAck, OrderRejected, Fill, OrderCanceled, ResidualExposure, Rebate, MarketResolved,
-                      VenueStatus, Heartbeat]
+                      FillStatus, VenueStatus, Heartbeat]
 DecisionsMsg = Union[SignalAccepted, SignalRejected, SignalPending, Heartbeat]
 ControlRequest = Union[StatusRequest, HaltRequest, ResumeRequest, ThrottleRequest, RestartRequest, ShutdownRequest,
                        SnapshotRequest, PreviewRequest, RiskRequest, ApproveRequest, AccountRequest, QueryRequest,

@@ -6,6 +6,9 @@ and PnL come from ``services.ledger`` (the venue's way: average cost, taker fees
 Maker rebates (``services.ledger.Rebates``) are the venue's reported totals per UTC day and market where it
 reported them, else the maker fills' estimates (``rebates_estimated`` says how much of ``rebates`` that is),
 shared out to tokens and sources by what their maker fills earned; they are part of the PnL.
+A fill counts with its trade's latest status (the ``fills`` view): one whose trade FAILED is out of positions and
+PnL; a position's ``pending`` shares are those of fills not yet CONFIRMED on chain (MATCHED, MINED, RETRYING; net,
+a pending sell negative), ``settled`` the rest (``size - pending``, what the wallet holds on chain now).
 Shares held in complete sets (every outcome of a market) are worth the 1 a set pays (``services.ledger.marked``);
 the rest of an open position is marked at its latest mid (book tops with both sides), else its last trade; with
 neither its unrealized PnL is 0 (held at cost). Quotients (average prices) are rounded to 10 decimal places.
@@ -97,23 +100,23 @@ def ledgers(db: Reader, by_source: bool = False, until: int = END) -> dict[str, 
     events = db.select("""
         SELECT * FROM (
             SELECT ts_ns, 0 AS resolution, trade_id, order_id, token_id, market, side, price, size, fee, source,
-                   NULL AS winner FROM fills
+                   status, NULL AS winner FROM fills
             UNION ALL
-            SELECT ts_ns, 1, NULL, NULL, NULL, market, NULL, NULL, NULL, NULL, NULL, winning_token_id
+            SELECT ts_ns, 1, NULL, NULL, NULL, market, NULL, NULL, NULL, NULL, NULL, NULL, winning_token_id
             FROM market_events WHERE kind = 'MarketResolved'
             UNION ALL  -- the executor's settlements: a resolution the scanner's word never brought here
-            SELECT ts_ns, 1, NULL, NULL, NULL, market, NULL, NULL, NULL, NULL, NULL, token_id
+            SELECT ts_ns, 1, NULL, NULL, NULL, market, NULL, NULL, NULL, NULL, NULL, NULL, token_id
             FROM executions WHERE kind = 'MarketResolved')
         WHERE ts_ns <= ? ORDER BY ts_ns, resolution""", [until]).rows
     out: dict[str, Ledger] = {}
-    for _, resolution, trade, order, token, market, side, price, size, fee, source, winner in events:
+    for _, resolution, trade, order, token, market, side, price, size, fee, source, status, winner in events:
         if resolution:
             for ledger in out.values():
                 ledger.settle(market, winner)
             continue
         ledger = out.setdefault(source if by_source else "", Ledger())
         ledger.apply(m.Fill(order_id=order, venue_order_id="", trade_id=trade, token_id=token, market=market,
-                            side=side, price=price, size=size, fee=fee))
+                            side=side, price=price, size=size, fee=fee, status=status or "MATCHED"))
     return out
 
 
@@ -192,12 +195,12 @@ def positions(db: Reader, p: Params) -> Table:
         unrealized = x.unrealized if x is not None and (price is not None or x.in_sets) else None
         outcome, question = names.get(h.token_id, ("", ""))
         rebate, estimated = rebated.get(h.token_id, (ZERO, ZERO))
-        rows.append([h.token_id, h.market, outcome, exact(h.size), exact(h.avg_price),
-                     exact(h.cost), exact(price), exact(unrealized), exact(h.realized), exact(h.fees), exact(rebate),
-                     exact(estimated), exact(h.realized + (unrealized or ZERO) + rebate),
+        rows.append([h.token_id, h.market, outcome, exact(h.size), exact(h.settled), exact(h.pending),
+                     exact(h.avg_price), exact(h.cost), exact(price), exact(unrealized), exact(h.realized),
+                     exact(h.fees), exact(rebate), exact(estimated), exact(h.realized + (unrealized or ZERO) + rebate),
                      exact(x.in_sets if x is not None else ZERO), question])
-    return Table(["token_id", "market", "outcome", "size", "avg_price", "cost", "mark", "unrealized", "realized",
-                  "fees", "rebates", "rebates_estimated", "pnl", "in_sets", "question"], rows)
+    return Table(["token_id", "market", "outcome", "size", "settled", "pending", "avg_price", "cost", "mark",
+                  "unrealized", "realized", "fees", "rebates", "rebates_estimated", "pnl", "in_sets", "question"], rows)
 
 
 def totals(db: Reader, by: str, until: int = END) -> dict[str, list[Decimal]]:
@@ -261,7 +264,7 @@ def orders(db: Reader, p: Params) -> Table:
                    arg_max(status, ts_ns) FILTER (WHERE kind = 'OrderAck') AS ack,
                    max(venue_order_id) FILTER (WHERE kind = 'OrderAck') AS venue_order_id,
                    arg_max(code || ' ' || message, ts_ns) FILTER (WHERE kind = 'OrderRejected') AS why
-            FROM executions WHERE kind <> 'Fill' GROUP BY order_id),
+            FROM executions WHERE kind NOT IN ('Fill', 'FillStatus') GROUP BY order_id),
         f AS (SELECT order_id, sum(size) AS filled, sum(size * price) AS notional, sum(fee) AS fees
               FROM fills GROUP BY order_id),
         o AS (
@@ -419,7 +422,7 @@ def find_signal(db: Reader, given: str, query: str = "trace") -> str:
 
 
 HOP_ORDER = {"book update": 0, "signal": 1, "verdict": 2, "order": 3, "submitted": 4, "ack": 5, "rejected": 5,
-             "fill": 6, "canceled": 7, "residual": 8}
+             "fill": 6, "settled": 7, "failed": 7, "canceled": 7, "residual": 8}
 
 
 def trace(db: Reader, p: Params) -> Table:
@@ -473,6 +476,10 @@ def _execution_hops(kind: str, ts: int, order: str, venue_order: str, status: st
         case "Fill":
             return [(ts, "fill", "venue", f"{num(size)} @ {num(price)} fee {num(fee)} {liquidity} "
                                           f"{status} order {o}", trade)]
+        case "FillStatus":
+            what = "settled on chain" if status == "CONFIRMED" else "failed on chain: the fill is reversed"
+            return [(ts, "settled" if status == "CONFIRMED" else "failed", "venue",
+                     f"trade {short(trade)} {what} ({num(size)} @ {num(price)} order {o})", trade)]
         case "OrderCanceled":
             return [(ts, "canceled", "venue", f"order {o} remaining {num(remaining)} {reason}".rstrip(), order)]
         case "ResidualExposure":

@@ -179,6 +179,14 @@ def fill_rows(msg: m.Fill) -> list[Row]:
                             "", msg.rebate, *_numbering(msg)))]
 
 
+def fill_status_rows(msg: m.FillStatus) -> list[Row]:
+    """A fill's trade settled or failed: a row of the fill with its new status (the ``fills`` view keeps the latest)."""
+    f = msg.fill
+    return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "FillStatus", f.order_id, f.venue_order_id, f.signal_id,
+                            f.source, msg.status, None, "", "", f.trade_id, f.token_id, f.market, f.side, f.price,
+                            f.size, f.fee, f.liquidity, f.venue_ts_ms, None, "", f.rebate, *_numbering(msg)))]
+
+
 def canceled_rows(msg: m.OrderCanceled) -> list[Row]:
     return [("executions", (msg.id, msg.ts_ns, msg.trace_id, "OrderCanceled", msg.order_id, msg.venue_order_id,
                             msg.signal_id, msg.source, "", None, "", "", "", "", "", "", None, None, None, "", None,
@@ -209,7 +217,7 @@ ROWS: dict[type, Callable[[Any], list[Row]]] = {
     m.LastTrade: trade_rows, m.MarketNew: market_rows, m.TickSizeChange: tick_rows, m.MarketHalted: halted_rows,
     m.MarketResolved: resolved_rows, m.MarketStale: stale_rows, m.SignalAccepted: accepted_rows,
     m.SignalRejected: rejected_rows, m.SignalPending: pending_rows, m.OrderAck: ack_rows,
-    m.OrderRejected: order_rejected_rows, m.Fill: fill_rows,
+    m.OrderRejected: order_rejected_rows, m.Fill: fill_rows, m.FillStatus: fill_status_rows,
     m.OrderCanceled: canceled_rows, m.ResidualExposure: residual_rows, m.Rebate: rebate_rows,
     m.VenueStatus: venue_status_rows,
 }

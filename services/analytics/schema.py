@@ -20,9 +20,10 @@ Tables (every ``ts_ns`` is the message's origin time, ns since the epoch; ``id``
 - ``executions``: the order lifecycle, told apart by ``kind``: ``OrderAck`` (``status``, ``venue_order_id``,
   ``submitted_ts_ns``: handed to the venue client), ``OrderRejected`` (``code``, ``message``), ``Fill``
   (``trade_id``, ``price``, ``size``, ``fee`` paid in collateral, ``liquidity``, ``status``, ``rebate``: a maker
-  fill's estimated rebate), ``OrderCanceled`` (``remaining``, ``reason``), ``ResidualExposure`` (``reason``;
-  its legs in ``exposures``) and ``MarketResolved`` (the executor settled the shares it held in ``market``:
-  ``token_id`` the winning token, ``reason`` its outcome).
+  fill's estimated rebate), ``FillStatus`` (the same fill again with the status its trade reached on chain:
+  ``CONFIRMED``, or ``FAILED``: reversed), ``OrderCanceled`` (``remaining``, ``reason``), ``ResidualExposure``
+  (``reason``; its legs in ``exposures``) and ``MarketResolved`` (the executor settled the shares it held in
+  ``market``: ``token_id`` the winning token, ``reason`` its outcome).
 - ``rebates``: each ``Rebate``: the maker rebates the venue reported for one UTC ``day`` in one market, a total
   (the latest report of a day and market holds), ``final`` once the day is over at the venue.
 - ``executions`` and ``rebates`` rows carry the executor's numbering (``stream``, ``seq``; NULL: not numbered), by
@@ -30,8 +31,9 @@ Tables (every ``ts_ns`` is the message's origin time, ns since the epoch; ``id``
 - ``meta``: the schema version, and per executor stream the seq up to which every record is recorded
   (``executions_floor:<stream>``).
 
-Views: ``fills`` (each fill once: the latest report of a (trade, order) pair, failed ones left out, at the time
-it was first reported; ``rebate`` 0 where not recorded) and ``market_tokens`` (token -> market, outcome name and
+Views: ``fills`` (each fill once: the latest report of a (trade, order) pair, ``Fill`` or ``FillStatus``, failed
+ones left out, at the time it was first reported; ``status`` MATCHED, MINED or RETRYING: pending on chain,
+CONFIRMED: settled; ``rebate`` 0 where not recorded) and ``market_tokens`` (token -> market, outcome name and
 question, latest announcement).
 
 Prices, sizes and money are DECIMAL(38,18): exact, and wider than any venue amount (6 decimals).
@@ -110,14 +112,15 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 VIEWS = {
-    # A fill may be reported more than once as the trade settles (MATCHED, MINED, CONFIRMED): count it once, with
-    # its latest status, at the time it was first reported. A fill without a trade id stands alone.
+    # A fill may be reported more than once as the trade settles (MATCHED, MINED, CONFIRMED; FillStatus rows): count
+    # it once, with its latest status, at the time it was first reported; one whose trade FAILED not at all. A fill
+    # without a trade id stands alone.
     "fills": """
         SELECT * EXCLUDE (latest) FROM (
             SELECT id, min(ts_ns) OVER w AS ts_ns, trace_id, coalesce(nullif(trade_id, ''), id) AS trade_id, order_id,
                    venue_order_id, signal_id, source, token_id, market, side, price, size, fee, liquidity, status,
                    venue_ts_ms, coalesce(rebate, 0) AS rebate, row_number() OVER (w ORDER BY ts_ns DESC) = 1 AS latest
-            FROM executions WHERE kind = 'Fill'
+            FROM executions WHERE kind IN ('Fill', 'FillStatus')
             WINDOW w AS (PARTITION BY coalesce(nullif(trade_id, ''), id), order_id))
         WHERE latest AND status <> 'FAILED'""",
     "market_tokens": """

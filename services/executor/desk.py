@@ -75,7 +75,8 @@ class Desk:
         self.signals: dict[str, list[Tracked]] = {}
         self.failed: set[str] = set()  # signals whose residual exposure was reported
         self.ledger = Ledger()
-        self.seen: set[tuple[str, str]] = set()  # (trade id, venue order id)
+        self.seen: set[tuple[str, str]] = set()  # (trade id, venue order id): counted, or failed before it was
+        self.history: set[tuple[str, str]] = set()  # counted, not published: the account's history found at start
         self.foreign: dict[str, VenueOrder] = {}  # open orders of the account that are not ours
         self.rules: dict[str, MarketRules] = {}
         self.winners: dict[str, str] = {}  # market -> its winning token, for every resolution heard
@@ -115,9 +116,10 @@ class Desk:
                     t.status = "rejected" if isinstance(rec, m.OrderRejected) else "canceled"
             case m.Fill():
                 self.seen.add((rec.trade_id, rec.venue_order_id))
-                self.ledger.apply(rec)
-                if (t := self.orders.get(rec.order_id)) is not None:
+                if self.ledger.apply(rec) and (t := self.orders.get(rec.order_id)) is not None:
                     self._count_fill(t, rec.size, rec.price)
+            case m.FillStatus():
+                self._moved(rec)
             case m.ResidualExposure():
                 self.failed.add(rec.signal_id)
             case m.MarketResolved():
@@ -255,14 +257,21 @@ class Desk:
             t.status = "matched"
 
     def fill(self, f: VenueFill, publish: bool = True) -> None:
-        """One fill, once. ``publish=False`` counts it in the positions only (history found at start)."""
+        """One fill, counted once, pending until its trade is CONFIRMED (then ``FillStatus`` says it settled) or
+        FAILED (then ``FillStatus`` reverses it). One whose trade failed before it was counted is never counted.
+        ``publish=False`` counts it in the positions only (history found at start); so are its later statuses."""
         key = (f.trade_id, f.venue_order_id)
+        status = f.status.upper()
         if key in self.seen:
-            return
-        if f.status.upper() == "FAILED":  # the trade did not settle: nothing changed hands
-            self.counts["failed_trades"] += 1
+            t = self.by_venue.get(f.venue_order_id)
+            counted = self.ledger.counted.get((f.trade_id, t.order.id if t is not None else f.venue_order_id))
+            if counted is not None and status in ("CONFIRMED", "FAILED"):
+                self._status(counted, status, publish and key not in self.history)
             return
         self.seen.add(key)
+        if status == "FAILED":  # the trade did not settle: nothing changed hands
+            self.counts["failed_trades"] += 1
+            return
         t = self.by_venue.get(f.venue_order_id)
         fee, rebate = base.charges(f, self.rules.get(f.token_id))
         o = t.order if t is not None else None
@@ -278,6 +287,30 @@ class Desk:
         if publish:
             self.counts["fills"] += 1
             self.publish(fill)
+        else:
+            self.history.add(key)
+
+    def _status(self, fill: m.Fill, status: str, publish: bool) -> None:
+        """A counted fill's trade settled or failed: the positions follow, and (unless it is history) executions
+        hear it."""
+        msg = m.FillStatus(ts_ns=self.clock(), trace_id=fill.trace_id, fill=fill, status=status)  # type: ignore[arg-type]
+        if not self._moved(msg):
+            return
+        if status == "FAILED":
+            self.counts["failed_after_fill"] += 1
+        if publish:
+            self.publish(msg)
+
+    def _moved(self, msg: m.FillStatus) -> bool:
+        """The ledger and the order's fill count follow a settled or failed trade; False when nothing changed."""
+        fill = msg.fill
+        if not self.ledger.moved(msg):
+            return False
+        if msg.status == "FAILED":
+            if (t := self.orders.get(fill.order_id)) is not None:
+                t.filled -= fill.size
+                t.cost -= fill.size * fill.price
+        return True
 
     def update(self, v: VenueOrder) -> None:
         """An order's state as the venue reports it."""

@@ -46,10 +46,11 @@ class JournalError(Exception):
 
 
 NUMBERED = m.members(m.Numbered)
-ALWAYS_KEPT = (m.Fill, m.MarketResolved, m.Rebate, m.ResidualExposure)  # the positions, settlements, failed signals
+# the positions (and how their fills settled), settlements, failed signals
+ALWAYS_KEPT = (m.Fill, m.FillStatus, m.MarketResolved, m.Rebate, m.ResidualExposure)
 
 Record = Union[Numbering, Taken, Submitting, m.OrderAck, m.OrderRejected, m.OrderCanceled, m.Fill, m.ResidualExposure,
-               m.MarketResolved, m.Rebate]
+               m.MarketResolved, m.Rebate, m.FillStatus]
 
 
 class Skipped(NamedTuple):
@@ -95,6 +96,9 @@ def out_of_range(record: Any) -> str:
             if why := (_size("size", record.size) or _price("price", record.price)
                        or ("" if fee_ok else f"has fee {record.fee}, outside [0, its size {record.size}]")):
                 return why
+        case m.FillStatus():
+            if why := out_of_range(record.fill):
+                return f"fill {why}"
     why = m.number_fault(record)  # the sizes and prices of every other record, in the mesh's ranges
     return f"has {why}" if why else ""
 

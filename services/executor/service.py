@@ -241,6 +241,8 @@ class Executor(Service):
                 self.m_fills.labels(msg.liquidity).inc()
                 self.m_notional.inc(float(msg.price * msg.size))  # Prometheus values are floats
                 self.m_fees.inc(float(msg.fee))
+            case m.FillStatus():
+                self.balance_due.set()  # a failed trade gave the collateral back
             case m.OrderRejected():
                 self.m_rejects.labels(msg.code).inc()
             case m.OrderCanceled():

@@ -149,6 +149,9 @@ class RiskEngine:
                 if msg.ts_ns > self.fills_after_ns:
                     self.ledger.apply(msg)
                 self._filled(msg)
+            case m.FillStatus():  # settled, or failed and reversed
+                if msg.ts_ns > self.fills_after_ns:
+                    self.ledger.moved(msg)
             case m.OrderRejected() | m.OrderCanceled():
                 self.open.pop(msg.order_id, None)
             case m.VenueStatus():
@@ -166,7 +169,7 @@ class RiskEngine:
 
         ``meanwhile``: the executions seen while the answer was on its way; those newer than it apply on top.
         """
-        self.ledger.load(account.positions, account.holdings)
+        self.ledger.load(account.positions, account.holdings, account.ts_ns)
         self.fills_after_ns = account.ts_ns
         self.venue = list(account.venue)
         ours = {oid: rest for oid, rest in self.open.items() if rest.order.ts_ns >= asked_ns}
@@ -181,6 +184,8 @@ class RiskEngine:
             if isinstance(msg, m.Fill):
                 self.ledger.apply(msg)
                 self._filled(msg)
+            elif isinstance(msg, m.FillStatus):
+                self.ledger.moved(msg)
             elif isinstance(msg, m.OrderRejected | m.OrderCanceled):
                 self.open.pop(msg.order_id, None)
             elif isinstance(msg, m.MarketResolved):  # the executor settled what it held

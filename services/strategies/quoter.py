@@ -61,6 +61,9 @@ class Quoter:
             case m.Fill() if msg.source == self.source:
                 sign = 1 if msg.side == "BUY" else -1
                 self.inventory[msg.token_id] = self.inventory.get(msg.token_id, Decimal(0)) + sign * msg.size
+            case m.FillStatus(status="FAILED", fill=f) if f.source == self.source:  # it never settled: undone
+                sign = 1 if f.side == "BUY" else -1
+                self.inventory[f.token_id] = self.inventory.get(f.token_id, Decimal(0)) - sign * f.size
             case m.OrderCanceled() | m.OrderRejected() if msg.source == self.source:
                 pass  # the next book update re-quotes what is missing
             case m.BookSnapshot() | m.BookDelta():

@@ -178,7 +178,8 @@ class PaperBook:
                          venue_order_id=resting.venue_order_id, token_id=order.token_id, market=order.market,
                          side=order.side, price=price, size=qty, liquidity=liquidity, fee_rate=rules.fee_rate,
                          fee=base.taker_fee(qty, price, rules.fee_rate, rules.fee_exponent) if taker else ZERO,
-                         rebate=ZERO if taker else base.maker_rebate(qty, price, rules), ts_ms=self.clock_ms())
+                         rebate=ZERO if taker else base.maker_rebate(qty, price, rules), ts_ms=self.clock_ms(),
+                         status="CONFIRMED")  # no chain to settle on: settled at once
         self.fills.append(fill)
         return fill
 
