@@ -238,6 +238,10 @@ class SignalAccepted(Message, frozen=True, kw_only=True):
     source: str
     orders: list[Order]
     signal: Signal | None = None
+    # Numbered by risk as it publishes on ``decisions``, in its journal (``stream`` names the journal, ``seq`` counts
+    # from 1), as the executor numbers ``executions``; 0: not numbered (an answer to a preview, or an older risk).
+    seq: int = 0
+    stream: str = ""
 
 
 class SignalRejected(Message, frozen=True, kw_only=True):
@@ -245,6 +249,8 @@ class SignalRejected(Message, frozen=True, kw_only=True):
     source: str
     reasons: list[Reason]
     signal: Signal | None = None
+    seq: int = 0  # numbered by risk, as SignalAccepted.seq
+    stream: str = ""
 
 
 class SignalPending(Message, frozen=True, kw_only=True):
@@ -254,6 +260,8 @@ class SignalPending(Message, frozen=True, kw_only=True):
     source: str
     expires_ts_ns: int
     signal: Signal | None = None
+    seq: int = 0  # numbered by risk, as SignalAccepted.seq
+    stream: str = ""
 
 
 # ---------------------------------------------------------------- order lifecycle (executions)
@@ -580,11 +588,14 @@ class AccountReply(Message, frozen=True, kw_only=True):
 
 # What the executor numbers on ``executions`` (``seq``, ``stream``): everything it journals and publishes.
 Numbered = Union[OrderAck, OrderRejected, Fill, OrderCanceled, ResidualExposure, Rebate, MarketResolved, FillStatus]
+# What risk numbers on ``decisions``: every verdict it publishes.
+NumberedVerdict = Union[SignalAccepted, SignalRejected, SignalPending]
 
 
 class CatchUpRequest(Message, frozen=True, kw_only=True):
-    """To the executor: its numbered ``executions`` records after ``after_seq`` of ``stream``, oldest first, at most
-    ``max_records`` (0: none, only the numbering). Another stream than the executor's (or ""): from its first."""
+    """To the executor (or risk): its numbered ``executions`` (``decisions``) records after ``after_seq`` of
+    ``stream``, oldest first, at most ``max_records`` (0: none, only the numbering). Another stream than its own (or
+    ""): from its first."""
 
     stream: str = ""
     after_seq: int = 0
@@ -592,13 +603,13 @@ class CatchUpRequest(Message, frozen=True, kw_only=True):
 
 
 class CatchUpReply(Message, frozen=True, kw_only=True):
-    """The executor's numbered records after the asked seq; ``first_seq``: the oldest it still keeps (those before it
-    were compacted away), ``last_seq``: the latest it numbered."""
+    """The executor's (risk's) numbered records after the asked seq; ``first_seq``: the oldest it still keeps (those
+    before it were compacted away), ``last_seq``: the latest it numbered."""
 
     stream: str
     first_seq: int = 0
     last_seq: int = 0
-    records: list[Numbered] = []
+    records: list[Union[Numbered, NumberedVerdict]] = []
 
 
 class QueryRequest(Message, frozen=True, kw_only=True):
@@ -616,8 +627,8 @@ class QueryReply(Message, frozen=True, kw_only=True):
     columns: list[str]
     rows: list[list[str | int | float | bool | None]]
     truncated: bool = False
-    # Analytics has not yet recorded everything the executor published (it was down, or missed some): it is asking
-    # the executor's journal for them; ``behind`` of them are known missing (0 while it has not heard how many).
+    # Analytics has not yet recorded everything the executor and risk published (it was down, or missed some): it is
+    # asking their journals for them; ``behind`` of them are known missing (0 while it has not heard how many).
     catching_up: bool = False
     behind: int = 0
 
@@ -625,9 +636,10 @@ class QueryReply(Message, frozen=True, kw_only=True):
         """What to tell whoever reads the answer while analytics is catching up; "" when it is not."""
         if not self.catching_up:
             return ""
-        what = (f"{self.behind} executions records (orders, fills) published while it was not listening are not "
-                "recorded yet" if self.behind else "it has not yet heard from the executor what it missed")
-        return f"analytics is catching up: {what}, so fills, positions and PnL may be incomplete; ask again shortly"
+        what = (f"{self.behind} records (orders, fills, risk's verdicts) published while it was not listening are not "
+                "recorded yet" if self.behind else "it has not yet heard from the executor and risk what it missed")
+        return (f"analytics is catching up: {what}, so fills, positions, PnL and signals with their verdicts may be "
+                "incomplete; ask again shortly")
 
 
 class StatusReply(Message, frozen=True, kw_only=True):

@@ -1,6 +1,7 @@
 """Records are not lost while analytics is down, and an order the journal cannot record is refused: real processes
-(the local venue, scanner, executor, analytics), the test playing risk on ``orders``, DuckDB read back through
-analytics, and the venue's own record of the account's trades as the truth."""
+(the local venue, scanner, executor, risk, analytics), the test playing risk on ``orders`` for the executions and a
+strategy on ``signals`` for risk's verdicts, DuckDB read back through analytics, and the venue's own record of the
+account's trades and risk's own counts as the truth."""
 from __future__ import annotations
 
 import os
@@ -29,14 +30,17 @@ SEED = 61
 
 
 class Mesh(Trading):
-    """The trading mesh without risk: the test sends risk's orders itself and reads the venue's account."""
+    """The trading mesh: the test sends orders itself (beside risk's) and reads the venue's account, and sends
+    signals as a strategy would, hearing risk's verdicts."""
 
     def __init__(self, root: Path) -> None:
         self.venue_proc = Venue(root / "venue", SEED, 100, "--still")
-        # The executor compacts its journal at every start here (past 1 KB): catching up must still work.
+        # The executor compacts its journal at every start here (past 1 KB), and risk keeps only its last 5 verdicts
+        # (compacting at 10): catching up must still work.
         super().__init__(root, self.venue_proc, {"scanner": "", "executor": "journal_compact_mb = 0.001",
-                                                 "analytics": ""})
+                                                 "risk": "journal_keep = 5", "analytics": ""})
         self.orders = self.bus.outbound("orders")
+        self.heard: dict[str, m.NumberedVerdict] = {}  # signal id -> risk's verdict on it, as published
         self.account = self.venue.client(ready_made_account(SEED).private_key)
 
     def buy_at_ask(self, oid: str, size: str = "5") -> m.Order:
@@ -55,6 +59,39 @@ class Mesh(Trading):
 
     def executor_fills(self) -> int:
         return int(self.detail("executor").get("fills", "-1"))
+
+    def decide(self, *signals: m.Signal) -> list[m.NumberedVerdict]:
+        """Send signals as a strategy does; risk's verdicts on them, as it published them. The sockets are new each
+        time: one of before a risk restart may still hold a pipe to the process gone."""
+        out, decisions = self.bus.outbound("signals"), self.bus.inbound("decisions")
+        try:
+            wait_for(lambda: out.socket.pipes and decisions.socket.pipes, what="risk's sockets to connect")
+            for signal in signals:
+                assert out.send(signal)
+
+            def decided() -> bool:
+                for msg in decisions.recv_batch(100):
+                    if isinstance(msg, m.SignalAccepted | m.SignalRejected | m.SignalPending):
+                        self.heard[msg.signal_id] = msg
+                return all(s.id in self.heard for s in signals)
+            wait_for(decided, what="risk's verdicts")
+        finally:
+            out.close()
+            decisions.close()
+        return [self.heard[s.id] for s in signals]
+
+    def recorded_verdicts(self) -> dict[str, int]:
+        """Verdict id -> how many times analytics recorded it."""
+        return dict(self.sql("SELECT id, count(*) FROM verdicts GROUP BY id").rows)
+
+
+def bid(market: dict, size: str, price_past_bid: str = "0") -> m.Signal:
+    """A GTC BUY at an untouched market's best bid (plus ``price_past_bid``): it rests, nothing trades."""
+    yes, _ = tokens(market)
+    book = httpx.get(f"{market['clob']}/book", params={"token_id": yes}).json()
+    price = D(book["bids"][-1]["price"]) + D(price_past_bid)
+    return m.Signal(source="strategy:catch-up", rationale="rest a bid", legs=[m.Leg(
+        token_id=yes, market=market["conditionId"], side="BUY", size=D(size), limit_price=price)])
 
 
 def test_a_seq_past_the_next_opens_a_gap_until_the_missing_ones_come_or_are_known_gone() -> None:
@@ -82,6 +119,8 @@ def mesh(tmp_path_factory) -> Iterator[Mesh]:
     try:
         mesh.start("scanner", "executor")
         mesh.wait_ready("scanner", "executor")
+        mesh.start("risk")
+        mesh.wait_ready("risk")
         mesh.start("analytics")
         mesh.wait_ready("analytics")
         wait_for(lambda: mesh.orders.socket.pipes, what="the orders socket to connect")
@@ -159,3 +198,102 @@ def test_an_order_the_journal_cannot_record_is_refused_with_a_reason_and_never_s
     mesh.wait_ready("executor")
     mesh.buy_at_ask("cu-after-full")
     wait_for(lambda: len(mesh.account.get_trades()) == 5, what="an order to trade again")
+
+
+def market_at(mesh: Mesh) -> dict:
+    return {**mesh.venue.market(), "clob": mesh.venue.clob}
+
+
+def refusals(detail: dict[str, str]) -> dict[str, int]:
+    return {code: int(n) for code, n in (part.split("=") for part in detail["refusals"].split(",") if part)}
+
+
+def test_verdicts_risk_publishes_while_analytics_is_down_reach_duckdb_once_when_it_is_back(mesh: Mesh) -> None:
+    mesh.wait_ready("risk")  # the executor restarted in the tests before: risk takes its account again
+    market = market_at(mesh)
+    accepted, = mesh.decide(bid(market, "5"))
+    assert isinstance(accepted, m.SignalAccepted), accepted
+    wait_for(lambda: accepted.id in mesh.recorded_verdicts(), what="the first verdict recorded live")
+    mesh.stop("analytics", kill=True)
+    down = mesh.decide(
+        *(bid(market, size) for size in ("5", "6", "7")),  # accepted: they rest
+        bid(market, "2000"),  # too big an order (ORDER_NOTIONAL)
+        bid(market, "5", "0.0001"),  # off the tick (TICK_SIZE)
+        bid(market, "1"), bid(market, "2"))  # under the market's minimum size (MIN_SIZE)
+    assert [type(v).__name__ for v in down].count("SignalAccepted") == 3
+    assert len({r.code for v in down if isinstance(v, m.SignalRejected) for r in v.reasons}) >= 3
+
+    mesh.start("analytics")
+    mesh.wait_ready("analytics")
+    wait_for(lambda: mesh.detail("analytics").get("decisions_catching_up") == "False",
+             what="analytics to catch up with risk's verdicts")
+    published = {v.id for v in mesh.heard.values()}
+    recorded = mesh.recorded_verdicts()
+    assert published <= set(recorded) and all(recorded[v] == 1 for v in published)  # each once
+    by_code = dict(mesh.sql("SELECT code, count(DISTINCT verdict_id) FROM verdict_reasons GROUP BY code").rows)
+    assert by_code == refusals(mesh.detail("risk")) and by_code
+    signals = mesh.sql("SELECT s.signal_id, count(*) FROM signals s GROUP BY s.signal_id").rows
+    assert {v.signal_id for v in down} <= {sid for sid, n in signals if n == 1}  # the signals, from the verdicts
+    analytics = mesh.detail("analytics")
+    assert (analytics["decisions_behind"], analytics["decisions_lost"], analytics["behind"]) == ("0", "0", "0")
+
+
+def test_a_risk_restart_numbers_on_where_it_was_and_nothing_is_counted_twice_or_missing(mesh: Mesh) -> None:
+    before = int(mesh.detail("risk")["journal_seq"])
+    mesh.stop("analytics", kill=True)
+    mesh.stop("risk", kill=True)  # a crash: the journal is all it has of its numbering
+    mesh.start("risk")
+    mesh.wait_ready("risk")
+    market = market_at(mesh)
+    after = mesh.decide(bid(market, "5"), bid(market, "2000"))
+    assert [v.seq for v in after] == [before + 1, before + 2]
+    assert int(mesh.detail("risk")["journal_first_seq"]) > 1  # compacted meanwhile, keeping what analytics lacks
+    mesh.start("analytics")
+    mesh.wait_ready("analytics")
+    wait_for(lambda: mesh.detail("analytics").get("decisions_catching_up") == "False",
+             what="analytics to catch up with risk's verdicts")
+    numbered = mesh.sql("SELECT stream, seq, count(*) FROM verdicts WHERE seq IS NOT NULL GROUP BY ALL "
+                        "ORDER BY seq").rows
+    assert [(stream, seq, n) for stream, seq, n in numbered] == [(after[0].stream, seq, 1)
+                                                                  for seq in range(1, before + 3)]
+    analytics = mesh.detail("analytics")
+    assert (analytics["decisions_behind"], analytics["decisions_lost"], analytics["catching_up"]) == ("0", "0", "False")
+
+    # The journal lost for good: the next risk starts a stream of its own, which analytics numbers apart.
+    mesh.stop("risk")
+    (mesh.config.state_path / "risk" / "decisions.jsonl").unlink()
+    mesh.start("risk")
+    mesh.wait_ready("risk")
+    fresh, = mesh.decide(bid(market, "5"))
+    assert fresh.seq == 1 and fresh.stream != after[0].stream
+    wait_for(lambda: fresh.id in mesh.recorded_verdicts(), what="the new stream's first verdict recorded")
+    assert mesh.detail("analytics")["decisions_behind"] == "0"
+
+
+def test_a_verdict_the_journal_cannot_record_is_published_unnumbered_and_risk_decides_on(mesh: Mesh) -> None:
+    """A full disk, for real: risk's files may not grow past its journal's size now (RLIMIT_FSIZE)."""
+    mesh.stop("risk")
+    journal = mesh.config.state_path / "risk" / "decisions.jsonl"
+    limit = journal.stat().st_size
+
+    def full_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    mesh.procs["risk"] = subprocess.Popen(
+        [sys.executable, "-m", "services", "--config", str(mesh.config_file), "run", "risk"],
+        env=child_env(), stdout=subprocess.DEVNULL, stderr=open(mesh.root / "risk-full.out", "a"),
+        preexec_fn=full_disk)
+    try:
+        mesh.wait_ready("risk")
+        market = market_at(mesh)
+        verdicts = mesh.decide(bid(market, "5"), bid(market, "2000"))  # one accepted, one refused
+        assert [type(v) for v in verdicts] == [m.SignalAccepted, m.SignalRejected]
+        assert [v.seq for v in verdicts] == [0, 0]  # published all the same, unnumbered: the journal has no room
+        detail = mesh.detail("risk")
+        assert detail["journal_write_errors"] == "2" and detail["accepted"] == "1" and detail["rejected"] == "1"
+        assert journal.stat().st_size == limit  # nothing half-written
+    finally:
+        mesh.stop("risk")
+    mesh.start("risk")  # room again: numbered on from where the journal stood
+    mesh.wait_ready("risk")
+    numbered, = mesh.decide(bid(market_at(mesh), "5"))
+    assert numbered.seq == 2  # the new stream of the test before had 1; the two unrecorded took no number

@@ -305,7 +305,7 @@ class FullDisk:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, room: int) -> None:
         import os
         self.real, self.room = os.write, room
-        monkeypatch.setattr("services.executor.journal.os.write", self.write)
+        monkeypatch.setattr("services.journal.os.write", self.write)
 
     def write(self, fd: int, data: bytes) -> int:
         import os

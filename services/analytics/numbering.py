@@ -1,8 +1,9 @@
-"""Which of the executor's numbered records analytics holds, per stream: pure, no I/O.
+"""Which of a publisher's numbered records analytics holds, per stream: pure, no I/O.
 
-The executor numbers what it publishes on ``executions`` (``seq`` within ``stream``, its journal). Everything up to a
-stream's ``floor`` is recorded (or known gone from the journal); above it, the seqs recorded so far. A seq above
-the floor that is not held is missing: analytics is behind, and asks the executor for it (``CatchUpRequest``).
+The executor numbers what it publishes on ``executions``, risk what it publishes on ``decisions`` (``seq`` within
+``stream``, the publisher's journal); analytics keeps one ``Numbering`` per publisher. Everything up to a stream's
+``floor`` is recorded (or known gone from the journal); above it, the seqs recorded so far. A seq above the floor that
+is not held is missing: analytics is behind, and asks the publisher for it (``CatchUpRequest``).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ class Stream:
         self.floor = floor
         self.above: set[int] = set()
         self.last = floor  # the highest seq known to exist
-        self.lost = 0  # seqs given up on: the executor no longer keeps them
+        self.lost = 0  # seqs given up on: the publisher no longer keeps them
 
     def advance(self) -> None:
         while self.floor + 1 in self.above:
@@ -29,7 +30,7 @@ class Stream:
 class Numbering:
     def __init__(self) -> None:
         self.streams: dict[str, Stream] = {}
-        self.current = ""  # the stream last heard of (the executor's journal now)
+        self.current = ""  # the stream last heard of (the publisher's journal now)
 
     def load(self, stream: str, floor: int, seqs: list[int]) -> None:
         """What the database holds of a stream: its floor and the seqs recorded above it."""
@@ -52,13 +53,13 @@ class Numbering:
         return True
 
     def known(self, stream: str, last: int) -> None:
-        """The executor says it has numbered up to ``last``."""
+        """The publisher says it has numbered up to ``last``."""
         s = self.streams.setdefault(stream, Stream())
         self.current = stream
         s.last = max(s.last, last)
 
     def settle(self, stream: str, upto: int) -> int:
-        """The executor holds nothing more up to ``upto`` than it sent: what is still missing there is gone for good;
+        """The publisher holds nothing more up to ``upto`` than it sent: what is still missing there is gone for good;
         returns how many."""
         s = self.streams.setdefault(stream, Stream())
         if upto <= s.floor:
@@ -70,6 +71,11 @@ class Numbering:
         s.lost += gone
         s.advance()
         return gone
+
+    def last(self, stream: str) -> int:
+        """The highest seq of ``stream`` known to exist."""
+        s = self.streams.get(stream)
+        return s.last if s else 0
 
     def floor(self, stream: str) -> int:
         s = self.streams.get(stream)

@@ -128,7 +128,8 @@ def signal_rows(signal_id: str, signal: m.Signal) -> list[Row]:
 
 def accepted_rows(msg: m.SignalAccepted) -> list[Row]:
     out = signal_rows(msg.signal_id, msg.signal) if msg.signal is not None else []
-    out.append(("verdicts", (msg.id, msg.ts_ns, msg.trace_id, msg.signal_id, msg.source, True, len(msg.orders))))
+    out.append(("verdicts", (msg.id, msg.ts_ns, msg.trace_id, msg.signal_id, msg.source, True, len(msg.orders),
+                             *_numbering(msg))))
     out += [("orders", (o.id, o.ts_ns, o.trace_id, o.signal_id, o.leg, o.source, o.token_id, o.market, o.side,
                         o.size, o.limit_price, o.order_type, o.post_only, o.expires_s)) for o in msg.orders]
     return out
@@ -137,13 +138,13 @@ def accepted_rows(msg: m.SignalAccepted) -> list[Row]:
 def pending_rows(msg: m.SignalPending) -> list[Row]:
     """A verdict still open (accepted NULL), and the signal it is about."""
     out = signal_rows(msg.signal_id, msg.signal) if msg.signal is not None else []
-    out.append(("verdicts", (msg.id, msg.ts_ns, msg.trace_id, msg.signal_id, msg.source, None, 0)))
+    out.append(("verdicts", (msg.id, msg.ts_ns, msg.trace_id, msg.signal_id, msg.source, None, 0, *_numbering(msg))))
     return out
 
 
 def rejected_rows(msg: m.SignalRejected) -> list[Row]:
     out = signal_rows(msg.signal_id, msg.signal) if msg.signal is not None else []
-    out.append(("verdicts", (msg.id, msg.ts_ns, msg.trace_id, msg.signal_id, msg.source, False, 0)))
+    out.append(("verdicts", (msg.id, msg.ts_ns, msg.trace_id, msg.signal_id, msg.source, False, 0, *_numbering(msg))))
     out += [("verdict_reasons", (msg.id, msg.signal_id, i, r.code, r.message, r.leg, r.limit, r.value, r.max_size))
             for i, r in enumerate(msg.reasons)]
     return out
@@ -156,7 +157,7 @@ def rejected_rows(msg: m.SignalRejected) -> list[Row]:
 
 
 def _numbering(msg: Any) -> tuple[int | None, str]:
-    """The executor's number of the record (seq, stream); NULL seq when it has none."""
+    """The number its publisher (the executor, risk) gave the record (seq, stream); NULL seq when it has none."""
     return msg.seq or None, msg.stream
 
 

@@ -28,8 +28,9 @@ Tables (every ``ts_ns`` is the message's origin time, ns since the epoch; ``id``
   (the latest report of a day and market holds), ``final`` once the day is over at the venue.
 - ``executions`` and ``rebates`` rows carry the executor's numbering (``stream``, ``seq``; NULL: not numbered), by
   which records missed while analytics was down are asked for again and each is recorded once.
-- ``meta``: the schema version, and per executor stream the seq up to which every record is recorded
-  (``executions_floor:<stream>``).
+- ``verdicts`` rows carry risk's numbering the same way (``stream``, ``seq``).
+- ``meta``: the schema version, and per executor (risk) stream the seq up to which every record is recorded
+  (``executions_floor:<stream>``, ``decisions_floor:<stream>``).
 
 Views: ``fills`` (each fill once: the latest report of a (trade, order) pair, ``Fill`` or ``FillStatus``, failed
 ones left out, at the time it was first reported; ``status`` MATCHED, MINED or RETRYING: pending on chain,
@@ -81,7 +82,8 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "verdicts": (
         ("id", "VARCHAR"), ("ts_ns", "BIGINT"), ("trace_id", "VARCHAR"), ("signal_id", "VARCHAR"),
-        ("source", "VARCHAR"), ("accepted", "BOOLEAN"), ("orders", "INTEGER"),
+        ("source", "VARCHAR"), ("accepted", "BOOLEAN"), ("orders", "INTEGER"), ("seq", "BIGINT"),
+        ("stream", "VARCHAR"),
     ),
     "verdict_reasons": (
         ("verdict_id", "VARCHAR"), ("signal_id", "VARCHAR"), ("idx", "INTEGER"), ("code", "VARCHAR"),

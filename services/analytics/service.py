@@ -5,15 +5,17 @@ Messages become rows as they arrive (on the event loop); a flusher thread append
 price, a number out of range) is skipped, counted and logged; when the database itself fails the rows are
 kept and tried again at the next flush.
 
-What the executor publishes is numbered (``seq`` in its journal's ``stream``): analytics keeps which seqs it holds
-(``numbering``), and at start, and whenever it sees a gap, asks the executor for the records it missed
-(``CatchUpRequest``), a page at a time; each record is recorded once. While any is missing it says so: ``catching_up``
-and ``behind`` in its status and in every query's answer.
+What the executor publishes on ``executions`` and risk on ``decisions`` is numbered (``seq`` in its journal's
+``stream``): analytics keeps which seqs it holds of each (``numbering``), and at start, and whenever it sees a gap,
+asks the one that published them for the records it missed (``CatchUpRequest``), a page at a time; each record is
+recorded once. While any is missing it says so: ``catching_up`` and ``behind`` in its status and in every query's
+answer.
 """
 from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import dataclass, field
 import time
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -35,7 +37,6 @@ from .store import QueryError, Store, StoreError, Table, read_only_statement
 
 CATCH_UP_PAGE = 1000  # records asked for at a time (the executor sends at most this many)
 CATCH_UP_TIMEOUT_MS = 5000
-NUMBERED = m.members(m.Numbered)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MAX_INT = 2 ** 63
 
@@ -46,6 +47,7 @@ class AnalyticsOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     book_tops: TopsMode = "changes"  # record a token's best bid/ask when it changes, on every update, or never
     scanner: str = "scanner"  # the service whose snapshot fills in markets and books from before we started
     executor: str = "executor"  # the service whose journal the executions missed while we were down come from
+    risk: str = "risk"  # the service whose journal the verdicts (decisions) missed while we were down come from
     query_timeout_s: float = 2.0  # a query running longer is interrupted
     max_rows: int = 10_000  # the most rows any answer carries (a request may ask for fewer)
     # Always-on recording of prices and events for backtests: a folder (relative: under <state_dir>/recordings);
@@ -55,17 +57,37 @@ class AnalyticsOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     record_rotate_s: float = 3600.0
 
 
+Floors = dict[tuple[str, str], int]  # (socket, stream) -> the seq up to which every record is held
+
+
+@dataclass(eq=False)
+class Source:
+    """A service that numbers what it publishes on ``socket`` (its members ``kinds``), and what we hold of it."""
+    socket: str
+    service: str  # asked for what we missed; "" or not enabled: none runs, nothing to catch up
+    kinds: tuple[type, ...]
+    what: str  # its records, as a log line names them
+    numbering: Numbering = field(default_factory=Numbering)
+    gap: asyncio.Event = field(default_factory=asyncio.Event)
+    catching_up: bool = False
+    duplicates: int = 0
+    pid: int = 0  # of the process heard last (its heartbeats): a new one may have published before we heard it
+
+    def floors(self) -> Floors:
+        return {(self.socket, stream): floor for stream, floor in self.numbering.floors().items()}
+
+
 class Pending:
     """Rows waiting for the next flush; filled by the event loop, taken by the flusher thread. With them, the
-    executor streams' floors as they stand once those rows are written."""
+    numbered streams' floors as they stand once those rows are written."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rows: dict[str, list[tuple]] = {}
-        self.floors: dict[str, int] = {}
+        self.floors: Floors = {}
         self.count = 0
 
-    def add(self, rows: list[tuple[str, tuple]], floors: dict[str, int] | None = None) -> None:
+    def add(self, rows: list[tuple[str, tuple]], floors: Floors | None = None) -> None:
         with self._lock:
             for table, row in rows:
                 self._rows.setdefault(table, []).append(row)
@@ -73,12 +95,12 @@ class Pending:
             if floors:
                 self.floors.update(floors)
 
-    def take_floors(self) -> dict[str, int]:
+    def take_floors(self) -> Floors:
         with self._lock:
             floors, self.floors = self.floors, {}
             return floors
 
-    def put_back_floors(self, floors: dict[str, int]) -> None:
+    def put_back_floors(self, floors: Floors) -> None:
         with self._lock:
             self.floors = {**floors, **self.floors}
 
@@ -147,12 +169,15 @@ class Analytics(Service):
             folder = folder if folder.is_absolute() else ctx.config.state_path / "recordings" / folder
             self.tap = Tap(RecordingWriter(folder, int(opts.record_rotate_mb * (1 << 20)), opts.record_rotate_s))
         self.pending = Pending()
-        self.numbering = Numbering()
-        for stream, (floor, seqs) in self.store.numbered().items():
-            self.numbering.load(stream, floor, seqs)
-        self.catching_up = bool(opts.executor and opts.executor in ctx.config.watched_services)
-        self.gap = asyncio.Event()
-        self.duplicates = 0
+        watched = ctx.config.watched_services
+        self.sources = {src.socket: src for src in (
+            Source("executions", opts.executor, m.members(m.Numbered), "executions records"),
+            Source("decisions", opts.risk, m.members(m.NumberedVerdict), "verdicts"))}
+        for src in self.sources.values():
+            for stream, (floor, seqs) in self.store.numbered(src.socket).items():
+                src.numbering.load(stream, floor, seqs)
+            src.service = src.service if src.service in watched else ""
+            src.catching_up = bool(src.service)
         self.written = 0
         self.bad_rows = 0
         self.flushes = 0
@@ -167,20 +192,25 @@ class Analytics(Service):
     # ---------------------------------------------------------------- recording
 
     def handle(self, socket: str, msg: m.Message) -> None:
-        numbered = isinstance(msg, NUMBERED) and msg.seq > 0
-        if numbered and not self.numbering.offer(msg.stream, msg.seq):
-            self.duplicates += 1  # held already: heard live and again from the journal
+        src = self.sources.get(socket)
+        if src is not None and isinstance(msg, m.Heartbeat) and msg.service == src.service:
+            if src.pid and msg.pid != src.pid:  # restarted: what it published before we reconnected was missed
+                src.gap.set()
+            src.pid = msg.pid
+        numbered = src is not None and isinstance(msg, src.kinds) and msg.seq > 0
+        if numbered and not src.numbering.offer(msg.stream, msg.seq):
+            src.duplicates += 1  # held already: heard live and again from the journal
             return
         rows = self.recorder.rows(msg)
         if rows or numbered:
-            self.pending.add(rows, self.numbering.floors() if numbered else None)
-        if numbered and self.numbering.missing:
-            self.gap.set()
+            self.pending.add(rows, src.floors() if numbered else None)
+        if numbered and src.numbering.missing:
+            src.gap.set()
         if self.tap is not None and socket in ("prices", "events") and not isinstance(msg, m.Heartbeat):
             self.tap.offer(msg)
 
     async def run(self) -> None:
-        await asyncio.gather(self._from_scanner(), self._catch_up_forever())
+        await asyncio.gather(self._from_scanner(), *(self._catch_up_forever(src) for src in self.sources.values()))
 
     async def _from_scanner(self) -> None:
         """Record the markets and books from before we started, from the scanner's snapshot."""
@@ -199,56 +229,59 @@ class Analytics(Service):
         self.ctx.log.info("recorded the scanner's snapshot", extra={"markets": len(reply.markets),
                                                                    "books": len(reply.books.books)})
 
-    async def _catch_up_forever(self) -> None:
-        """Ask the executor for what we missed: at start, then whenever a gap shows."""
-        name = self.ctx.options.executor
-        if not self.catching_up:  # no executor runs: nothing is numbered
+    async def _catch_up_forever(self, src: Source) -> None:
+        """Ask the source's service for what we missed: at start, then whenever a gap shows."""
+        if not src.catching_up:  # it does not run: nothing is numbered
             return
-        while not self.ctx.subscribed("executions"):  # from then on nothing it publishes is missed
+        while not self.ctx.subscribed(src.socket):  # from then on nothing it publishes is missed
             await asyncio.sleep(0.05)
-        with Requester(control_address(self.ctx.config, name), CATCH_UP_TIMEOUT_MS) as req:
+        with Requester(control_address(self.ctx.config, src.service), CATCH_UP_TIMEOUT_MS) as req:
             while True:
-                if not await self._catch_up(req, name):
+                if not await self._catch_up(req, src):
                     return
                 await asyncio.to_thread(self.flush)  # caught up once the rows are in the file, not before
-                self.catching_up = False
-                await self.gap.wait()
-                self.gap.clear()
-                self.catching_up = bool(self.numbering.missing)
+                src.catching_up = False
+                await src.gap.wait()
+                src.gap.clear()
+                src.catching_up = bool(src.numbering.missing)
 
-    async def _catch_up(self, req: Requester, name: str) -> bool:
-        """Page through the executor's records after what we hold until none is missing; False when the executor
-        does not number its records (an older version): nothing to catch up then."""
-        stream = self.numbering.current
-        cursor, delay = self.numbering.floor(stream), 0.1
+    async def _catch_up(self, req: Requester, src: Source) -> bool:
+        """Page through the source's records after what we hold until none is missing; False when it does not
+        number its records (an older version): nothing to catch up then."""
+        numbering, name = src.numbering, src.service
+        stream = numbering.current
+        cursor, delay = numbering.floor(stream), 0.1
         while True:
             ask = m.CatchUpRequest(stream=stream, after_seq=cursor, max_records=CATCH_UP_PAGE if stream else 0)
             try:
                 reply = await asyncio.to_thread(req.request, ask)
             except (BusTimeout, BusError) as exc:
-                self.ctx.log.warning("cannot ask %s for the executions missed yet (%s); asking again", name, exc)
+                self.ctx.log.warning("cannot ask %s for the %s missed yet (%s); asking again", name, src.what, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             if not isinstance(reply, m.CatchUpReply):
-                self.ctx.log.warning("%s does not answer for the executions missed (%s): none can be caught up", name,
-                                     reply)
+                self.ctx.log.warning("%s does not answer for the %s missed (%s): none can be caught up", name,
+                                     src.what, reply)
                 return False
             for record in reply.records:
-                self.handle("executions", record)
-            self.numbering.known(reply.stream, reply.last_seq)
-            if reply.stream != stream:  # first contact, or the executor's journal is another one now
-                stream, cursor = reply.stream, self.numbering.floor(reply.stream)
+                if isinstance(record, src.kinds):  # another's kind of record is not this source's to give
+                    self.handle(src.socket, record)
+            numbering.known(reply.stream, reply.last_seq)
+            if reply.stream != stream:  # first contact, or its journal is another one now
+                if stream and (gone := numbering.settle(stream, numbering.last(stream))):  # the old one is no more
+                    self.ctx.log.warning("%d %s of %s's former journal were never recorded here", gone, src.what,
+                                         name)
+                stream, cursor = reply.stream, numbering.floor(reply.stream)
                 continue
             if len(reply.records) >= ask.max_records > 0:
                 cursor = reply.records[-1].seq
                 continue
-            if gone := self.numbering.settle(stream, reply.last_seq):
-                self.ctx.log.warning("%d executions records were compacted out of %s's journal before they were "
-                                     "recorded here", gone, name)
-            self.pending.add([], self.numbering.floors())
-            self.ctx.log.info("caught up with the executor's journal", extra={"stream": stream,
-                                                                               "seq": reply.last_seq})
+            if gone := numbering.settle(stream, reply.last_seq):
+                self.ctx.log.warning("%d %s were compacted out of %s's journal before they were recorded here", gone,
+                                     src.what, name)
+            self.pending.add([], src.floors())
+            self.ctx.log.info("caught up with %s's journal", name, extra={"stream": stream, "seq": reply.last_seq})
             return True
 
     def _flush_loop(self) -> None:
@@ -291,13 +324,13 @@ class Analytics(Service):
             self.flush_ms_max = max(self.flush_ms_max, (time.perf_counter() - started) * 1000)
             return written
 
-    def _set_floors(self, floors: dict[str, int]) -> None:
+    def _set_floors(self, floors: Floors) -> None:
         if not floors:
             return
         try:
             self.store.set_floors(floors)
         except StoreError as exc:
-            self.ctx.log.error("could not record how far the executions are held (%s); trying again", exc)
+            self.ctx.log.error("could not record how far the numbered records are held (%s); trying again", exc)
             self.pending.put_back_floors(floors)
 
     def on_stop(self) -> None:
@@ -338,14 +371,18 @@ class Analytics(Service):
         return reply(table, request.trace_id, *self._behind())
 
     def _behind(self) -> tuple[bool, int]:
-        missing = self.numbering.missing
-        return self.catching_up or missing > 0, missing
+        """Whether any source is being caught up on or has records missing, and how many are missing in all."""
+        missing = sum(src.numbering.missing for src in self.sources.values())
+        return any(src.catching_up for src in self.sources.values()) or missing > 0, missing
 
     def detail(self) -> dict[str, str]:
         return {"db": str(self.store.path), "rows": str(self.written), "pending": str(self.pending.count),
                 "bad_rows": str(self.bad_rows), "flushes": str(self.flushes), "flush_errors": str(self.flush_errors),
                 "flush_ms_max": f"{self.flush_ms_max:.1f}", "synced": str(self.synced),
-                "catching_up": str(self._behind()[0]), "behind": str(self.numbering.missing),
-                "executions_lost": str(self.numbering.lost), "executions_duplicates": str(self.duplicates),
+                "catching_up": str(self._behind()[0]), "behind": str(self._behind()[1]),
+                **{f"{socket}_{k}": v for socket, src in self.sources.items() for k, v in (
+                    ("catching_up", str(src.catching_up or src.numbering.missing > 0)),
+                    ("behind", str(src.numbering.missing)), ("lost", str(src.numbering.lost)),
+                    ("duplicates", str(src.duplicates)))},
                 **({"recording": str(self.tap.writer.folder), "recorded": str(self.tap.writer.written)}
                    if self.tap is not None else {})}

@@ -22,8 +22,12 @@ DATA_ERRORS = (duckdb.DataError, duckdb.IntegrityError, duckdb.InvalidInputExcep
                OverflowError)
 
 
-FLOOR = "executions_floor:"  # meta key prefix: per executor stream, the seq up to which every record is held
-NUMBERED_TABLES = ("executions", "rebates")  # the tables whose rows carry the executor's numbering
+# Per socket whose records are numbered: the meta key prefix of its streams' floors (the seq up to which every record
+# of the stream is held), and the tables whose rows carry the numbering.
+NUMBERED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "executions": ("executions_floor:", ("executions", "rebates")),  # the executor's
+    "decisions": ("decisions_floor:", ("verdicts",)),  # risk's
+}
 
 
 class StoreError(Exception):
@@ -122,24 +126,26 @@ class Store:
                 raise StoreError(f"writing {table}: {exc}", rows[i:]) from None
         return written, bad
 
-    def numbered(self) -> dict[str, tuple[int, list[int]]]:
-        """Per executor stream: the seq up to which every record is held, and the seqs held above it."""
-        floors = {key.removeprefix(FLOOR): int(value) for key, value in self._db.execute(
-            "SELECT key, value FROM meta WHERE starts_with(key, ?)", [FLOOR]).fetchall()}
+    def numbered(self, socket: str) -> dict[str, tuple[int, list[int]]]:
+        """Per stream numbered on ``socket``: the seq up to which every record is held, and the seqs held above it."""
+        prefix, tables = NUMBERED[socket]
+        floors = {key.removeprefix(prefix): int(value) for key, value in self._db.execute(
+            "SELECT key, value FROM meta WHERE starts_with(key, ?)", [prefix]).fetchall()}
         out: dict[str, tuple[int, list[int]]] = {stream: (floor, []) for stream, floor in floors.items()}
-        for table in NUMBERED_TABLES:
+        for table in tables:
             for stream, seq in self._db.execute(
-                    f"SELECT t.stream, t.seq FROM {table} t LEFT JOIN (SELECT substr(key, {len(FLOOR) + 1}) AS stream, "
+                    f"SELECT t.stream, t.seq FROM {table} t LEFT JOIN (SELECT substr(key, {len(prefix) + 1}) AS stream, "
                     "CAST(value AS BIGINT) AS floor FROM meta WHERE starts_with(key, ?)) f ON f.stream = t.stream "
-                    "WHERE t.seq > coalesce(f.floor, 0)", [FLOOR]).fetchall():
+                    "WHERE t.seq > coalesce(f.floor, 0)", [prefix]).fetchall():
                 out.setdefault(stream, (0, []))[1].append(seq)
         return out
 
-    def set_floors(self, floors: dict[str, int]) -> None:
-        """Every record of each stream up to its seq is in the file (called after the rows are)."""
+    def set_floors(self, floors: dict[tuple[str, str], int]) -> None:
+        """Every record of each (socket, stream) up to its seq is in the file (called after the rows are)."""
         try:
             self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                                 [[FLOOR + stream, str(floor)] for stream, floor in floors.items()])
+                                 [[NUMBERED[socket][0] + stream, str(floor)]
+                                  for (socket, stream), floor in floors.items()])
         except duckdb.Error as exc:
             raise StoreError(f"writing meta: {exc}") from None
 

@@ -23,6 +23,7 @@ import msgspec
 from .. import messages as m
 from ..bus import REDIAL, topic
 from ..config import trading_mode, venue_urls
+from ..journal import catch_up
 from ..runtime import Service, StartupError
 from ..sync import start_from_scanner
 from ..venues import base
@@ -40,7 +41,6 @@ from .venue import TimedVenue, make_venue
 SETTLE_S = 0.3  # subscribers back after a restart: their number has not grown for this long
 SKIPPED_LOGGED = 10  # journal lines skipped at start, each logged with why; the rest only counted
 WATCH_S = 0.25  # how often the venue's conditions are looked at (windows ending, heartbeats failing)
-CATCH_UP_PAGE = 1000  # the most records one CatchUpReply carries
 REPEAT_STATUS_S = 5.0  # a VenueStatus with conditions is published again this often, for subscribers that missed it
 
 
@@ -556,10 +556,7 @@ class Executor(Service):
 
     def control(self, request: m.Message) -> m.Message | None:
         if isinstance(request, m.CatchUpRequest):  # a subscriber that missed some executions asks for them again
-            limit = max(0, min(request.max_records, CATCH_UP_PAGE))
-            records, first = self.journal.after(request.stream, request.after_seq, limit)
-            return m.CatchUpReply(stream=self.journal.stream, first_seq=first, last_seq=self.journal.seq,
-                                  records=records)
+            return catch_up(self.journal, request)
         if isinstance(request, m.AccountRequest):
             if not self.ready:
                 return m.Error(request_id=request.id, message="the executor has not reconciled with the venue yet; "

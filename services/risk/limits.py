@@ -47,6 +47,9 @@ class RiskOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # The human may also answer in the MCP client's confirmation dialog (elicitation), where the client offers
     # one. Turn it off for a client that answers such requests by itself rather than asking its user.
     client_approval: bool = True
+    # Every verdict is numbered and kept in <state_dir>/risk/decisions.jsonl, so analytics, if it was down, asks for
+    # those it missed. The latest journal_keep are kept (the file holds at most twice as many, ~1 KB each).
+    journal_keep: int = 20_000
 
 
 def is_agent(source: str) -> bool:

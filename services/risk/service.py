@@ -4,6 +4,10 @@ It starts from the scanner's snapshot (markets, books, stale set) and the execut
 sources whose fills bought them, and open orders, reconciled with the venue), and refuses every signal until it
 has both. It follows fills and
 order ends on ``executions``, and takes the executor's account again when the executor restarts.
+
+Every verdict is numbered and written to its journal as it is published, so analytics, if it missed some, asks for
+them again (``CatchUpRequest``). A verdict the journal cannot record (a full disk) is published all the same,
+unnumbered, and counted (``journal_write_errors``): risk never stops deciding for its journal.
 """
 from __future__ import annotations
 
@@ -17,9 +21,11 @@ import msgspec
 
 from .. import messages as m
 from ..config import trading_mode
-from ..runtime import Service
+from ..journal import catch_up
+from ..runtime import Service, StartupError
 from ..sync import ask_until, start_from_scanner
 from .engine import APPROVAL_EXPIRED, DECLINED, DUPLICATE_SIGNAL, EXECUTOR_DOWN, Day, RiskEngine, utc_day
+from .journal import DecisionJournal, JournalError
 from .limits import RiskOptions, flat, is_agent
 
 HALT_CANCEL_SOURCE = "risk"
@@ -72,6 +78,20 @@ class Risk(Service):
         folder.mkdir(mode=0o700, exist_ok=True)
         self.day_file = folder / "day.json"
         self.pending_file = folder / "pending.json"  # the signals waiting for a human, so a restart keeps them
+        if opts.journal_keep < 1:
+            raise StartupError(f"journal_keep must be at least 1 (got {opts.journal_keep}): the verdicts analytics may "
+                               "still ask for")
+        self.journal = DecisionJournal(folder / "decisions.jsonl", opts.journal_keep)
+        self.journal.replay()
+        if self.journal.bad:
+            ctx.log.warning("%d lines of the journal %s could not be trusted and were skipped, e.g. line %d: %s",
+                            self.journal.bad, self.journal.path, *self.journal.skipped[0])
+        if self.journal.due:
+            self._compact()
+        self.journal.open()
+        self.m_unnumbered = metrics.counter("verdicts_unnumbered", "verdicts published without a number: the journal "
+                                            "could not record them (a full disk), so a subscriber that missed them "
+                                            "cannot ask for them again")
 
     async def run(self) -> None:
         await start_from_scanner(self.ctx, self.ctx.options.scanner, self.engine.observe, self._take_backlog)
@@ -193,7 +213,7 @@ class Risk(Service):
             self.pending[signal.id] = pending
             self._save_pending()
             self.m_verdicts.labels("pending", "").inc()
-            self.ctx.send("decisions", pending)
+            self._publish(pending)
             self.ctx.log.warning("agent signal %s from %s waits for approval: `polybot approve %s`", signal.id,
                                  signal.source, signal.id)
             if self.ctx.tracing:
@@ -277,8 +297,29 @@ class Risk(Service):
             self.m_verdicts.labels("rejected", verdict.reasons[0].code if verdict.reasons else "").inc()
             for code in codes:
                 self.m_refusals.labels(code).inc()
+        return self._publish(verdict)
+
+    def _publish(self, verdict: m.NumberedVerdict) -> m.NumberedVerdict:
+        """Numbered and journaled, then sent; what the journal cannot record goes out unnumbered all the same."""
+        try:
+            verdict = self.journal.number(verdict)
+        except JournalError as exc:
+            self.m_unnumbered.inc()
+            self.ctx.log.error("%s: %s %s published unnumbered (analytics, if it misses it, cannot ask for it again)",
+                               exc, type(verdict).__name__, verdict.signal_id)
         self.ctx.send("decisions", verdict)
+        if self.journal.due:
+            self._compact()
         return verdict
+
+    def _compact(self) -> None:
+        try:
+            before = self.journal.compact()
+        except OSError as exc:
+            self.ctx.log.error("could not compact the journal %s (%s); it stays as it was", self.journal.path, exc)
+            return
+        self.ctx.log.info("compacted the journal", extra={"bytes_before": before, "first_seq": self.journal.first,
+                                                          "seq": self.journal.seq})
 
     # ---------------------------------------------------------------- control
 
@@ -288,6 +329,8 @@ class Risk(Service):
 
     def control(self, request: m.Message) -> m.Message | None:
         match request:
+            case m.CatchUpRequest():  # a subscriber that missed some verdicts asks for them again
+                return catch_up(self.journal, request)
             case m.PreviewRequest(signal=signal):
                 reasons = self._check(signal, self.ctx.clock())
                 if reasons:
@@ -333,4 +376,10 @@ class Risk(Service):
                 "accepted": str(self.verdicts["accepted"]), "rejected": str(self.verdicts["rejected"]),
                 "pending": str(len(self.pending)), "approval": str(self.approval),
                 "open_orders": str(len(self.engine.open)),
-                "refusals": ",".join(f"{code}={n}" for code, n in sorted(self.refusals.items()))}
+                "refusals": ",".join(f"{code}={n}" for code, n in sorted(self.refusals.items())),
+                "journal_seq": str(self.journal.seq), "journal_first_seq": str(self.journal.first),
+                "journal_write_errors": str(self.journal.write_errors),
+                "journal_bad_lines": str(self.journal.bad)}
+
+    def on_stop(self) -> None:
+        self.journal.close()
