@@ -29,6 +29,11 @@ Shares = Annotated[Decimal, Field(gt=0), AfterValidator(_within_any_market)]
 Usdc = Annotated[Decimal, Field(gt=0), AfterValidator(_within_any_market)]
 
 
+
+# Set on an answer read from analytics while it is catching up on records it missed (it was down).
+INCOMPLETE = Field(None, description="Set while analytics is catching up on records it missed (it was down): these "
+                                     "figures may be incomplete; ask again shortly")
+
 class OutcomeView(BaseModel):
     name: str = Field(description="The outcome, e.g. Yes or No, or a candidate in a multi-outcome event")
     token_id: str | None = Field(None, description="The token to trade this outcome with (get_market gives it; "
@@ -273,6 +278,7 @@ class SignalTrace(BaseModel):
     hops: list[Hop]
     orders: list[dict[str, str | None]]
     fills: list[dict[str, str | None]]
+    incomplete: str | None = INCOMPLETE
 
 
 class OpenOrderView(BaseModel):
@@ -377,8 +383,7 @@ class FillView(BaseModel):
 class FillPage(BaseModel):
     fills: list[FillView] = Field(description="Newest first")
     next_cursor: str | None = Field(None, description="Pass as `cursor` for older fills; null on the last page")
-    incomplete: str | None = Field(None, description="Set while analytics is catching up on records it missed "
-                                                     "(it was down): these figures may be incomplete; ask again shortly")
+    incomplete: str | None = INCOMPLETE
 
 
 class SignalSummary(BaseModel):
@@ -395,6 +400,7 @@ class SignalSummary(BaseModel):
 class SignalPage(BaseModel):
     signals: list[SignalSummary] = Field(description="Newest first")
     next_cursor: str | None = Field(None, description="Pass as `cursor` for older signals; null on the last page")
+    incomplete: str | None = INCOMPLETE
 
 
 class PositionView(BaseModel):
@@ -426,8 +432,7 @@ class Positions(BaseModel):
     source: str = Field(description="Whose positions: a source, or `all` for the account as a whole")
     positions: list[PositionView]
     next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last")
-    incomplete: str | None = Field(None, description="Set while analytics is catching up on records it missed "
-                                                     "(it was down): these figures may be incomplete; ask again shortly")
+    incomplete: str | None = INCOMPLETE
 
 
 class PnlRow(BaseModel):
@@ -453,8 +458,7 @@ class Pnl(BaseModel):
     by: str
     rows: list[PnlRow]
     next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last")
-    incomplete: str | None = Field(None, description="Set while analytics is catching up on records it missed "
-                                                     "(it was down): these figures may be incomplete; ask again shortly")
+    incomplete: str | None = INCOMPLETE
 
 
 class Rows(BaseModel):

@@ -736,8 +736,9 @@ def register_tools(server: MCPServer, link: MeshLink, agent: str = AGENT) -> Too
         fills = await tools.query("fills", signal=signal_id)
         trace = await tools.query("trace", signal_id=signal_id)
         if not trace.rows:
-            raise ToolError(f"no signal {signal_id!r} is recorded yet; check the id from propose_signal, or wait a "
-                            "moment: analytics records within 100 ms")
+            raise ToolError(f"no signal {signal_id!r} is recorded yet; " + (
+                f"{trace.incomplete()}" if trace.catching_up else
+                "check the id from propose_signal, or wait a moment: analytics records within 100 ms"))
         steps = [dict(zip(trace.columns, row)) for row in trace.rows]
         hops = [Hop(at_ms=str(r["t_ms"]), hop=str(r["hop"]), actor=str(r["who"]), detail=str(r["detail"]))
                 for r in steps]
@@ -753,7 +754,8 @@ def register_tools(server: MCPServer, link: MeshLink, agent: str = AGENT) -> Too
             status = "pending approval"
         else:
             status = "rejected" if verdicts else "sent"
-        return SignalTrace(signal_id=signal_id, status=status, hops=hops, orders=order_rows, fills=fill_rows)
+        return SignalTrace(signal_id=signal_id, status=status, hops=hops, orders=order_rows, fills=fill_rows,
+                           incomplete=trace.incomplete() or None)
 
     @server.tool(annotations=READ)
     async def list_signals(
@@ -777,7 +779,7 @@ def register_tools(server: MCPServer, link: MeshLink, agent: str = AGENT) -> Too
             signal_id=r["signal_id"], at=iso_ns(int(r["ts_ns"])), source=r["source"], verdict=r["verdict"] or "none yet",
             orders=int(r["orders"] or 0), legs=r["legs_named"], reasons=r["reasons"],
             rationale=str(r["rationale"] or "")[:160]) for r in page],
-            next_cursor=next_cursor)
+            next_cursor=next_cursor, incomplete=reply.incomplete() or None)
 
     @server.tool(annotations=READ)
     async def list_open_orders(

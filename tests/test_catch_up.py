@@ -223,15 +223,23 @@ def test_verdicts_risk_publishes_while_analytics_is_down_reach_duckdb_once_when_
     assert [type(v).__name__ for v in down].count("SignalAccepted") == 3
     assert len({r.code for v in down if isinstance(v, m.SignalRejected) for r in v.reasons}) >= 3
 
+    counted = refusals(mesh.detail("risk"))
+    mesh.stop("risk")  # and risk goes too: analytics starts alone, and must say it is behind on the verdicts
     mesh.start("analytics")
-    mesh.wait_ready("analytics")
+    wait_for(lambda: mesh.detail("analytics").get("decisions_catching_up") == "True", what="analytics to say it is "
+             "behind on the verdicts")
+    behind = mesh.sql("SELECT count(*) FROM verdicts")
+    assert behind.catching_up and "verdicts" in behind.incomplete()
+
+    mesh.start("risk")
+    mesh.wait_ready("risk", "analytics")
     wait_for(lambda: mesh.detail("analytics").get("decisions_catching_up") == "False",
              what="analytics to catch up with risk's verdicts")
     published = {v.id for v in mesh.heard.values()}
     recorded = mesh.recorded_verdicts()
     assert published <= set(recorded) and all(recorded[v] == 1 for v in published)  # each once
     by_code = dict(mesh.sql("SELECT code, count(DISTINCT verdict_id) FROM verdict_reasons GROUP BY code").rows)
-    assert by_code == refusals(mesh.detail("risk")) and by_code
+    assert by_code == counted and by_code
     signals = mesh.sql("SELECT s.signal_id, count(*) FROM signals s GROUP BY s.signal_id").rows
     assert {v.signal_id for v in down} <= {sid for sid, n in signals if n == 1}  # the signals, from the verdicts
     analytics = mesh.detail("analytics")
@@ -250,8 +258,7 @@ def test_a_risk_restart_numbers_on_where_it_was_and_nothing_is_counted_twice_or_
     assert int(mesh.detail("risk")["journal_first_seq"]) > 1  # compacted meanwhile, keeping what analytics lacks
     mesh.start("analytics")
     mesh.wait_ready("analytics")
-    wait_for(lambda: mesh.detail("analytics").get("decisions_catching_up") == "False",
-             what="analytics to catch up with risk's verdicts")
+    wait_for(lambda: mesh.detail("analytics").get("catching_up") == "False", what="analytics to catch up")
     numbered = mesh.sql("SELECT stream, seq, count(*) FROM verdicts WHERE seq IS NOT NULL GROUP BY ALL "
                         "ORDER BY seq").rows
     assert [(stream, seq, n) for stream, seq, n in numbered] == [(after[0].stream, seq, 1)
