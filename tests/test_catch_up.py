@@ -80,6 +80,20 @@ class Mesh(Trading):
             decisions.close()
         return [self.heard[s.id] for s in signals]
 
+    def restart_on_a_full_disk(self, name: str, journal: Path) -> int:
+        """Stop the service and start it again with no room for more than ``journal`` holds now: its files may not
+        grow past that size (RLIMIT_FSIZE); returns the size."""
+        self.stop(name)
+        limit = journal.stat().st_size
+
+        def full_disk() -> None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "services", "--config", str(self.config_file), "run", name],
+            env=child_env(), stdout=subprocess.DEVNULL, stderr=open(self.root / f"{name}-full.out", "a"),
+            preexec_fn=full_disk)
+        return limit
+
     def recorded_verdicts(self) -> dict[str, int]:
         """Verdict id -> how many times analytics recorded it."""
         return dict(self.sql("SELECT id, count(*) FROM verdicts GROUP BY id").rows)
@@ -165,16 +179,8 @@ def test_what_is_published_while_analytics_is_down_reaches_duckdb_once_when_it_i
 
 def test_an_order_the_journal_cannot_record_is_refused_with_a_reason_and_never_sent(mesh: Mesh) -> None:
     """A full disk, for real: the executor's files may not grow past the journal's size now (RLIMIT_FSIZE)."""
-    mesh.stop("executor")
     journal = mesh.config.state_path / "executor" / "journal-live.jsonl"
-    limit = journal.stat().st_size
-
-    def full_disk() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    log = mesh.root / "executor-full.out"
-    mesh.procs["executor"] = subprocess.Popen(
-        [sys.executable, "-m", "services", "--config", str(mesh.config_file), "run", "executor"],
-        env=child_env(), stdout=subprocess.DEVNULL, stderr=open(log, "a"), preexec_fn=full_disk)
+    limit = mesh.restart_on_a_full_disk("executor", journal)
     executions = mesh.bus.inbound("executions")
     try:
         mesh.wait_ready("executor")
@@ -279,16 +285,8 @@ def test_a_risk_restart_numbers_on_where_it_was_and_nothing_is_counted_twice_or_
 
 def test_a_verdict_the_journal_cannot_record_is_published_unnumbered_and_risk_decides_on(mesh: Mesh) -> None:
     """A full disk, for real: risk's files may not grow past its journal's size now (RLIMIT_FSIZE)."""
-    mesh.stop("risk")
     journal = mesh.config.state_path / "risk" / "decisions.jsonl"
-    limit = journal.stat().st_size
-
-    def full_disk() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    mesh.procs["risk"] = subprocess.Popen(
-        [sys.executable, "-m", "services", "--config", str(mesh.config_file), "run", "risk"],
-        env=child_env(), stdout=subprocess.DEVNULL, stderr=open(mesh.root / "risk-full.out", "a"),
-        preexec_fn=full_disk)
+    limit = mesh.restart_on_a_full_disk("risk", journal)
     try:
         mesh.wait_ready("risk")
         market = market_at(mesh)

@@ -16,6 +16,7 @@ import pytest
 from services import messages as m
 from services.executor.desk import Desk, Tracked
 from services.executor.journal import Journal, Skipped, Submitting, Taken, read
+from services.risk.journal import DecisionJournal
 from services.venues.base import BALANCE, MarketRules, Placed, VenueError, VenueFill, VenueOrder
 
 T0 = 1_790_000_000 * 10**9
@@ -383,3 +384,32 @@ def test_a_compaction_that_cannot_write_leaves_the_journal_as_it_was(journal: Jo
     with pytest.raises(OSError):
         whole_journal.compact(whole_journal.replay(), set(), keep_numbered=0)
     assert journal.path.read_bytes() == before
+
+
+def test_risks_journal_keeps_the_latest_verdicts_within_twice_its_bound_and_numbers_on_after_a_restart(
+        tmp_path) -> None:
+    path = tmp_path / "risk" / "decisions.jsonl"
+
+    def refused(n: int) -> m.SignalRejected:
+        return m.SignalRejected(signal_id=f"s{n}", source="strategy:test",
+                                reasons=[m.Reason(code="MIN_SIZE", message="too small", value=D(n))])
+    journal = DecisionJournal(path, keep=3)
+    journal.replay()
+    journal.open()
+    numbered = []
+    for n in range(1, 12):
+        numbered.append(journal.number(refused(n)))
+        if journal.due:
+            journal.compact()
+        held, first = journal.after(journal.stream, 0, 100)
+        assert len(held) <= 2 * 3 and held[-1].seq == n  # never more than twice the bound, the latest always
+    assert [r.seq for r in held] == [7, 8, 9, 10, 11] and first == 7  # compacted at 6 and 9, each time to 3
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    journal.close()
+
+    again = DecisionJournal(path, keep=3)
+    again.replay()
+    again.open()
+    assert (again.stream, again.seq, again.first) == (numbered[0].stream, 11, 7)
+    assert again.number(refused(12)).seq == 12  # on where it was, in the same stream
+    assert [r.signal_id for r in again.after(again.stream, 10, 100)[0]] == ["s11", "s12"]
