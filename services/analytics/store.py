@@ -132,10 +132,11 @@ class Store:
         floors = {key.removeprefix(prefix): int(value) for key, value in self._db.execute(
             "SELECT key, value FROM meta WHERE starts_with(key, ?)", [prefix]).fetchall()}
         out: dict[str, tuple[int, list[int]]] = {stream: (floor, []) for stream, floor in floors.items()}
+        held = (f"SELECT substr(key, {len(prefix) + 1}) AS stream, CAST(value AS BIGINT) AS floor FROM meta "
+                "WHERE starts_with(key, ?)")
         for table in tables:
             for stream, seq in self._db.execute(
-                    f"SELECT t.stream, t.seq FROM {table} t LEFT JOIN (SELECT substr(key, {len(prefix) + 1}) AS stream, "
-                    "CAST(value AS BIGINT) AS floor FROM meta WHERE starts_with(key, ?)) f ON f.stream = t.stream "
+                    f"SELECT t.stream, t.seq FROM {table} t LEFT JOIN ({held}) f ON f.stream = t.stream "
                     "WHERE t.seq > coalesce(f.floor, 0)", [prefix]).fetchall():
                 out.setdefault(stream, (0, []))[1].append(seq)
         return out
