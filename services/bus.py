@@ -172,7 +172,7 @@ class Inbound(Counted):
         super().__init__(name, socket, counters, max_frame, on_bad_frame)
         self._decoder = msgspec.msgpack.Decoder(union)
         self._last_seq: dict[tuple[int, type], int] = {}
-        # socket.add_post_pipe_remove_cb(self._disconnected)
+        socket.add_post_pipe_remove_cb(self._disconnected)
         self._admit = admit  # why a message may not come from the pipe it came on ("": it may); tls only
 
     def _disconnected(self, _pipe: pynng.Pipe) -> None:
