@@ -16,7 +16,6 @@ from decimal import Decimal as D
 from pathlib import Path
 
 import httpx
-import msgspec
 import pytest
 
 from polybot_venue.engine import Engine, Market, VenueError
@@ -336,11 +335,7 @@ def figures(positions: list[m.Position]) -> dict[str, tuple[D, D, D, D]]:
 def mesh(tmp_path_factory) -> Iterator[Mesh]:
     mesh = Mesh(Path(os.path.realpath(tmp_path_factory.mktemp("failed"))))
     try:
-        mesh.start("scanner", "executor", "analytics")
-        mesh.wait_ready("scanner", "executor")
-        mesh.start("risk")
-        mesh.wait_ready("risk", "analytics")
-        wait_for(lambda: mesh.orders.socket.pipes, what="the orders socket to connect")
+        mesh.start_desk(mesh.orders)
         yield mesh
     finally:
         mesh.close()

@@ -8,7 +8,6 @@ import json
 import queue
 import threading
 from decimal import Decimal as D
-from pathlib import Path
 from typing import Any
 
 import msgspec

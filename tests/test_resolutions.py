@@ -219,11 +219,7 @@ def settled_figures(trades: list[dict], winner: str, fees: dict[str, D]) -> dict
 def mesh(tmp_path_factory) -> Iterator[Mesh]:
     mesh = Mesh(Path(os.path.realpath(tmp_path_factory.mktemp("resolutions"))))
     try:
-        mesh.start("scanner", "executor", "analytics")
-        mesh.wait_ready("scanner", "executor")
-        mesh.start("risk")
-        mesh.wait_ready("risk", "analytics")
-        wait_for(lambda: mesh.orders.socket.pipes, what="the orders socket to connect")
+        mesh.start_desk(mesh.orders)
         yield mesh
     finally:
         mesh.close()

@@ -71,6 +71,15 @@ class Trading:
                  what="the test's sockets to connect")
         return signals, decisions, executions
 
+    def start_desk(self, orders) -> None:
+        """Scanner, executor and analytics, then risk, each ready, and the test's ``orders`` socket (it sends
+        orders as risk would) connected to the executor."""
+        self.start("scanner", "executor", "analytics")
+        self.wait_ready("scanner", "executor")
+        self.start("risk")
+        self.wait_ready("risk", "analytics")
+        wait_for(lambda: orders.socket.pipes, what="the orders socket to connect")
+
     def stop(self, name: str, kill: bool = False) -> None:
         proc = self.procs.pop(name)
         proc.kill() if kill else proc.terminate()
