@@ -17,15 +17,32 @@ import msgspec
 from .. import messages as m
 from ..runtime import Service, StartupError
 from ..sync import ask_until, start_from_scanner
-from . import REGISTRY
+from .loading import StrategyError, load, make, sha256
 
 class StrategiesOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # name -> its parameters (a shipped or installed strategy of that name), or a table with ``class`` (a spec, see
+    # loading.py: "path/to/file.py:Class", "package.module:Class" or an entry point's name), ``params`` and, for a
+    # file, ``sha256``: the host refuses to start when the file is not that version (an approved one).
     strategies: dict[str, dict[str, Any]] = msgspec.field(default_factory=lambda: {"arbitrage": {}})
     shard: int = 0
     shards: int = 1
     scanner: str = "scanner"  # the service whose snapshot a (re)started host begins from
     executor: str = "executor"  # whose account (what each source's fills hold) a (re)started host gives strategies
     max_book_age_ms: int = 1000  # a signal from a book update older than this is shed, not sent; 0: never
+
+
+def build(name: str, table: dict[str, Any], base: Any) -> Any:
+    """One configured strategy, running as ``name`` (its signals' source strategy:NAME); StartupError if it cannot."""
+    spec, params = (str(table["class"]), table.get("params") or {}) if "class" in table else (name, table)
+    try:
+        cls = load(spec, base)
+        want = table.get("sha256")
+        if want and (path := spec.rpartition(":")[0]) and (have := sha256(path)) != want:
+            raise StrategyError(f"{path} is not the version approved (sha256 {have[:12]}, approved {want[:12]}): "
+                                "it changed after approval; approve it again (polybot strategy approve) to run it")
+        return make(cls, params, run_as=name if "class" in table else "")
+    except (StrategyError, OSError) as exc:
+        raise StartupError(f"strategy {name}: {exc}") from None
 
 
 def shard_of(condition_id: str, shards: int) -> int:
@@ -78,15 +95,7 @@ class Strategies(Service):
         opts = ctx.options
         if not 0 <= opts.shard < opts.shards:
             raise StartupError(f"shard {opts.shard} is not within shards {opts.shards}")
-        self.strategies = []
-        for name, params in opts.strategies.items():
-            if name not in REGISTRY:
-                raise StartupError(f"unknown strategy {name!r}; known: {', '.join(sorted(REGISTRY))}")
-            cls = REGISTRY[name]
-            try:
-                self.strategies.append(cls(msgspec.convert(params, cls.Params)))
-            except msgspec.ValidationError as exc:
-                raise StartupError(f"strategy {name}: {exc}") from None
+        self.strategies = [build(name, table, ctx.config.state_path) for name, table in opts.strategies.items()]
         self.mine: set[str] = set()  # condition ids of this shard
         self.stale: set[str] = set()  # markets the scanner says are stale (of any shard; counted for ours)
         self.synced = False
