@@ -150,7 +150,7 @@ def test_the_same_data_and_parameters_give_byte_identical_results(tmp_path: Path
     first = encode(backtest(folder, "arbitrage", {"min_edge": "0.01", "max_size": "15"}))
     assert first == encode(backtest(folder, "arbitrage", {"min_edge": "0.01", "max_size": "15"}))
     assert first != encode(backtest(folder, "arbitrage", {"min_edge": "0.01", "max_size": "10"}))
-    with pytest.raises(BacktestError, match="unknown strategy 'nope'; the shipped ones are arbitrage, quoter"):
+    with pytest.raises(BacktestError, match="unknown strategy 'nope': the known ones are arbitrage, quoter"):
         backtest(folder, "nope")
     with pytest.raises(BacktestError, match="its parameters: min_edge"):
         backtest(folder, "arbitrage", {"min_edge": "lots"})

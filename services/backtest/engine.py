@@ -19,7 +19,7 @@ from .. import messages as m
 from ..executor.desk import matches
 from ..ledger import Ledger, marked
 from ..recording import read
-from ..strategies import REGISTRY
+from ..strategies.loading import StrategyError, load, make
 from ..venues import base
 from ..venues.base import ONE, ZERO, OrderRequest, VenueFill
 from ..venues.paper import PaperBook, paper_order_id
@@ -30,22 +30,19 @@ class BacktestError(Exception):
     """Bad strategy or parameters; the message says what is known."""
 
 
-def make_strategy(name: str, params: dict[str, Any]) -> Any:
-    """A shipped strategy with parameters given as text (``k=v`` from a command line) or values."""
-    if name not in REGISTRY:
-        raise BacktestError(f"unknown strategy {name!r}; the shipped ones are {', '.join(sorted(REGISTRY))}")
-    cls = REGISTRY[name]
+def make_strategy(spec: str | type, params: dict[str, Any]) -> Any:
+    """A strategy by spec (a shipped name, ``file.py:Class``, ``package.module:Class``, an entry point; see
+    strategies/loading.py) or class, with parameters given as text (``k=v`` from a command line) or values."""
     try:
-        return cls(msgspec.convert(params, cls.Params, strict=False))
-    except msgspec.ValidationError as exc:
-        known = ", ".join(cls.Params.__struct_fields__)
-        raise BacktestError(f"strategy {name}: {exc} (its parameters: {known})") from None
+        return make(spec if isinstance(spec, type) else load(spec), params)
+    except StrategyError as exc:
+        raise BacktestError(str(exc)) from None
 
 
 class Replay:
-    def __init__(self, strategy: str, params: dict[str, Any] | None = None, sample_ms: int = 1000) -> None:
-        self.name = strategy
+    def __init__(self, strategy: str | type, params: dict[str, Any] | None = None, sample_ms: int = 1000) -> None:
         self.strategy = make_strategy(strategy, params or {})
+        self.name = self.strategy.name
         self.params = {k: str(v) for k, v in msgspec.structs.asdict(self.strategy.params).items()}
         self.sample_ns = sample_ms * 1_000_000
         self.clock_ns = 0
@@ -223,7 +220,7 @@ def signal_key(signal: m.Signal) -> tuple:
     return (signal.trace_id, signal.cause_id, signal.source, tuple(signal.legs), signal.rationale)
 
 
-def backtest(data: str | Path, strategy: str, params: dict[str, Any] | None = None, sample_ms: int = 1000,
+def backtest(data: str | Path, strategy: str | type, params: dict[str, Any] | None = None, sample_ms: int = 1000,
              progress: Callable[[int], None] | None = None) -> BacktestResult:
     """Replay a recording (folder or segment) into one strategy; the result, ready for a report."""
     return Replay(strategy, params, sample_ms).run(read(data), str(data), progress)
