@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal as D
@@ -148,7 +149,9 @@ def test_preview_checks_through_risk_sends_nothing_and_gives_the_largest_size_th
     no_expiry = ok(agent("preview_signal", {"legs": [gtd]}))
     assert [r["code"] for r in no_expiry["reasons"]] == ["BAD_EXPIRY"]
     expiring = {**gtd, "expires": "10m", "post_only": True}
-    assert ok(agent("preview_signal", {"legs": [expiring]}))["status"] == "accepted"
+    previewed = ok(agent("preview_signal", {"legs": [expiring]}))
+    assert previewed["status"] == "accepted"
+    assert previewed["legs"][0]["post_only"] == "true" and int(previewed["legs"][0]["expires_s"]) > time.time()
     at = (datetime.now(timezone.utc) + timedelta(minutes=30)).isoformat()
     assert ok(agent("preview_signal", {"legs": [{**gtd, "expires": at}]}))["status"] == "accepted"
     assert "expires is a duration from now" in error(agent("preview_signal", {"legs": [{**gtd, "expires": "soon"}]}))
