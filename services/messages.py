@@ -9,6 +9,7 @@ decoders ignore fields they do not know, so old and new peers interoperate.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import time
 from collections.abc import Callable
@@ -727,6 +728,8 @@ def _value_check(t: mi.Type, name: str) -> Callable[[Any], bool] | None:
             if name in QUANTITIES:
                 return lambda v: -MAX_QUANTITY <= v <= MAX_QUANTITY
             return Decimal.is_finite
+        case mi.FloatType():  # a duration, a rate, a lag: finite (an infinite throttle would never end)
+            return math.isfinite
         case mi.StructType():
             return lambda v: _checker(v.__class__)(v)
         case mi.ListType(item_type=item):
@@ -762,6 +765,9 @@ def _fault(value: Any, name: str) -> tuple[str, str] | None:
             return "", f"{value} is not a price between 0 and 1"
         if name in QUANTITIES and not -MAX_QUANTITY <= value <= MAX_QUANTITY:
             return "", f"{value} is beyond {MAX_QUANTITY:f}, more than any market holds"
+    elif value.__class__ is float:
+        if not math.isfinite(value):
+            return "", f"{value} is not a finite number"
     elif isinstance(value, Struct):
         if (found := _struct_fault(value)) is not None:
             return "." + found[0], found[1]
@@ -788,8 +794,9 @@ def _numeric_fields(cls: type) -> tuple[str, ...]:
 
 
 def _may_hold_decimal(t: mi.Type) -> bool:
+    """May hold a number that is checked: a Decimal or a float, at any depth."""
     match t:
-        case mi.DecimalType() | mi.StructType():
+        case mi.DecimalType() | mi.FloatType() | mi.StructType():
             return True
         case mi.ListType(item_type=item):
             return _may_hold_decimal(item)
