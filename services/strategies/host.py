@@ -17,7 +17,7 @@ import msgspec
 from .. import messages as m
 from ..runtime import Service, StartupError
 from ..sync import ask_until, start_from_scanner
-from .loading import StrategyError, load, make, sha256
+from .loading import StrategyError, changed, load, make
 
 class StrategiesOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # name -> its parameters (a shipped or installed strategy of that name), or a table with ``class`` (a spec, see
@@ -47,16 +47,7 @@ def unapproved(table: dict[str, Any]) -> str:
     """Why a configured strategy's file is not the version approved ("" when it is, or when no hash is named)."""
     want = table.get("sha256") if isinstance(table.get("class"), str) else None
     path = str(table["class"]).rpartition(":")[0] if want else ""
-    if not path:
-        return ""
-    try:
-        have = sha256(path)
-    except OSError as exc:
-        return f"cannot read {path}: {exc.strerror}"
-    if have != want:
-        return (f"{path} is not the version approved (sha256 {have[:12]}, approved {str(want)[:12]}): it changed "
-                "after approval; approve it again (polybot strategy approve) to run it")
-    return ""
+    return changed(path, str(want)) if path else ""
 
 
 def shard_of(condition_id: str, shards: int) -> int:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from ..config import STRATEGY_SERVICE_PREFIX
 from . import REGISTRY
-from .loading import NAME
+from .loading import NAME, changed
 
 SERVICE_PREFIX = STRATEGY_SERVICE_PREFIX  # an approved strategy runs as the service strategy_NAME
 MAX_CODE_BYTES = 200_000
@@ -207,16 +207,7 @@ class Store:
         """Why ``entry``'s approved version cannot run ("" when it can): its file is not the code approved."""
         if entry.approved is None:
             return f"strategy {entry.name} was never approved"
-        path = self.folder(entry.name) / "approved.py"
-        try:
-            have = code_hash(path.read_bytes())
-        except OSError as exc:
-            return f"strategy {entry.name}: cannot read {path}: {exc.strerror}"
-        if have != entry.approved.sha256:
-            return (f"strategy {entry.name}: {path} is not the version approved (sha256 {have[:12]}, approved "
-                    f"{entry.approved.sha256[:12]}): it changed after approval; approve it again (polybot strategy "
-                    "approve) to run it")
-        return ""
+        return changed(self.folder(entry.name) / "approved.py", entry.approved.sha256)
 
     def service_table(self, entry: Entry) -> dict[str, Any]:
         """The strategies host's options that run ``entry``'s approved version, and only that version."""
