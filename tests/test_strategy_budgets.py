@@ -6,10 +6,12 @@ from __future__ import annotations
 from decimal import Decimal as D
 from pathlib import Path
 
+import pytest
+
 from services import messages as m
 from services.risk.limits import Grant, Limits, over_limits
 from services.risk.service import grant_of
-from services.strategies.store import Budget, Store
+from services.strategies.store import Budget, Store, StoreError
 
 from .test_risk_engine import NOW, codes, engine, signal
 
@@ -99,3 +101,9 @@ def test_a_budget_above_the_operators_limits_is_named_figure_by_figure() -> None
     over = over_limits({"max_order_notional": D("300"), "max_open_orders": D("5")}, Limits())
     assert over == ["max_order_notional 300 is above the operator's limit 250 ([services.risk.options.limits] "
                     "max_order_notional)"]
+
+
+def test_a_proposal_may_not_take_a_shipped_strategys_name(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="arbitrage is the name of a shipped strategy"):
+        Store(tmp_path).propose("arbitrage", "class X: pass\n", "X", {}, [], Budget(), by="mcp:agent")
+    assert Store(tmp_path).names() == []

@@ -78,7 +78,7 @@ def _ask(config: Config, service: str, request: m.Message, timeout_ms: int = APP
 # ---------------------------------------------------------------- new
 
 
-STRATEGY = '''"""{name}: a starting strategy. It bids one tick above the best bid where the spread is wide, once per token.
+STRATEGY = '''"""{name}, a starting strategy: where the spread is wide it bids one tick above the best bid, once a token
 
 Written by `polybot strategy new {name}`; its test is test_{name}.py (`pytest test_{name}.py`). The API it uses is
 polybot_strategy (version {api}). To run it, an agent checks, backtests and proposes it through the MCP server
