@@ -40,6 +40,18 @@ def sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
 
 
+def changed(path: str | Path, approved: str) -> str:
+    """Why the file at ``path`` is not the version approved (sha256 ``approved``); "" when it is."""
+    try:
+        have = sha256(path)
+    except OSError as exc:
+        return f"cannot read the approved file {path}: {exc.strerror}"
+    if have != approved:
+        return (f"not the version approved: {path} changed after approval (sha256 {have[:12]}, approved "
+                f"{approved[:12]}); approve it again (polybot strategy approve) to run it")
+    return ""
+
+
 def load(spec: str, base: Path | None = None) -> type:
     """The class a spec names; StrategyError when there is none."""
     spec = spec.strip()
