@@ -104,12 +104,24 @@ class TracingConfig(_Section):
     sample_ratio: float = 1.0  # of traces, decided by the trace id so every hop of one trade agrees
 
 
+class ContainmentConfig(_Section):
+    """The limits agent code runs under when it is checked or backtested (services/strategies/sandbox.py)."""
+
+    cpu_s: int = 20  # CPU seconds (RLIMIT_CPU)
+    memory_mb: int = 768  # address space (RLIMIT_AS)
+    files: int = 64  # open files (RLIMIT_NOFILE)
+    file_mb: int = 16  # the largest file it may write (RLIMIT_FSIZE)
+    wall_s: float = 60.0  # wall-clock deadline, enforced by the parent killing the child's process group
+    answer_mb: int = 64  # the largest answer read back from the child
+
+
 class McpConfig(_Section):
     """The MCP server (polybot-mcp)."""
 
     # Which tools it serves: "trading" all of them; "no_trading" all but those that send orders or cancels;
     # "read_only" only those that change nothing (no backtest reports written either).
     tools: Literal["trading", "no_trading", "read_only"] = "trading"
+    containment: ContainmentConfig = ContainmentConfig()  # [mcp.containment]: agent code's limits
 
 
 class ServiceConfig(_Section):

@@ -106,6 +106,9 @@ def load_file(path: Path) -> Any:
     except SyntaxError as exc:
         sys.modules.pop(name, None)
         raise StrategyError(f"{path}, line {exc.lineno}: {exc.msg}") from None
+    except MemoryError:  # a limit the caller enforces, not a fault of the code's
+        sys.modules.pop(name, None)
+        raise
     except Exception as exc:
         sys.modules.pop(name, None)
         raise StrategyError(f"{path}: loading it raised {type(exc).__name__}: {exc}{_line(exc, path)}") from None
