@@ -286,3 +286,13 @@ def test_list_strategies_shows_shipped_and_configured_ones_and_get_strategy_thei
     assert (rows["quoter"]["origin"], rows["quoter"]["state"]) == ("shipped", "available")
     assert "class Quoter" in ok(shipped)["code"]
     assert "list_strategies names them" in error(unknown)
+
+
+def test_the_draft_strategy_prompts_example_passes_check_strategy(config) -> None:
+    """What the prompt shows an agent is true: its minimal class keeps the contract and trades the sample."""
+    from polybot_mcp.prompts import PROMPTS, load as load_prompts
+
+    [template] = [t for t in load_prompts(PROMPTS) if t.front.name == "draft_strategy"]
+    code = template.body.split("```python\n", 1)[1].split("```", 1)[0]
+    report = ok(session(config, ("check_strategy", {"code": code}))[0])
+    assert report["ok"] is True and report["name"] == "my_idea" and report["sample"]["signals"] > 0, report
