@@ -301,8 +301,8 @@ def register_authoring_tools(server: MCPServer, config: Config, tools: Tools) ->
             result, isolation, recording = answer.result, answer.isolation, SAMPLE_NAME
         tested = await report(result, recording, isolation)
         try:
-            record = store.propose(name, code, checked.class_name, params, markets, asked, by=source_of(ctx, tools.agent),
-                                   rationale=rationale, backtest=tested.model_dump())
+            record = store.propose(name, code, checked.class_name, params, markets, asked,
+                                   by=source_of(ctx, tools.agent), rationale=rationale, backtest=tested.model_dump())
         except StoreError as exc:
             raise ToolError(str(exc)) from None
         approved = store.get(name).approved

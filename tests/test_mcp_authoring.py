@@ -9,44 +9,23 @@ import socket
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 from mcp.client.client import Client
 
 from polybot_mcp.server import build
 from services.backtest import simulated
 from services.config import ensure_state_dir, load
-from services.strategies.sandbox import run as run_contained, sample
+from services.config import ContainmentConfig as limits
+from services.strategies.sandbox import Stopped, run as run_contained, sample
 from services.strategies.store import Budget, Store
 
 from .test_backtest import scripted
+from .test_mcp_tools import error, ok
+from .test_strategy_api import SPREAD
 
-# A maker that bids one tick inside a wide spread: none of ours.
-WIDE = '''from decimal import Decimal
-import polybot_strategy as ps
-
-
-class WideParams(ps.Params):
-    size: Decimal = Decimal("5")
-    min_ticks: int = 2
-
-
-class Wide(ps.Strategy):
-    name = "wide"
-    Params = WideParams
-
-    def on_message(self, msg):
-        out = []
-        for token in self.track(msg):
-            market = self.markets.get(self.token_market.get(token, ""))
-            bid, ask = self.books.best_bid(token), self.books.best_ask(token)
-            if market is None or bid is None or ask is None or not self.tradeable(market.market):
-                continue
-            if ask[0] - bid[0] >= market.tick_size * self.params.min_ticks:
-                price = ps.round_price(bid[0] + market.tick_size, market.tick_size, "BUY")
-                out.append(ps.signal(self, msg, [ps.buy(token, self.params.size, price, market=market.market,
-                                                        post_only=True)], "inside a wide spread"))
-        return out
-'''
+# A maker that bids one tick inside a wide spread (none of ours), waiting for two ticks of spread.
+WIDE = SPREAD.replace("min_spread_ticks: int = 3", "min_spread_ticks: int = 2")
 SECRET = "0x5ec12e7" + "ab" * 28
 
 
@@ -54,7 +33,7 @@ SECRET = "0x5ec12e7" + "ab" * 28
 def config(tmp_path_factory):
     root = Path(os.path.realpath(tmp_path_factory.mktemp("author")))
     (root / "polybot.toml").write_text(f'state_dir = "{root / "state"}"\n[local_venue]\nstart = false\n'
-                                       "[mcp.containment]\ncpu_s = 3\nwall_s = 6\nmemory_mb = 512\n")
+                                       "[mcp.containment]\nmemory_mb = 512\n")
     config = load(root / "polybot.toml", {"HOME": str(root)})
     ensure_state_dir(config)
     scripted(config.state_path / "recordings" / "scripted")
@@ -72,16 +51,6 @@ def session(config, *calls: tuple[str, dict]) -> list:
     return anyio.run(run)
 
 
-def ok(result) -> dict:
-    assert result.is_error is False, result.content[0].text
-    return result.structured_content
-
-
-def error(result) -> str:
-    assert result.is_error is True, result.structured_content
-    return result.content[0].text
-
-
 def line_of(code: str, text: str) -> int:
     """The number of the first line of ``code`` holding ``text``."""
     return next(i for i, line in enumerate(code.splitlines(), 1) if text in line)
@@ -90,7 +59,8 @@ def line_of(code: str, text: str) -> int:
 def test_a_good_strategy_checks_clean_and_trades_the_sample_contained(config) -> None:
     report = ok(session(config, ("check_strategy", {"code": WIDE, "params": {"size": "6"}}))[0])
     assert report["ok"] is True and report["problems"] == [] and report["stopped"] == ""
-    assert (report["class_name"], report["name"], report["params"]) == ("Wide", "wide", {"size": "6", "min_ticks": "2"})
+    assert (report["class_name"], report["name"], report["params"]) == ("Spread", "spread",
+                                                                        {"size": "6", "min_spread_ticks": "2"})
     assert report["sample"]["signals"] > 0 and report["sample"]["fills"] > 0
     assert report["contained"], "this machine allows a network namespace, Landlock and seccomp"
     assert "backtest_strategy" in report["next"]
@@ -118,7 +88,7 @@ def test_check_strategy_names_the_line_of_what_is_wrong(config, change: tuple[st
     (("bid[0] + market.tick_size, market.tick_size", "bid[0] + market.tick_size / 3, market.tick_size / 3"),
      "is not a multiple of the tick"),
     (('Decimal("5")', 'Decimal("0.5")'), "is below the market's minimum"),
-    (('name = "wide"', 'name = "Wide Spread"'), "`name` must be a class attribute"),
+    (('name = "spread"', 'name = "Wide Spread"'), "`name` must be a class attribute"),
 ])
 def test_check_strategy_refuses_outputs_and_classes_that_break_the_contract(config, change, says: str) -> None:
     report = ok(session(config, ("check_strategy", {"code": WIDE.replace(*change)}))[0])
@@ -138,8 +108,6 @@ HOSTILE = {
     "a_process": ("import subprocess\nsubprocess.run(['cat', {secret!r}])", "it tried to start a process"),
     "os_system": ("import os\nos.system('id')", "it tried to start a process (os.system"),
     "ctypes": ("import ctypes\nctypes.CDLL(None).getpid()", "call native code through ctypes"),
-    "endless_loop": ("while True:\n            pass", "it used up its 3 s of CPU time"),
-    "sleeping_forever": ("import time\ntime.sleep(10**6)", "it ran past the wall-clock limit of 6 s"),
     "memory_bomb": ("hoard = [bytearray(1 << 20) for _ in range(10**6)]", "it ran out of memory (the limit is "
                                                                           "512 MB)"),
 }
@@ -173,6 +141,25 @@ def test_hostile_strategies_are_stopped_with_the_reason_and_the_server_keeps_ans
     assert not (config.state_path / "planted.py").exists()
 
 
+def limited(config, **limits):
+    """``config`` with other containment limits."""
+    return msgspec.structs.replace(config, mcp=msgspec.structs.replace(
+        config.mcp, containment=msgspec.structs.replace(config.mcp.containment, **limits)))
+
+
+@pytest.mark.parametrize("snippet, limits, says", [
+    # A CPU limit far below the wall-clock one: the loop reaches it first however busy this machine is.
+    ("while True:\n    pass", {"cpu_s": 1, "wall_s": 120}, "it used up its 1 s of CPU time (an endless loop?)"),
+    ("import time\ntime.sleep(10**6)", {"wall_s": 3}, "it ran past the wall-clock limit of 3 s"),
+])
+def test_code_that_never_ends_is_killed_at_a_limit_and_the_server_keeps_answering(config, snippet: str,
+                                                                                 limits: dict, says: str) -> None:
+    checked, recordings = session(limited(config, **limits), ("check_strategy", {"code": hostile(snippet)}),
+                                  ("list_recordings", {}))
+    assert says in ok(checked)["stopped"]
+    assert ok(recordings)["recordings"]
+
+
 def test_the_child_sees_none_of_the_servers_environment(config, monkeypatch) -> None:
     monkeypatch.setenv("POLYBOT_PRIVATE_KEY", SECRET)
     code = hostile("import os\nraise RuntimeError(sorted(os.environ))")
@@ -202,7 +189,7 @@ def test_backtest_strategy_gives_run_backtests_report_with_refusals_by_code(conf
     by_code, shipped = session(config, ("backtest_strategy", {"recording": "sim", "code": fok}),
                                ("backtest_strategy", {"recording": "scripted", "strategy": "arbitrage"}))
     report = ok(by_code)
-    assert report["strategy"] == "wide" and report["recording"] == "sim" and report["signals"] > 0
+    assert report["strategy"] == "spread" and report["recording"] == "sim" and report["signals"] > 0
     assert sum(report["refusals_by_code"].values()) > 0 and all(report["refusals_by_code"].values())
     assert Path(report["report"]).read_text().startswith("<!DOCTYPE html>")
     report = ok(shipped)
@@ -296,3 +283,13 @@ def test_the_draft_strategy_prompts_example_passes_check_strategy(config) -> Non
     code = template.body.split("```python\n", 1)[1].split("```", 1)[0]
     report = ok(session(config, ("check_strategy", {"code": code}))[0])
     assert report["ok"] is True and report["name"] == "my_idea" and report["sample"]["signals"] > 0, report
+
+
+def test_an_answer_over_its_bound_is_refused_and_the_child_killed(tmp_path: Path) -> None:
+    """Agent code can write on the answer pipe (os.write is not audited): the server reads at most the bound."""
+    replayed = sample(tmp_path)
+    flood = ("import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'x' * (3 << 20))\n"
+             "    except OSError:\n        pass")
+    with pytest.raises(Stopped, match=r"^contained: its answer was over 1 MB; backtest a shorter recording$"):
+        run_contained({"action": "check", "recording": str(replayed)}, hostile(flood),
+                      limits(answer_mb=1), read=[replayed])

@@ -28,8 +28,8 @@ from .venue_harness import tokens
 
 AGENT = {"MAX_ORDER_NOTIONAL": "20", "MAX_DAILY_NOTIONAL": "60", "MAX_SIGNALS_PER_MINUTE": "30"}
 READ_TOOLS = {"mesh_status", "search_markets", "get_market", "get_order_book", "preview_signal", "get_signal",
-              "list_open_orders", "get_risk", "get_positions", "get_fills", "get_pnl", "list_recordings", "list_signals",
-              "scan_opportunities", "check_strategy", "list_strategies", "get_strategy"}
+              "list_open_orders", "get_risk", "get_positions", "get_fills", "get_pnl", "list_recordings",
+              "list_signals", "scan_opportunities", "check_strategy", "list_strategies", "get_strategy"}
 WRITE_TOOLS = {"propose_signal", "cancel_orders", "close_position"}
 # Write report files, or a pending strategy for the operator; touch no market.
 LOCAL_TOOLS = {"run_backtest", "backtest_strategy", "propose_strategy"}

@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from ..config import ContainmentConfig as Limits
-from .contained import CODE_FILE, Answer
+from .contained import CODE_FILE, MAX_PROBLEMS, Answer
+from .loading import NAME
 
 SAMPLE = dict(seed=17, seconds=60, markets=6, events=1, outcomes=3)  # the short recording a check replays
+SHOWN = 500  # characters of a problem's text shown
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
 
 
@@ -39,9 +43,12 @@ def sample(state_dir: Path) -> Path:
         simulated.generate(made / "recording", **SAMPLE)
         try:
             os.rename(made / "recording", folder)
-        except OSError:  # made meanwhile by another call: the same files
-            pass
-        shutil.rmtree(made, ignore_errors=True)
+        except OSError:
+            if not folder.is_dir():
+                raise
+            # made meanwhile by another call: the same files
+        finally:
+            shutil.rmtree(made, ignore_errors=True)
     return folder
 
 
@@ -77,30 +84,34 @@ def _child(job: dict[str, Any], work: Path, limits: Limits) -> Answer:
     finally:
         os.close(answer_w)
         output.close()
-    with os.fdopen(answer_r, "rb") as answers:
+    deadline = time.monotonic() + limits.wall_s
+    cap = limits.answer_mb << 20
+    late = Stopped(f"contained: it ran past the wall-clock limit of {limits.wall_s:g} s (an endless loop, or waiting "
+                   "on something that never comes) and was killed")
+    try:
+        with os.fdopen(answer_r, "rb") as answers:
+            try:  # the job is small: the code waits in the work folder
+                child.stdin.write(json.dumps({**job, "answer_fd": answer_w}).encode())
+                child.stdin.close()
+            except BrokenPipeError:
+                pass
+            try:
+                data = _read_answer(answers, deadline, cap + 1)
+            except TimeoutError:
+                raise late from None
+        if len(data) > cap:
+            raise Stopped(f"contained: its answer was over {limits.answer_mb} MB; backtest a shorter recording")
         try:
-            child.stdin.write(json.dumps({**job, "answer_fd": answer_w}).encode())  # small: the code stays in the work folder
-            child.stdin.close()
-        except BrokenPipeError:
-            pass
-        deadline_hit = False
-        try:
-            data = _read_answer(answers, child, limits)
-        except TimeoutError:
-            deadline_hit, data = True, b""
-        try:
-            child.wait(timeout=max(limits.wall_s, 1))
+            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
-            deadline_hit = True
+            raise late from None
+    finally:
         _kill(child)
-    if deadline_hit:
-        raise Stopped(f"contained: it ran past the wall-clock limit of {limits.wall_s:g} s (an endless loop, or "
-                      "waiting on something that never comes) and was killed")
-    if len(data) > limits.answer_mb << 20:
-        raise Stopped(f"contained: its answer was over {limits.answer_mb} MB; backtest a shorter recording")
     code = child.returncode
-    if code in (-signal.SIGXCPU, -signal.SIGKILL):
+    if code == -signal.SIGXCPU:
         raise Stopped(f"contained: it used up its {limits.cpu_s} s of CPU time (an endless loop?) and was killed")
+    if code == -signal.SIGKILL:
+        raise Stopped(f"contained: the kernel killed it (past its {limits.cpu_s} s of CPU time, or out of memory)")
     if not data:
         tail = (work / "output.txt").read_bytes()[-1500:].decode(errors="replace")
         if "MemoryError" in tail:
@@ -110,6 +121,13 @@ def _child(job: dict[str, Any], work: Path, limits: Limits) -> Answer:
         answer = msgspec.json.decode(data, type=Answer)
     except msgspec.DecodeError as exc:
         raise Stopped(f"the contained process answered with something unreadable ({exc})") from None
+    # The answer is the agent code's process's word: held to what the tools can show.
+    answer.problems = [msgspec.structs.replace(p, message=p.message[:SHOWN], source=p.source[:SHOWN], at=p.at[:80])
+                       for p in answer.problems[:MAX_PROBLEMS]]
+    answer.stopped = answer.stopped[:SHOWN]
+    if answer.result is not None and not NAME.match(answer.result.strategy):
+        raise Stopped(f"the contained process named its strategy {answer.result.strategy[:40]!r}, not a strategy "
+                      "name")
     if answer.stopped.startswith("contained: it ran out of memory"):
         answer.stopped = f"contained: it ran out of memory (the limit is {limits.memory_mb} MB)"
     if answer.stopped.endswith("file size limit"):
@@ -117,20 +135,15 @@ def _child(job: dict[str, Any], work: Path, limits: Limits) -> Answer:
     return answer
 
 
-def _read_answer(answers: Any, child: subprocess.Popen, limits: Limits) -> bytes:
-    """Everything the child writes on its answer pipe, up to one byte over the bound; TimeoutError at the
-    wall-clock deadline."""
-    import selectors
-    import time
-
-    deadline = time.monotonic() + limits.wall_s
-    chunks, size, cap = [], 0, (limits.answer_mb << 20) + 1
+def _read_answer(answers: Any, deadline: float, cap: int) -> bytes:
+    """What the child writes on its answer pipe until it closes it, or ``cap`` bytes; TimeoutError at the
+    deadline."""
+    chunks, size = [], 0
     with selectors.DefaultSelector() as sel:
         sel.register(answers, selectors.EVENT_READ)
         while size < cap:
             left = deadline - time.monotonic()
             if left <= 0:
-                _kill(child)
                 raise TimeoutError
             if not sel.select(left):
                 continue
