@@ -260,3 +260,97 @@ def test_strategy_new_writes_a_strategy_and_a_test_that_pass_as_written(tmp_path
     again = subprocess.run([sys.executable, "-m", "services", "--config", "/dev/null", "strategy", "new", "spread_bid",
                             "--dir", str(tmp_path)], env=child_env(), capture_output=True, text=True, timeout=30)
     assert again.returncode == 1 and "already there" in again.stderr
+
+
+# An agent's idea, none of ours: in its market, take the first outcome at the ask once, when the spread is at most
+# `max_spread_ticks`; and once, a signal far beyond any budget (risk must refuse it, in the backtest and live).
+TIGHT = '''from decimal import Decimal
+
+import polybot_strategy as ps
+
+
+class TightParams(ps.Params):
+    market: str = ""  # "": the first market it sees
+    size: Decimal = Decimal("5")
+    max_spread_ticks: int = 3
+
+
+class Tight(ps.Strategy):
+    name = "tight"
+    Params = TightParams
+
+    def __init__(self, params):
+        super().__init__(params)
+        self.taken = False
+
+    def on_message(self, msg):
+        out = []
+        for token in self.track(msg):
+            market = self.markets.get(self.token_market.get(token, ""))
+            if market is None or token != market.outcomes[0].token_id or not self.tradeable(market.market):
+                continue
+            if self.params.market and market.market != self.params.market:
+                continue
+            bid, ask = self.books.best_bid(token), self.books.best_ask(token)
+            if bid is None or ask is None or ask[0] - bid[0] > market.tick_size * self.params.max_spread_ticks:
+                continue
+            if not self.taken:
+                self.taken = True
+                out.append(ps.signal(self, msg, [ps.buy(token, 1000000, ask[0], market=market.market)], "too big"))
+                out.append(ps.signal(self, msg, [ps.buy(token, self.params.size, ask[0], market=market.market)],
+                                     "tight spread"))
+        return out
+'''
+
+
+def test_an_agent_writes_checks_backtests_and_proposes_a_strategy_the_operator_approves_and_it_trades(
+        operated) -> None:
+    """The whole loop through a real MCP client: the agent's code is checked and backtested contained (risk's
+    refusals by code in the report), proposed (pending only); the operator approves it with the CLI; it trades on
+    the local venue through risk, its fills and PnL under strategy:tight, its absurd signal refused by its budget."""
+    import anyio
+    from mcp.client.client import Client
+
+    from polybot_mcp.server import build
+    from services.backtest import simulated
+    from services.config import load
+
+    from .test_mcp_tools import ok
+
+    up, market = operated, operated.markets[1]
+    config = load(up.mesh.config, {"HOME": str(up.mesh.state.parent)})
+    simulated.generate(config.state_path / "recordings" / "agent-sim", seed=5, seconds=60, markets=4, events=1,
+                       outcomes=3)
+
+    async def agent_session() -> list:
+        async with Client(build(config)) as client:
+            return [await client.call_tool(tool, args) for tool, args in (
+                ("check_strategy", {"code": TIGHT}),
+                ("backtest_strategy", {"code": TIGHT, "recording": "agent-sim"}),
+                ("propose_strategy", {"name": "tight", "code": TIGHT, "params": {"market": market},
+                                      "markets": [market], "rationale": "tight spreads revert less",
+                                      "budget": {"max_order_notional": "10", "max_open_orders": "2"},
+                                      "recording": "agent-sim"}),
+                ("list_strategies", {}))]
+    checked, tested, proposed, listed = (ok(answer) for answer in anyio.run(agent_session))
+    assert checked["ok"] is True and checked["problems"] == [], checked
+    assert tested["refusals_by_code"].get("ORDER_NOTIONAL", 0) >= 1, tested  # risk's own check, in the backtest
+    assert tested["fills"] >= 1, tested
+    sha = proposed["sha256"]
+    assert up.store.get("tight").state == "pending" and up.store.get("tight").pending.sha256 == sha
+    assert not (up.mesh.state / "strategies" / "tight" / "approved.py").exists()  # the agent cannot approve
+    assert {r["name"]: r["state"] for r in listed["strategies"]}["tight"] == "pending"
+    assert "strategy_tight" not in up.status()
+
+    approved = up.cli("strategy", "approve", "tight", "--sha", sha[:12])
+    assert approved.returncode == 0, approved.stderr
+    wait_for(lambda: up.running("strategy_tight"), what="strategy_tight to run in a process of its own")
+    fills = wait_for(lambda: [f for f in up.json("fills", "--market", market) if f["source"] == "strategy:tight"],
+                     what="the agent's strategy to fill", timeout=30)
+    assert sum(D(f["size"]) for f in fills) == 5
+    assert "strategy:tight" in {r["source"] for r in up.json("pnl", "--by", "source")}
+    refused = wait_for(lambda: up.json("query", "SELECT r.code FROM verdict_reasons r JOIN verdicts v ON "
+                                                "v.id = r.verdict_id WHERE v.source = 'strategy:tight'"),
+                       what="its absurd signal refused")
+    assert {"code": "STRATEGY_ORDER_NOTIONAL"} in refused
+    assert "stopping strategy_tight" in up.cli("strategy", "stop", "tight").stdout
