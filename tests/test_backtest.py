@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 
 from services import messages as m
-from services.backtest.engine import BacktestError, backtest, signal_key
+from services.backtest.engine import BacktestError, Replay, backtest, signal_key
 from services.backtest.report import summarize
 from services.backtest.mesh import replay_mesh
 from services.backtest.result import encode
 from services.recording import RecordingWriter, Tap, count, read, segments
+from services.risk.limits import Limits, RiskOptions
+from services.strategies.store import Budget
 from services.venues.base import taker_fee
 
 from .conftest import child_env
@@ -86,6 +88,33 @@ def test_a_fok_leg_the_book_cannot_fill_is_refused_and_the_other_leg_is_exposed(
     result = backtest(folder, "arbitrage")
     assert [(r.signal_id, r.token_id, r.code) for r in result.refusals] == [("s0000002", "A-n", "FOK_UNFILLED")]
     assert {p.token_id: p.size for p in result.positions} == {"A-y": 45, "A-n": 20}
+
+
+def test_every_order_goes_through_risk_and_risk_follows_the_fills(tmp_path: Path) -> None:
+    folder = scripted(tmp_path / "rec")
+    replay = Replay("arbitrage")
+    replay.run(read(folder))
+    # Risk saw every fill and every order end, as in the mesh: its account is the executor's, nothing stays open.
+    assert replay.risk.ledger.positions() == replay.ledger.positions() and replay.risk.open == {}
+    assert [d.size for d in replay.desk.orders.values()] == [20, 20, 10, 10]
+    # The same run under a tighter operator limit: risk refuses the first pair (9.00 and 10.00 over 5), by code,
+    # leg by leg; the second (4.40 and 5.00) passes, and takes the NO shares the first would have.
+    tight = backtest(folder, "arbitrage", risk=RiskOptions(limits=Limits(max_order_notional=D(5))))
+    assert [(r.signal_id, r.token_id, r.code, r.by) for r in tight.refusals] == [
+        ("s0000001", "A-y", "ORDER_NOTIONAL", "risk"), ("s0000001", "A-n", "ORDER_NOTIONAL", "risk")]
+    assert [(f.signal_id, f.token_id, f.size) for f in tight.fills] == [("s0000002", "A-y", 10), ("s0000002", "A-n", 10)]
+    summary = summarize(tight)
+    assert (summary.signals, summary.signals_refused, summary.risk_refusals, summary.refused) == \
+        (2, 1, {"ORDER_NOTIONAL": 1}, 0)
+
+
+def test_a_budget_lowers_the_limits_and_never_raises_them(tmp_path: Path) -> None:
+    folder = scripted(tmp_path / "rec")
+    under = Replay("arbitrage", budget=Budget(max_order_notional=D(5), max_gross_exposure=D(10 ** 6)))
+    assert (under.limits.max_order_notional, under.limits.max_gross_exposure) == (D(5), Limits().max_gross_exposure)
+    assert [r.code for r in under.run(read(folder)).refusals] == ["ORDER_NOTIONAL"] * 2
+    # A budget above the operator's limits changes nothing: the default 250 per order lets both pairs through.
+    assert backtest(folder, "arbitrage", budget=Budget(max_order_notional=D(10 ** 6))).refusals == []
 
 
 def low_bids(folder: Path, resolves: bool = False) -> Path:
