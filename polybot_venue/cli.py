@@ -60,9 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gap", type=float, default=0.06, help="how far below 1 a mispricing sums (default: 0.06)")
     parser.add_argument("--gap-ms", type=int, default=1500, help="how long a mispricing stays (default: 1500)")
     parser.add_argument("--replay", default="", metavar="FOLDER",
-                        help="play back a recording (polybot record) on the market channel instead of living "
-                             "markets: its markets on Gamma and the CLOB, its books in order, once started with "
-                             "/_admin/replay {\"per_s\": N}")
+                        help="`polybot venue` only: play back a recording (polybot record) on the market channel "
+                             "instead of living markets: its markets on Gamma and the CLOB, its books in order, once "
+                             "started with /_admin/replay {\"per_s\": N}")
     parser.add_argument("--replay-per-s", type=float, default=0.0,
                         help="with --replay: play at once, this many recorded messages a second")
     parser.add_argument("--resolutions-per-s", type=float, default=0.002,

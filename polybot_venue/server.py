@@ -30,7 +30,7 @@ from .life import Life, LifeOptions, News
 from .markets import generate, seed_liquidity
 from .ports import HOST, PORTS
 from .relayer import Relayer, builder_key_routes, relayer_routes
-from .replay import Playback
+from .replay import Feed, Playback
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 TICK_S = 0.25  # how often GTD expiry, heartbeat silence, trade confirmations and chain transactions are checked
@@ -62,8 +62,9 @@ class VenueOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     deposit_wallet_flow: bool = False  # refuse EOA-maker (type 0) orders from accounts other than the ready-made one
     still: bool = False  # no living markets: books move only when someone trades (and on admin requests)
     life: LifeOptions = LifeOptions()
-    # A recording folder to play back on the market channel (replay.py) instead of the seeded, living markets; it
-    # plays once started (/_admin/replay), or at once at replay_per_s messages a second when that is above 0.
+    # A recording of the mesh to play back on the market channel (replay.py) instead of the seeded, living markets
+    # (read by the mesh's side: `polybot venue --replay`); it plays once started (/_admin/replay), or at once at
+    # replay_per_s recorded messages a second when that is above 0.
     replay: str = ""
     replay_per_s: float = 0.0
     rate_limits: operations.RateLimits = operations.RateLimits()  # 429s past these; /_admin/rate-limits changes them
@@ -94,12 +95,16 @@ def house_address(seed: int) -> str:
 class LocalVenue:
     """The whole venue in memory: engine, seeded markets, living markets, channels."""
 
-    def __init__(self, options: VenueOptions, clock=None) -> None:
+    def __init__(self, options: VenueOptions, clock=None, feed: Feed | None = None) -> None:
+        """``feed``: what to play back instead of living markets (replay.py)."""
         clock = clock or (lambda: time.time_ns() // 1_000_000)
         self.options = options
+        if options.replay and feed is None:
+            raise ValueError(f"replay {options.replay}: the venue reads no recording of the mesh; serve it with "
+                             "`polybot venue --replay FOLDER`, which does")
         universe = generate(options.seed, options.markets, options.events, options.outcomes, now_ms=clock(),
-                            v2=options.v2_markets, v2_events=options.v2_events) if not options.replay else \
-            generate(options.seed, 0, 0, now_ms=clock())  # the recording's markets instead
+                            v2=options.v2_markets, v2_events=options.v2_events) if feed is None else \
+            generate(options.seed, 0, 0, now_ms=clock())  # the feed's markets instead
         engine = Engine(universe.markets, clock, heartbeat_timeout_ms=options.heartbeat_timeout_ms,
                         exchanges=(auth.EXCHANGE_V2[options.chain_id], auth.NEG_RISK_EXCHANGE_V2[options.chain_id],
                                    auth.EXCHANGE_V3[options.chain_id]))
@@ -122,7 +127,7 @@ class LocalVenue:
         self.chain = Chain(engine, options.chain_id, options.mined_after_ms, options.confirmed_after_ms)
         self.relayer = Relayer(self.chain, venue_secret(options.seed))
         self.life = Life(engine, universe, house_address(options.seed), options.seed, options.life)
-        self.playback = Playback.load(engine, self.life, options.replay) if options.replay else None
+        self.playback = Playback.start(engine, self.life, feed) if feed is not None else None
         if self.playback is not None and options.replay_per_s > 0:
             self.playback.pace(options.replay_per_s, time.monotonic())
         self.channels = Channels(self.state)
@@ -405,9 +410,9 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
         return JSONResponse({"stalling_s": seconds})
 
     def replay(data: dict, news: News) -> dict:
-        """Replay mode: play the recording at ``per_s`` messages a second (0 pauses); without it, where it is."""
+        """Replay mode: play the recording at ``per_s`` messages a second (0 pauses); either way, where it is."""
         if venue.playback is None:
-            raise VenueError("the venue is not replaying a recording: start it with --replay FOLDER")
+            raise VenueError("the venue is not replaying a recording: serve it with `polybot venue --replay FOLDER`")
         if "per_s" in data:
             venue.playback.pace(float(number(data, "per_s")), time.monotonic())
         return venue.playback.detail()
