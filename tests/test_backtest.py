@@ -117,6 +117,28 @@ def test_a_budget_lowers_the_limits_and_never_raises_them(tmp_path: Path) -> Non
     assert backtest(folder, "arbitrage", budget=Budget(max_order_notional=D(10 ** 6))).refusals == []
 
 
+def test_polybot_backtest_takes_a_file_and_a_budget_and_shows_what_risk_refused(tmp_path: Path) -> None:
+    folder = scripted(tmp_path / "rec")
+    (tmp_path / "polybot.toml").write_text(f'state_dir = "{tmp_path / "state"}"\n[local_venue]\nstart = false\n')
+    (tmp_path / "mine.py").write_text("from services.strategies.arbitrage import Arbitrage\n\n\n"
+                                      "class Mine(Arbitrage):\n    name = 'mine'\n")
+    cli = [sys.executable, "-m", "services", "--config", str(tmp_path / "polybot.toml"), "backtest", "--data",
+           str(folder), "--strategy", f"{tmp_path / 'mine.py'}:Mine", "--out", str(tmp_path / "out")]
+    done = subprocess.run([*cli, "--budget", "max_order_notional=5", "--json"], env=child_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["strategy"], summary["signals"], summary["signals_refused"], summary["risk_refusals"]) == \
+        ("mine", 2, 1, {"ORDER_NOTIONAL": 1})
+    text = subprocess.run([*cli, "--budget", "max_order_notional=5"], env=child_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert "refused by risk      1 signals: ORDER_NOTIONAL 1" in text.stdout, text.stdout
+    assert "signals refused by risk</td><td>1 (ORDER_NOTIONAL 1)" in (tmp_path / "out" / "report.html").read_text()
+    bad = subprocess.run([*cli, "--budget", "max_size=5"], env=child_env(), capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "--budget: unknown budget fields ['max_size']" in bad.stderr
+
+
 def low_bids(folder: Path, resolves: bool = False) -> Path:
     """Market A opens with a gap (YES 0.45 x 20 + NO 0.50 x 30) over bids of 0.10, which then fall to 0.01 (mids
     0.305 each: the pair marked at 0.61); A resolves YES at the end when ``resolves``."""
