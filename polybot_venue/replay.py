@@ -28,28 +28,38 @@ Levels = dict[tuple[str, Decimal], Decimal]  # (BUY|SELL, YES price) -> size
 
 
 @dataclass(frozen=True)
-class Book:
-    """A market's YES book becomes exactly these levels."""
+class Change:
+    """What a moment does to one market."""
 
     condition_id: str
+
+
+@dataclass(frozen=True)
+class Book(Change):
+    """The market's YES book becomes exactly these levels."""
+
     levels: Levels
 
 
 @dataclass(frozen=True)
-class Listed:
-    market: Market
+class Tick(Change):
+    """Its tick size changes (``tick_size_change`` on the channel)."""
 
-
-@dataclass(frozen=True)
-class Tick:
-    condition_id: str
     tick: Decimal
 
 
 @dataclass(frozen=True)
-class Resolved:
-    condition_id: str
-    winner: str  # the winning token
+class Resolved(Change):
+    """It resolves: closed, its orders canceled, 1 paid per share of ``winner`` (its winning token)."""
+
+    winner: str
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A market lists (the house funded to quote it), its book empty until a ``Book`` sets it."""
+
+    market: Market
 
 
 Step = Book | Listed | Tick | Resolved
