@@ -20,6 +20,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/replay.py
 	$(BIN)/python benchmarks/metrics_overhead.py
 	$(BIN)/python benchmarks/order_signing.py
+	$(BIN)/python benchmarks/catch_up.py
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

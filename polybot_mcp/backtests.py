@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from services.backtest.engine import BacktestError, backtest, risk_options
 from services.backtest.report import run_folder, save
+from services.backtest.result import BacktestResult
 from services.config import Config, ConfigError
 from services.recording import RecordingError, count, describe, find
 from services.strategies import REGISTRY
@@ -80,17 +81,34 @@ def _text(value: object) -> str | int | None:
     return value if value is None or isinstance(value, int) else str(value)
 
 
+def recording_path(root: Path, name: str) -> Path:
+    """The recording ``name`` under ``root`` (the recordings folder); a ToolError for any other path."""
+    path = (root / name).resolve()
+    if not name or root.resolve() not in (path, *path.parents) or path == root.resolve():
+        raise ToolError(f"recording {name!r} is not under the recordings folder; list_recordings names them")
+    if not path.exists():
+        raise ToolError(f"no recording {name!r}; list_recordings names the ones there are, and "
+                        "`polybot record` makes one")
+    return path
+
+
+def backtest_view(result: BacktestResult, recording: str, out: Path) -> dict:
+    """The report of ``result`` written under ``out``, and the fields of a BacktestView."""
+    summary, files = save(result, out)
+    return dict(
+        strategy=result.strategy, params=summary.params, recording=recording, messages=summary.messages,
+        signals=summary.signals, signals_refused=summary.signals_refused, risk_refusals=summary.risk_refusals,
+        orders_refused=summary.refused, executor_refusals=summary.executor_refusals, trades=summary.trades,
+        volume=str(summary.volume), fees=str(summary.fees), rebates=str(summary.rebates),
+        realized=str(summary.realized), unrealized=str(summary.unrealized), pnl=str(summary.pnl),
+        max_drawdown=str(summary.max_drawdown), max_exposure=str(summary.max_exposure),
+        hit_rate=None if summary.hit_rate is None else str(summary.hit_rate),
+        per_market=[{k: _text(v) for k, v in msgspec.structs.asdict(row).items()} for row in summary.per_market],
+        report=str(files.html), result=str(out / "result.json"))
+
+
 def register_backtest_tools(server: MCPServer, config: Config) -> None:
     root = config.state_path / "recordings"
-
-    def recording_path(name: str) -> Path:
-        path = (root / name).resolve()
-        if not name or root.resolve() not in (path, *path.parents) or path == root.resolve():
-            raise ToolError(f"recording {name!r} is not under the recordings folder; list_recordings names them")
-        if not path.exists():
-            raise ToolError(f"no recording {name!r}; list_recordings names the ones there are, and "
-                            "`polybot record` makes one")
-        return path
 
     @server.tool(annotations=READ)
     async def list_recordings() -> Recordings:
@@ -118,7 +136,7 @@ def register_backtest_tools(server: MCPServer, config: Config) -> None:
         executor's order path, with paper fills (book walk, queue position, taker fees), and return the summary:
         signals and what risk and the executor refused (by code), trades, PnL, fees, drawdown, exposure, hit rate,
         per market, and the path of the full report. Sends progress while it runs. Nothing trades."""
-        path = recording_path(recording)
+        path = recording_path(root, recording)
         try:
             limits = risk_options(config)
         except ConfigError as exc:
@@ -141,16 +159,5 @@ def register_backtest_tools(server: MCPServer, config: Config) -> None:
             raise ToolError(str(exc)) from None
         if ctx is not None:
             await ctx.report_progress(total, total, "replayed; writing the report")
-        out = run_folder(config.state_path, strategy)
-        summary, files = await asyncio.to_thread(save, result, out)
-        return BacktestView(
-            strategy=strategy, params=summary.params, recording=recording, messages=summary.messages,
-            signals=summary.signals, signals_refused=summary.signals_refused,
-            risk_refusals=summary.risk_refusals, orders_refused=summary.refused,
-            executor_refusals=summary.executor_refusals, trades=summary.trades, volume=str(summary.volume), fees=str(summary.fees),
-            rebates=str(summary.rebates),
-            realized=str(summary.realized), unrealized=str(summary.unrealized), pnl=str(summary.pnl),
-            max_drawdown=str(summary.max_drawdown), max_exposure=str(summary.max_exposure),
-            hit_rate=None if summary.hit_rate is None else str(summary.hit_rate),
-            per_market=[{k: _text(v) for k, v in msgspec.structs.asdict(row).items()} for row in summary.per_market],
-            report=str(files.html), result=str(out / "result.json"))
+        view = await asyncio.to_thread(backtest_view, result, recording, run_folder(config.state_path, strategy))
+        return BacktestView(**view)

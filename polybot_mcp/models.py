@@ -234,7 +234,7 @@ class Verdict(BaseModel):
     max_size: str | None = Field(None, description="The largest size (every leg the same) that would pass every "
                                                    "size-bound check, when a size-bound check refused")
     order_ids: list[str] = Field([], description="One client order id per leg, for get_signal and cancel_orders")
-    legs: list[dict[str, str]] = Field([], description="The legs as sent: token, side, size, limit, type")
+    legs: list[dict[str, str]] = Field([], description="The legs as sent: token, side, size, limit, type, and post_only and expires_s when set")
     outcome: Outcome | None = Field(None, description="With wait='fills': what the orders did")
 
 

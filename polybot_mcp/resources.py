@@ -43,8 +43,9 @@ def register_resources(server: MCPServer, tools: Tools) -> None:
         return await read(build())
 
     @server.resource("polybot://risk", name="risk", mime_type=JSON,
-                     description="Risk's limits and their use (each agent's budget among them), halted or not; "
-                                 "the get_risk tool adds this client's own budget left")
+                     description="Risk's limits and their use, halted or not, with the budget left of the "
+                                 "server's own agent (its `source`; a static resource cannot know which token read "
+                                 "it): over HTTP with a token per agent, call get_risk for the caller's own")
     async def risk() -> str:
         return await read(tools.risk_view(tools.source(None)))
 

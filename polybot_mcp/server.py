@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 from services.cli import collect_status, trading_health
 from services.config import Config
 
+from .authoring import register_authoring_tools
 from .backtests import register_backtest_tools
 from .mesh import MeshLink
 from .prompts import PROMPTS, register_prompts
@@ -121,7 +122,7 @@ class PolybotServer(MCPServer):
 
 # The tools each set leaves out: those that send orders or cancels, and those that write anything.
 TRADING_TOOLS = frozenset({"propose_signal", "cancel_orders", "close_position"})
-WRITING_TOOLS = TRADING_TOOLS | {"run_backtest"}
+WRITING_TOOLS = TRADING_TOOLS | {"run_backtest", "backtest_strategy", "propose_strategy"}
 LEFT_OUT = {"trading": frozenset(), "no_trading": TRADING_TOOLS, "read_only": WRITING_TOOLS}
 TOOL_SETS = {"trading": "every tool, trading included", "no_trading": "no tool that sends orders or cancels",
              "read_only": "read-only tools: none sends orders or writes anything"}
@@ -137,7 +138,10 @@ def instructions(tool_set: str) -> str:
               "happened; get_risk shows limits and what this client may still spend and sell; mesh_status shows "
               "what runs and whether trading is healthy (and why not). "
             + ("Try a strategy on recorded markets first with list_recordings and run_backtest. "
-               if tool_set != "read_only" else "")
+               "To write one: check_strategy, backtest_strategy, then propose_strategy keeps it for the operator, "
+               "who alone approves it (`polybot strategy approve`). "
+               if tool_set != "read_only" else "check_strategy checks a strategy's code. ")
+            + "list_strategies and get_strategy show the strategies, their state and figures. "
             + f"Tool set served: {tool_set} ({TOOL_SETS[tool_set]}).")
 
 
@@ -178,8 +182,10 @@ def build(config: Config, tool_set: str = "", agent: str = AGENT) -> MCPServer:
         return MeshStatus(all_up=all(s.state in ("running", "halted") for s in services), trading=trading,
                           services=services)
 
-    register_resources(server, register_tools(server, MeshLink(config), agent))
+    tools = register_tools(server, MeshLink(config), agent)
+    register_resources(server, tools)
     register_backtest_tools(server, config)
+    register_authoring_tools(server, config, tools)
     register_prompts(server, PROMPTS)
     for name in sorted(LEFT_OUT[tool_set]):
         server.remove_tool(name)

@@ -495,7 +495,8 @@ class Tools:
     @staticmethod
     def verdict(signal: m.Signal, decided: m.Message | None) -> Verdict:
         legs = [{"token_id": lg.token_id, "side": lg.side, "size": text(lg.size), "limit_price": text(lg.limit_price),
-                 "order_type": lg.order_type} for lg in signal.legs]
+                 "order_type": lg.order_type, **({"post_only": "true"} if lg.post_only else {}),
+                 **({"expires_s": str(lg.expires_s)} if lg.expires_s else {})} for lg in signal.legs]
         if decided is None:
             return Verdict(signal_id=signal.id, status="pending", legs=legs)
         if isinstance(decided, m.SignalPending):

@@ -44,9 +44,9 @@ from typing import Any, ClassVar
 import msgspec
 
 from services.books import Books
-from services.messages import (AccountReply, BookDelta, BookSnapshot, Cancel, Fill, FillStatus, LastTrade, Leg,
-                               MarketHalted, MarketNew, MarketResolved, MarketStale, Message, OrderAck, OrderCanceled,
-                               OrderRejected, Signal, TickSizeChange)
+from services.messages import (AccountReply, Book, BookDelta, BookSnapshot, Cancel, Fill, FillStatus, LastTrade, Leg,
+                               Level, MarketHalted, MarketNew, MarketResolved, MarketStale, Message, OrderAck,
+                               OrderCanceled, OrderRejected, Outcome, Signal, TickSizeChange)
 
 API_VERSION = 1
 SIZE_STEP = Decimal("0.01")  # order sizes carry at most 2 decimals
@@ -193,7 +193,7 @@ def cancel(strategy: Strategy, cause: Message, *, token_id: str = "", market: st
 
 
 __all__ = [
-    "API_VERSION", "MESSAGES", "Params", "Strategy", "Books", "Message",
+    "API_VERSION", "MESSAGES", "Params", "Strategy", "Books", "Message", "Book", "Level", "Outcome",
     "BookSnapshot", "BookDelta", "LastTrade", "MarketNew", "TickSizeChange", "MarketHalted", "MarketResolved",
     "MarketStale", "OrderAck", "OrderRejected", "OrderCanceled", "Fill", "FillStatus", "AccountReply",
     "Signal", "Leg", "Cancel", "round_price", "round_size", "why_not", "buy", "sell", "signal", "cancel",

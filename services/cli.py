@@ -14,6 +14,7 @@ import msgspec
 from . import messages as m
 from . import tls
 from .backtest import cli as backtests
+from .strategies import cli as strategies
 from .bus import BusError, BusTimeout, Requester
 from .config import (RISK_KIND, Config, ConfigError, control_address, embeds_local_venue, ensure_state_dir, load,
                      load_secrets, service_of_kind, trading_mode)
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     audit_verify.add_argument("--head", help="the hash the chain must end at (from `polybot status` or the stop log)")
     _add_views(commands)
     backtests.add_commands(commands)
+    strategies.add_commands(commands)
     args = parser.parse_args(argv)
     try:
         config = load(args.config)
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tls.identify("operator", config)  # the CLI's requests present the operator's certificate (bus.transport = "tls")
     handler = {"up": _up, "doctor": _doctor, "down": _down, "status": _status, "restart": _restart, "run": _run,
-               "halt": _halt, "resume": _resume, "venue": _venue, "risk": _risk, "approve": _approve, "audit": _audit, "certs": _certs, "record": backtests.record, "backtest": backtests.backtest,
+               "halt": _halt, "resume": _resume, "venue": _venue, "risk": _risk, "approve": _approve, "audit": _audit, "certs": _certs, "record": backtests.record, "backtest": backtests.backtest, "strategy": strategies.run,
                **{v: _view for v in VIEWS}}[args.command]
     try:
         return handler(config, args)

@@ -7,6 +7,10 @@ when they parse as one (numbers, booleans, arrays), else as plain strings.
 
 A ``[services.NAME]`` table adjusts the default service of that name (its options merge key by key) or, for
 any other name, adds a service, which then needs ``kind``; ``enabled = false`` turns a service off.
+
+Each agent-authored strategy the operator approved and has not stopped (``<state_dir>/strategies``, see
+services/strategies/store.py) is one more service, ``strategy_NAME``: a strategies host running only that version,
+with the options of ``[services.strategies]`` otherwise. The names ``strategy_*`` are kept for them.
 """
 from __future__ import annotations
 
@@ -37,7 +41,8 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 RESERVED_ENV = {CONFIG_ENV, SUPERVISOR_ENV} | {f"POLYBOT_{n.upper()}" for n in SECRET_NAMES}
 
 SOCKET_NAMES = ("prices", "events", "signals", "orders", "executions", "decisions")
-SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+STRATEGY_SERVICE_PREFIX = "strategy_"  # the services of approved agent-authored strategies (strategies/store.py)
 UNIX_PATH_MAX = 107  # sockaddr_un.sun_path, less the terminating NUL
 
 
@@ -99,12 +104,24 @@ class TracingConfig(_Section):
     sample_ratio: float = 1.0  # of traces, decided by the trace id so every hop of one trade agrees
 
 
+class ContainmentConfig(_Section):
+    """The limits agent code runs under when it is checked or backtested (services/strategies/sandbox.py)."""
+
+    cpu_s: int = 20  # CPU seconds (RLIMIT_CPU)
+    memory_mb: int = 768  # address space (RLIMIT_AS)
+    files: int = 64  # open files (RLIMIT_NOFILE)
+    file_mb: int = 16  # the largest file it may write (RLIMIT_FSIZE)
+    wall_s: float = 60.0  # wall-clock deadline, enforced by the parent killing the child's process group
+    answer_mb: int = 64  # the largest answer read back from the child
+
+
 class McpConfig(_Section):
     """The MCP server (polybot-mcp)."""
 
     # Which tools it serves: "trading" all of them; "no_trading" all but those that send orders or cancels;
     # "read_only" only those that change nothing (no backtest reports written either).
     tools: Literal["trading", "no_trading", "read_only"] = "trading"
+    containment: ContainmentConfig = ContainmentConfig()  # [mcp.containment]: agent code's limits
 
 
 class ServiceConfig(_Section):
@@ -465,7 +482,10 @@ def service_options(config: Config, name: str, options_type: type) -> Any:
 def _finish(config: Config, environ: Mapping[str, str]) -> Config:
     for name in config.services:
         if not SERVICE_NAME.match(name):
-            raise ConfigError(f"services.{name}: a service name is lower-case letters, digits and '_' (at most 32)")
+            raise ConfigError(f"services.{name}: a service name is lower-case letters, digits and '_' (at most 40)")
+        if name.startswith(STRATEGY_SERVICE_PREFIX):
+            raise ConfigError(f"services.{name}: names starting with {STRATEGY_SERVICE_PREFIX} are kept for the "
+                              "strategies the operator approves (`polybot strategy approve`); choose another name")
         if name == "supervisor":
             raise ConfigError("services.supervisor: the name is taken by the supervisor itself")
     for name in config.bus.addresses:
@@ -488,6 +508,7 @@ def _finish(config: Config, environ: Mapping[str, str]) -> Config:
     if not state.is_absolute():
         raise ConfigError(f"state_dir: {state_dir!r} must be an absolute path (nothing is kept relative to the working directory)")
     config = msgspec.structs.replace(config, state_dir=str(state))
+    config = _with_strategies(config)
     if config.bus.transport == "ipc":
         longest = max([socket_address(config, s) for s in SOCKET_NAMES]
                       + [control_address(config, n) for n in ("supervisor", *config.services)], key=len)
@@ -497,6 +518,28 @@ def _finish(config: Config, environ: Mapping[str, str]) -> Config:
                 "choose a shorter state_dir or bus.transport = \"tcp\""
             )
     return config
+
+
+def _with_strategies(config: Config) -> Config:
+    """The config with a service for each approved, running agent-authored strategy, after those it names."""
+    if not (config.state_path / "strategies").is_dir():
+        return config
+    from .strategies.store import Store, StoreError  # only where strategies are kept
+
+    store = Store(config.state_path)
+    host = config.services.get("strategies")
+    base = {k: v for k, v in (host.options if host and host.kind == STRATEGIES_KIND else {}).items()
+            if k not in ("strategies", "shard", "shards")}
+    added = {}
+    for name in store.names():
+        try:
+            entry = store.get(name)
+        except StoreError:  # a record that cannot be read runs nothing; `polybot strategy list` says why
+            continue
+        if entry.state == "approved":
+            added[STRATEGY_SERVICE_PREFIX + name] = ServiceConfig(kind=STRATEGIES_KIND, options={**base,
+                                                                                        **store.service_table(entry)})
+    return msgspec.structs.replace(config, services={**config.services, **added}) if added else config
 
 
 def _check_plaintext(config: Config) -> None:

@@ -10,6 +10,7 @@ replaces the file with the records given, atomically (compaction).
 """
 from __future__ import annotations
 
+import bisect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,7 @@ class Journal:
         self._decoder = msgspec.json.Decoder(record_type)
         self._fd = -1
         self._size = 0
+        self._index = Index()
 
     @property
     def bad(self) -> int:
@@ -132,26 +134,35 @@ class Journal:
 
     def after(self, stream: str, seq: int, limit: int) -> tuple[list[Any], int]:
         """The numbered records after ``seq`` of ``stream`` (another stream: from the first), at most ``limit``,
-        oldest first; and the first seq the journal still holds (0: none)."""
+        oldest first; and the first seq the journal still holds (0: none). Reads from the nearest place the index
+        knows at or before ``seq``, not from the start: a subscriber catching up page by page reads the file about
+        once in all."""
         if stream != self.stream:
             seq = 0
-        out, first = [], 0
+        index = self._index
+        out: list[Any] = []
         with open(self.path, "rb") as f:
+            index.extend(f, self._numbered_seq)
+            f.seek(index.offset_before(seq + 1))
             for line in f:
-                if b'"seq"' not in line:
-                    continue
-                try:
-                    rec = self._decoder.decode(line)
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    continue
-                n = getattr(rec, "seq", 0)
-                if not isinstance(rec, self.numbered) or not n or rec.stream != self.stream:
-                    continue
-                first = min(first, n) if first else n
-                if n > seq and len(out) < limit:
-                    out.append(rec)
+                if len(out) >= limit:
+                    break
+                n = self._numbered_seq(line)
+                if n > seq:
+                    out.append(self._decoder.decode(line))
         out.sort(key=lambda rec: rec.seq)
-        return out, first
+        return out, index.first
+
+    def _numbered_seq(self, line: bytes) -> int:
+        """The seq of a line that holds a numbered record of this journal's stream; 0 for any other line."""
+        if b'"seq"' not in line:
+            return 0
+        try:
+            rec = self._decoder.decode(line)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return 0
+        n = getattr(rec, "seq", 0)
+        return n if isinstance(rec, self.numbered) and n and rec.stream == self.stream else 0
 
     def rewrite(self, records: list[Any]) -> int:
         """Replace the journal with ``records`` (after a ``Numbering`` that carries the counter on), atomically: a new
@@ -176,6 +187,7 @@ class Journal:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+        self._index = Index()  # the offsets it knew are of the old file
         if self._fd >= 0:
             self.close()
             self.open()
@@ -185,6 +197,46 @@ class Journal:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+class Index:
+    """Where numbered records sit in the file, learned as ``after`` reads it: the offset of every ``EVERY``-th
+    record that raised the highest seq so far (records are appended in seq order, so none before such a place has a
+    higher seq), how far the file has been read, and the first seq it holds."""
+
+    EVERY = 256
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+        self.offsets: list[int] = []
+        self.read_to = 0
+        self.first = 0
+        self.top = 0
+        self.count = 0
+
+    def extend(self, f: Any, seq_of: Callable[[bytes], int]) -> None:
+        """Read the part of the file appended since last time."""
+        f.seek(self.read_to)
+        at = self.read_to
+        for line in f:
+            if not line.endswith(b"\n"):
+                break  # a record being written: read it next time, whole
+            n = seq_of(line)
+            if n:
+                self.first = min(self.first, n) if self.first else n
+                if n > self.top:
+                    if self.count % self.EVERY == 0:
+                        self.seqs.append(n)
+                        self.offsets.append(at)
+                    self.top = n
+                    self.count += 1
+            at += len(line)
+        self.read_to = at
+
+    def offset_before(self, seq: int) -> int:
+        """Where to start reading for the records from ``seq`` on."""
+        i = bisect.bisect_right(self.seqs, seq) - 1
+        return self.offsets[i] if i >= 0 else 0
 
 
 CATCH_UP_PAGE = 1000  # the most records one CatchUpReply carries

@@ -9,6 +9,7 @@ decoders ignore fields they do not know, so old and new peers interoperate.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import time
 from collections.abc import Callable
@@ -264,6 +265,22 @@ class SignalPending(Message, frozen=True, kw_only=True):
     stream: str = ""
 
 
+class StrategyApproved(Message, frozen=True, kw_only=True):
+    """Risk took an operator's approval of an agent-authored strategy (``polybot strategy approve``): the code's
+    sha256 that may run as ``strategy:NAME`` and the budget it runs under. On ``decisions``, so the audit log keeps
+    the hash of every approved version."""
+
+    name: str
+    sha256: str
+    class_name: str = ""
+    budget: dict[str, Decimal] = {}
+    markets: list[str] = []  # the markets it may trade; empty: any
+    by: str = ""  # who approved it
+    approved_ts_ns: int = 0
+    seq: int = 0  # numbered by risk, as SignalAccepted.seq
+    stream: str = ""
+
+
 # ---------------------------------------------------------------- order lifecycle (executions)
 
 
@@ -438,6 +455,21 @@ class RestartRequest(Message, frozen=True, kw_only=True):
     service: str
 
 
+class ReloadRequest(Message, frozen=True, kw_only=True):
+    """To the supervisor: read the config (and the approved strategies) again; start the services new to it, stop
+    those gone from it, restart those whose settings changed, and leave the rest running."""
+
+    by: str = ""
+
+
+class StrategyChanged(Message, frozen=True, kw_only=True):
+    """To risk: the operator approved or stopped the agent-authored strategy ``name``; risk reads its approval and
+    budget again from the strategy store (nothing in the request can set them)."""
+
+    name: str
+    by: str = ""
+
+
 class ShutdownRequest(Message, frozen=True, kw_only=True):
     """To the supervisor: stop every service, then itself."""
 
@@ -589,7 +621,7 @@ class AccountReply(Message, frozen=True, kw_only=True):
 # What the executor numbers on ``executions`` (``seq``, ``stream``): everything it journals and publishes.
 Numbered = Union[OrderAck, OrderRejected, Fill, OrderCanceled, ResidualExposure, Rebate, MarketResolved, FillStatus]
 # What risk numbers on ``decisions``: every verdict it publishes.
-NumberedVerdict = Union[SignalAccepted, SignalRejected, SignalPending]
+NumberedVerdict = Union[SignalAccepted, SignalRejected, SignalPending, StrategyApproved]
 
 
 class CatchUpRequest(Message, frozen=True, kw_only=True):
@@ -665,10 +697,10 @@ SignalsMsg = Union[Signal, Cancel]
 OrdersMsg = Union[Order, Cancel]
 ExecutionsMsg = Union[OrderAck, OrderRejected, Fill, OrderCanceled, ResidualExposure, Rebate, MarketResolved,
                       FillStatus, VenueStatus, Heartbeat]
-DecisionsMsg = Union[SignalAccepted, SignalRejected, SignalPending, Heartbeat]
+DecisionsMsg = Union[SignalAccepted, SignalRejected, SignalPending, StrategyApproved, Heartbeat]
 ControlRequest = Union[StatusRequest, HaltRequest, ResumeRequest, ThrottleRequest, RestartRequest, ShutdownRequest,
                        SnapshotRequest, PreviewRequest, RiskRequest, ApproveRequest, AccountRequest, QueryRequest,
-                       CatchUpRequest]
+                       CatchUpRequest, ReloadRequest, StrategyChanged]
 ControlReply = Union[StatusReply, Ok, Error, SnapshotReply, SignalAccepted, SignalRejected, RiskReply, AccountReply,
                      QueryReply, CatchUpReply]
 
@@ -727,6 +759,8 @@ def _value_check(t: mi.Type, name: str) -> Callable[[Any], bool] | None:
             if name in QUANTITIES:
                 return lambda v: -MAX_QUANTITY <= v <= MAX_QUANTITY
             return Decimal.is_finite
+        case mi.FloatType():  # a duration, a rate, a lag: finite (an infinite throttle would never end)
+            return math.isfinite
         case mi.StructType():
             return lambda v: _checker(v.__class__)(v)
         case mi.ListType(item_type=item):
@@ -762,6 +796,9 @@ def _fault(value: Any, name: str) -> tuple[str, str] | None:
             return "", f"{value} is not a price between 0 and 1"
         if name in QUANTITIES and not -MAX_QUANTITY <= value <= MAX_QUANTITY:
             return "", f"{value} is beyond {MAX_QUANTITY:f}, more than any market holds"
+    elif value.__class__ is float:
+        if not math.isfinite(value):
+            return "", f"{value} is not a finite number"
     elif isinstance(value, Struct):
         if (found := _struct_fault(value)) is not None:
             return "." + found[0], found[1]
@@ -788,8 +825,9 @@ def _numeric_fields(cls: type) -> tuple[str, ...]:
 
 
 def _may_hold_decimal(t: mi.Type) -> bool:
+    """May hold a number that is checked: a Decimal or a float, at any depth."""
     match t:
-        case mi.DecimalType() | mi.StructType():
+        case mi.DecimalType() | mi.FloatType() | mi.StructType():
             return True
         case mi.ListType(item_type=item):
             return _may_hold_decimal(item)

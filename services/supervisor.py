@@ -4,6 +4,11 @@ It is a service like the others (same runtime, its own control socket), so
 ``polybot status``, ``restart`` and ``down`` talk to it over the bus.
 Services start in config order and stop in reverse, so consumers are up
 before their producers and producers stop first.
+
+A ``ReloadRequest`` reads the config again (with the approved strategies of the strategy store): it starts the
+services new to it, stops those gone, restarts those whose settings changed and leaves the others running (how an
+approved strategy starts, is hot-replaced by a newly approved version, or stops). A strategies host whose file is
+not the version approved is not started: its row says why (``last_error``) until a reload finds it fixed.
 """
 from __future__ import annotations
 
@@ -21,7 +26,8 @@ import msgspec
 
 from . import messages as m
 from .bus import BusError, BusTimeout, Requester
-from .config import SUPERVISOR_ENV, control_address, service_environment
+from .config import (STRATEGIES_KIND, SUPERVISOR_ENV, Config, ConfigError, ServiceConfig, control_address, load,
+                     metrics_port, service_environment)
 from .runtime import Service, StartupError
 
 POLL_S = 0.1
@@ -42,6 +48,7 @@ class Child:
     failures: int = 0  # consecutive quick deaths, for the backoff
     next_start: float | None = None
     last_exit: int | None = None
+    refused: str = ""  # why it is not started (a strategy file not the version approved); state "down"
     ready_task: asyncio.Task | None = field(default=None, repr=False)
 
 
@@ -94,6 +101,12 @@ class Supervisor(Service):
             self._spawn(child)
 
     def _spawn(self, child: Child) -> None:
+        if why := refusal(self.ctx.config.services[child.name]):
+            if why != child.refused:
+                self.ctx.log.error("not starting %s: %s", child.name, why)
+            child.refused, child.state, child.next_start = why, "down", None
+            return
+        child.refused = ""
         command = [sys.executable, "-m", "services"]
         if self.ctx.options.config_path:
             command += ["--config", self.ctx.options.config_path]
@@ -142,6 +155,8 @@ class Supervisor(Service):
                                    message=f"no service {name!r}; running: {', '.join(self.children_) or 'none'}")
                 self._track(self._restart(child))
                 return m.Ok(request_id=request.id, detail=f"restarting {name}")
+            case m.ReloadRequest():
+                return self._reload(request)
             case m.ShutdownRequest():
                 self.ctx.request_stop()
                 return m.Ok(request_id=request.id, detail="shutting down")
@@ -156,6 +171,40 @@ class Supervisor(Service):
         child.failures = 0
         self.ctx.log.info("restarting %s on request", child.name)
         self._spawn(child)
+
+    def _reload(self, request: m.ReloadRequest) -> m.Message:
+        """Read the config again; start what is new, stop what is gone, restart what changed; leave the rest."""
+        try:
+            config = load(self.ctx.options.config_path or None)
+        except ConfigError as exc:
+            return m.Error(request_id=request.id, message=f"config: {exc}; nothing was changed")
+        old, wanted = self.ctx.config, config.enabled_services
+        gone = [name for name in self.children_ if name not in wanted]
+        new = [name for name in wanted if name not in self.children_]
+        changed = [name for name in wanted if name in self.children_ and
+                   (moved(old, config, name) or self.children_[name].refused)]
+        self.ctx.config, self.cfg = config, config.supervisor
+        for name in gone:
+            self._track(self._remove(self.children_[name]))
+        for name in new:
+            self.children_[name] = Child(name)
+            self._spawn(self.children_[name])
+        for name in changed:
+            self._track(self._restart(self.children_[name]))
+        said = [f"{what} {', '.join(names)}" for what, names in (("starting", new), ("stopping", gone),
+                                                                   ("restarting", changed)) if names]
+        self.ctx.log.info("reloaded the config for %s: %s", request.by or "an operator", "; ".join(said) or
+                          "nothing changed")
+        return m.Ok(request_id=request.id, detail="; ".join(said) or "nothing changed")
+
+    async def _remove(self, child: Child) -> None:
+        proc = child.proc
+        child.state = "stopping"
+        if proc is not None:
+            await asyncio.to_thread(_stop_process, proc, self.cfg.stop_timeout_s)
+            self.ctx.log.info("stopped %s: gone from the config", child.name, extra={"exit": proc.returncode})
+        if self.children_.get(child.name) is child:
+            del self.children_[child.name]
 
     def children(self) -> list[m.ServiceState]:
         now = time.monotonic()
@@ -172,6 +221,7 @@ class Supervisor(Service):
                 pid=child.proc.pid if child.proc is not None else 0,
                 uptime_s=round(now - child.started, 3) if child.proc is not None else 0.0,
                 restarts=child.restarts,
+                last_error=child.refused,
                 detail=detail,
             ))
         return out
@@ -194,6 +244,23 @@ class Supervisor(Service):
             self.ctx.log.info("stopped %s", child.name, extra={"exit": child.proc.returncode})
             child.proc, child.state = None, "down"
         self._lock.close()
+
+
+def refusal(service: ServiceConfig) -> str:
+    """Why a service must not be started as configured ("" when it may): a strategy file not the version approved."""
+    if service.kind != STRATEGIES_KIND:
+        return ""
+    from .strategies.host import unapproved  # the strategies' code is loaded only where a host is configured
+
+    tables = service.options.get("strategies", {})
+    return next((f"strategy {name}: {why}" for name, table in tables.items()
+                 if isinstance(table, dict) and (why := unapproved(table))), "")
+
+
+def moved(old: Config, new: Config, name: str) -> bool:
+    """The service's settings, or where it is reached, differ between the two configs."""
+    return (old.services.get(name) != new.services[name] or control_address(old, name) != control_address(new, name)
+            or metrics_port(old, name) != metrics_port(new, name))
 
 
 def _signal(proc: subprocess.Popen, sig: int) -> None:

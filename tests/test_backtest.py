@@ -108,13 +108,17 @@ def test_every_order_goes_through_risk_and_risk_follows_the_fills(tmp_path: Path
         (2, 1, {"ORDER_NOTIONAL": 1}, 0)
 
 
-def test_a_budget_lowers_the_limits_and_never_raises_them(tmp_path: Path) -> None:
+def test_a_budget_holds_the_strategy_as_risk_holds_an_approved_one_and_never_raises_the_limits(
+        tmp_path: Path) -> None:
     folder = scripted(tmp_path / "rec")
-    under = Replay("arbitrage", budget=Budget(max_order_notional=D(5), max_gross_exposure=D(10 ** 6)))
-    assert (under.limits.max_order_notional, under.limits.max_gross_exposure) == (D(5), Limits().max_gross_exposure)
-    assert [r.code for r in under.run(read(folder)).refusals] == ["ORDER_NOTIONAL"] * 2
-    # A budget above the operator's limits changes nothing: the default 250 per order lets both pairs through.
+    under = backtest(folder, "arbitrage", budget=Budget(max_order_notional=D(5), max_gross_exposure=D(10 ** 6)))
+    assert [(r.signal_id, r.code) for r in under.refusals] == [("s0000001", "STRATEGY_ORDER_NOTIONAL")] * 2
+    # A budget above the operator's limits changes nothing: theirs still hold (250 an order lets both pairs through,
+    # 5 does not).
     assert backtest(folder, "arbitrage", budget=Budget(max_order_notional=D(10 ** 6))).refusals == []
+    tight = RiskOptions(limits=Limits(max_order_notional=D(5)))
+    assert {r.code for r in backtest(folder, "arbitrage", risk=tight, budget=Budget(
+        max_order_notional=D(10 ** 6))).refusals} == {"ORDER_NOTIONAL"}
 
 
 def test_polybot_backtest_takes_a_file_and_a_budget_and_shows_what_risk_refused(tmp_path: Path) -> None:
@@ -129,11 +133,11 @@ def test_polybot_backtest_takes_a_file_and_a_budget_and_shows_what_risk_refused(
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert (summary["strategy"], summary["signals"], summary["signals_refused"], summary["risk_refusals"]) == \
-        ("mine", 2, 1, {"ORDER_NOTIONAL": 1})
+        ("mine", 2, 1, {"STRATEGY_ORDER_NOTIONAL": 1})
     text = subprocess.run([*cli, "--budget", "max_order_notional=5"], env=child_env(), capture_output=True,
                           text=True, timeout=120)
-    assert "refused by risk      1 signals: ORDER_NOTIONAL 1" in text.stdout, text.stdout
-    assert "signals refused by risk</td><td>1 (ORDER_NOTIONAL 1)" in (tmp_path / "out" / "report.html").read_text()
+    assert "refused by risk      1 signals: STRATEGY_ORDER_NOTIONAL 1" in text.stdout, text.stdout
+    assert "signals refused by risk</td><td>1 (STRATEGY_ORDER_NOTIONAL 1)" in (tmp_path / "out" / "report.html").read_text()
     bad = subprocess.run([*cli, "--budget", "max_size=5"], env=child_env(), capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "--budget: unknown budget fields ['max_size']" in bad.stderr

@@ -413,3 +413,29 @@ def test_risks_journal_keeps_the_latest_verdicts_within_twice_its_bound_and_numb
     assert (again.stream, again.seq, again.first) == (numbered[0].stream, 11, 7)
     assert again.number(refused(12)).seq == 12  # on where it was, in the same stream
     assert [r.signal_id for r in again.after(again.stream, 10, 100)[0]] == ["s11", "s12"]
+
+
+def test_pages_read_from_the_nearest_indexed_place_give_what_a_whole_read_gives(tmp_path, monkeypatch) -> None:
+    """``after`` starts reading at an indexed offset, not the file's start: every page, from every seq, as records
+    keep being appended between pages and after a compaction, is what reading the whole file gives."""
+    monkeypatch.setattr("services.journal.Index.EVERY", 4)
+    journal = DecisionJournal(tmp_path / "risk" / "decisions.jsonl", keep=1000)
+    journal.replay()
+    journal.open()
+
+    def add(n: int) -> None:
+        journal.number(m.SignalAccepted(signal_id=f"s{n}", source="strategy:test", orders=[]))
+        journal.write(m.SignalPending(signal_id=f"p{n}", source="mcp:a", expires_ts_ns=1))  # not numbered
+
+    for n in range(1, 41):
+        add(n)
+        if n % 10 == 0:
+            for after in range(0, n + 1):
+                page, first = journal.after(journal.stream, after, 7)
+                assert [r.seq for r in page] == list(range(after + 1, min(after + 7, n) + 1)) and first == 1
+    assert len(journal._index.seqs) == 10  # every 4th of 40
+    journal.rewrite([r for r in journal.replay() if getattr(r, "seq", 0) > 25])  # compaction: a new file
+    add(41)
+    page, first = journal.after(journal.stream, 30, 100)
+    assert [r.seq for r in page] == list(range(31, 42)) and first == 26
+    journal.close()

@@ -19,7 +19,8 @@ MODES = pytest.mark.parametrize("mode", ["legacy", "auto"])  # the initialize ha
 SHIPPED = {"find_mispriced_markets", "review_positions", "explain_rejection", "daily_report", "draft_strategy"}
 TOOLS = {"search_markets", "get_market", "get_order_book", "preview_signal", "propose_signal", "get_signal",
          "list_open_orders", "cancel_orders", "get_risk", "get_positions", "get_fills", "get_pnl", "mesh_status",
-         "scan_opportunities", "close_position", "list_signals", "list_recordings", "run_backtest"}
+         "scan_opportunities", "close_position", "list_signals", "list_recordings", "run_backtest", "check_strategy",
+         "backtest_strategy", "propose_strategy", "list_strategies", "get_strategy"}
 
 GREETING = """+++
 name = "greet"
@@ -88,8 +89,12 @@ def test_every_shipped_prompt_is_listed_with_its_arguments_and_their_defaults(mo
     assert ("idea", True) in [(a.name, a.required) for a in prompts["draft_strategy"].arguments]
 
 
-TOOLISH = re.compile(r"`((?:get|list|search|scan|preview|propose|cancel|close|run|mesh)_[a-z_]+)`")
-DENIAL = re.compile(r"there is no [\w -]*tool|no [\w-]+ tool (?:in|on) this server|not (?:yet )?a tool", re.I)
+# What a prompt may call a tool: a backticked name that begins with a verb of the server's tools, or with a verb an
+# agent would look for a tool of (approve_strategy, start_strategy, set_budget...).
+ASKED_VERBS = {"approve", "start", "stop", "set", "create", "delete", "update", "enable", "disable", "place"}
+# A denial: "there is no backtest tool", "no backtest tool in this server", "`run_backtest` is not available".
+DENIED = re.compile(r"\b(?:there is no|there's no|no)\s+([\w-]+(?:[ -][\w-]+)?)\s+tool|`(\w+)`\s+(?:is not|isn't)\s+"
+                    r"(?:yet\s+)?(?:a tool|available|served)", re.I)
 
 
 def served_tools(tmp_path: Path) -> set[str]:
@@ -102,20 +107,43 @@ def served_tools(tmp_path: Path) -> set[str]:
     return anyio.run(session)
 
 
+def named_tools(body: str, tools: set[str]) -> set[str]:
+    """The tools a prompt's text names: backticked names that begin with a tool's verb."""
+    verbs = {name.split("_")[0] for name in tools} | ASKED_VERBS
+    return {name for name in re.findall(r"`([a-z]+_[a-z_]+)`", body) if name.split("_")[0] in verbs}
+
+
+def denied_tools(body: str, tools: set[str]) -> list[str]:
+    """The denials in a prompt's text that deny a tool the server has: by its name, or by a word of its name
+    ("no backtest tool" while backtest_strategy exists)."""
+    words = {word for name in tools for word in name.split("_")}
+    out = []
+    for match in DENIED.finditer(body):
+        named, quoted = match.group(1), match.group(2)
+        if quoted in tools or (named and set(re.split(r"[ _-]", named.lower())) & words):
+            out.append(match.group(0))
+    return out
+
+
 def test_every_tool_the_prompts_name_is_a_tool_of_the_server_and_none_is_denied(tmp_path: Path) -> None:
     tools = served_tools(tmp_path)
     for template in load(PROMPTS):
-        named = set(TOOLISH.findall(template.body))
+        named = named_tools(template.body, tools)
         assert named <= tools, (template.path, named - tools)
-        assert not DENIAL.search(template.body), (template.path, DENIAL.search(template.body)[0])
-    everywhere = {tool for t in load(PROMPTS) for tool in TOOLISH.findall(t.body)}
-    assert TOOLS <= everywhere, TOOLS - everywhere  # the prompts drive the path an agent trades by
+        assert not denied_tools(template.body, tools), (template.path, denied_tools(template.body, tools))
+    everywhere = {tool for t in load(PROMPTS) for tool in named_tools(t.body, tools)}
+    assert TOOLS <= everywhere, TOOLS - everywhere  # the prompts drive the path an agent trades and authors by
 
 
 def test_the_prompt_check_catches_a_removed_tool_and_a_denied_one(tmp_path: Path) -> None:
     tools = served_tools(tmp_path)
-    assert set(TOOLISH.findall("then `cancel_order` each one")) - tools == {"cancel_order"}
-    assert DENIAL.search("There is no backtest tool in this server yet")
+    assert named_tools("then `cancel_order` each one", tools) - tools == {"cancel_order"}
+    assert named_tools("then `approve_strategy` it", tools) - tools == {"approve_strategy"}
+    assert named_tools("read `min_size` and `fee_rate`", tools) == set()  # fields, not tools
+    assert denied_tools("There is no backtest tool in this server yet", tools)
+    assert denied_tools("`check_strategy` is not available here", tools)
+    assert not denied_tools("No tool can approve, start or stop a strategy or set its budget.", tools)
+    assert not denied_tools("there is no approval tool", tools)  # true: approving is the operator's
 
 
 @MODES

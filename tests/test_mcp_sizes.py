@@ -20,6 +20,7 @@ from services import messages as m
 from .conftest import wait_for
 from .test_backtest import scripted
 from .test_mcp_tools import book
+from .test_strategy_api import SPREAD
 from .trading_harness import Trading
 from .venue_harness import Venue, tokens
 
@@ -98,6 +99,10 @@ def test_every_tool_answers_in_under_8000_characters_by_default(traded: Trading)
         ("propose_signal", {"legs": [resting[0]], "rationale": "size test"}),
         ("close_position", {"token_id": yes}),
         ("cancel_orders", {"everything": True}),
+        ("check_strategy", {"code": SPREAD}),
+        ("backtest_strategy", {"recording": "scripted", "code": SPREAD}),
+        ("propose_strategy", {"name": "size_test", "code": SPREAD}),
+        ("list_strategies", {}), ("get_strategy", {"name": "size_test"}),
     ]
     names, answers = session(traded, calls)
     assert names == {tool for tool, _ in calls}, names ^ {tool for tool, _ in calls}  # a new tool needs a case

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal as D
@@ -18,6 +19,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import Implementation
 
 from polybot_mcp.server import build
+from services import messages as m
+from services.strategies.store import Budget, Store
 
 from .conftest import wait_for
 from .trading_harness import Trading, agent_mesh
@@ -25,10 +28,11 @@ from .venue_harness import tokens
 
 AGENT = {"MAX_ORDER_NOTIONAL": "20", "MAX_DAILY_NOTIONAL": "60", "MAX_SIGNALS_PER_MINUTE": "30"}
 READ_TOOLS = {"mesh_status", "search_markets", "get_market", "get_order_book", "preview_signal", "get_signal",
-              "list_open_orders", "get_risk", "get_positions", "get_fills", "get_pnl", "list_recordings", "list_signals",
-              "scan_opportunities"}
+              "list_open_orders", "get_risk", "get_positions", "get_fills", "get_pnl", "list_recordings",
+              "list_signals", "scan_opportunities", "check_strategy", "list_strategies", "get_strategy"}
 WRITE_TOOLS = {"propose_signal", "cancel_orders", "close_position"}
-LOCAL_TOOLS = {"run_backtest"}  # writes its report files; touches no market
+# Write report files, or a pending strategy for the operator; touch no market.
+LOCAL_TOOLS = {"run_backtest", "backtest_strategy", "propose_strategy"}
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +152,9 @@ def test_preview_checks_through_risk_sends_nothing_and_gives_the_largest_size_th
     no_expiry = ok(agent("preview_signal", {"legs": [gtd]}))
     assert [r["code"] for r in no_expiry["reasons"]] == ["BAD_EXPIRY"]
     expiring = {**gtd, "expires": "10m", "post_only": True}
-    assert ok(agent("preview_signal", {"legs": [expiring]}))["status"] == "accepted"
+    previewed = ok(agent("preview_signal", {"legs": [expiring]}))
+    assert previewed["status"] == "accepted"
+    assert previewed["legs"][0]["post_only"] == "true" and int(previewed["legs"][0]["expires_s"]) > time.time()
     at = (datetime.now(timezone.utc) + timedelta(minutes=30)).isoformat()
     assert ok(agent("preview_signal", {"legs": [{**gtd, "expires": at}]}))["status"] == "accepted"
     assert "expires is a duration from now" in error(agent("preview_signal", {"legs": [{**gtd, "expires": "soon"}]}))
@@ -325,3 +331,37 @@ def test_over_http_the_token_decides_whose_budget_and_orders_whatever_the_client
         server.stop()
     assert ALPHA not in server.log() and BETA not in server.log()
     assert "for agents alpha, beta" in server.log()
+
+
+def test_list_strategies_gives_an_approved_strategys_pnl_signals_and_refusals_by_code(mesh: Trading) -> None:
+    store = Store(mesh.config.state_path)
+    store.propose("figured", "class Figured: ...\n", "Figured", {}, [], Budget(), by="mcp:test")
+    store.approve("figured", Budget(), by="operator")  # as `polybot strategy approve` does
+    token, _ = tokens(mesh.venue.market())
+    bid, ask = book(mesh, token)
+    out, decisions = mesh.bus.outbound("signals"), mesh.bus.inbound("decisions")
+    wait_for(lambda: out.socket.pipes and decisions.socket.pipes, what="the test's sockets")
+    taken = m.Signal(source="strategy:figured", legs=[m.Leg(token_id=token, side="BUY", size=D(5), limit_price=ask,
+                                                            order_type="FOK")])
+    tiny = m.Signal(source="strategy:figured", legs=[m.Leg(token_id=token, side="BUY", size=D("0.5"),
+                                                           limit_price=bid)])
+    assert out.send(taken) and out.send(tiny)
+    verdicts: dict[str, m.Message] = {}
+
+    def decided() -> bool:
+        verdicts.update({v.signal_id: v for v in decisions.drain() if getattr(v, "signal_id", "") in (taken.id,
+                                                                                                     tiny.id)})
+        return len(verdicts) == 2
+    wait_for(decided, what="risk's verdicts")
+    assert isinstance(verdicts[taken.id], m.SignalAccepted) and isinstance(verdicts[tiny.id], m.SignalRejected)
+    codes = {r.code for r in verdicts[tiny.id].reasons}
+
+    def figures() -> dict | None:
+        row = next(r for r in ok(call(mesh, "list_strategies", {}))["strategies"] if r["name"] == "figured")
+        got = row.get("figures") or {}
+        return row if got.get("signals") == 2 and got.get("total") is not None else None
+    row = wait_for(figures, what="the strategy's figures in analytics")
+    assert (row["origin"], row["state"], row["service"]) == ("agent", "approved", "strategy_figured")
+    assert row["figures"]["accepted"] == 1 and row["figures"]["refusals_by_code"] == {c: 1 for c in codes}
+    pnl = {r["group"]: r for r in ok(call(mesh, "get_pnl", {"by": "source"}))["rows"]}
+    assert D(row["figures"]["total"]) == D(pnl["strategy:figured"]["total"])  # PnL by source, as get_pnl has it

@@ -42,7 +42,8 @@ def test_no_trading_leaves_out_every_tool_that_sends_orders_or_cancels(tmp_path:
 def test_read_only_serves_only_tools_that_change_nothing(tmp_path: Path) -> None:
     names, described, instructions = served(tmp_path, tool_set="read_only")  # as `polybot-mcp --tools read_only`
     everything, _, _ = served(tmp_path)
-    assert names == everything - TRADING - {"run_backtest"}
+    assert names == everything - TRADING - {"run_backtest", "backtest_strategy", "propose_strategy"}
+    assert {"check_strategy", "list_strategies", "get_strategy"} <= names
     assert "serves the tool set 'read_only'" in described["mesh_status"]
     assert "Tool set served: read_only" in instructions and "propose_signal" not in instructions
 

@@ -148,6 +148,24 @@ def test_a_control_reply_with_a_bad_number_is_refused_with_why_and_the_next_one_
     bus.close()
 
 
+def test_a_throttle_for_ever_or_at_a_rate_that_is_not_a_number_is_refused_with_why(tmp_path: Path) -> None:
+    """Floats are checked too: an infinite ``for_s`` would throttle a strategies host for good."""
+    config = load(None, {"POLYBOT_STATE_DIR": str(tmp_path), "HOME": str(tmp_path)})
+    ensure_state_dir(config)
+    bus = Bus(config)
+    replier = bus.replier("svc")
+    replier.serve(lambda req: m.Ok(request_id=req.id))
+    with bus.requester("svc", 3000) as req:
+        for bad, where in ((dict(for_s=float("inf")), "for_s = inf"), (dict(max_signals_per_s=float("nan")),
+                                                                         "max_signals_per_s = nan")):
+            reply = req.request(m.ThrottleRequest(**{"throttle": True, "for_s": 5.0, "max_signals_per_s": 1.0,
+                                                     **bad}))
+            assert isinstance(reply, m.Error) and f"{where} is not a finite number" in reply.message
+        assert isinstance(req.request(m.ThrottleRequest(throttle=True, for_s=5.0, max_signals_per_s=1.0)), m.Ok)
+    replier.close()
+    bus.close()
+
+
 # ---------------------------------------------------------------- venue answers
 
 

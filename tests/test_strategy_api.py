@@ -111,7 +111,7 @@ def test_an_approved_file_that_changed_after_approval_does_not_run(tmp_path: Pat
     table = {"class": f"{path}:Spread", "params": {}, "sha256": sha256(path)}
     assert build("wide", table, tmp_path).source == "strategy:wide"
     path.write_text(SPREAD.replace('Decimal("5")', 'Decimal("500")'))
-    with pytest.raises(StartupError, match="is not the version approved .* it changed after approval"):
+    with pytest.raises(StartupError, match="not the version approved: .* changed after approval"):
         build("wide", table, tmp_path)
 
 

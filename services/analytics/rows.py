@@ -150,6 +150,13 @@ def rejected_rows(msg: m.SignalRejected) -> list[Row]:
     return out
 
 
+def approval_rows(msg: m.StrategyApproved) -> list[Row]:
+    """An operator's approval of an agent-authored strategy, as risk took it: the code's hash and the budget."""
+    budget = ",".join(f"{k}={v}" for k, v in sorted(msg.budget.items()))
+    return [("strategy_approvals", (msg.id, msg.ts_ns, msg.trace_id, msg.name, msg.sha256, msg.class_name, budget,
+                                    ",".join(msg.markets), msg.by, msg.approved_ts_ns, *_numbering(msg)))]
+
+
 # ---------------------------------------------------------------- executions
 # executions columns: id, ts_ns, trace_id, kind, order_id, venue_order_id, signal_id, source, status,
 # submitted_ts_ns, code, message, trade_id, token_id, market, side, price, size, fee, liquidity, venue_ts_ms,
@@ -220,5 +227,5 @@ ROWS: dict[type, Callable[[Any], list[Row]]] = {
     m.SignalRejected: rejected_rows, m.SignalPending: pending_rows, m.OrderAck: ack_rows,
     m.OrderRejected: order_rejected_rows, m.Fill: fill_rows, m.FillStatus: fill_status_rows,
     m.OrderCanceled: canceled_rows, m.ResidualExposure: residual_rows, m.Rebate: rebate_rows,
-    m.VenueStatus: venue_status_rows,
+    m.VenueStatus: venue_status_rows, m.StrategyApproved: approval_rows,
 }

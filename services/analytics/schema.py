@@ -28,7 +28,10 @@ Tables (every ``ts_ns`` is the message's origin time, ns since the epoch; ``id``
   (the latest report of a day and market holds), ``final`` once the day is over at the venue.
 - ``executions`` and ``rebates`` rows carry the executor's numbering (``stream``, ``seq``; NULL: not numbered), by
   which records missed while analytics was down are asked for again and each is recorded once.
-- ``verdicts`` rows carry risk's numbering the same way (``stream``, ``seq``).
+- ``strategy_approvals``: each ``StrategyApproved``: an operator's approval of an agent-authored strategy as risk
+  took it: its ``name``, the approved code's ``sha256``, its class, the ``budget`` (``key=value`` by comma), the
+  ``markets`` it may trade (by comma; empty: any), who approved it and when.
+- ``verdicts`` and ``strategy_approvals`` rows carry risk's numbering the same way (``stream``, ``seq``).
 - ``meta``: the schema version, and per executor (risk) stream the seq up to which every record is recorded
   (``executions_floor:<stream>``, ``decisions_floor:<stream>``).
 
@@ -106,6 +109,11 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "exposures": (
         ("execution_id", "VARCHAR"), ("ts_ns", "BIGINT"), ("signal_id", "VARCHAR"), ("source", "VARCHAR"),
         ("token_id", "VARCHAR"), ("market", "VARCHAR"), ("side", "VARCHAR"), ("size", MONEY), ("avg_price", MONEY),
+    ),
+    "strategy_approvals": (
+        ("id", "VARCHAR"), ("ts_ns", "BIGINT"), ("trace_id", "VARCHAR"), ("name", "VARCHAR"), ("sha256", "VARCHAR"),
+        ("class_name", "VARCHAR"), ("budget", "VARCHAR"), ("markets", "VARCHAR"), ("approved_by", "VARCHAR"),
+        ("approved_ts_ns", "BIGINT"), ("seq", "BIGINT"), ("stream", "VARCHAR"),
     ),
     "rebates": (
         ("ts_ns", "BIGINT"), ("id", "VARCHAR"), ("trace_id", "VARCHAR"), ("day", "VARCHAR"), ("market", "VARCHAR"),

@@ -26,7 +26,7 @@ DATA_ERRORS = (duckdb.DataError, duckdb.IntegrityError, duckdb.InvalidInputExcep
 # of the stream is held), and the tables whose rows carry the numbering.
 NUMBERED: dict[str, tuple[str, tuple[str, ...]]] = {
     "executions": ("executions_floor:", ("executions", "rebates")),  # the executor's
-    "decisions": ("decisions_floor:", ("verdicts",)),  # risk's
+    "decisions": ("decisions_floor:", ("verdicts", "strategy_approvals")),  # risk's
 }
 
 

@@ -1,8 +1,9 @@
 """Replay in one process: a recording fed in order into a strategy, on the recording's own clock, through the
 pieces the mesh runs, in the mesh's order: the strategy's signals go to ``RiskEngine`` under the limits it would
-trade under (its checks, and its turning of an accepted signal into orders); accepted orders go to the
-executor's ``Desk`` (its order states, ``sendable``'s rounding to the market's rules, its refusals, the unwinding
-of a failed multi-leg signal) and on to the paper fill model (``PaperBook``: book walk, queue position, taker
+trade under (the operator's, and a strategy's budget as risk holds an approved one to it), with its checks and its
+turning of an accepted signal into orders; accepted orders go to the executor's ``Desk`` (its order states,
+``sendable``'s rounding to the market's rules, its refusals, the unwinding of a failed multi-leg signal) and on to
+the paper fill model (``PaperBook``: book walk, queue position, taker
 fees, maker rebates by the venue's rule). What the desk publishes on ``executions`` (fills, acks, rejections,
 cancels, settlements) goes to risk and to the strategy, as in the mesh, and into the desk's ``Ledger`` (the PnL
 paper trading and analytics compute). There is no other way to an order: a backtest shows what risk lets through,
@@ -26,8 +27,8 @@ from ..executor.desk import SIGNAL_FAILED, Desk, Refusal as Unsendable, Tracked,
 from ..ledger import Ledger, marked
 from ..recording import read
 from ..risk.engine import RiskEngine
-from ..risk.limits import Limits, RiskOptions
-from ..strategies.loading import StrategyError, load, make
+from ..risk.limits import Grant, RiskOptions
+from ..strategies.loading import StrategyError, load, make, source_of
 from ..strategies.store import Budget
 from ..venues import base
 from ..venues.base import ZERO, VenueFill, VenueOrder
@@ -56,14 +57,12 @@ def risk_options(config: Config) -> RiskOptions:
     return service_options(config, "risk", RiskOptions)
 
 
-def within_budget(limits: Limits, budget: Budget | None) -> Limits:
-    """The limits a strategy trades under: the operator's, each lowered to its budget where that is tighter, never
-    raised. A backtest has one source, so the budget applies to all it does. (Kept in this one place so that it
-    can call risk's own per-source budgets once risk has them.)"""
-    if budget is None:
-        return limits
-    return msgspec.structs.replace(limits, **{key: min(getattr(limits, key), value)
-                                              for key, value in asdict(budget).items() if hasattr(limits, key)})
+def within_budget(risk: RiskEngine, source: str, budget: Budget | None) -> None:
+    """Hold ``source`` to a strategy's budget as risk holds an approved strategy to the one the operator granted
+    (``Grant``: its own STRATEGY_* refusals), on top of the operator's limits, which still apply: a budget never
+    raises them."""
+    if budget is not None:
+        risk.grants[source] = Grant(approved=True, **asdict(budget))
 
 
 class Replay:
@@ -75,10 +74,11 @@ class Replay:
         self.sample_ns = sample_ms * 1_000_000
         self.clock_ns = 0
         options = risk or RiskOptions()
-        self.limits = within_budget(options.limits, budget)
         # A client order id per leg of a signal, as the replay numbers signals: the same run, the same ids.
-        self.risk = RiskEngine(self.limits, options.agent, options.recent_signals,
+        self.risk = RiskEngine(options.limits, options.agent, options.recent_signals,
                                order_id=lambda signal, leg: f"{signal.id}-{leg}")
+        self.source = source_of(self.strategy)
+        within_budget(self.risk, self.source, budget)
         self.executions: deque[m.Message] = deque()  # what the desk published, for risk and the strategy
         self.published = 0
         self.desk = Desk(self._publish, lambda record: None, lambda: self.clock_ns)
@@ -144,6 +144,8 @@ class Replay:
 
     def _act(self, outputs: list[m.Message]) -> None:
         for out in outputs:
+            if isinstance(out, m.Signal | m.Cancel) and out.source != self.source:  # as the host stamps them
+                out = msgspec.structs.replace(out, source=self.source)
             if isinstance(out, m.Signal):
                 self._signal(out)
             elif isinstance(out, m.Cancel):

@@ -20,7 +20,7 @@ from ..ledger import ZERO, Ledger
 from ..sizing import CENTS, exact_buy_size, exact_step, is_exact
 from ..venues import base
 from ..venues.base import GTD_MIN_LEAD_S
-from .limits import AgentLimits, Limits, is_agent
+from .limits import AgentLimits, Grant, Limits, is_agent
 
 SHARES = Decimal("0.01")  # the venue's size step
 RATE_WINDOW_NS = 60 * 1_000_000_000
@@ -51,6 +51,15 @@ POST_ONLY = "POST_ONLY"
 INEXACT_BUY = "INEXACT_BUY"
 APPROVAL_EXPIRED = "APPROVAL_EXPIRED"
 DECLINED = "DECLINED"
+# An agent-authored strategy's own budget (``Grant``), set when the operator approved it; the operator's limits apply
+# as well.
+STRATEGY_NOT_APPROVED = "STRATEGY_NOT_APPROVED"
+STRATEGY_MARKET = "STRATEGY_MARKET"
+STRATEGY_ORDER_NOTIONAL = "STRATEGY_ORDER_NOTIONAL"
+STRATEGY_GROSS_EXPOSURE = "STRATEGY_GROSS_EXPOSURE"
+STRATEGY_DAILY_LOSS = "STRATEGY_DAILY_LOSS"
+STRATEGY_OPEN_ORDERS = "STRATEGY_OPEN_ORDERS"
+STRATEGY_SIGNAL_RATE = "STRATEGY_SIGNAL_RATE"
 
 
 def utc_day(ts_ns: int) -> str:
@@ -129,6 +138,13 @@ class RiskEngine:
         self.recent_set: set[str] = set()
         self.fills_after_ns = 0  # fills up to this time are in the reconciled positions already
         self.venue: list[m.VenueCondition] = []  # what the executor says the venue does not take now
+        # Agent-authored strategies by source (strategy:NAME): what the operator granted each; a source not here is
+        # a shipped or configured strategy, under the operator's limits alone.
+        self.grants: dict[str, Grant] = {}
+        # Today's fills of each granted source, per token: [cash in less cash out less fees, net shares]; its day's
+        # PnL is that cash plus the net shares at the mids (at their average price where no mid shows).
+        self.flows_day = ""
+        self.flows: dict[str, dict[str, list[Decimal]]] = {}
 
     # ---------------------------------------------------------------- what happened
 
@@ -159,9 +175,12 @@ class RiskEngine:
                 if msg.ts_ns > self.fills_after_ns:
                     self.ledger.apply(msg)
                 self._filled(msg)
+                self._flow(msg, 1)
             case m.FillStatus():  # settled, or failed and reversed
                 if msg.ts_ns > self.fills_after_ns:
                     self.ledger.moved(msg)
+                if msg.status == "FAILED":
+                    self._flow(msg.fill, -1)
             case m.OrderRejected() | m.OrderCanceled():
                 self.open.pop(msg.order_id, None)
             case m.VenueStatus():
@@ -173,6 +192,43 @@ class RiskEngine:
             rest.filled += fill.size
             if rest.remaining <= 0:
                 del self.open[fill.order_id]
+
+    def _flow(self, fill: m.Fill, sign: int) -> None:
+        """Count a granted strategy's fill (sign 1) or its reversal (-1) in its day."""
+        if fill.source not in self.grants:
+            return
+        day = utc_day(fill.ts_ns)
+        if day != self.flows_day:
+            self.flows_day, self.flows = day, {}
+        cash, shares = (fill.price * fill.size, -fill.size) if fill.side == "SELL" else (-fill.price * fill.size,
+                                                                                       fill.size)
+        flow = self.flows.setdefault(fill.source, {}).setdefault(fill.token_id, [ZERO, ZERO, ZERO, ZERO])
+        flow[0] += sign * (cash - fill.fee)
+        flow[1] += sign * shares
+        flow[2] += sign * fill.size * fill.price  # what its fills traded, for their average price
+        flow[3] += sign * fill.size
+
+    def source_day_pnl(self, source: str, now_ns: int) -> Decimal:
+        """A granted strategy's PnL today from its own fills: cash in and out with fees, and its net shares at the
+        mids (where no mid shows, at the average price of its fills: their fees alone count)."""
+        if self.flows_day != utc_day(now_ns):
+            return ZERO
+        total = ZERO
+        for token, (cash, shares, traded, size) in self.flows.get(source, {}).items():
+            mid = self.books.mid(token)
+            if mid is None:
+                mid = traded / size if size else ZERO
+            total += cash + shares * mid
+        return total
+
+    def source_exposure(self, source: str) -> Decimal:
+        """What a source's own shares cost (at the account's average price) plus its open BUYs at their limits."""
+        held = sum((self.ledger.held_by(source, token) * h.avg_price for token, h in self.ledger.holdings.items()),
+                   ZERO)
+        return held + sum((r.buy_notional for r in self.open.values() if r.order.source == source), ZERO)
+
+    def source_open(self, source: str) -> int:
+        return sum(1 for r in self.open.values() if r.order.source == source)
 
     def reconcile(self, account: m.AccountReply, asked_ns: int, meanwhile: list[m.Message]) -> None:
         """Take the executor's reconciled account; keep our own orders sent after we asked (it may not know them).
@@ -293,6 +349,13 @@ class RiskEngine:
                                     "`polybot status` shows whether it runs: send a new signal once it does",
                                     max_size=ZERO))
         reasons += self._venue_conditions(signal, now_ns)
+        grant = self.grants.get(signal.source)
+        if grant is not None:
+            if not grant.approved:
+                return [m.Reason(code=STRATEGY_NOT_APPROVED, message=f"{signal.source} is not an approved strategy "
+                                 f"({grant.why}); only the operator runs one: `polybot strategy approve`",
+                                 max_size=ZERO)]
+            reasons += self._strategy_budget(signal, grant, now_ns, recheck)
         agent = is_agent(signal.source)
         rate_limit = self.agent.max_signals_per_minute if agent else self.limits.max_signals_per_minute
         seen = self.rate(signal.source, now_ns)
@@ -315,6 +378,52 @@ class RiskEngine:
         for i, leg in enumerate(signal.legs):
             reasons += self._check_leg(signal, i, leg, now_ns)
         return reasons
+
+    def _strategy_budget(self, signal: m.Signal, grant: Grant, now_ns: int, recheck: bool) -> list[m.Reason]:
+        """The budget the operator granted an agent-authored strategy: every reason it refuses ``signal``."""
+        source, out = signal.source, []
+        whose = f"{source}'s budget"
+        seen = self.rate(source, now_ns)
+        if seen >= grant.max_signals_per_minute and not recheck:
+            out.append(m.Reason(code=STRATEGY_SIGNAL_RATE, message=f"{source} sent {seen} signals in the last minute; "
+                                f"{whose} allows {grant.max_signals_per_minute}",
+                                limit=Decimal(grant.max_signals_per_minute), value=Decimal(seen), max_size=ZERO))
+        have = self.source_open(source)
+        if have + len(signal.legs) > grant.max_open_orders:
+            out.append(m.Reason(code=STRATEGY_OPEN_ORDERS, message=f"{source} has {have} open orders; "
+                                f"{len(signal.legs)} more would pass {whose} of {grant.max_open_orders}",
+                                limit=Decimal(grant.max_open_orders), value=Decimal(have + len(signal.legs)),
+                                max_size=ZERO))
+        if any(leg.side == "BUY" for leg in signal.legs):
+            pnl = self.source_day_pnl(source, now_ns)
+            if -pnl >= grant.max_daily_loss:
+                out.append(m.Reason(code=STRATEGY_DAILY_LOSS, message=f"{source}'s loss today {-pnl:.2f} has reached "
+                                    f"{whose} of {grant.max_daily_loss}; only its sells pass",
+                                    limit=grant.max_daily_loss, value=-pnl, max_size=ZERO))
+        exposure = self.source_exposure(source)
+        for i, leg in enumerate(signal.legs):
+            market = self.token_market.get(leg.token_id, leg.market)
+            if grant.markets and market not in grant.markets:
+                out.append(m.Reason(code=STRATEGY_MARKET, leg=i, max_size=ZERO, message=(
+                    f"leg {i}: market {market or leg.token_id} is not one {whose} allows: "
+                    f"{', '.join(sorted(grant.markets))}")))
+            notional = leg.size * leg.limit_price
+            if notional > grant.max_order_notional:
+                out.append(m.Reason(code=STRATEGY_ORDER_NOTIONAL, leg=i, message=(
+                    f"leg {i}: {leg.size} x {leg.limit_price} = {notional} is over {whose} of "
+                    f"{grant.max_order_notional} an order"), limit=grant.max_order_notional, value=notional,
+                    max_size=shares_for(grant.max_order_notional, leg.limit_price)))
+            if leg.side == "BUY":
+                others = sum((lg.size * lg.limit_price for j, lg in enumerate(signal.legs)
+                              if j != i and lg.side == "BUY"), ZERO)
+                after = exposure + others + notional
+                if after > grant.max_gross_exposure:
+                    out.append(m.Reason(code=STRATEGY_GROSS_EXPOSURE, leg=i, message=(
+                        f"leg {i}: {source}'s exposure would be {after} (held and open {exposure}, this signal "
+                        f"{others + notional}); {whose} is {grant.max_gross_exposure}"),
+                        limit=grant.max_gross_exposure, value=after,
+                        max_size=shares_for(grant.max_gross_exposure - exposure - others, leg.limit_price)))
+        return out
 
     def _venue_conditions(self, signal: m.Signal, now_ns: int) -> list[m.Reason]:
         """What the venue will not take now, as the executor learned it: a matching-engine restart, the post-only
@@ -582,6 +691,14 @@ class RiskEngine:
                 continue
             limit = self.agent.max_signals_per_minute if is_agent(source) else lim.max_signals_per_minute
             out.append(m.Usage(name="max_signals_per_minute", limit=Decimal(limit), used=Decimal(used), scope=source))
+        for source, grant in sorted(self.grants.items()):
+            if grant.approved:
+                out += [m.Usage(name="strategy.max_gross_exposure", limit=grant.max_gross_exposure,
+                                used=self.source_exposure(source), scope=source),
+                        m.Usage(name="strategy.max_open_orders", limit=Decimal(grant.max_open_orders),
+                                used=Decimal(self.source_open(source)), scope=source),
+                        m.Usage(name="strategy.max_daily_loss", limit=grant.max_daily_loss,
+                                used=max(-self.source_day_pnl(source, now_ns), ZERO), scope=source)]
         for source, spent in sorted(self.day.agent_notional.items()):
             out.append(m.Usage(name="agent.max_daily_notional", limit=self.agent.max_daily_notional, used=spent,
                                scope=source))

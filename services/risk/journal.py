@@ -17,7 +17,7 @@ from ..journal import JournalError, Numbering
 
 __all__ = ["DecisionJournal", "JournalError"]
 
-Record = Union[Numbering, m.SignalAccepted, m.SignalRejected, m.SignalPending]
+Record = Union[Numbering, m.SignalAccepted, m.SignalRejected, m.SignalPending, m.StrategyApproved]
 NUMBERED = m.members(m.NumberedVerdict)
 
 

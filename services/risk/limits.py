@@ -1,4 +1,5 @@
-"""Risk limits as config: the mesh-wide ones and the tighter budget for agent (``mcp:*``) signals."""
+"""Risk limits as config: the mesh-wide ones, the tighter budget for agent (``mcp:*``) signals, and the budgets the
+operator grants agent-authored strategies (``strategy:NAME``, from the strategy store)."""
 from __future__ import annotations
 
 from decimal import Decimal
@@ -7,6 +8,7 @@ from typing import Literal
 import msgspec
 
 AGENT_PREFIX = "mcp:"
+STRATEGY_PREFIX = "strategy:"
 
 
 class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -50,6 +52,28 @@ class RiskOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Every verdict is numbered and kept in <state_dir>/risk/decisions.jsonl, so analytics, if it was down, asks for
     # those it missed. The latest journal_keep are kept (the file holds at most twice as many, ~1 KB each).
     journal_keep: int = 20_000
+
+
+class Grant(msgspec.Struct, frozen=True):
+    """What the operator granted one agent-authored strategy (``polybot strategy approve``), on top of ``Limits``.
+
+    ``approved`` False: the strategy is in the store but not approved, or stopped: its signals are refused."""
+
+    approved: bool
+    sha256: str = ""
+    max_order_notional: Decimal = Decimal("0")
+    max_gross_exposure: Decimal = Decimal("0")
+    max_daily_loss: Decimal = Decimal("0")
+    max_open_orders: int = 0
+    max_signals_per_minute: int = 0
+    markets: frozenset[str] = frozenset()  # the markets it may trade; empty: any
+    why: str = ""  # not approved: why (pending, stopped)
+
+
+def over_limits(budget: dict[str, Decimal], limits: Limits) -> list[str]:
+    """Each budget figure above the operator's own limit of that name, said with both numbers."""
+    return [f"{key} {value} is above the operator's limit {getattr(limits, key)} ([services.risk.options.limits] "
+            f"{key})" for key, value in budget.items() if hasattr(limits, key) and value > getattr(limits, key)]
 
 
 def is_agent(source: str) -> bool:

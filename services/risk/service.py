@@ -23,13 +23,27 @@ from .. import messages as m
 from ..config import trading_mode
 from ..journal import catch_up
 from ..runtime import Service, StartupError
+from ..strategies.store import Entry, Store, StoreError
 from ..sync import ask_until, start_from_scanner
 from .engine import APPROVAL_EXPIRED, DECLINED, EXECUTOR_DOWN, Day, RiskEngine, echoed, utc_day
 from .journal import DecisionJournal, JournalError
-from .limits import RiskOptions, flat, is_agent
+from .limits import STRATEGY_PREFIX, Grant, RiskOptions, flat, is_agent
 
 HALT_CANCEL_SOURCE = "risk"
 SOURCE_LABELS = 100  # sources with a metric series of their own; the rest are counted together as "other"
+
+
+def grant_of(entry: Entry) -> Grant:
+    """What risk holds of a strategy in the store: its approved version's budget and markets, or why it may not
+    trade (pending, stopped)."""
+    approved = entry.approved
+    if entry.state != "approved" or approved is None:
+        return Grant(approved=False, why="stopped by the operator" if entry.state == "stopped" else
+                     "proposed, waiting for the operator's approval")
+    budget = {k: Decimal(v) for k, v in approved.budget.items()}
+    return Grant(approved=True, sha256=approved.sha256, markets=frozenset(approved.markets),
+                 **{k: int(v) if k in ("max_open_orders", "max_signals_per_minute") else v for k, v in budget.items()
+                    if k in Grant.__struct_fields__})
 
 
 class Risk(Service):
@@ -83,6 +97,9 @@ class Risk(Service):
         if self.journal.due:
             self._compact()
         self.journal.open()
+        self.store = Store(config.state_path)
+        for name in self.store.names():
+            self._take_strategy(name)
         self.m_unnumbered = metrics.counter("verdicts_unnumbered", "verdicts published without a number: the journal "
                                             "could not record them (a full disk), so a subscriber that missed them "
                                             "cannot ask for them again")
@@ -299,7 +316,7 @@ class Risk(Service):
         except JournalError as exc:
             self.m_unnumbered.inc()
             self.ctx.log.error("%s: %s %s published unnumbered (analytics, if it misses it, cannot ask for it again)",
-                               exc, type(verdict).__name__, verdict.signal_id)
+                               exc, type(verdict).__name__, getattr(verdict, "signal_id", verdict.id))
         self.ctx.send("decisions", verdict)
         if self.journal.due:
             self._compact()
@@ -313,6 +330,45 @@ class Risk(Service):
             return
         self.ctx.log.info("compacted the journal", extra={"bytes_before": before, "first_seq": self.journal.first,
                                                           "seq": self.journal.seq})
+
+    # ---------------------------------------------------------------- agent-authored strategies
+
+    def _take_strategy(self, name: str) -> Entry | None:
+        """Read one strategy's approval and budget from the store; None when the store cannot say (it stays
+        refused)."""
+        source = STRATEGY_PREFIX + name
+        try:
+            entry = self.store.get(name)
+        except StoreError as exc:
+            self.engine.grants[source] = Grant(approved=False, why=str(exc))
+            self.ctx.log.error("strategy %s: %s; its signals are refused", name, exc)
+            return None
+        self.engine.grants[source] = grant_of(entry)
+        return entry
+
+    def _strategy_changed(self, request: m.StrategyChanged) -> m.Message:
+        """The operator approved or stopped a strategy: take its budget from the store; the approval goes on
+        ``decisions`` (the audit log keeps its code hash); a stop cancels the strategy's orders."""
+        entry = self._take_strategy(request.name)
+        if entry is None:
+            return m.Error(request_id=request.id, message=self.engine.grants[STRATEGY_PREFIX + request.name].why)
+        source = STRATEGY_PREFIX + request.name
+        if entry.state == "stopped":
+            self.ctx.send("orders", m.Cancel(trace_id=request.trace_id, source=source,
+                                             reason=f"strategy stopped by {request.by or 'the operator'}"))
+            self.ctx.log.warning("strategy %s stopped by %s: its signals are refused, its orders canceled",
+                                 request.name, request.by)
+            return m.Ok(request_id=request.id, detail=f"{source} refused from now on; its open orders canceled")
+        approved = entry.approved
+        if entry.state != "approved" or approved is None:
+            return m.Ok(request_id=request.id, detail=f"{source} is not approved: its signals are refused")
+        budget = {k: Decimal(v) for k, v in approved.budget.items()}
+        self._publish(m.StrategyApproved(trace_id=request.trace_id, name=request.name, sha256=approved.sha256,
+                                         class_name=approved.class_name, budget=budget, markets=list(approved.markets),
+                                         by=approved.by, approved_ts_ns=approved.at_ns))
+        self.ctx.log.warning("strategy %s approved by %s: sha256 %s, budget %s", request.name, approved.by,
+                             approved.sha256, approved.budget)
+        return m.Ok(request_id=request.id, detail=f"{source} trades under its budget (sha256 {approved.sha256[:12]})")
 
     # ---------------------------------------------------------------- control
 
@@ -333,6 +389,8 @@ class Risk(Service):
                                         orders=[], signal=signal)
             case m.ApproveRequest():
                 return self._approve(request)
+            case m.StrategyChanged():
+                return self._strategy_changed(request)
             case m.RiskRequest():
                 now = self.ctx.clock()
                 engine = self.engine

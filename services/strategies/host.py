@@ -17,7 +17,7 @@ import msgspec
 from .. import messages as m
 from ..runtime import Service, StartupError
 from ..sync import ask_until, start_from_scanner
-from .loading import StrategyError, load, make, sha256
+from .loading import StrategyError, changed, load, make, source_of
 
 class StrategiesOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # name -> its parameters (a shipped or installed strategy of that name), or a table with ``class`` (a spec, see
@@ -36,13 +36,18 @@ def build(name: str, table: dict[str, Any], base: Any) -> Any:
     spec, params = (str(table["class"]), table.get("params") or {}) if "class" in table else (name, table)
     try:
         cls = load(spec, base)
-        want = table.get("sha256")
-        if want and (path := spec.rpartition(":")[0]) and (have := sha256(path)) != want:
-            raise StrategyError(f"{path} is not the version approved (sha256 {have[:12]}, approved {want[:12]}): "
-                                "it changed after approval; approve it again (polybot strategy approve) to run it")
+        if why := unapproved(table):
+            raise StrategyError(why)
         return make(cls, params, run_as=name if "class" in table else "")
     except (StrategyError, OSError) as exc:
         raise StartupError(f"strategy {name}: {exc}") from None
+
+
+def unapproved(table: dict[str, Any]) -> str:
+    """Why a configured strategy's file is not the version approved ("" when it is, or when no hash is named)."""
+    want = table.get("sha256") if isinstance(table.get("class"), str) else None
+    path = str(table["class"]).rpartition(":")[0] if want else ""
+    return changed(path, str(want)) if path else ""
 
 
 def shard_of(condition_id: str, shards: int) -> int:
@@ -96,6 +101,8 @@ class Strategies(Service):
         if not 0 <= opts.shard < opts.shards:
             raise StartupError(f"shard {opts.shard} is not within shards {opts.shards}")
         self.strategies = [build(name, table, ctx.config.state_path) for name, table in opts.strategies.items()]
+        # What each one's signals and cancels go out as, whatever it wrote in them.
+        self.sources = [source_of(s) for s in self.strategies]
         self.mine: set[str] = set()  # condition ids of this shard
         self.stale: set[str] = set()  # markets the scanner says are stale (of any shard; counted for ours)
         self.synced = False
@@ -139,8 +146,10 @@ class Strategies(Service):
             self.mine.add(msg.market)
         elif isinstance(msg, m.MarketStale):
             (self.stale.update if msg.stale else self.stale.difference_update)(msg.markets)
-        for strategy in self.strategies:
+        for strategy, source in zip(self.strategies, self.sources):
             for signal in strategy.on_message(msg):
+                if signal.source != source:  # a strategy speaks for itself alone
+                    signal = msgspec.structs.replace(signal, source=source)
                 if self.ctx.halted and isinstance(signal, m.Signal):
                     continue  # cancels still go: they only lower risk
                 now = self.ctx.clock()

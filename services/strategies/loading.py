@@ -40,6 +40,18 @@ def sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
 
 
+def changed(path: str | Path, approved: str) -> str:
+    """Why the file at ``path`` is not the version approved (sha256 ``approved``); "" when it is."""
+    try:
+        have = sha256(path)
+    except OSError as exc:
+        return f"cannot read the approved file {path}: {exc.strerror}"
+    if have != approved:
+        return (f"not the version approved: {path} changed after approval (sha256 {have[:12]}, approved "
+                f"{approved[:12]}); approve it again (polybot strategy approve) to run it")
+    return ""
+
+
 def load(spec: str, base: Path | None = None) -> type:
     """The class a spec names; StrategyError when there is none."""
     spec = spec.strip()
@@ -94,6 +106,9 @@ def load_file(path: Path) -> Any:
     except SyntaxError as exc:
         sys.modules.pop(name, None)
         raise StrategyError(f"{path}, line {exc.lineno}: {exc.msg}") from None
+    except MemoryError:  # a limit the caller enforces, not a fault of the code's
+        sys.modules.pop(name, None)
+        raise
     except Exception as exc:
         sys.modules.pop(name, None)
         raise StrategyError(f"{path}: loading it raised {type(exc).__name__}: {exc}{_line(exc, path)}") from None
@@ -138,6 +153,11 @@ def contract(cls: Any) -> list[str]:
     except (TypeError, ValueError):
         problems.append("`__init__` must take the parameters as its one argument: __init__(self, params)")
     return problems
+
+
+def source_of(strategy: Any) -> str:
+    """What a strategy's signals and cancels go out as, whatever it wrote in them: the name it runs under."""
+    return getattr(strategy, "source", "") or f"strategy:{strategy.name}"
 
 
 def make(cls: type, params: dict[str, Any] | None = None, run_as: str = "") -> Any:

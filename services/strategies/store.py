@@ -24,9 +24,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from .loading import NAME
+from ..config import STRATEGY_SERVICE_PREFIX
+from . import REGISTRY
+from .loading import NAME, changed
 
-SERVICE_PREFIX = "strategy_"  # an approved strategy runs as the service strategy_NAME
+SERVICE_PREFIX = STRATEGY_SERVICE_PREFIX  # an approved strategy runs as the service strategy_NAME
 MAX_CODE_BYTES = 200_000
 
 State = Literal["pending", "approved", "stopped"]
@@ -135,6 +137,9 @@ class Store:
                 budget: Budget, by: str, rationale: str = "", backtest: dict[str, Any] | None = None) -> Record:
         """Keep a proposal as the strategy's pending version (replacing an earlier pending one)."""
         folder = self.folder(name)
+        if name in REGISTRY:
+            raise StoreError(f"{name} is the name of a shipped strategy (its signals go out as strategy:{name}); "
+                             "choose another name")
         if len(code.encode()) > MAX_CODE_BYTES:
             raise StoreError(f"the code is {len(code.encode())} bytes; at most {MAX_CODE_BYTES}")
         record = Record(name=name, class_name=class_name, sha256=code_hash(code), params=params, markets=markets,
@@ -197,6 +202,12 @@ class Store:
     def running(self) -> list[Entry]:
         """The approved strategies not stopped: each runs as the service strategy_NAME."""
         return [e for e in self.entries() if e.state == "approved"]
+
+    def unapproved(self, entry: Entry) -> str:
+        """Why ``entry``'s approved version cannot run ("" when it can): its file is not the code approved."""
+        if entry.approved is None:
+            return f"strategy {entry.name} was never approved"
+        return changed(self.folder(entry.name) / "approved.py", entry.approved.sha256)
 
     def service_table(self, entry: Entry) -> dict[str, Any]:
         """The strategies host's options that run ``entry``'s approved version, and only that version."""
