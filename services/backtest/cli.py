@@ -34,7 +34,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     test = commands.add_parser(
         "backtest", help="replay a recording into a strategy and report trades, PnL and drawdown",
         description="Replay a recording, in order and on its own clock, into a strategy. By default in this "
-                    "process, through risk (the config's limits, lowered to --budget) and the executor's order "
+                    "process, through risk (the config's limits, and a --budget as risk holds an approved strategy to "
+                    "its grant) and the executor's order "
                     "path, with paper fills (book walk, queue position, taker fees): the report shows what risk "
                     "and the executor refused, by code. With --mesh through a strategies process of its own, "
                     "recording the signals it sends.")
@@ -45,7 +46,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     test.add_argument("--param", action="append", default=[], metavar="K=V", help="a strategy parameter")
     test.add_argument("--budget", action="append", default=[], metavar="K=V",
                       help="a risk limit of the strategy's budget (max_order_notional, max_gross_exposure, "
-                           "max_daily_loss, max_open_orders, max_signals_per_minute): never above the config's")
+                           "max_daily_loss, max_open_orders, max_signals_per_minute), held as risk holds an approved "
+                           "strategy to its grant; the config's limits still apply")
     test.add_argument("--sweep", action="append", default=[], metavar="K=V1,V2",
                       help="run every combination of these values and compare them")
     test.add_argument("--out", help="where the report goes (default: <state_dir>/backtests/<UTC time>-<strategy>)")
