@@ -5,7 +5,10 @@ Three loops over the same recording, each timed over the whole of it, best of ``
 
 - ``decode only``: read and decode every message, nothing else: the floor any replay pays;
 - ``strategy``: every message into ``Arbitrage.on_message``, the strategy's own cost on top of decoding;
-- ``backtest``: the whole in-process backtest (strategy, paper fills, ledger, equity curve).
+- ``backtest``: the whole in-process backtest: the strategy, risk's checks under its default limits, the
+  executor's order desk, paper fills, the ledger, the equity curve;
+- ``backtest quoter``: the same with the quoter, a strategy that signals and cancels on most book updates, so the
+  order path (risk, desk, paper book, executions back to risk and the strategy) is most of the work.
 
 A book update is one level change (a snapshot's book counts its levels). Figures, then ratios to decode only.
 
@@ -49,8 +52,8 @@ def strategy(path: Path) -> int:
     return n
 
 
-def backtest(path: Path) -> int:
-    replay, n = Replay("arbitrage"), 0
+def backtest(path: Path, strategy: str = "arbitrage") -> int:
+    replay, n = Replay(strategy), 0
     for msg in read(path):
         replay.on_message(msg)
         n += updates(msg)
@@ -91,14 +94,16 @@ def main() -> int:
         size = sum(p.stat().st_size for p in path.glob("*.pbrec")) if path.is_dir() else path.stat().st_size
         print(f"{messages} messages, {size / 1e6:.1f} MB")
         figures = {}
-        for name, fn in (("decode only", decode_only), ("strategy", strategy), ("backtest", backtest)):
+        loops = (("decode only", decode_only), ("strategy", strategy), ("backtest", backtest),
+                 ("backtest quoter", lambda p: backtest(p, "quoter")))
+        for name, fn in loops:
             n, seconds = best(fn, path, args.repeat)
             figures[name] = {"updates": n, "seconds": round(seconds, 4), "updates_per_s": round(n / seconds),
                              "messages_per_s": round(messages / seconds)}
         floor = figures["decode only"]["updates_per_s"]
-        print(f"{'loop':<12} {'updates/s':>12} {'messages/s':>12} {'vs decode':>10}")
+        print(f"{'loop':<16} {'updates/s':>12} {'messages/s':>12} {'vs decode':>10}")
         for name, f in figures.items():
-            print(f"{name:<12} {f['updates_per_s']:>12,} {f['messages_per_s']:>12,} {f['updates_per_s'] / floor:>9.2f}x")
+            print(f"{name:<16} {f['updates_per_s']:>12,} {f['messages_per_s']:>12,} {f['updates_per_s'] / floor:>9.2f}x")
         if args.out:
             Path(args.out).write_text(json.dumps({"messages": messages, "bytes": size, "loops": figures}, indent=2))
     return 0

@@ -13,14 +13,16 @@ import sys
 from collections import Counter
 from typing import Annotated, Any
 
+import msgspec
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
+from services.backtest.engine import risk_options
 from services.backtest.report import run_folder
 from services.backtest.result import BacktestResult
-from services.config import STRATEGIES_KIND, Config
+from services.config import STRATEGIES_KIND, Config, ConfigError
 from services.strategies import REGISTRY
 from services.strategies.contained import Answer
 from services.strategies.loading import NAME
@@ -81,7 +83,9 @@ class CheckReport(BaseModel):
 
 
 class StrategyBacktest(BacktestView):
-    refusals_by_code: dict[str, int] = Field(description="Orders refused, counted by reason code")
+    refusals_by_code: dict[str, int] = Field(description="Refusals counted by reason code: risk's reasons and the "
+                                                         "executor's (risk_refusals and executor_refusals tell "
+                                                         "them apart)")
     contained: list[str] = Field(description="The kernel isolation it ran under on this machine")
 
 
@@ -202,8 +206,13 @@ def register_authoring_tools(server: MCPServer, config: Config, tools: Tools) ->
     async def backtest(recording: str, code: str, spec: str, class_name: str,
                        params: dict[str, str]) -> tuple[BacktestResult, list[str]]:
         path = recording_path(recordings, recording)
+        try:  # under the limits this server's mesh trades under, as run_backtest
+            limits = msgspec.to_builtins(risk_options(config))
+        except ConfigError as exc:
+            raise ToolError(f"the config's risk limits cannot be read ({exc}); fix the config, then try again") \
+                from None
         job = {"action": "backtest", "class_name": class_name, "params": params, "recording": str(path),
-               "spec": spec, "code": bool(code)}
+               "spec": spec, "code": bool(code), "risk": limits}
         try:
             answer = await contained(job, code, [path])
         except Stopped as exc:

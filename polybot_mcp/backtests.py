@@ -1,4 +1,5 @@
-"""Backtest tools: the recordings there are, and a backtest of a shipped strategy on one of them.
+"""Backtest tools: the recordings there are, and a backtest of a shipped strategy on one of them, through risk
+under the config's limits and the executor's order path (``services.backtest.engine``).
 
 A backtest runs in a worker thread of this server (it needs no running mesh) and reports its progress to the
 client while it runs. Recordings are named, not pathed: an agent reads only what is under the recordings
@@ -17,10 +18,10 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from services.backtest.engine import BacktestError, backtest
+from services.backtest.engine import BacktestError, backtest, risk_options
 from services.backtest.report import run_folder, save
 from services.backtest.result import BacktestResult
-from services.config import Config
+from services.config import Config, ConfigError
 from services.recording import RecordingError, count, describe, find
 from services.strategies import REGISTRY
 
@@ -51,6 +52,11 @@ class BacktestView(BaseModel):
     recording: str
     messages: int
     signals: int
+    signals_refused: int = Field(description="Signals risk refused, under the limits this server's config sets")
+    risk_refusals: dict[str, int] = Field(description="Risk's reason code -> signals refused for it (a signal may "
+                                                      "have several)")
+    orders_refused: int = Field(description="Orders the executor or the paper venue refused")
+    executor_refusals: dict[str, int] = Field(description="Their code (e.g. FOK_UNFILLED) -> orders refused")
     trades: int
     volume: str
     fees: str
@@ -91,8 +97,9 @@ def backtest_view(result: BacktestResult, recording: str, out: Path) -> dict:
     summary, files = save(result, out)
     return dict(
         strategy=result.strategy, params=summary.params, recording=recording, messages=summary.messages,
-        signals=summary.signals, trades=summary.trades, volume=str(summary.volume), fees=str(summary.fees),
-        rebates=str(summary.rebates),
+        signals=summary.signals, signals_refused=summary.signals_refused, risk_refusals=summary.risk_refusals,
+        orders_refused=summary.refused, executor_refusals=summary.executor_refusals, trades=summary.trades,
+        volume=str(summary.volume), fees=str(summary.fees), rebates=str(summary.rebates),
         realized=str(summary.realized), unrealized=str(summary.unrealized), pnl=str(summary.pnl),
         max_drawdown=str(summary.max_drawdown), max_exposure=str(summary.max_exposure),
         hit_rate=None if summary.hit_rate is None else str(summary.hit_rate),
@@ -125,17 +132,23 @@ def register_backtest_tools(server: MCPServer, config: Config) -> None:
         ] = {},  # noqa: B006 - pydantic copies defaults
         ctx: Context = None,  # type: ignore[assignment]
     ) -> BacktestView:
-        """Replay a recording into a shipped strategy with paper fills (book walk, queue position, taker fees)
-        and return the summary: trades, PnL, fees, drawdown, exposure, hit rate, per market, and the path of
-        the full report. Sends progress while it runs. Nothing trades."""
+        """Replay a recording into a shipped strategy, through risk (the limits the mesh trades under) and the
+        executor's order path, with paper fills (book walk, queue position, taker fees), and return the summary:
+        signals and what risk and the executor refused (by code), trades, PnL, fees, drawdown, exposure, hit rate,
+        per market, and the path of the full report. Sends progress while it runs. Nothing trades."""
         path = recording_path(root, recording)
+        try:
+            limits = risk_options(config)
+        except ConfigError as exc:
+            raise ToolError(f"the config's risk limits cannot be read ({exc}); fix the config, then try again") \
+                from None
         try:
             total = await asyncio.to_thread(count, path)
         except RecordingError as exc:
             raise ToolError(str(exc)) from None
         done = [0]  # messages replayed so far, set by the worker thread
         job = asyncio.ensure_future(asyncio.to_thread(
-            backtest, path, strategy, params, progress=lambda n: done.__setitem__(0, n)))
+            backtest, path, strategy, params, progress=lambda n: done.__setitem__(0, n), risk=limits))
         while not job.done():
             await asyncio.wait({job}, timeout=PROGRESS_S)
             if ctx is not None and not job.done():

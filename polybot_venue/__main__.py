@@ -16,6 +16,9 @@ def main(argv: list[str] | None = None) -> int:
         "(and polybot) run with no account and no network. It prints its addresses and a funded test account."))
     add_arguments(parser)
     options = options_from(parser.parse_args(argv))
+    if options.replay:
+        parser.error("--replay plays back a recording of the mesh, which only the mesh reads: serve it with "
+                     "`polybot venue --replay FOLDER`")
     print(banner(options), flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(LocalVenue(options)))

@@ -5,6 +5,7 @@ when the venue is served."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -58,6 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mispricings per second: YES+NO asks (or an event's YES asks) below 1 (default: 0.05)")
     parser.add_argument("--gap", type=float, default=0.06, help="how far below 1 a mispricing sums (default: 0.06)")
     parser.add_argument("--gap-ms", type=int, default=1500, help="how long a mispricing stays (default: 1500)")
+    parser.add_argument("--replay", default="", metavar="FOLDER",
+                        help="`polybot venue` only: play back a recording (polybot record) on the market channel "
+                             "instead of living markets: its markets on Gamma and the CLOB, its books in order, once "
+                             "started with /_admin/replay {\"per_s\": N}")
+    parser.add_argument("--replay-per-s", type=float, default=0.0,
+                        help="with --replay: play at once, this many recorded messages a second")
     parser.add_argument("--resolutions-per-s", type=float, default=0.002,
                         help="markets resolving (each replaced by a new listing) per second (default: 0.002)")
 
@@ -75,6 +82,8 @@ def options_from(args: argparse.Namespace) -> VenueOptions:
                         deposit_wallet_flow=args.deposit_wallet_flow,
                         heartbeat_timeout_ms=args.heartbeat_timeout_ms, mined_after_ms=args.mined_after_ms,
                         confirmed_after_ms=args.confirmed_after_ms,
+                        replay=str(Path(args.replay).expanduser().resolve()) if args.replay else "",
+                        replay_per_s=args.replay_per_s,
                         life=LifeOptions(requotes_per_s=args.requotes_per_s, trades_per_s=args.trades_per_s,
                                          gaps_per_s=args.gaps_per_s, gap=args.gap, gap_ms=args.gap_ms,
                                          resolutions_per_s=args.resolutions_per_s))

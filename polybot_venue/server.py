@@ -30,6 +30,7 @@ from .life import Life, LifeOptions, News
 from .markets import generate, seed_liquidity
 from .ports import HOST, PORTS
 from .relayer import Relayer, builder_key_routes, relayer_routes
+from .replay import Feed, Playback
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 TICK_S = 0.25  # how often GTD expiry, heartbeat silence, trade confirmations and chain transactions are checked
@@ -61,6 +62,11 @@ class VenueOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     deposit_wallet_flow: bool = False  # refuse EOA-maker (type 0) orders from accounts other than the ready-made one
     still: bool = False  # no living markets: books move only when someone trades (and on admin requests)
     life: LifeOptions = LifeOptions()
+    # A recording of the mesh to play back on the market channel (replay.py) instead of the seeded, living markets
+    # (read by the mesh's side: `polybot venue --replay`); it plays once started (/_admin/replay), or at once at
+    # replay_per_s recorded messages a second when that is above 0.
+    replay: str = ""
+    replay_per_s: float = 0.0
     rate_limits: operations.RateLimits = operations.RateLimits()  # 429s past these; /_admin/rate-limits changes them
 
 
@@ -89,11 +95,16 @@ def house_address(seed: int) -> str:
 class LocalVenue:
     """The whole venue in memory: engine, seeded markets, living markets, channels."""
 
-    def __init__(self, options: VenueOptions, clock=None) -> None:
+    def __init__(self, options: VenueOptions, clock=None, feed: Feed | None = None) -> None:
+        """``feed``: what to play back instead of living markets (replay.py)."""
         clock = clock or (lambda: time.time_ns() // 1_000_000)
         self.options = options
+        if options.replay and feed is None:
+            raise ValueError(f"replay {options.replay}: the venue reads no recording of the mesh; serve it with "
+                             "`polybot venue --replay FOLDER`, which does")
         universe = generate(options.seed, options.markets, options.events, options.outcomes, now_ms=clock(),
-                            v2=options.v2_markets, v2_events=options.v2_events)
+                            v2=options.v2_markets, v2_events=options.v2_events) if feed is None else \
+            generate(options.seed, 0, 0, now_ms=clock())  # the feed's markets instead
         engine = Engine(universe.markets, clock, heartbeat_timeout_ms=options.heartbeat_timeout_ms,
                         exchanges=(auth.EXCHANGE_V2[options.chain_id], auth.NEG_RISK_EXCHANGE_V2[options.chain_id],
                                    auth.EXCHANGE_V3[options.chain_id]))
@@ -116,6 +127,9 @@ class LocalVenue:
         self.chain = Chain(engine, options.chain_id, options.mined_after_ms, options.confirmed_after_ms)
         self.relayer = Relayer(self.chain, venue_secret(options.seed))
         self.life = Life(engine, universe, house_address(options.seed), options.seed, options.life)
+        self.playback = Playback.start(engine, self.life, feed) if feed is not None else None
+        if self.playback is not None and options.replay_per_s > 0:
+            self.playback.pace(options.replay_per_s, time.monotonic())
         self.channels = Channels(self.state)
         self.channels.remember(engine.token_market)
         engine.outbox.clear()  # the house's opening quotes are history, not news
@@ -395,6 +409,14 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
         asyncio.get_running_loop().call_soon(time.sleep, min(seconds, 60.0))
         return JSONResponse({"stalling_s": seconds})
 
+    def replay(data: dict, news: News) -> dict:
+        """Replay mode: play the recording at ``per_s`` messages a second (0 pauses); either way, where it is."""
+        if venue.playback is None:
+            raise VenueError("the venue is not replaying a recording: serve it with `polybot venue --replay FOLDER`")
+        if "per_s" in data:
+            venue.playback.pace(float(number(data, "per_s")), time.monotonic())
+        return venue.playback.detail()
+
     def loopback_only(endpoint):
         async def guarded(request: Request) -> JSONResponse:
             # The venue may listen on every interface (in a container); its admin answers this machine only.
@@ -409,7 +431,7 @@ def admin_routes(venue: LocalVenue) -> list[Route]:
                  "latency": latency, "restart": restart, "rate-limits": rate_limits, "session-key": run(session_key),
                  "closed-only": run(closed_only), "clock": run(clock), "received": run(received),
                  "fail-trade": run(fail_trade), "confirm-trade": run(confirm_trade),
-                 "heartbeats": run(heartbeats)}
+                 "heartbeats": run(heartbeats), "replay": run(replay)}
     return [Route(f"/_admin/{name}", loopback_only(endpoint), methods=["POST"]) for name, endpoint in endpoints.items()]
 
 
@@ -446,7 +468,10 @@ async def serve(venue: LocalVenue, halted: Callable[[], bool] = lambda: False) -
             next_tick = 0.0
             while True:
                 now = time.monotonic()
-                if not opts.still and not halted():
+                if venue.playback is not None:
+                    for news in venue.playback.step(now):
+                        venue.publish(news)
+                elif not opts.still and not halted():
                     venue.publish(venue.life.step(engine.clock()))
                 if now >= next_tick:
                     canceled = engine.tick()
@@ -466,4 +491,6 @@ def detail(venue: LocalVenue) -> dict[str, str]:
     engine = venue.state.engine
     return {**addresses(venue.options), "markets": str(len(engine.markets)),
             "open_orders": str(sum(1 for o in engine.orders.values() if o.status == "LIVE")),
-            "trades": str(len(engine.trade_log)), "living": str(not venue.options.still)}
+            "trades": str(len(engine.trade_log)),
+            "living": str(not venue.options.still and venue.playback is None),
+            **(venue.playback.detail() if venue.playback is not None else {})}

@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 
 from services import messages as m
-from services.backtest.engine import BacktestError, backtest, signal_key
+from services.backtest.engine import BacktestError, Replay, backtest, signal_key
 from services.backtest.report import summarize
 from services.backtest.mesh import replay_mesh
 from services.backtest.result import encode
 from services.recording import RecordingWriter, Tap, count, read, segments
+from services.risk.limits import Limits, RiskOptions
+from services.strategies.store import Budget
 from services.venues.base import taker_fee
 
 from .conftest import child_env
@@ -86,6 +88,59 @@ def test_a_fok_leg_the_book_cannot_fill_is_refused_and_the_other_leg_is_exposed(
     result = backtest(folder, "arbitrage")
     assert [(r.signal_id, r.token_id, r.code) for r in result.refusals] == [("s0000002", "A-n", "FOK_UNFILLED")]
     assert {p.token_id: p.size for p in result.positions} == {"A-y": 45, "A-n": 20}
+
+
+def test_every_order_goes_through_risk_and_risk_follows_the_fills(tmp_path: Path) -> None:
+    folder = scripted(tmp_path / "rec")
+    replay = Replay("arbitrage")
+    replay.run(read(folder))
+    # Risk saw every fill and every order end, as in the mesh: its account is the executor's, nothing stays open.
+    assert replay.risk.ledger.positions() == replay.ledger.positions() and replay.risk.open == {}
+    assert [d.size for d in replay.desk.orders.values()] == [20, 20, 10, 10]
+    # The same run under a tighter operator limit: risk refuses the first pair (9.00 and 10.00 over 5), by code,
+    # leg by leg; the second (4.40 and 5.00) passes, and takes the NO shares the first would have.
+    tight = backtest(folder, "arbitrage", risk=RiskOptions(limits=Limits(max_order_notional=D(5))))
+    assert [(r.signal_id, r.token_id, r.code, r.by) for r in tight.refusals] == [
+        ("s0000001", "A-y", "ORDER_NOTIONAL", "risk"), ("s0000001", "A-n", "ORDER_NOTIONAL", "risk")]
+    assert [(f.signal_id, f.token_id, f.size) for f in tight.fills] == [("s0000002", "A-y", 10), ("s0000002", "A-n", 10)]
+    summary = summarize(tight)
+    assert (summary.signals, summary.signals_refused, summary.risk_refusals, summary.refused) == \
+        (2, 1, {"ORDER_NOTIONAL": 1}, 0)
+
+
+def test_a_budget_holds_the_strategy_as_risk_holds_an_approved_one_and_never_raises_the_limits(
+        tmp_path: Path) -> None:
+    folder = scripted(tmp_path / "rec")
+    under = backtest(folder, "arbitrage", budget=Budget(max_order_notional=D(5), max_gross_exposure=D(10 ** 6)))
+    assert [(r.signal_id, r.code) for r in under.refusals] == [("s0000001", "STRATEGY_ORDER_NOTIONAL")] * 2
+    # A budget above the operator's limits changes nothing: theirs still hold (250 an order lets both pairs through,
+    # 5 does not).
+    assert backtest(folder, "arbitrage", budget=Budget(max_order_notional=D(10 ** 6))).refusals == []
+    tight = RiskOptions(limits=Limits(max_order_notional=D(5)))
+    assert {r.code for r in backtest(folder, "arbitrage", risk=tight, budget=Budget(
+        max_order_notional=D(10 ** 6))).refusals} == {"ORDER_NOTIONAL"}
+
+
+def test_polybot_backtest_takes_a_file_and_a_budget_and_shows_what_risk_refused(tmp_path: Path) -> None:
+    folder = scripted(tmp_path / "rec")
+    (tmp_path / "polybot.toml").write_text(f'state_dir = "{tmp_path / "state"}"\n[local_venue]\nstart = false\n')
+    (tmp_path / "mine.py").write_text("from services.strategies.arbitrage import Arbitrage\n\n\n"
+                                      "class Mine(Arbitrage):\n    name = 'mine'\n")
+    cli = [sys.executable, "-m", "services", "--config", str(tmp_path / "polybot.toml"), "backtest", "--data",
+           str(folder), "--strategy", f"{tmp_path / 'mine.py'}:Mine", "--out", str(tmp_path / "out")]
+    done = subprocess.run([*cli, "--budget", "max_order_notional=5", "--json"], env=child_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["strategy"], summary["signals"], summary["signals_refused"], summary["risk_refusals"]) == \
+        ("mine", 2, 1, {"STRATEGY_ORDER_NOTIONAL": 1})
+    text = subprocess.run([*cli, "--budget", "max_order_notional=5"], env=child_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert "refused by risk      1 signals: STRATEGY_ORDER_NOTIONAL 1" in text.stdout, text.stdout
+    assert "signals refused by risk</td><td>1 (STRATEGY_ORDER_NOTIONAL 1)" in (tmp_path / "out" / "report.html").read_text()
+    bad = subprocess.run([*cli, "--budget", "max_size=5"], env=child_env(), capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "--budget: unknown budget fields ['max_size']" in bad.stderr
 
 
 def low_bids(folder: Path, resolves: bool = False) -> Path:

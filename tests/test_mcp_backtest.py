@@ -83,3 +83,19 @@ def test_a_long_backtest_reports_progress_as_it_goes(config) -> None:
 def test_bad_backtest_arguments_say_what_to_do(config, args: dict, says: str) -> None:
     result = call(config, "run_backtest", args, "legacy")
     assert result.is_error is True and says in result.content[0].text
+
+
+def test_run_backtest_shows_what_risk_refuses_under_the_configs_limits(tmp_path: Path) -> None:
+    root = Path(os.path.realpath(tmp_path))
+    (root / "polybot.toml").write_text(f'state_dir = "{root / "state"}"\n[local_venue]\nstart = false\n'
+                                       '[services.risk.options.limits]\nmax_order_notional = 5\n')
+    tight = load(root / "polybot.toml", {"HOME": str(root)})
+    ensure_state_dir(tight)
+    scripted(tight.state_path / "recordings" / "scripted")
+    result = call(tight, "run_backtest", {"recording": "scripted", "strategy": "arbitrage"}, "legacy")
+    assert result.is_error is False, result.content[0].text
+    out = result.structured_content
+    # The first pair (20 x 0.45 and 20 x 0.50) is over the order limit of 5; the second (10 x 0.44, 10 x 0.50)
+    # passes and fills.
+    assert (out["signals"], out["signals_refused"], out["risk_refusals"]) == (2, 1, {"ORDER_NOTIONAL": 1})
+    assert (out["trades"], out["orders_refused"], out["executor_refusals"]) == (2, 0, {})

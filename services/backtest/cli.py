@@ -33,12 +33,21 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     test = commands.add_parser(
         "backtest", help="replay a recording into a strategy and report trades, PnL and drawdown",
-        description="Replay a recording, in order and on its own clock, into a shipped strategy. By default in "
-                    "this process, with paper fills (book walk, queue position, taker fees); with --mesh through "
-                    "a strategies process of its own, recording the signals it sends.")
+        description="Replay a recording, in order and on its own clock, into a strategy. By default in this "
+                    "process, through risk (the config's limits, and a --budget as risk holds an approved strategy to "
+                    "its grant) and the executor's order "
+                    "path, with paper fills (book walk, queue position, taker fees): the report shows what risk "
+                    "and the executor refused, by code. With --mesh through a strategies process of its own, "
+                    "recording the signals it sends.")
     test.add_argument("--data", required=True, help="a recording folder (or one .pbrec segment)")
-    test.add_argument("--strategy", required=True, help="a shipped strategy: arbitrage, quoter")
+    test.add_argument("--strategy", required=True,
+                      help="a shipped strategy (arbitrage, quoter), a file (path/to/file.py:Class), a module "
+                           "(package.module:Class) or an entry point")
     test.add_argument("--param", action="append", default=[], metavar="K=V", help="a strategy parameter")
+    test.add_argument("--budget", action="append", default=[], metavar="K=V",
+                      help="a risk limit of the strategy's budget (max_order_notional, max_gross_exposure, "
+                           "max_daily_loss, max_open_orders, max_signals_per_minute), held as risk holds an approved "
+                           "strategy to its grant; the config's limits still apply")
     test.add_argument("--sweep", action="append", default=[], metavar="K=V1,V2",
                       help="run every combination of these values and compare them")
     test.add_argument("--out", help="where the report goes (default: <state_dir>/backtests/<UTC time>-<strategy>)")
@@ -94,23 +103,30 @@ def record(config: Config, args: argparse.Namespace) -> int:
 
 
 def backtest(config: Config, args: argparse.Namespace) -> int:
+    from ..config import ConfigError
     from ..recording import RecordingError, count
-    from .engine import BacktestError
+    from ..strategies.store import Budget, StoreError
+    from .engine import BacktestError, risk_options
     from .report import run_folder
 
     try:
         params = _pairs(args.param, "--param")
+        args.risk = risk_options(config)
+        try:
+            args.budget = Budget.of(_pairs(args.budget, "--budget")) if args.budget else None
+        except StoreError as exc:
+            raise _Usage(f"--budget: {exc}") from None
         grid = {k: [v for v in vs.split(",") if v] for k, vs in _pairs(args.sweep, "--sweep").items()}
         if empty := [k for k, vs in grid.items() if not vs]:
             raise _Usage(f"--sweep {empty[0]}= has no values; give them comma-separated, e.g. {empty[0]}=1,2")
         total = count(args.data)
-        out = Path(args.out) if args.out else run_folder(config.state_path, args.strategy)
+        out = Path(args.out) if args.out else run_folder(config.state_path, _label(args.strategy))
         if args.mesh:
             return _mesh(args, params, out, total)
         if grid:
             return _sweep(args, params, grid, out, total)
         return _one(args, params, out, total)
-    except (_Usage, BacktestError, RecordingError) as exc:
+    except (_Usage, BacktestError, RecordingError, ConfigError) as exc:
         print(f"polybot: {exc}", file=sys.stderr)
         return 2
 
@@ -120,7 +136,7 @@ def _one(args: argparse.Namespace, params: dict[str, str], out: Path, total: int
     from .report import Progress, save
 
     progress = Progress(total, label="replay")
-    result = run(args.data, args.strategy, params, args.sample_ms, progress.update)
+    result = run(args.data, args.strategy, params, args.sample_ms, progress.update, args.risk, args.budget)
     progress.close()
     summary, files = save(result, out)
     if args.json:
@@ -143,7 +159,7 @@ def _sweep(args: argparse.Namespace, params: dict[str, str], grid: dict[str, lis
     for i, values in enumerate(combos):
         chosen = {**params, **dict(zip(keys, values))}
         result = run(args.data, args.strategy, chosen, args.sample_ms,
-                     lambda done, base=i * total: progress.update(base + done))
+                     lambda done, base=i * total: progress.update(base + done), args.risk, args.budget)
         rows.append((dict(zip(keys, values)), summarize(result)))
     progress.close()
     out.mkdir(parents=True, exist_ok=True)
@@ -165,7 +181,7 @@ def _mesh(args: argparse.Namespace, params: dict[str, str], out: Path, total: in
     out.mkdir(parents=True, exist_ok=True)
     encoder = msgspec.json.Encoder()
     (out / "signals.jsonl").write_bytes(b"".join(encoder.encode(s) + b"\n" for s in sent))
-    in_process = run(args.data, args.strategy, params, args.sample_ms)
+    in_process = run(args.data, args.strategy, params, args.sample_ms, risk=args.risk, budget=args.budget)
     same = [signal_key(s) for s in sent if isinstance(s, m.Signal)] == [signal_key(s) for s in in_process.signals]
     print(f"{sum(isinstance(s, m.Signal) for s in sent)} signals, {sum(isinstance(s, m.Cancel) for s in sent)} "
           f"cancels through the mesh: {out / 'signals.jsonl'}")
@@ -175,10 +191,22 @@ def _mesh(args: argparse.Namespace, params: dict[str, str], out: Path, total: in
     return 0
 
 
+def _label(strategy: str) -> str:
+    """A strategy spec as a folder name's part: a file's or module's class name."""
+    return strategy.rpartition(":")[2] if ":" in strategy else Path(strategy).stem
+
+
+def _codes(counts: dict[str, int]) -> str:
+    return ": " + ", ".join(f"{code} {n}" for code, n in counts.items()) if counts else ""
+
+
 def _summary_text(s) -> str:
     rows = [("strategy", f"{s.strategy} {' '.join(f'{k}={v}' for k, v in sorted(s.params.items()))}"),
             ("data", f"{s.data}: {s.messages} messages, {s.started} to {s.ended}"),
-            ("signals", str(s.signals)), ("trades", str(s.trades)), ("volume", str(s.volume)),
+            ("signals", str(s.signals)),
+            ("refused by risk", f"{s.signals_refused} signals{_codes(s.risk_refusals)}"),
+            ("refused by executor", f"{s.refused} orders{_codes(s.executor_refusals)}"),
+            ("trades", str(s.trades)), ("volume", str(s.volume)),
             ("fees", str(s.fees)), ("rebates", f"{s.rebates} (estimated: maker fills x the markets' rebate rates)"),
             ("pnl", f"{s.pnl} (realized {s.realized}, unrealized {s.unrealized}, rebates {s.rebates})"),
             ("max drawdown", str(s.max_drawdown)), ("max exposure", str(s.max_exposure)),

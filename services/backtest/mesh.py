@@ -41,16 +41,27 @@ def _toml(value: Any) -> str:
     return json.dumps(str(value))  # a JSON string is a TOML basic string
 
 
-def _config(root: Path, strategy: str, params: Any) -> Path:
+def _table(strategy: str, name: str, params: Any) -> str:
+    """The strategies host's entry for ``strategy``: a shipped one by its name and parameters; any other spec (a
+    file, a module, an entry point) as a table with its class, run under the strategy's own name, so its signals
+    carry the source they carry in-process."""
     values = msgspec.to_builtins(params)
-    table = ", ".join(f"{k} = {_toml(v)}" for k, v in values.items())
+    table = "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in values.items()) + " }"
+    if strategy == name:
+        return f"{name} = {table}"
+    spec = str(Path(strategy.rpartition(":")[0]).expanduser().resolve()) + ":" + strategy.rpartition(":")[2] \
+        if ".py:" in strategy else strategy
+    return f"{name} = {{ class = {_toml(spec)}, params = {table} }}"
+
+
+def _config(root: Path, entry: str) -> Path:
     path = root / "polybot.toml"
     path.write_text(
         f'state_dir = "{root / "state"}"\n[local_venue]\nstart = false\n[metrics]\nenabled = false\n'
         '[services.scanner]\nkind = "services.scanner:Scanner"\nenabled = false\n'
         '[services.strategies]\nkind = "services.strategies.host:Strategies"\n'
         # Recorded books are as old as the recording: the host's shedding of stale work is off.
-        f"options = {{ max_book_age_ms = 0, strategies = {{ {strategy} = {{ {table} }} }} }}\n")
+        f"options = {{ max_book_age_ms = 0, strategies = {{ {entry} }} }}\n")
     return path
 
 
@@ -76,13 +87,14 @@ def _split(messages: list[m.Message]) -> tuple[m.SnapshotReply, list[m.Message]]
 def replay_mesh(data: str | Path, strategy: str, params: dict[str, Any] | None = None,
                 progress: Callable[[int], None] | None = None,
                 log: Path | None = None) -> list[m.Signal | m.Cancel]:
-    """Every signal (and cancel) the strategies service sent for the recording, in the order they came."""
+    """Every signal (and cancel) the strategies service sent for the recording, in the order they came.
+    ``strategy``: a spec, as for an in-process backtest (a shipped name, ``file.py:Class``, ``module:Class``)."""
     chosen = make_strategy(strategy, params or {})  # a bad name or parameter fails here, not in the child
     messages = list(read(data))
     snapshot, rest = _split(messages)
     with tempfile.TemporaryDirectory(prefix="polybot-mesh-") as tmp:
         root = Path(tmp)
-        config_file = _config(root, strategy, chosen.params)
+        config_file = _config(root, _table(strategy, chosen.name, chosen.params))
         config = load(config_file, {"HOME": str(root)})
         ensure_state_dir(config)
         bus = Bus(config)

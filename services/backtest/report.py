@@ -50,7 +50,10 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     duration_s: Decimal
     messages: int
     signals: int
-    refused: int  # orders the paper venue refused
+    refused: int  # orders the executor (or the paper venue behind it) refused
+    signals_refused: int  # signals risk refused
+    risk_refusals: dict[str, int]  # risk's reason code -> signals refused for it (one may have several)
+    executor_refusals: dict[str, int]  # the executor's (or venue's) code -> orders refused with it
     cancels: int
     trades: int  # fills
     volume: Decimal  # sum of size * price
@@ -98,6 +101,7 @@ def summarize(result: BacktestResult) -> Summary:
     positions and marks, with trades, volume and fees counted from the fills.
     """
     rows = per_market(result)
+    executor = by_code(result, "executor")
     last = result.equity[-1] if result.equity else None
     realized = last.realized if last else sum((r.realized for r in rows), ZERO)
     unrealized = last.unrealized if last else sum((r.unrealized for r in rows), ZERO)
@@ -115,7 +119,9 @@ def summarize(result: BacktestResult) -> Summary:
         strategy=result.strategy, params=result.params, data=result.data,
         started=iso(result.started_ns), ended=iso(result.ended_ns),
         duration_s=Decimal(result.ended_ns - result.started_ns) / 1_000_000_000,
-        messages=result.messages, signals=len(result.signals), refused=len(result.refusals),
+        messages=result.messages, signals=len(result.signals), refused=sum(executor.values()),
+        signals_refused=len({r.signal_id for r in result.refusals if r.by == "risk"}),
+        risk_refusals=by_code(result, "risk"), executor_refusals=executor,
         cancels=result.cancels, trades=len(result.fills),
         volume=sum((f.size * f.price for f in result.fills), ZERO),
         fees=last.fees if last else sum((r.fees for r in rows), ZERO), rebates=rebates,
@@ -127,6 +133,15 @@ def summarize(result: BacktestResult) -> Summary:
         signals_filled=len(filled), winners=winners, losers=losers,
         hit_rate=(Decimal(winners) / len(filled)).quantize(RATIO) if filled else None,
         per_market=rows)
+
+
+def by_code(result: BacktestResult, by: str) -> dict[str, int]:
+    """How often each code refused, by risk (signals: a signal counts once per code) or by the executor (orders)."""
+    if by == "risk":
+        codes = Counter(code for _, code in {(r.signal_id, r.code) for r in result.refusals if r.by == by})
+    else:
+        codes = Counter(r.code for r in result.refusals if r.by == by)
+    return dict(sorted(codes.items()))
 
 
 def _time_weighted_exposure(result: BacktestResult) -> Decimal:
@@ -291,6 +306,10 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def _codes(counts: dict[str, int]) -> str:
+    return " (" + ", ".join(f"{code} {n}" for code, n in counts.items()) + ")" if counts else ""
+
+
 def _ratio(value: Decimal | None) -> str:
     return "-" if value is None else Exact(f"{value * 100:.2f}%")
 
@@ -299,7 +318,8 @@ def _report_html(result: BacktestResult, s: Summary, png: bytes) -> str:
     figures = [
         ["strategy", s.strategy], ["parameters", ", ".join(f"{k}={v}" for k, v in s.params.items()) or "-"],
         ["data", s.data], ["from", s.started], ["to", s.ended], ["duration (s)", s.duration_s],
-        ["messages", s.messages], ["signals", s.signals], ["orders refused", s.refused], ["cancels", s.cancels],
+        ["messages", s.messages], ["signals", s.signals], ["signals refused by risk", f"{s.signals_refused}{_codes(s.risk_refusals)}"],
+        ["orders refused by the executor", f"{s.refused}{_codes(s.executor_refusals)}"], ["cancels", s.cancels],
         ["trades", s.trades], ["volume", s.volume], ["fees paid", s.fees],
         ["maker rebates (estimated)", s.rebates], ["realized", s.realized],
         ["unrealized", s.unrealized], ["PnL", s.pnl], ["max drawdown", s.max_drawdown],

@@ -3,6 +3,7 @@ deterministically (the same run gives the same bytes)."""
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Literal
 
 import msgspec
 
@@ -31,13 +32,16 @@ class MarketInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Refusal(msgspec.Struct, frozen=True, kw_only=True):
-    """An order the paper venue refused (FOK not fillable, post-only crossing, tick, size...)."""
+    """A reason risk refused a signal for (``by`` risk: one per reason, ``token_id`` its leg's, "" for the whole
+    signal), or an order the executor or the paper venue behind it refused (``by`` executor: FOK not fillable,
+    post-only crossing, a price that rounds out of range...)."""
 
     ts_ns: int
     signal_id: str
     token_id: str
     code: str
     message: str
+    by: Literal["risk", "executor"] = "executor"
 
 
 class BacktestResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,7 +53,7 @@ class BacktestResult(msgspec.Struct, frozen=True, kw_only=True):
     messages: int
     signals: list[m.Signal]
     cancels: int
-    refusals: list[Refusal]
+    refusals: list[Refusal]  # risk's reasons, then the executor's refusals, as they came
     fills: list[m.Fill]
     equity: list[Point]  # sampled on the replay clock, and at every fill
     positions: list[m.Position]  # at the end, closed ones included (their realized PnL)

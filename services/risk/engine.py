@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 
@@ -72,6 +73,12 @@ def shares_for(money: Decimal, price: Decimal) -> Decimal:
     return (money / price).quantize(SHARES, rounding=ROUND_DOWN)
 
 
+def echoed(signal: m.Signal) -> m.Signal | None:
+    """The signal to send back with its verdict: not one whose numbers are bad (every receiver would skip the
+    verdict for them); its reasons say what was wrong."""
+    return None if m.number_fault(signal) else signal
+
+
 def bad_numbers(signal: m.Signal) -> list[m.Reason]:
     """A BAD_SIGNAL reason for each leg whose size or limit price is not a number risk can reckon with (NaN,
     infinite, beyond any market): such a signal is refused before any sum is made with it."""
@@ -108,9 +115,12 @@ class Day:
 
 
 class RiskEngine:
-    def __init__(self, limits: Limits, agent: AgentLimits, recent_signals: int = 100_000) -> None:
+    def __init__(self, limits: Limits, agent: AgentLimits, recent_signals: int = 100_000,
+                 order_id: Callable[[m.Signal, int], str] | None = None) -> None:
         self.limits = limits
         self.agent = agent
+        # (signal, leg) -> the client order id of that leg: fresh ids in the mesh; a backtest's are its signals'.
+        self.order_id = order_id or (lambda signal, leg: m.new_id())
         self.markets: dict[str, m.MarketNew] = {}
         self.token_market: dict[str, str] = {}
         # market -> its tokens, a complete set worth 1. Not a neg-risk event's YES tokens: nothing says when every
@@ -612,6 +622,24 @@ class RiskEngine:
 
     # ---------------------------------------------------------------- decisions
 
+    def decide(self, signal: m.Signal, now_ns: int, **conditions) -> list[m.Reason]:
+        """``check`` a new signal; once decided (unless it was a duplicate) it counts toward its source's rate and
+        cannot be decided again. ``conditions``: ``check``'s halted, ready and executor_up."""
+        reasons = self.check(signal, now_ns, **conditions)
+        if not reasons or reasons[0].code != DUPLICATE_SIGNAL:
+            self.record(signal, now_ns)
+        return reasons
+
+    def verdict(self, signal: m.Signal, reasons: list[m.Reason],
+                now_ns: int) -> m.SignalAccepted | m.SignalRejected:
+        """Accepted with its orders (counted open from now on) when nothing refuses it, else rejected with the
+        reasons: how risk turns a decided signal into orders, in the mesh and in a backtest alike."""
+        if reasons:
+            return m.SignalRejected(trace_id=signal.trace_id, signal_id=signal.id, source=signal.source,
+                                    reasons=reasons, signal=echoed(signal))
+        return m.SignalAccepted(trace_id=signal.trace_id, signal_id=signal.id, source=signal.source,
+                                orders=self.accept(signal, now_ns), signal=signal)
+
     def record(self, signal: m.Signal, now_ns: int) -> None:
         """A decided signal counts toward its source's rate and cannot be decided again."""
         self.rates.setdefault(signal.source, deque()).append(now_ns)
@@ -624,7 +652,8 @@ class RiskEngine:
         """The signal's orders, counted as open from now on."""
         orders = []
         for i, leg in enumerate(signal.legs):
-            order = m.Order(ts_ns=now_ns, trace_id=signal.trace_id, signal_id=signal.id, leg=i, source=signal.source,
+            order = m.Order(id=self.order_id(signal, i), ts_ns=now_ns, trace_id=signal.trace_id, signal_id=signal.id,
+                            leg=i, source=signal.source,
                             token_id=leg.token_id, market=leg.market or self.token_market[leg.token_id],
                             side=leg.side, size=leg.size, limit_price=leg.limit_price, order_type=leg.order_type,
                             post_only=leg.post_only, expires_s=leg.expires_s)

@@ -25,7 +25,7 @@ from ..journal import catch_up
 from ..runtime import Service, StartupError
 from ..strategies.store import Entry, Store, StoreError
 from ..sync import ask_until, start_from_scanner
-from .engine import APPROVAL_EXPIRED, DECLINED, DUPLICATE_SIGNAL, EXECUTOR_DOWN, Day, RiskEngine, utc_day
+from .engine import APPROVAL_EXPIRED, DECLINED, EXECUTOR_DOWN, Day, RiskEngine, echoed, utc_day
 from .journal import DecisionJournal, JournalError
 from .limits import STRATEGY_PREFIX, Grant, RiskOptions, flat, is_agent
 
@@ -44,12 +44,6 @@ def grant_of(entry: Entry) -> Grant:
     return Grant(approved=True, sha256=approved.sha256, markets=frozenset(approved.markets),
                  **{k: int(v) if k in ("max_open_orders", "max_signals_per_minute") else v for k, v in budget.items()
                     if k in Grant.__struct_fields__})
-
-
-def echoed(signal: m.Signal) -> m.Signal | None:
-    """The signal to send back with its verdict: not one whose numbers are bad (every receiver would skip the
-    verdict for them); its reasons say what was wrong."""
-    return None if m.number_fault(signal) else signal
 
 
 class Risk(Service):
@@ -220,9 +214,7 @@ class Risk(Service):
     def _decide(self, signal: m.Signal) -> None:
         now = self.ctx.clock()
         self.m_signals.labels(self._label(signal.source)).inc()
-        reasons = self._check(signal, now)
-        if not reasons or reasons[0].code != DUPLICATE_SIGNAL:
-            self.engine.record(signal, now)
+        reasons = self.engine.decide(signal, now, **self._conditions())
         if not reasons and self.approval and is_agent(signal.source):
             pending = m.SignalPending(trace_id=signal.trace_id, signal_id=signal.id, source=signal.source,
                                       signal=signal,
@@ -243,27 +235,28 @@ class Risk(Service):
     def _send_orders(self, signal: m.Signal, reasons: list[m.Reason],
                      now: int) -> m.SignalAccepted | m.SignalRejected:
         """Accept the signal (its orders go out) when nothing refuses it, else reject it with the reasons."""
-        if not reasons:
-            orders = self.engine.accept(signal, now)
-            sent = [o for o in orders if self.ctx.send("orders", o)]
-            if len(sent) == len(orders):
-                if is_agent(signal.source):
-                    self._save_day()
-                return self._verdict(m.SignalAccepted(trace_id=signal.trace_id, signal_id=signal.id,
-                                                      source=signal.source, orders=orders, signal=signal))
-            self.engine.withdraw(orders)
-            if sent:  # the queue to the executor filled up half way: take back what went
-                self.ctx.send("orders", m.Cancel(trace_id=signal.trace_id, source=signal.source,
-                                                 order_ids=[o.id for o in sent], reason="signal not sent whole"))
-            reasons = [m.Reason(code=EXECUTOR_DOWN, message="the queue of orders to the executor is full",
-                                max_size=Decimal(0))]
-        return self._verdict(m.SignalRejected(trace_id=signal.trace_id, signal_id=signal.id, source=signal.source,
-                                              reasons=reasons, signal=echoed(signal)))
+        verdict = self.engine.verdict(signal, reasons, now)
+        if isinstance(verdict, m.SignalRejected):
+            return self._verdict(verdict)
+        orders = verdict.orders
+        sent = [o for o in orders if self.ctx.send("orders", o)]
+        if len(sent) == len(orders):
+            if is_agent(signal.source):
+                self._save_day()
+            return self._verdict(verdict)
+        self.engine.withdraw(orders)
+        if sent:  # the queue to the executor filled up half way: take back what went
+            self.ctx.send("orders", m.Cancel(trace_id=signal.trace_id, source=signal.source,
+                                             order_ids=[o.id for o in sent], reason="signal not sent whole"))
+        return self._verdict(self.engine.verdict(signal, [m.Reason(
+            code=EXECUTOR_DOWN, message="the queue of orders to the executor is full", max_size=Decimal(0))], now))
+
+    def _conditions(self) -> dict:
+        return {"halted": self.ctx.halt_reason if self.ctx.halted else "", "ready": self.synced and self.reconciled,
+                "executor_up": self._executor_connected()}
 
     def _check(self, signal: m.Signal, now: int, recheck: bool = False) -> list[m.Reason]:
-        return self.engine.check(signal, now, halted=self.ctx.halt_reason if self.ctx.halted else "",
-                                 ready=self.synced and self.reconciled, executor_up=self._executor_connected(),
-                                 recheck=recheck)
+        return self.engine.check(signal, now, recheck=recheck, **self._conditions())
 
     def _refuse_pending(self, signal_id: str, code: str, message: str) -> None:
         pending = self.pending.pop(signal_id)

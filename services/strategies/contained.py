@@ -34,6 +34,7 @@ from services import messages as m
 from services.backtest import engine
 from services.backtest.result import BacktestResult
 from services.recording import read as read_recording
+from services.risk.limits import RiskOptions
 from services.strategies import loading
 
 CODE_FILE = "strategy.py"
@@ -392,7 +393,8 @@ def run(job: dict[str, Any]) -> None:
         if job["action"] == "check":
             check(cls, job.get("params", {}), path, job["recording"])
         else:
-            ANSWER.result = engine.backtest(job["recording"], cls, job.get("params", {}))
+            risk = msgspec.convert(job["risk"], RiskOptions) if "risk" in job else None
+            ANSWER.result = engine.backtest(job["recording"], cls, job.get("params", {}), risk=risk)
     except loading.StrategyError as exc:
         ANSWER.problems = [load_problem(exc, path)]
     except engine.BacktestError as exc:

@@ -17,7 +17,7 @@ import msgspec
 from .. import messages as m
 from ..runtime import Service, StartupError
 from ..sync import ask_until, start_from_scanner
-from .loading import StrategyError, changed, load, make
+from .loading import StrategyError, changed, load, make, source_of
 
 class StrategiesOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # name -> its parameters (a shipped or installed strategy of that name), or a table with ``class`` (a spec, see
@@ -102,7 +102,7 @@ class Strategies(Service):
             raise StartupError(f"shard {opts.shard} is not within shards {opts.shards}")
         self.strategies = [build(name, table, ctx.config.state_path) for name, table in opts.strategies.items()]
         # What each one's signals and cancels go out as, whatever it wrote in them.
-        self.sources = [getattr(s, "source", "") or f"strategy:{s.name}" for s in self.strategies]
+        self.sources = [source_of(s) for s in self.strategies]
         self.mine: set[str] = set()  # condition ids of this shard
         self.stale: set[str] = set()  # markets the scanner says are stale (of any shard; counted for ours)
         self.synced = False

@@ -155,6 +155,11 @@ def contract(cls: Any) -> list[str]:
     return problems
 
 
+def source_of(strategy: Any) -> str:
+    """What a strategy's signals and cancels go out as, whatever it wrote in them: the name it runs under."""
+    return getattr(strategy, "source", "") or f"strategy:{strategy.name}"
+
+
 def make(cls: type, params: dict[str, Any] | None = None, run_as: str = "") -> Any:
     """A strategy built with its parameters (text values, as from a command line, are converted); ``run_as``: the
     name it runs under, its source then ``strategy:run_as``."""
