@@ -335,7 +335,7 @@ def test_an_agent_writes_checks_backtests_and_proposes_a_strategy_the_operator_a
     checked, tested, proposed, listed = (ok(answer) for answer in anyio.run(agent_session))
     assert checked["ok"] is True and checked["problems"] == [], checked
     assert tested["refusals_by_code"].get("ORDER_NOTIONAL", 0) >= 1, tested  # risk's own check, in the backtest
-    assert tested["fills"] >= 1, tested
+    assert tested["risk_refusals"].get("ORDER_NOTIONAL", 0) >= 1 and tested["trades"] >= 1, tested
     sha = proposed["sha256"]
     assert up.store.get("tight").state == "pending" and up.store.get("tight").pending.sha256 == sha
     assert not (up.mesh.state / "strategies" / "tight" / "approved.py").exists()  # the agent cannot approve
