@@ -104,7 +104,8 @@ class Supervisor(Service):
         if why := refusal(self.ctx.config.services[child.name]):
             if why != child.refused:
                 self.ctx.log.error("not starting %s: %s", child.name, why)
-            child.refused, child.state, child.next_start = why, "down", None
+            # Not started: no process of its own is shown (the one before it, if any, has ended).
+            child.refused, child.state, child.next_start, child.proc = why, "down", None, None
             return
         child.refused = ""
         command = [sys.executable, "-m", "services"]
