@@ -5,6 +5,7 @@ a reason, and what is let in has every number finite and in range. Bounded examp
 from __future__ import annotations
 
 import json
+import math
 import queue
 import threading
 from decimal import Decimal as D
@@ -139,18 +140,20 @@ def test_every_sockets_decoder_counts_a_bad_frame_and_lets_in_only_messages_whos
         assert m.number_fault(decoded) == ""
 
 
-def decimals_in(value: Any, name: str = "") -> list[tuple[str, D]]:
-    """Every Decimal in a message with the name of the field that holds it."""
-    if isinstance(value, D):
+def numbers_in(value: Any, name: str = "") -> list[tuple[str, D | float]]:
+    """Every Decimal and float in a message with the name of the field that holds it."""
+    if isinstance(value, D | float):
         return [(name, value)]
     if isinstance(value, msgspec.Struct):
-        return [x for f in value.__struct_fields__ for x in decimals_in(getattr(value, f), f)]
+        return [x for f in value.__struct_fields__ for x in numbers_in(getattr(value, f), f)]
     if isinstance(value, list | dict):
-        return [x for item in (value.values() if isinstance(value, dict) else value) for x in decimals_in(item, name)]
+        return [x for item in (value.values() if isinstance(value, dict) else value) for x in numbers_in(item, name)]
     return []
 
 
-def trusted(name: str, value: D) -> bool:
+def trusted(name: str, value: D | float) -> bool:
+    if isinstance(value, float):  # a duration, a rate, a lag, a figure: finite
+        return math.isfinite(value)
     if not value.is_finite():
         return False
     if name in m.PRICES:
@@ -165,7 +168,7 @@ ALL_MESSAGES = tuple(c for c in vars(m).values() if isinstance(c, type) and issu
 @FAST
 @given(msg=any_message(ALL_MESSAGES))
 def test_a_message_is_trusted_exactly_when_every_number_in_it_is_finite_and_in_its_range(msg: m.Message) -> None:
-    bad = [(name, value) for name, value in decimals_in(msg) if not trusted(name, value)]
+    bad = [(name, value) for name, value in numbers_in(msg) if not trusted(name, value)]
     why = m.number_fault(msg)
     assert bool(why) == bool(bad), (why, bad)
     if bad:
