@@ -345,8 +345,7 @@ class Replier:
             reply = self._answer(frame, handler)
             encoded = self._encoder.encode(reply)
             if len(encoded) > self.max_frame:  # the requester would never get it: an error that says so instead
-                self.counters.oversized += 1
-                self._report(over_cap(len(encoded), self.max_frame))
+                self._oversized(len(encoded))
                 encoded = self._encoder.encode(m.Error(request_id=getattr(reply, "request_id", ""), message=(
                     f"the reply ({type(reply).__name__}) is {len(encoded)} bytes, over the bus's cap of "
                     f"{self.max_frame} bytes: ask for less (a smaller page or max_rows), or raise bus.max_frame_bytes")))
@@ -360,11 +359,16 @@ class Replier:
         if self._on_bad_frame is not None:
             self._on_bad_frame(CONTROL, why)
 
+    def _oversized(self, size: int) -> str:
+        """A request or reply over the cap: counted and reported; returns why."""
+        self.counters.oversized += 1
+        why = over_cap(size, self.max_frame)
+        self._report(why)
+        return why
+
     def _answer(self, frame: bytes, handler: Callable[[m.Message], m.Message]) -> m.Message:
         if len(frame) > self.max_frame:
-            self.counters.oversized += 1
-            self._report(over_cap(len(frame), self.max_frame))
-            return m.Error(request_id="", message=f"request refused: {over_cap(len(frame), self.max_frame)}")
+            return m.Error(request_id="", message=f"request refused: {self._oversized(len(frame))}")
         try:
             req = self._decoder.decode(frame)
             why = checked_numbers(req)

@@ -142,27 +142,25 @@ class Journal:
         index = self._index
         out: list[Any] = []
         with open(self.path, "rb") as f:
-            index.extend(f, self._numbered_seq)
+            index.extend(f, lambda line: rec.seq if (rec := self._numbered(line)) is not None else 0)
             f.seek(index.offset_before(seq + 1))
             for line in f:
                 if len(out) >= limit:
                     break
-                n = self._numbered_seq(line)
-                if n > seq:
-                    out.append(self._decoder.decode(line))
+                if (rec := self._numbered(line)) is not None and rec.seq > seq:
+                    out.append(rec)
         out.sort(key=lambda rec: rec.seq)
         return out, index.first
 
-    def _numbered_seq(self, line: bytes) -> int:
-        """The seq of a line that holds a numbered record of this journal's stream; 0 for any other line."""
+    def _numbered(self, line: bytes) -> Any | None:
+        """The record a line holds when it is a numbered one of this journal's stream; None for any other line."""
         if b'"seq"' not in line:
-            return 0
+            return None
         try:
             rec = self._decoder.decode(line)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            return 0
-        n = getattr(rec, "seq", 0)
-        return n if isinstance(rec, self.numbered) and n and rec.stream == self.stream else 0
+            return None
+        return rec if isinstance(rec, self.numbered) and getattr(rec, "seq", 0) and rec.stream == self.stream else None
 
     def rewrite(self, records: list[Any]) -> int:
         """Replace the journal with ``records`` (after a ``Numbering`` that carries the counter on), atomically: a new
