@@ -113,6 +113,11 @@ def test_an_approved_file_that_changed_after_approval_does_not_run(tmp_path: Pat
     path.write_text(SPREAD.replace('Decimal("5")', 'Decimal("500")'))
     with pytest.raises(StartupError, match="not the version approved: .* changed after approval"):
         build("wide", table, tmp_path)
+    ran = tmp_path / "ran"  # the changed file is refused before any of its code runs
+    path.write_text(SPREAD + f"\nopen({str(ran)!r}, 'w').close()\n")
+    with pytest.raises(StartupError, match="not the version approved: .* changed after approval"):
+        build("wide", table, tmp_path)
+    assert not ran.exists()
 
 
 def test_the_rules_helpers_round_as_the_executor_does_and_say_why_an_order_would_be_refused() -> None:

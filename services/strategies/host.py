@@ -35,9 +35,9 @@ def build(name: str, table: dict[str, Any], base: Any) -> Any:
     """One configured strategy, running as ``name`` (its signals' source strategy:NAME); StartupError if it cannot."""
     spec, params = (str(table["class"]), table.get("params") or {}) if "class" in table else (name, table)
     try:
-        cls = load(spec, base)
-        if why := unapproved(table):
+        if why := unapproved(table):  # before loading: loading a file runs its code
             raise StrategyError(why)
+        cls = load(spec, base)
         return make(cls, params, run_as=name if "class" in table else "")
     except (StrategyError, OSError) as exc:
         raise StartupError(f"strategy {name}: {exc}") from None
